@@ -1,0 +1,112 @@
+"""Each session's two private containers: ``data`` (key → JSON value) and ``history`` (a log).
+
+Both are handles bound to one session id; nothing in them is reachable through another id, and both
+are deleted with the session. Writes count as activity and slide the idle timeout.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ValidationError
+from ._limits import check_key, check_limit, check_name, encode_json
+from ._models import DataEntry, HistoryRecord
+
+if TYPE_CHECKING:
+    from ._hub import SessionHub
+
+__all__ = ["SessionData", "SessionHistory"]
+
+
+def _expected(value: int | None) -> int | None:
+    if value is not None and (type(value) is not int or value < 0):
+        raise ValidationError(f"expected_version must be an integer >= 0, got {value!r}")
+    return value
+
+
+class SessionData:
+    """``hub.data(id)``: a key → JSON value store with compare-and-set by version.
+
+    Every key has a version that starts at 1 and grows with each write. ``expected_version=0``
+    writes only if the key is absent; any other number writes only over that version.
+    """
+
+    __slots__ = ("_hub", "session_id")
+
+    def __init__(self, hub: SessionHub, session_id: str) -> None:
+        self._hub = hub
+        self.session_id = session_id
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        entry = await self.entry(key)
+        return default if entry is None else entry.value
+
+    async def entry(self, key: str) -> DataEntry | None:
+        """The value with its version, or ``None``."""
+        await self._hub.get(self.session_id)
+        return await self._hub.store.data_get(self.session_id, check_key(key))
+
+    async def set(self, key: str, value: Any, *, expected_version: int | None = None) -> DataEntry:
+        raw = encode_json(value, "data value", self._hub.limits.max_data_value_bytes)
+        return await self._hub.store.data_set(
+            self.session_id, check_key(key), raw, _expected(expected_version), self._hub.clock()
+        )
+
+    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        """Remove a key; whether it was there."""
+        return await self._hub.store.data_delete(
+            self.session_id, check_key(key), _expected(expected_version), self._hub.clock()
+        )
+
+    async def entries(self) -> list[DataEntry]:
+        await self._hub.get(self.session_id)
+        return await self._hub.store.data_items(self.session_id)
+
+    async def items(self) -> dict[str, Any]:
+        return {entry.key: entry.value for entry in await self.entries()}
+
+
+class SessionHistory:
+    """``hub.history(id)``: an append-only log of ``{seq, kind, at, payload}`` records."""
+
+    __slots__ = ("_hub", "session_id")
+
+    def __init__(self, hub: SessionHub, session_id: str) -> None:
+        self._hub = hub
+        self.session_id = session_id
+
+    async def append(self, kind: str, payload: Any = None) -> HistoryRecord:
+        raw = encode_json(payload, "history record", self._hub.limits.max_history_record_bytes)
+        return await self._hub.store.history_append(
+            self.session_id, check_name(kind, "history kind"), raw, self._hub.clock()
+        )
+
+    async def read(
+        self,
+        *,
+        after: int | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+        kind: str | None = None,
+    ) -> list[HistoryRecord]:
+        """A page of records in reading order. ``after`` is the last ``seq`` you have read: the
+        page continues past it (below it, when ``newest_first``)."""
+        if after is not None and (type(after) is not int or after < 0):
+            raise ValidationError(f"after must be a sequence number >= 0, got {after!r}")
+        await self._hub.get(self.session_id)
+        return await self._hub.store.history_read(
+            self.session_id,
+            after=after,
+            limit=check_limit(limit),
+            newest_first=bool(newest_first),
+            kind=None if kind is None else check_name(kind, "history kind"),
+        )
+
+    async def counts(self) -> dict[str, int]:
+        """How many records of each kind, without reading them."""
+        await self._hub.get(self.session_id)
+        return await self._hub.store.history_counts(self.session_id)
+
+    async def count(self, kind: str | None = None) -> int:
+        counts = await self.counts()
+        return sum(counts.values()) if kind is None else counts.get(check_name(kind, "kind"), 0)

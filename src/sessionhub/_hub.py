@@ -1,0 +1,626 @@
+"""SessionHub: the one place where session policy lives.
+
+Every face (Python, HTTP, gRPC, the Stream API, middleware, CLI, pytest, Morgan's API) is a thin
+translation onto these verbs. The hub validates input, applies limits and the lifecycle, runs cleanup
+hooks, drives expiry from deadlines and counts; the store performs each change atomically.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping
+from typing import Any, Final, TypeVar
+
+import msgspec
+
+from ._clock import Clock, IdFactory, new_session_id, system_clock
+from ._containers import SessionData, SessionHistory
+from ._errors import (
+    QuotaExceeded,
+    SessionNotFound,
+    StoreUnavailable,
+    TransitionError,
+    ValidationError,
+    VersionConflict,
+)
+from ._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
+from ._limits import (
+    Limits,
+    check_details,
+    check_id,
+    check_labels,
+    check_limit,
+    check_name,
+    check_names,
+    check_timeout,
+)
+from ._metrics import HubMetrics, MetricsSnapshot
+from ._models import EventKind, Page, Session, SessionEvent, expires_at
+from .stores import Store, store_from_url
+from .stores._base import Change, CreateRules, Query
+
+__all__ = ["DEFAULT", "EndHook", "SessionHub"]
+
+logger = logging.getLogger("sessionhub")
+
+
+class _Default:
+    """Marks an argument left to the hub's default (``None`` means "no timeout")."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DEFAULT"
+
+
+DEFAULT: Final = _Default()
+
+EndHook = Callable[[Session, str], Awaitable[None] | None]
+_H = TypeVar("_H", bound=EndHook)
+_UNSET: Any = msgspec.UNSET
+
+
+class SessionHub:
+    """Sessions with a lifecycle, expiry, limits, hooks and events, over a pluggable store.
+
+    Use it as an async context manager (or ``await hub.start()`` / ``await hub.close()``): starting
+    opens the store and the expiry task; closing stops them and, for the memory store, ends every
+    live session with reason ``shutdown`` so that cleanup hooks run.
+    """
+
+    def __init__(
+        self,
+        store: Store | str = "memory://",
+        *,
+        idle_timeout: float | None = 1800.0,
+        ttl: float | None = None,
+        lifecycle: Lifecycle = DEFAULT_LIFECYCLE,
+        unique_labels: Collection[str] = (),
+        limits: Limits | None = None,
+        retention: float = 0.0,
+        hook_timeout: float = 30.0,
+        clock: Clock = system_clock,
+        id_factory: IdFactory = new_session_id,
+        poll_interval: float = 1.0,
+        expiry_batch: int = 1000,
+    ) -> None:
+        self.store = store_from_url(store) if isinstance(store, str) else store
+        self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
+        self.ttl = check_timeout(ttl, "ttl")
+        self.lifecycle = lifecycle
+        self.unique_labels = check_names(list(unique_labels), "unique_labels")
+        self.limits = limits or Limits()
+        self.retention = _retention(retention)
+        self.hook_timeout = check_timeout(hook_timeout, "hook_timeout")
+        self.poll_interval = check_timeout(poll_interval, "poll_interval") or 1.0
+        self.expiry_batch = check_limit(expiry_batch, 100_000)
+        self.clock = clock
+        self.id_factory = id_factory
+        self._hooks: list[EndHook] = []
+        self._metrics = HubMetrics()
+        self._terminate = lifecycle.moves(lifecycle.terminate)
+        self._create_rules = CreateRules(
+            unique_labels=self.unique_labels,
+            max_sessions=self.limits.max_sessions,
+            max_sessions_per_user=self.limits.max_sessions_per_user,
+        )
+        self._reaper: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._wake_at = float("inf")
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"SessionHub(store={self.store!r})"
+
+    # lifetime
+
+    async def __aenter__(self) -> SessionHub:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the store and start the expiry task (idempotent)."""
+        if self._started:
+            return
+        await self.store.open()
+        self.store.events.reopen()
+        self._started = True
+        self._reaper = asyncio.create_task(self._reap_forever(), name="sessionhub-expiry")
+
+    async def close(self) -> None:
+        """Stop expiry; with a memory store, end every live session (reason ``shutdown``)."""
+        if not self._started:
+            return
+        self._started = False
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+            self._reaper = None
+        if self.store.ephemeral:
+            await self.end_all("shutdown")
+        self.store.events.close()
+        await self.store.close()
+
+    async def end_all(self, reason: str = "ended") -> int:
+        """End every live session (children with their parents); how many this call ended."""
+        ended = 0
+        async for session in self._each(Query()):
+            ended += await self.end(session.id, reason)
+        return ended
+
+    async def _each(self, query: Query) -> AsyncIterator[Session]:
+        """Every session ``query`` matches, page by page (one pass: sessions that another caller
+        is ending are skipped, never waited for)."""
+        cursor = None
+        while True:
+            page = await self.store.find(query, limit=500, cursor=cursor)
+            for session in page.items:
+                yield session
+            if page.cursor is None:
+                return
+            cursor = page.cursor
+
+    # sessions
+
+    async def create(
+        self,
+        session_id: str | None = None,
+        *,
+        namespace: str = "default",
+        user_id: str | None = None,
+        parent_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        details: Mapping[str, Any] | None = None,
+        idle_timeout: float | _Default | None = DEFAULT,
+        ttl: float | _Default | None = DEFAULT,
+        retention: float | None = None,
+        activate: bool = False,
+    ) -> Session:
+        """Create a session (the id is allocated unless given) and emit ``created``.
+
+        ``activate=True`` walks the lifecycle from its initial state to its active one in the same
+        atomic step, for sessions that have nothing to spawn. ``retention`` keeps this session
+        readable for that many seconds after it ends (the hub's ``retention`` when ``None``).
+        """
+        sid = self.id_factory() if session_id is None else check_id(session_id)
+        lifecycle = self.lifecycle
+        state = lifecycle.initial
+        if activate:
+            if not lifecycle.activate_path and lifecycle.active != state:
+                raise ValidationError(f"the lifecycle has no path to {lifecycle.active}")
+            state = lifecycle.active
+        elif activate is not False:
+            raise ValidationError(f"activate must be a bool, got {activate!r}")
+        idle = (
+            self.idle_timeout
+            if idle_timeout is DEFAULT
+            else check_timeout(idle_timeout, "idle_timeout")
+        )
+        life = self.ttl if ttl is DEFAULT else check_timeout(ttl, "ttl")
+        now = self.clock()
+        session = Session(
+            id=sid,
+            namespace=check_id(namespace, "namespace"),
+            state=state,
+            user_id=None if user_id is None else check_id(user_id, "user_id"),
+            parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
+            labels=check_labels(labels, self.limits),
+            details=check_details(details, self.limits),
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+            expires_at=expires_at(
+                created_at=now, last_activity_at=now, idle_timeout=idle, ttl=life, active_requests=0
+            ),
+            idle_timeout=idle,
+            ttl=life,
+            retention=None if retention is None else _retention(retention),
+        )
+        for _ in range(8):
+            try:
+                created = await self.store.create(session, self._create_rules)
+                break
+            except QuotaExceeded:
+                if self.limits.quota_policy != "evict_oldest" or session.user_id is None:
+                    raise
+                await self._evict_oldest(session.user_id)
+        else:
+            raise QuotaExceeded(f"could not make room for user {user_id} after several evictions")
+        self._metrics.created += 1
+        self._scheduled(created)
+        return created
+
+    async def _evict_oldest(self, user_id: str) -> None:
+        owned = [session async for session in self._each(Query(user_id=user_id))]
+        if owned:
+            await self.end(min(owned, key=lambda s: (s.created_at, s.id)).id, "evicted")
+
+    async def get(self, session_id: str) -> Session:
+        """The session (live, or ended and still retained); ``SessionNotFound`` otherwise."""
+        if type(session_id) is not str:
+            check_id(session_id)
+        session = await self.store.get(session_id)
+        if session is None or (
+            session.ended_at is not None and self._retain_until(session) <= self.clock()
+        ):
+            check_id(session_id)
+            raise SessionNotFound(session_id)
+        return session
+
+    def _retain_until(self, ended: Session) -> float:
+        assert ended.ended_at is not None
+        retention = self.retention if ended.retention is None else ended.retention
+        return ended.ended_at + retention
+
+    async def exists(self, session_id: str) -> bool:
+        """Whether ``session_id`` names a live session."""
+        try:
+            session = await self.get(session_id)
+        except SessionNotFound:
+            return False
+        return session.ended_at is None
+
+    def _query(
+        self,
+        namespace: str | None,
+        user_id: str | None,
+        parent_id: str | None,
+        state: str | None,
+        labels: Mapping[str, str] | None,
+        include_ended: bool,
+    ) -> Query:
+        return Query(
+            namespace=None if namespace is None else check_id(namespace, "namespace"),
+            user_id=None if user_id is None else check_id(user_id, "user_id"),
+            parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
+            state=None if state is None else check_id(state, "state").upper(),
+            labels=None if not labels else check_labels(labels, Limits()),
+            include_ended=bool(include_ended),
+        )
+
+    async def find(
+        self,
+        *,
+        namespace: str | None = None,
+        user_id: str | None = None,
+        parent_id: str | None = None,
+        state: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        include_ended: bool = False,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        """A page of matching sessions in id order; pass ``page.cursor`` back for the next."""
+        query = self._query(namespace, user_id, parent_id, state, labels, include_ended)
+        if cursor is not None:
+            check_id(cursor, "cursor")
+        return await self.store.find(query, limit=check_limit(limit), cursor=cursor)
+
+    async def count(
+        self,
+        *,
+        namespace: str | None = None,
+        user_id: str | None = None,
+        parent_id: str | None = None,
+        state: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        include_ended: bool = False,
+    ) -> int:
+        """How many sessions ``find`` would list over all its pages."""
+        query = self._query(namespace, user_id, parent_id, state, labels, include_ended)
+        return await self.store.count(query)
+
+    async def _modify(self, session_id: str, change: Change) -> Session:
+        if type(session_id) is not str:
+            check_id(session_id)
+        session = await self.store.modify(session_id, change)
+        self._scheduled(session)
+        return session
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        details: Mapping[str, Any] | None = None,
+        remove_details: Collection[str] = (),
+        labels: Mapping[str, str] | None = None,
+        remove_labels: Collection[str] = (),
+        idle_timeout: float | _Default | None = DEFAULT,
+        ttl: float | _Default | None = DEFAULT,
+        expected_version: int | None = None,
+    ) -> Session:
+        """Merge details and labels (and remove keys), change timeouts; emits ``updated``.
+
+        With ``expected_version`` the update applies only to that version (``VersionConflict``
+        otherwise), so read-modify-write loops lose no update.
+        """
+        limits = self.limits
+        change = Change(
+            now=self.clock(),
+            expected_version=_version(expected_version),
+            details=check_details(details, limits) if details is not None else None,
+            details_remove=check_names(remove_details, "remove_details"),
+            labels=check_labels(labels, limits) if labels is not None else None,
+            labels_remove=check_names(remove_labels, "remove_labels"),
+            unique_labels=self.unique_labels,
+            max_labels=limits.max_labels,
+            max_details_bytes=limits.max_details_bytes,
+            idle_timeout=_UNSET
+            if idle_timeout is DEFAULT
+            else check_timeout(idle_timeout, "idle_timeout"),
+            ttl=_UNSET if ttl is DEFAULT else check_timeout(ttl, "ttl"),
+            emit=EventKind.UPDATED,
+        )
+        return await self._modify(session_id, change)
+
+    async def transition(
+        self, session_id: str, event: str, *, expected_version: int | None = None
+    ) -> Session:
+        """Apply a lifecycle event; ``TransitionError`` if the table has no such move.
+
+        An event that leads to the ended state ends the session (hooks run once, as in ``end``).
+        """
+        lifecycle = self.lifecycle
+        name = lifecycle.event_name(event)
+        if name == lifecycle.clean:
+            session = await self.get(session_id)
+            lifecycle.next_state(session.state, name)  # raises unless the session is ending
+            if expected_version is not None and session.version != _version(expected_version):
+                raise VersionConflict(
+                    f"session {session_id} is at version {session.version}, not {expected_version}"
+                )
+            ended = await self._end(session_id, session.end_reason or "ended")
+            if ended is None:
+                raise TransitionError(session.state, name, "session is already being ended")
+            return ended
+        change = Change(
+            now=self.clock(),
+            expected_version=_version(expected_version),
+            event=name,
+            moves=lifecycle.moves(name),
+            emit=EventKind.TRANSITIONED,
+        )
+        return await self._modify(session_id, change)
+
+    async def touch(self, session_id: str) -> Session:
+        """A heartbeat: refresh activity, so the idle timeout starts again."""
+        return await self._modify(session_id, Change(now=self.clock(), touch=True))
+
+    async def incr(self, session_id: str, counter: str, by: int = 1) -> int:
+        """Add ``by`` to a counter atomically (activity too); the counter's new value."""
+        check_name(counter, "counter name")
+        if type(by) is not int:
+            raise ValidationError(f"by must be an integer, got {by!r}")
+        change = Change(now=self.clock(), counters={counter: by}, touch=True)
+        session = await self._modify(session_id, change)
+        return session.counters[counter]
+
+    @contextlib.asynccontextmanager
+    async def track_request(self, session_id: str) -> AsyncIterator[Session]:
+        """Count a request in flight for the block's duration; the session is not idle meanwhile.
+
+        Raises ``SessionNotFound`` for an unknown or ended session and ``TooManyRequests`` past the
+        per-session limit. The request is released however the block exits.
+        """
+        max_requests = self.limits.max_requests_per_session
+        session = await self._modify(
+            session_id,
+            Change(now=self.clock(), requests=1, max_requests=max_requests, touch=True),
+        )
+        try:
+            yield session
+        finally:
+            with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing to release
+                await self._modify(session_id, Change(now=self.clock(), requests=-1, touch=True))
+
+    async def link(self, parent_id: str, child_id: str) -> Session:
+        """Make ``child_id`` a child of ``parent_id`` (ending the parent ends it); emits ``updated``."""
+        check_id(child_id, "child_id")
+        node: Session | None = await self.get(check_id(parent_id, "parent_id"))
+        if node is None or not node.live or node.end_reason is not None:
+            raise SessionNotFound(parent_id)
+        while node is not None:  # links never form a cycle, so this walk ends
+            if node.id == child_id:
+                raise ValidationError(f"linking {child_id} under {parent_id} would make a cycle")
+            node = None if node.parent_id is None else await self.store.get(node.parent_id)
+        change = Change(now=self.clock(), parent_id=parent_id, emit=EventKind.UPDATED)
+        return await self._modify(child_id, change)
+
+    async def end(self, session_id: str, reason: str = "ended") -> bool:
+        """End a live session: terminate, end its children, run the hooks once, clean.
+
+        Returns whether this call ended it: ``False`` when it had already ended, was being ended
+        by another caller, or does not exist.
+        """
+        return await self._end(check_id(session_id), check_name(reason, "reason")) is not None
+
+    async def _end(self, session_id: str, reason: str) -> Session | None:
+        claimed = await self.store.claim_end(session_id, reason, self.clock(), self._terminate)
+        return None if claimed is None else await self._finish(claimed)
+
+    async def _finish(self, claimed: Session) -> Session | None:
+        reason = claimed.end_reason or "ended"
+        async for child in self._each(Query(parent_id=claimed.id)):
+            await self._end(child.id, "parent_ended")  # children first: cleanup from the leaves up
+        await self._run_hooks(claimed, reason)
+        now = self.clock()
+        retention = self.retention if claimed.retention is None else claimed.retention
+        ended = await self.store.finish_end(claimed.id, now, self.lifecycle.ended, now + retention)
+        self._metrics.ended[reason] += 1
+        return ended
+
+    async def expire_due(self) -> int:
+        """End every session whose deadline has passed; how many this call ended.
+
+        The expiry task calls this at each deadline; tests that move a ``ManualClock`` call it to
+        make expiry happen now.
+        """
+        ended = 0
+        while True:
+            now = self.clock()
+            claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
+            for session in claimed:
+                if session.expires_at is not None:
+                    self._metrics.observe_lateness(now - session.expires_at)
+            for session in claimed:
+                await self._finish(session)
+            ended += len(claimed)
+            if len(claimed) < self.expiry_batch:
+                return ended
+            # A memory store never suspends: let other tasks run between batches.
+            await asyncio.sleep(0)
+
+    # hooks
+
+    def on_end(self, hook: _H) -> _H:
+        """Register a cleanup hook ``hook(session, reason)``, sync or async; usable as a decorator.
+
+        Hooks run once per session, in registration order, each under ``hook_timeout``; sync hooks
+        run in a worker thread. A hook that fails or hangs is logged and counted, and cleanup goes on.
+        """
+        if not callable(hook):
+            raise ValidationError(f"on_end needs a callable, got {hook!r}")
+        self._hooks.append(hook)
+        return hook
+
+    async def _run_hooks(self, session: Session, reason: str) -> None:
+        for hook in self._hooks:
+            self._metrics.hook_calls += 1
+            try:
+                if _is_async(hook):
+                    call: Awaitable[Any] = hook(session, reason)  # type: ignore[assignment]
+                else:
+                    call = asyncio.to_thread(hook, session, reason)
+                await asyncio.wait_for(call, self.hook_timeout)
+            except Exception as exc:
+                self._metrics.hook_failures += 1
+                what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc!r}"
+                logger.error(
+                    "cleanup hook %s %s for session %s (reason %s)",
+                    getattr(hook, "__qualname__", hook),
+                    what,
+                    session.id,
+                    reason,
+                    exc_info=not isinstance(exc, TimeoutError),
+                )
+
+    # containers
+
+    def data(self, session_id: str) -> SessionData:
+        """The session's private key → JSON value store."""
+        return SessionData(self, check_id(session_id))
+
+    def history(self, session_id: str) -> SessionHistory:
+        """The session's private append-only history."""
+        return SessionHistory(self, check_id(session_id))
+
+    # events and metrics
+
+    def subscribe(
+        self,
+        *,
+        namespace: str | None = None,
+        kinds: Collection[str] | None = None,
+        session_id: str | None = None,
+        after: str | None = None,
+    ) -> AsyncGenerator[SessionEvent, None]:
+        """Events in order: from now on, or resumed after the event id ``after``.
+
+        ``missed`` events (always delivered, whatever the filters) tell a subscriber that fell a
+        whole buffer behind how many events it lost. Bad filters raise here, before any iteration.
+        """
+        if namespace is not None:
+            check_id(namespace, "namespace")
+        if session_id is not None:
+            check_id(session_id)
+        wanted = None
+        if kinds is not None:
+            if isinstance(kinds, str):
+                raise ValidationError(f"kinds must be a collection of event kinds, got {kinds!r}")
+            wanted = frozenset(check_names(list(kinds), "kinds"))
+            if unknown := wanted - EventKind.ALL:
+                raise ValidationError(f"unknown event kinds: {sorted(unknown)}")
+        if after is not None and type(after) is not str:
+            raise ValidationError(f"after must be an event id string, got {after!r}")
+        return self._events(namespace, wanted, session_id, after)
+
+    async def _events(
+        self,
+        namespace: str | None,
+        wanted: frozenset[str] | None,
+        session_id: str | None,
+        after: str | None,
+    ) -> AsyncGenerator[SessionEvent, None]:
+        events = self.store.subscribe(after)
+        self._metrics.subscribers += 1
+        try:
+            async for event in events:
+                session = event.session
+                if session is not None and (
+                    (wanted is not None and event.kind not in wanted)
+                    or (namespace is not None and session.namespace != namespace)
+                    or (session_id is not None and session.id != session_id)
+                ):
+                    continue
+                yield event
+        finally:
+            self._metrics.subscribers -= 1
+            await events.aclose()
+
+    async def metrics(self) -> MetricsSnapshot:
+        """Live sessions by namespace and state (from the store) and this process's counters."""
+        return self._metrics.snapshot(await self.store.census())
+
+    # expiry
+
+    def _scheduled(self, session: Session) -> None:
+        deadline = session.expires_at
+        if deadline is not None and deadline < self._wake_at:
+            self._wake.set()
+
+    async def _reap_forever(self) -> None:
+        while True:
+            # While a pass runs, any new deadline sets the wake flag, so none is slept past.
+            self._wake.clear()
+            self._wake_at = float("inf")
+            delay = self.poll_interval
+            try:
+                await self.expire_due()
+                await self.store.purge(self.clock())
+                deadline = await self.store.next_deadline()
+                if deadline is not None:
+                    delay = min(max(deadline - self.clock(), 0.0), delay)
+            except StoreUnavailable as exc:
+                logger.warning("expiry paused, store unavailable: %s", exc)
+            except Exception:
+                logger.exception("expiry pass failed; retrying")
+            self._wake_at = self.clock() + delay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), delay)
+
+
+def _retention(value: object) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1e12:
+        raise ValidationError(
+            f"retention must be zero or a positive number of seconds, got {value!r}"
+        )
+    return float(value)
+
+
+def _version(value: int | None) -> int | None:
+    if value is not None and (type(value) is not int or value < 1):
+        raise ValidationError(f"expected_version must be a positive integer, got {value!r}")
+    return value
+
+
+def _is_async(hook: object) -> bool:
+    return inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(
+        getattr(hook, "__call__", None)  # noqa: B004 - an object whose __call__ is async
+    )

@@ -1,0 +1,196 @@
+"""The JSON bodies of the HTTP API, as msgspec structs shared by the server and the clients.
+
+The server decodes requests with these very types and publishes their schemas in its OpenAPI
+document, so the document describes exactly what the server accepts. Unknown fields are refused: a misspelt field is
+a 400, never a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from ._metrics import MetricsSnapshot
+from ._models import DataEntry, HistoryRecord
+
+__all__ = [
+    "Census",
+    "Count",
+    "CreateBody",
+    "DataBody",
+    "DataItems",
+    "Deleted",
+    "Ended",
+    "ErrorAnswer",
+    "ErrorBody",
+    "Health",
+    "HistoryBody",
+    "HistoryCounts",
+    "HistoryItems",
+    "IncrBody",
+    "LinkBody",
+    "Stats",
+    "TransitionBody",
+    "UpdateBody",
+    "Value",
+]
+
+
+class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class CreateBody(_Body):
+    """``POST /v1/sessions``. A missing ``idle_timeout``/``ttl`` takes the server's default; an
+    explicit ``null`` means none."""
+
+    id: str | None = None
+    namespace: str = "default"
+    user_id: str | None = None
+    parent_id: str | None = None
+    labels: dict[str, str] | None = None
+    details: dict[str, Any] | None = None
+    idle_timeout: float | None | UnsetType = UNSET
+    ttl: float | None | UnsetType = UNSET
+    retention: float | None = None
+    activate: bool = False
+
+
+class UpdateBody(_Body):
+    """``PATCH /v1/sessions/{id}``: merge ``details``/``labels``, remove keys, change timeouts."""
+
+    details: dict[str, Any] | None = None
+    remove_details: list[str] = []
+    labels: dict[str, str] | None = None
+    remove_labels: list[str] = []
+    idle_timeout: float | None | UnsetType = UNSET
+    ttl: float | None | UnsetType = UNSET
+    expected_version: int | None = None
+
+
+class TransitionBody(_Body):
+    """``POST /v1/sessions/{id}/transitions``: a lifecycle event, e.g. ``ACTIVATE``."""
+
+    event: str
+    expected_version: int | None = None
+
+
+class IncrBody(_Body):
+    """``POST /v1/sessions/{id}/counters/{name}``."""
+
+    by: int = 1
+
+
+class LinkBody(_Body):
+    """``POST /v1/sessions/{id}/children``: make ``child_id`` a child of the session."""
+
+    child_id: str
+
+
+class DataBody(_Body):
+    """``PUT /v1/sessions/{id}/data/{key}``. ``expected_version`` 0 writes only a new key."""
+
+    value: Any
+    expected_version: int | None = None
+
+
+class HistoryBody(_Body):
+    """``POST /v1/sessions/{id}/history``: append one record."""
+
+    kind: str
+    payload: Any = None
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+
+
+class ErrorAnswer(msgspec.Struct):
+    """Every error answer: ``{"error": {"code", "message"}}``."""
+
+    error: ErrorBody
+
+
+class Ended(msgspec.Struct):
+    ended: bool
+
+
+class Deleted(msgspec.Struct):
+    deleted: bool
+
+
+class Value(msgspec.Struct):
+    value: int
+
+
+class Count(msgspec.Struct):
+    count: int
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Census(msgspec.Struct):
+    namespace: str
+    state: str
+    count: int
+
+
+class Stats(msgspec.Struct):
+    """``GET /v1/stats``: the server hub's ``metrics()``."""
+
+    live_sessions: int
+    sessions: list[Census]
+    created_total: int
+    ended_total: dict[str, int]
+    hook_calls_total: int
+    hook_failures_total: int
+    expiry_lateness_buckets: list[int]
+    expiry_lateness_sum: float
+    expiry_lateness_max: float
+    subscribers: int
+
+    @classmethod
+    def of(cls, snapshot: MetricsSnapshot) -> Stats:
+        return cls(
+            live_sessions=snapshot.live_sessions,
+            sessions=[Census(ns, state, n) for (ns, state), n in sorted(snapshot.sessions.items())],
+            created_total=snapshot.created_total,
+            ended_total=snapshot.ended_total,
+            hook_calls_total=snapshot.hook_calls_total,
+            hook_failures_total=snapshot.hook_failures_total,
+            expiry_lateness_buckets=list(snapshot.expiry_lateness_buckets),
+            expiry_lateness_sum=snapshot.expiry_lateness_sum,
+            expiry_lateness_max=snapshot.expiry_lateness_max,
+            subscribers=snapshot.subscribers,
+        )
+
+    def snapshot(self) -> MetricsSnapshot:
+        return MetricsSnapshot(
+            live_sessions=self.live_sessions,
+            sessions={(c.namespace, c.state): c.count for c in self.sessions},
+            created_total=self.created_total,
+            ended_total=self.ended_total,
+            hook_calls_total=self.hook_calls_total,
+            hook_failures_total=self.hook_failures_total,
+            expiry_lateness_buckets=tuple(self.expiry_lateness_buckets),
+            expiry_lateness_sum=self.expiry_lateness_sum,
+            expiry_lateness_max=self.expiry_lateness_max,
+            subscribers=self.subscribers,
+        )
+
+
+class DataItems(msgspec.Struct):
+    items: list[DataEntry]
+
+
+class HistoryItems(msgspec.Struct):
+    items: list[HistoryRecord]
+
+
+class HistoryCounts(msgspec.Struct):
+    counts: dict[str, int]

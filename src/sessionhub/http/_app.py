@@ -1,0 +1,236 @@
+"""The HTTP/JSON face: an ASGI app over one ``SessionHub``.
+
+``create_app(hub, token=...)`` gives the app; any ASGI server can run it (``sessionhub serve`` runs
+it on granian). It routes on the raw path, checks the bearer token in constant time, bounds bodies,
+answers every ``SessionHubError`` as ``{"error": {"code", "message"}}`` with its HTTP status, and
+times every request for ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections import defaultdict
+from typing import Any
+from urllib.parse import unquote
+
+from .. import _wire as wire
+from .._errors import SessionHubError, Unauthorized
+from .._hub import SessionHub
+from .._models import json_encoder
+from ._openapi import openapi_document
+from ._prometheus import CONTENT_TYPE, ServerMetrics
+from ._request import Receive, Reply, Request, Scope, Send
+from ._routes import ROUTES, Handler, Route
+from ._sse import stream_events
+
+__all__ = ["SessionHubApp", "create_app"]
+
+logger = logging.getLogger("sessionhub.http")
+
+_PUBLIC = frozenset({"/healthz", "/openapi.json"})
+_EVENTS = "/v1/events"
+_METRICS = "/metrics"
+_OPENAPI = "/openapi.json"
+
+
+def create_app(
+    hub: SessionHub,
+    *,
+    token: str | None = None,
+    max_body_bytes: int = 2 * 1024 * 1024,
+    keepalive: float = 15.0,
+    manage_hub: bool = True,
+) -> SessionHubApp:
+    """The ASGI app serving ``hub``.
+
+    ``token`` requires ``Authorization: Bearer <token>`` on every route but ``/healthz`` and
+    ``/openapi.json``. With ``manage_hub`` the ASGI lifespan starts the hub and closes it at
+    shutdown; pass ``False`` when the caller owns the hub's lifetime (several faces share it).
+    """
+    return SessionHubApp(
+        hub,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        keepalive=keepalive,
+        manage_hub=manage_hub,
+    )
+
+
+class _Router:
+    """Templates grouped by segment count; a segment is a literal or a ``{parameter}``."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self._by_length: dict[int, list[tuple[tuple[str | None, ...], Route]]] = defaultdict(list)
+        for route in routes:
+            parts = tuple(
+                None if part.startswith("{") else part for part in route.template.split("/")[1:]
+            )
+            self._by_length[len(parts)].append((parts, route))
+
+    def match(self, segments: list[str]) -> tuple[Route, list[str]] | None:
+        for parts, route in self._by_length.get(len(segments), ()):
+            params: list[str] = []
+            for part, segment in zip(parts, segments, strict=True):
+                if part is None:
+                    params.append(segment)
+                elif part != segment:
+                    break
+            else:
+                return route, params
+        return None
+
+
+class SessionHubApp:
+    """The ASGI callable (see ``create_app``)."""
+
+    def __init__(
+        self,
+        hub: SessionHub,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        keepalive: float,
+        manage_hub: bool,
+    ) -> None:
+        if token is not None and not (isinstance(token, str) and token):
+            raise ValueError("token must be a non-empty string or None")
+        self.hub = hub
+        self.metrics = ServerMetrics()
+        self.closing = asyncio.Event()
+        self._authorization = None if token is None else f"Bearer {token}".encode()
+        self._max_body = max_body_bytes
+        self._keepalive = keepalive
+        self._manage_hub = manage_hub
+        self._router = _Router(ROUTES)
+        self._openapi = json_encoder.encode(openapi_document())
+        self._timers: dict[tuple[str, str, int], Any] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionHubApp({self.hub!r})"  # never the token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self._manage_hub:
+                        await self.hub.start()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": repr(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.closing.set()
+                if self._manage_hub:
+                    await self.hub.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        method: str = scope["method"]
+        path, segments = _split(scope)
+        template = path
+        try:
+            if path not in _PUBLIC:
+                self._authorize(scope)
+            if path == _EVENTS and method == "GET":
+                request = Request(scope, receive, [], self._max_body)
+                await stream_events(self.hub, request, send, self._keepalive, self.closing)
+                return
+            matched = self._router.match(segments)
+            if matched is None:
+                reply = self._special(path, method)
+                if reply is None:
+                    reply = _error_reply(404, "not_found", f"no route {path}")
+                elif isinstance(reply, Reply) and reply.status == 200 and path == _METRICS:
+                    reply = Reply(200, await self.metrics.render(self.hub), CONTENT_TYPE)
+            else:
+                route, params = matched
+                template = route.template
+                handler: Handler | None = route.methods.get(method)
+                if handler is None:
+                    reply = _method_not_allowed(route, method)
+                else:
+                    reply = await handler(self.hub, Request(scope, receive, params, self._max_body))
+        except SessionHubError as exc:
+            reply = _error_reply(exc.http_status, exc.code, exc.message)
+        except Exception:
+            logger.exception("internal error on %s %s", method, template)
+            reply = _error_reply(500, "internal", "internal server error")
+        await _send(send, reply)
+        self._observe(method, template, reply.status, time.perf_counter() - started)
+
+    def _authorize(self, scope: Scope) -> None:
+        expected = self._authorization
+        if expected is None:
+            return
+        for key, value in scope["headers"]:
+            if key == b"authorization":
+                if hmac.compare_digest(value, expected):
+                    return
+                break
+        raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
+
+    def _special(self, path: str, method: str) -> Reply | None:
+        if path == _OPENAPI:
+            return Reply(200, self._openapi) if method == "GET" else _only_get(path)
+        if path == _METRICS:
+            return Reply(200, b"") if method == "GET" else _only_get(path)
+        if path == _EVENTS:
+            return _only_get(path)
+        return None
+
+    def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        key = (method, route if status != 404 or route != "" else "", status)
+        timer = self._timers.get(key)
+        if timer is None:
+            if len(self._timers) > 1000:  # unknown paths must not grow the label set forever
+                return
+            timer = self._timers[key] = self.metrics.requests.labels(method, route, str(status))
+        timer.observe(seconds)
+
+
+def _split(scope: Scope) -> tuple[str, list[str]]:
+    """The decoded path and its segments, split before decoding so ``%2F`` stays inside one."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode()
+    raw = raw.split(b"?", 1)[0]
+    segments = [
+        unquote(part.decode("latin-1")) if b"%" in part else part.decode("latin-1")
+        for part in raw.split(b"/")[1:]
+    ]
+    return "/" + "/".join(segments), segments
+
+
+def _error_reply(status: int, code: str, message: str) -> Reply:
+    return Reply(status, json_encoder.encode(wire.ErrorAnswer(wire.ErrorBody(code, message))))
+
+
+def _only_get(path: str) -> Reply:
+    return _error_reply(405, "method_not_allowed", f"{path} accepts GET only")
+
+
+def _method_not_allowed(route: Route, method: str) -> Reply:
+    allowed = ", ".join(sorted(route.methods))
+    return _error_reply(405, "method_not_allowed", f"{route.template} accepts {allowed}, not {method}")
+
+
+async def _send(send: Send, reply: Reply) -> None:
+    headers = [
+        (b"content-type", reply.content_type),
+        (b"content-length", str(len(reply.body)).encode()),
+    ]
+    if reply.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})

@@ -1,0 +1,136 @@
+"""The small ASGI vocabulary the HTTP face needs: a request view and a JSON reply.
+
+The face is bare ASGI rather than a framework: routing must see the raw path (session ids may hold
+``/``, ``%``, ``?`` and ``#``, sent percent-encoded), and a bare app is what keeps
+``GET /v1/sessions/{id}`` at the speed PRODUCT.md §10 asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, NamedTuple, TypeVar
+from urllib.parse import parse_qsl
+
+import msgspec
+
+from .._errors import PayloadTooLarge, ValidationError
+from .._models import json_encoder
+
+__all__ = ["JSON", "Receive", "Reply", "Request", "Scope", "Send", "json_reply"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+T = TypeVar("T")
+
+JSON = b"application/json"
+
+
+class Reply(NamedTuple):
+    """A complete answer: status, body and content type."""
+
+    status: int
+    body: bytes
+    content_type: bytes = JSON
+
+
+def json_reply(value: Any, status: int = 200) -> Reply:
+    return Reply(status, json_encoder.encode(value))
+
+
+class Request:
+    """One HTTP request: path parameters from the router, query and headers decoded on demand."""
+
+    __slots__ = ("_query", "max_body", "params", "receive", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, params: list[str], max_body: int) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.params = params
+        self.max_body = max_body
+        self._query: list[tuple[str, str]] | None = None
+
+    @property
+    def method(self) -> str:
+        method: str = self.scope["method"]
+        return method
+
+    def header(self, name: bytes) -> str | None:
+        """The first value of a header; ``name`` in lower case."""
+        for key, value in self.scope["headers"]:
+            if key == name:
+                text: str = value.decode("latin-1")
+                return text
+        return None
+
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        if self._query is None:
+            raw = self.scope.get("query_string", b"").decode("latin-1")
+            self._query = parse_qsl(raw, keep_blank_values=True)
+        return self._query
+
+    def arg(self, name: str) -> str | None:
+        """The last value of a query parameter (``None`` if absent)."""
+        found = None
+        for key, value in self.query:
+            if key == name:
+                found = value
+        return found
+
+    def args(self, name: str) -> list[str]:
+        return [value for key, value in self.query if key == name]
+
+    def int_arg(self, name: str, default: int | None = None) -> int | None:
+        raw = self.arg(name)
+        if raw is None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValidationError(
+                f"query parameter {name} must be an integer, got {raw!r}"
+            ) from None
+
+    def bool_arg(self, name: str) -> bool:
+        raw = self.arg(name)
+        if raw is None or raw in ("false", "0", ""):
+            return False
+        if raw in ("true", "1"):
+            return True
+        raise ValidationError(f"query parameter {name} must be true or false, got {raw!r}")
+
+    async def body(self) -> bytes:
+        """The whole body, refused with 413 past ``max_body`` bytes (checked while it arrives)."""
+        declared = self.header(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+            raise _too_large(self.max_body)
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await self.receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise _too_large(self.max_body)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    async def json(self, kind: type[T]) -> T:
+        """The body decoded into ``kind``; an empty body is an empty object."""
+        raw = await self.body()
+        try:
+            return msgspec.json.decode(raw or b"{}", type=kind)
+        except msgspec.ValidationError as exc:
+            raise ValidationError(f"invalid request body: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise ValidationError(f"request body is not valid JSON: {exc}") from None
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(f"request body is larger than {limit} bytes")

@@ -1,0 +1,95 @@
+"""``GET /v1/events``: the hub's events as server-sent events.
+
+A pump task moves events from the subscription into a small queue and the writer sends them; when
+the client reads slowly the pump waits, so that subscription falls behind in the hub's bounded event
+log (and later receives a ``missed`` event) while the server and every other subscriber go on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+
+from .._hub import SessionHub
+from .._models import SessionEvent, json_encoder
+from ._request import Request, Send
+
+__all__ = ["stream_events"]
+
+_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"x-accel-buffering", b"no"),  # proxies must not buffer a live stream
+]
+_KEEPALIVE = b": keep-alive\n\n"
+
+
+def encode_event(event: SessionEvent) -> bytes:
+    """One SSE frame. ``missed`` notices carry no ``id``: resuming goes on from the last real one."""
+    head = b"" if event.kind == "missed" else b"id: " + event.id.encode() + b"\n"
+    return (
+        head + b"event: " + event.kind.encode() + b"\ndata: " + json_encoder.encode(event) + b"\n\n"
+    )
+
+
+async def stream_events(
+    hub: SessionHub, request: Request, send: Send, keepalive: float, closing: asyncio.Event
+) -> None:
+    kinds = request.arg("kinds")
+    events = hub.subscribe(  # raises on bad filters, before any byte is sent
+        namespace=request.arg("namespace"),
+        kinds=None if kinds is None else [k for k in kinds.split(",") if k],
+        session_id=request.arg("session_id"),
+        after=request.header(b"last-event-id") or request.arg("after"),
+    )
+    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True})
+    queue: asyncio.Queue[SessionEvent] = asyncio.Queue(maxsize=64)
+    pump = asyncio.create_task(_pump(events, queue))
+    stop = asyncio.create_task(_stopped(request, closing))
+    try:
+        while not (stop.done() or pump.done()):
+            getter = asyncio.ensure_future(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, stop, pump}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter in done:
+                frame = encode_event(getter.result())
+            else:
+                getter.cancel()
+                if done:
+                    break
+                frame = _KEEPALIVE
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    except OSError:
+        pass  # the client went away mid-send: nothing to finish
+    finally:
+        for task in (pump, stop):
+            task.cancel()
+        await asyncio.gather(pump, stop, return_exceptions=True)
+        await events.aclose()
+
+
+async def _pump(
+    events: AsyncGenerator[SessionEvent, None], queue: asyncio.Queue[SessionEvent]
+) -> None:
+    async for event in events:
+        await queue.put(event)
+
+
+async def _stopped(request: Request, closing: asyncio.Event) -> None:
+    """Returns when the client disconnects or the server is shutting down."""
+    disconnected = asyncio.ensure_future(_disconnect(request))
+    closed = asyncio.ensure_future(closing.wait())
+    try:
+        await asyncio.wait({disconnected, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        disconnected.cancel()
+        closed.cancel()
+
+
+async def _disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass

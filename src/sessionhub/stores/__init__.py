@@ -1,0 +1,20 @@
+"""Stores: where sessions live. Each is a small class over the ``Store`` contract in ``_base``."""
+
+from __future__ import annotations
+
+from ._base import Change, CreateRules, Query, Store
+from .memory import MemoryStore
+
+__all__ = ["Change", "CreateRules", "MemoryStore", "Query", "Store", "store_from_url"]
+
+
+def store_from_url(url: str) -> Store:
+    """``memory://``, ``sqlite:///path.db`` or ``redis://host:port/db``."""
+    from .._errors import ValidationError
+
+    scheme, sep, _ = url.partition("://")
+    if not sep:
+        raise ValidationError(f"a store URL looks like memory:// or sqlite:///path.db, got {url!r}")
+    if scheme == "memory":
+        return MemoryStore()
+    raise ValidationError(f"unknown store scheme {scheme!r} in {url!r} (memory, sqlite, redis)")

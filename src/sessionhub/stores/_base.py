@@ -1,0 +1,219 @@
+"""The store contract.
+
+A store keeps sessions, their data and history, and the event log, and performs each operation below
+atomically: when many hub processes share one store (SQLite, Redis), two of them racing on the same
+session must still see uniqueness held, versions compared, and every end claimed exactly once.
+
+Policy lives in the hub: it validates input, decides limits and lifecycle moves, runs hooks and counts.
+The store receives decisions as plain values (``NewSession``'s rules, a ``Change``, the ``moves`` of a
+lifecycle event) and applies them atomically, so the memory, SQLite and Redis stores stay thin and
+interchangeable. Every store must pass ``tests/test_conformance.py``.
+
+Rules every implementation follows:
+
+- ``get`` returns live sessions and ended ones still retained; every other session operation treats an
+  ended or unknown session as ``SessionNotFound``.
+- Mutations append their event to the log in the same atomic step (``Change.emit`` says which kind).
+- A deadline is ``_models.expires_at`` of the new record, recomputed on every change.
+- Ending is two steps: ``claim_end``/``claim_expired`` mark sessions (the claimer alone runs hooks),
+  then ``finish_end`` moves them to the ended state, frees unique labels, and retains or deletes them.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from .._events import EventLog
+from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
+
+__all__ = ["Change", "CreateRules", "Query", "Store"]
+
+
+class Query(msgspec.Struct, frozen=True, kw_only=True):
+    """Filters of ``find``/``count``; every given filter must match. Results are ordered by id.
+
+    Ended sessions that are still retained are listed only with ``include_ended``, and only by
+    namespace (the user, parent and label indexes hold live sessions alone).
+    """
+
+    namespace: str | None = None
+    user_id: str | None = None
+    parent_id: str | None = None
+    state: str | None = None
+    labels: Mapping[str, str] | None = None
+    include_ended: bool = False
+
+
+class CreateRules(msgspec.Struct, frozen=True, kw_only=True):
+    """What a create must check atomically with the insert."""
+
+    unique_labels: Sequence[str] = ()
+    max_sessions: int | None = None
+    max_sessions_per_user: int | None = None
+
+
+_KEEP: Any = msgspec.UNSET
+
+
+class Change(msgspec.Struct, frozen=True, kw_only=True):
+    """An atomic read-modify-write of one live session.
+
+    Unset fields leave the session as it is. The store checks ``expected_version``, applies the move
+    for the session's current state from ``moves`` (``TransitionError`` if there is none), merges and
+    removes details and labels, adds ``counters`` increments and ``requests`` to the in-flight count
+    (``TooManyRequests`` past ``max_requests``; ``PayloadTooLarge`` when the merged labels or details
+    pass their limits), refreshes activity when ``touch``, recomputes the
+    deadline, bumps the version and appends an event of kind ``emit`` if given.
+    """
+
+    now: float
+    expected_version: int | None = None
+    event: str | None = None
+    moves: Mapping[str, str] | None = None
+    details: Mapping[str, Any] | None = None
+    details_remove: Sequence[str] = ()
+    labels: Mapping[str, str] | None = None
+    labels_remove: Sequence[str] = ()
+    unique_labels: Sequence[str] = ()
+    max_labels: int | None = None
+    max_details_bytes: int | None = None
+    idle_timeout: float | msgspec.UnsetType | None = _KEEP
+    ttl: float | msgspec.UnsetType | None = _KEEP
+    parent_id: str | msgspec.UnsetType | None = _KEEP
+    counters: Mapping[str, int] | None = None
+    requests: int = 0
+    max_requests: int | None = None
+    touch: bool = False
+    emit: str | None = None
+
+
+class Store(abc.ABC):
+    """Base of every store. Subclasses implement the abstract methods atomically."""
+
+    #: True when nothing outlives the process (the hub then ends every session at shutdown).
+    ephemeral: bool = False
+
+    def __init__(self, *, event_buffer: int = 10_000) -> None:
+        self.events = EventLog(event_buffer)
+
+    async def open(self) -> None:  # noqa: B027 - optional for stores with nothing to open
+        """Connect, create the schema, start tailing the shared event log (idempotent)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional
+        """Release connections; the data stays where it is."""
+
+    # sessions
+
+    @abc.abstractmethod
+    async def create(self, session: Session, rules: CreateRules) -> Session:
+        """Insert a new session; ``DuplicateSession`` if the id or a unique label is taken,
+        ``CapacityExceeded``/``QuotaExceeded`` past the rules, ``SessionNotFound`` for a parent that is
+        not live. Emits ``created``."""
+
+    @abc.abstractmethod
+    async def get(self, session_id: str) -> Session | None:
+        """The session, live or retained after its end; ``None`` if there is none."""
+
+    @abc.abstractmethod
+    async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
+        """Sessions matching ``query`` with ids after ``cursor``, in id order, at most ``limit``."""
+
+    @abc.abstractmethod
+    async def count(self, query: Query) -> int:
+        """How many sessions ``find`` would list over all pages."""
+
+    @abc.abstractmethod
+    async def modify(self, session_id: str, change: Change) -> Session:
+        """Apply ``change`` atomically to a live session and return the new record."""
+
+    @abc.abstractmethod
+    async def claim_end(
+        self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
+    ) -> Session | None:
+        """Mark a live, unclaimed session as ending (its state moved by ``moves``, ``end_reason``
+        set, event ``transitioned``). ``None`` if it is unknown, ended, or already claimed."""
+
+    @abc.abstractmethod
+    async def claim_expired(
+        self, now: float, moves: Mapping[str, str], limit: int
+    ) -> list[Session]:
+        """Claim, as ``claim_end`` with reason ``expired``, up to ``limit`` sessions whose deadline
+        is at or before ``now``, earliest first."""
+
+    @abc.abstractmethod
+    async def finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
+        """Move a claimed session to ``ended_state``, free its unique labels and index entries, and
+        keep it readable until ``retain_until`` (or delete it with its data and history now when
+        that has passed). Emits ``ended``. ``None`` if the session is not claimed."""
+
+    @abc.abstractmethod
+    async def census(self) -> dict[tuple[str, str], int]:
+        """How many live sessions there are per ``(namespace, state)``."""
+
+    @abc.abstractmethod
+    async def next_deadline(self) -> float | None:
+        """The earliest deadline of a live, unclaimed session, or ``None``."""
+
+    @abc.abstractmethod
+    async def purge(self, now: float) -> int:
+        """Delete ended sessions whose retention has passed; how many went."""
+
+    # data: one key → JSON value store per session; values travel as JSON bytes
+
+    @abc.abstractmethod
+    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
+        """The entry, or ``None``; ``SessionNotFound`` if the session is neither live nor retained."""
+
+    @abc.abstractmethod
+    async def data_set(
+        self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
+    ) -> DataEntry:
+        """Write a value (``expected_version`` 0: only if absent) and refresh the session's
+        activity; ``VersionConflict`` on a stale version."""
+
+    @abc.abstractmethod
+    async def data_delete(
+        self, session_id: str, key: str, expected_version: int | None, now: float
+    ) -> bool:
+        """Remove a key; whether it existed."""
+
+    @abc.abstractmethod
+    async def data_items(self, session_id: str) -> list[DataEntry]:
+        """Every entry of the session, ordered by key."""
+
+    # history: an append-only log per session
+
+    @abc.abstractmethod
+    async def history_append(
+        self, session_id: str, kind: str, payload: bytes, now: float
+    ) -> HistoryRecord:
+        """Append a record (``seq`` one past the last) and refresh the session's activity."""
+
+    @abc.abstractmethod
+    async def history_read(
+        self,
+        session_id: str,
+        *,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+    ) -> list[HistoryRecord]:
+        """Records with ``seq`` past ``after`` (before it, when ``newest_first``), at most
+        ``limit``, only of ``kind`` if given."""
+
+    @abc.abstractmethod
+    async def history_counts(self, session_id: str) -> dict[str, int]:
+        """How many records of each kind, without reading them."""
+
+    # events
+
+    def subscribe(self, after: str | None = None) -> AsyncGenerator[SessionEvent, None]:
+        """Events in order, from after ``after`` (or from now on)."""
+        return self.events.subscribe(after)
