@@ -52,8 +52,8 @@ class CreateBody(_Body):
     parent_id: str | None = None
     labels: dict[str, str] | None = None
     details: dict[str, Any] | None = None
-    idle_timeout: float | None | UnsetType = UNSET
-    ttl: float | None | UnsetType = UNSET
+    idle_timeout: float | UnsetType | None = UNSET
+    ttl: float | UnsetType | None = UNSET
     retention: float | None = None
     activate: bool = False
 
@@ -65,8 +65,8 @@ class UpdateBody(_Body):
     remove_details: list[str] = []
     labels: dict[str, str] | None = None
     remove_labels: list[str] = []
-    idle_timeout: float | None | UnsetType = UNSET
-    ttl: float | None | UnsetType = UNSET
+    idle_timeout: float | UnsetType | None = UNSET
+    ttl: float | UnsetType | None = UNSET
     expected_version: int | None = None
 
 

@@ -82,12 +82,16 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         command = [sys.executable, "-m", "sessionhub", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--token", self.token]
-        self._process = subprocess.Popen(command, stdout=self._log, stderr=subprocess.STDOUT)
+        command += ["--port", str(self.port)]
+        env = {**os.environ, "SESSIONHUB_TOKEN": self.token}  # not argv: other users see that
+        self._process = subprocess.Popen(
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        with Client(self.url, token=self.token, timeout=1.0) as client:
+        client = Client(self.url, token=self.token, timeout=1.0)  # not entered: that probes once
+        with contextlib.closing(client):
             while True:
                 if self._process.poll() is not None:
                     raise RuntimeError(f"sessionhub serve exited: {self._output()}")

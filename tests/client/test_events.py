@@ -109,7 +109,7 @@ class BreakFirstStream(httpx.AsyncBaseTransport):
 
 
 class CutStream(httpx.AsyncByteStream):
-    """The bytes of ``response`` up to the end of its ``keep``-th event, then a dropped line."""
+    """The bytes of ``response`` up to the end of its ``keep``-th event, then a dropped connection."""
 
     def __init__(self, response: httpx.Response, keep: int) -> None:
         self.response = response
@@ -119,8 +119,9 @@ class CutStream(httpx.AsyncByteStream):
         seen = b""
         async for chunk in self.response.aiter_raw():
             seen += chunk
-            if seen.count(b"\n\n") >= self.keep:
-                end = _nth(seen, b"\n\n", self.keep) + 2
+            if seen.count(b"\ndata: ") >= self.keep:  # frames that carry an event
+                last = _nth(seen, b"\ndata: ", self.keep)
+                end = seen.index(b"\n\n", last) + 2
                 yield chunk[: len(chunk) - (len(seen) - end)]
                 raise httpx.ReadError("connection dropped")
             yield chunk

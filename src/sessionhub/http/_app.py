@@ -222,7 +222,9 @@ def _only_get(path: str) -> Reply:
 
 def _method_not_allowed(route: Route, method: str) -> Reply:
     allowed = ", ".join(sorted(route.methods))
-    return _error_reply(405, "method_not_allowed", f"{route.template} accepts {allowed}, not {method}")
+    return _error_reply(
+        405, "method_not_allowed", f"{route.template} accepts {allowed}, not {method}"
+    )
 
 
 async def _send(send: Send, reply: Reply) -> None:

@@ -40,7 +40,9 @@ class _HubCollector(Collector):
         yield CounterMetricFamily(
             "sessionhub_sessions_created", "Sessions created.", value=snap.created_total
         )
-        ended = CounterMetricFamily("sessionhub_sessions_ended", "Sessions ended.", labels=["reason"])
+        ended = CounterMetricFamily(
+            "sessionhub_sessions_ended", "Sessions ended.", labels=["reason"]
+        )
         for reason, count in sorted(snap.ended_total.items()):
             ended.add_metric([reason], count)
         yield ended

@@ -8,7 +8,7 @@ The face is bare ASGI rather than a framework: routing must see the raw path (se
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar, overload
 from urllib.parse import parse_qsl
 
 import msgspec
@@ -82,6 +82,10 @@ class Request:
     def args(self, name: str) -> list[str]:
         return [value for key, value in self.query if key == name]
 
+    @overload
+    def int_arg(self, name: str) -> int | None: ...
+    @overload
+    def int_arg(self, name: str, default: int) -> int: ...
     def int_arg(self, name: str, default: int | None = None) -> int | None:
         raw = self.arg(name)
         if raw is None:

@@ -29,7 +29,7 @@ class Route(msgspec.Struct, frozen=True):
     methods: dict[str, Handler]
 
 
-def _timeout(value: float | None | msgspec.UnsetType) -> float | None | _Default:
+def _timeout(value: float | msgspec.UnsetType | None) -> float | _Default | None:
     return DEFAULT if value is msgspec.UNSET else value
 
 

@@ -8,7 +8,6 @@ log (and later receives a ``missed`` event) while the server and every other sub
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator
 
 from .._hub import SessionHub

@@ -1,0 +1,265 @@
+"""The OpenAPI 3.1 document served at ``/openapi.json``.
+
+Schemas come from the very msgspec types the server decodes requests with and encodes answers
+from (``_wire``, ``_models``), so the document cannot drift from what the server does; the table
+below adds what types cannot say (query parameters, statuses). A test checks that every route of
+``_routes.ROUTES`` is described here and nothing else is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import msgspec
+
+from .. import _wire as wire
+from .._models import DataEntry, HistoryRecord, Page, Session
+
+__all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
+
+
+class Param(msgspec.Struct, frozen=True):
+    """A query (or header) parameter and its JSON schema."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str
+    where: str = "query"
+
+
+class Operation(msgspec.Struct, frozen=True, kw_only=True):
+    summary: str
+    status: int = 200
+    answer: type[Any] | None = None
+    body: type[Any] | None = None
+    params: tuple[Param, ...] = ()
+    errors: tuple[int, ...] = (400, 404)
+    content_type: str = "application/json"
+
+
+_STR: Final = {"type": "string"}
+_ID_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
+_FILTERS: Final = (
+    Param("namespace", _STR, "Only sessions of this namespace."),
+    Param("user_id", _STR, "Only sessions of this user."),
+    Param("parent_id", _STR, "Only children of this session."),
+    Param("state", _STR, "Only sessions in this lifecycle state."),
+    Param(
+        "label",
+        {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.*$"}},
+        "Label filters `key:value`; repeat for several (all must match).",
+    ),
+    Param(
+        "include_ended",
+        {"type": "boolean"},
+        "Also list ended sessions still retained (with `namespace`).",
+    ),
+)
+_LIMIT: Final = Param(
+    "limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "Page size (default 100)."
+)
+_EXPECTED: Final = Param(
+    "expected_version",
+    {"type": "integer", "minimum": 0},
+    "Delete only at this version (0: only if absent).",
+)
+
+S: Final = "/v1/sessions/{id}"
+
+OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
+    ("POST", "/v1/sessions"): Operation(
+        summary="Create a session",
+        status=201,
+        body=wire.CreateBody,
+        answer=Session,
+        errors=(400, 404, 409, 413, 429, 503),
+    ),
+    ("GET", "/v1/sessions"): Operation(
+        summary="List sessions, one page at a time",
+        answer=Page,
+        params=(*_FILTERS, _LIMIT, Param("cursor", _STR, "The `cursor` of the previous page.")),
+        errors=(400,),
+    ),
+    ("GET", "/v1/count"): Operation(
+        summary="Count the sessions a listing would give",
+        answer=wire.Count,
+        params=_FILTERS,
+        errors=(400,),
+    ),
+    ("GET", S): Operation(summary="Get a session", answer=Session),
+    ("PATCH", S): Operation(
+        summary="Merge details and labels, remove keys, change timeouts",
+        body=wire.UpdateBody,
+        answer=Session,
+        errors=(400, 404, 409, 413),
+    ),
+    ("DELETE", S): Operation(
+        summary="End a session (hooks run once); `ended` is false if it had already ended",
+        answer=wire.Ended,
+        params=(Param("reason", _STR, "The end reason (default `ended`)."),),
+        errors=(400,),
+    ),
+    ("POST", S + "/touch"): Operation(summary="Heartbeat: refresh activity", answer=Session),
+    ("POST", S + "/transitions"): Operation(
+        summary="Apply a lifecycle event",
+        body=wire.TransitionBody,
+        answer=Session,
+        errors=(400, 404, 409),
+    ),
+    ("POST", S + "/counters/{name}"): Operation(
+        summary="Add to a counter atomically", body=wire.IncrBody, answer=wire.Value
+    ),
+    ("POST", S + "/children"): Operation(
+        summary="Make another session a child of this one", body=wire.LinkBody, answer=Session
+    ),
+    ("GET", S + "/data"): Operation(summary="Every data entry", answer=wire.DataItems),
+    ("GET", S + "/data/{key}"): Operation(summary="One data entry", answer=DataEntry),
+    ("PUT", S + "/data/{key}"): Operation(
+        summary="Write a data entry (compare-and-set with `expected_version`)",
+        body=wire.DataBody,
+        answer=DataEntry,
+        errors=(400, 404, 409, 413),
+    ),
+    ("DELETE", S + "/data/{key}"): Operation(
+        summary="Delete a data entry",
+        answer=wire.Deleted,
+        params=(_EXPECTED,),
+        errors=(400, 404, 409),
+    ),
+    ("GET", S + "/history"): Operation(
+        summary="Read history records, one page at a time",
+        answer=wire.HistoryItems,
+        params=(
+            Param("after", {"type": "integer", "minimum": 0}, "The last `seq` already read."),
+            _LIMIT,
+            Param("order", {"enum": ["oldest", "newest"]}, "Reading order (default oldest)."),
+            Param("kind", _STR, "Only records of this kind."),
+        ),
+    ),
+    ("POST", S + "/history"): Operation(
+        summary="Append a history record",
+        status=201,
+        body=wire.HistoryBody,
+        answer=HistoryRecord,
+        errors=(400, 404, 413),
+    ),
+    ("GET", S + "/history/counts"): Operation(
+        summary="Count history records by kind", answer=wire.HistoryCounts
+    ),
+    ("GET", "/v1/stats"): Operation(summary="The hub's metrics", answer=wire.Stats, errors=()),
+    ("GET", "/v1/events"): Operation(
+        summary="Live events as server-sent events (`id`, `event`, `data` = the event as JSON)",
+        content_type="text/event-stream",
+        params=(
+            Param("namespace", _STR, "Only events of this namespace."),
+            Param("kinds", _STR, "Comma-separated kinds: created, updated, transitioned, ended."),
+            Param("session_id", _STR, "Only events of this session."),
+            Param("after", _STR, "Resume after this event id."),
+            Param("Last-Event-ID", _STR, "Resume after this event id (SSE).", where="header"),
+        ),
+        errors=(400,),
+    ),
+    ("GET", "/healthz"): Operation(summary="Liveness", answer=wire.Health, errors=()),
+    ("GET", "/metrics"): Operation(
+        summary="Prometheus metrics", content_type="text/plain", errors=()
+    ),
+    ("GET", "/openapi.json"): Operation(summary="This document", answer=dict, errors=()),
+}
+
+_PUBLIC: Final = frozenset({"/healthz", "/openapi.json"})
+
+_ERRORS: Final = {
+    400: "Invalid input",
+    401: "Missing or wrong bearer token",
+    404: "No such session (or data key)",
+    405: "Method not allowed",
+    409: "Invalid transition, duplicate, or version conflict",
+    413: "Payload too large",
+    429: "Quota or in-flight request limit reached",
+    503: "Capacity reached, or the store is unavailable",
+}
+
+
+def _path_params(template: str) -> list[dict[str, Any]]:
+    params = []
+    for part in template.split("/"):
+        if part.startswith("{"):
+            name = part[1:-1]
+            schema = {"type": "string", "pattern": _ID_PATTERN} if name == "id" else _STR
+            params.append({"name": name, "in": "path", "required": True, "schema": schema})
+    return params
+
+
+def _operation(
+    method: str, template: str, op: Operation, schemas: dict[type[Any], Any]
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "operationId": f"{method.lower()}_{template.strip('/').replace('/', '_')}".translate(
+            str.maketrans("", "", "{}.")
+        ),
+        "summary": op.summary,
+        "parameters": _path_params(template)
+        + [
+            {"name": p.name, "in": p.where, "schema": p.schema, "description": p.description}
+            for p in op.params
+        ],
+    }
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": False,
+            "content": {"application/json": {"schema": schemas[op.body]}},
+        }
+    content = (
+        {op.content_type: {"schema": schemas[op.answer]}}
+        if op.answer is not None and op.answer is not dict
+        else {op.content_type: {}}
+    )
+    responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
+    errors = set(op.errors) | {500}
+    if template not in _PUBLIC:
+        errors.add(401)
+    if op.body is not None:
+        errors.add(413)  # a body past the server's size limit
+    for status in sorted(errors):
+        responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
+    out["responses"] = responses
+    if template not in _PUBLIC:
+        out["security"] = [{"bearer": []}]
+    return out
+
+
+def openapi_document() -> dict[str, Any]:
+    """The document as a JSON-ready dict."""
+    types = sorted(
+        {t for op in OPERATIONS.values() for t in (op.body, op.answer) if t not in (None, dict)}
+        | {wire.ErrorAnswer},
+        key=lambda t: t.__name__,
+    )
+    refs, components = msgspec.json.schema_components(
+        types, ref_template="#/components/schemas/{name}"
+    )
+    schemas = dict(zip(types, refs, strict=True))
+    error_content = {"application/json": {"schema": schemas[wire.ErrorAnswer]}}
+    responses = {
+        f"E{status}": {"description": text, "content": error_content}
+        for status, text in {**_ERRORS, 500: "Internal error"}.items()
+    }
+    paths: dict[str, dict[str, Any]] = {}
+    for (method, template), op in OPERATIONS.items():
+        paths.setdefault(template, {})[method.lower()] = _operation(method, template, op, schemas)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "sessionhub",
+            "version": "1",
+            "description": "Sessions with a lifecycle, expiry, limits, hooks and events. Errors "
+            'answer `{"error": {"code", "message"}}`; the codes are those of the Python '
+            "exceptions.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "responses": responses,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
