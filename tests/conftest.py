@@ -1,18 +1,37 @@
 """Fixtures shared by every test folder.
 
 ``make_store`` builds a fresh store of each kind in ``STORE_KINDS``: the conformance tests in
-``tests/core`` run the whole hub behaviour against every one of them.
+``tests/core`` run the whole hub behaviour against every one of them. ``SESSIONHUB_TEST_STORES``
+(comma-separated kinds) narrows the list while developing; CI leaves it unset and runs them all.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from sessionhub.stores import MemoryStore, Store
 
-STORE_KINDS = ["memory"]
+from .redis_server import RedisServer
+
+ALL_STORE_KINDS = ["memory", "sqlite", "redis"]
+STORE_KINDS = [
+    kind
+    for kind in os.environ.get("SESSIONHUB_TEST_STORES", ",".join(ALL_STORE_KINDS)).split(",")
+    if kind
+]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One private redis-server per test process (so per xdist worker)."""
+    server = RedisServer()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -22,8 +41,26 @@ def store_kind(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_store(store_kind: str) -> Callable[[], Store]:
+def make_store(
+    store_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> Callable[[], Store]:
     """A factory of fresh, empty stores of one kind (a new one for each call)."""
     if store_kind == "memory":
         return MemoryStore
+    if store_kind == "sqlite":
+        from sessionhub.stores.sqlite import SQLiteStore
+
+        def sqlite_store() -> Store:
+            return SQLiteStore(tmp_path / f"{uuid.uuid4().hex}.db")
+
+        return sqlite_store
+    if store_kind == "redis":
+        from sessionhub.stores.redis import RedisStore
+
+        url = request.getfixturevalue("redis_server").url
+
+        def redis_store() -> Store:
+            return RedisStore(url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+
+        return redis_store
     raise AssertionError(f"no factory for store kind {store_kind}")

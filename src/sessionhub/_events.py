@@ -77,8 +77,13 @@ class EventLog:
             return int(after)  # an id of ours that left the ring: the reader is told what it missed
         raise ValidationError(f"unknown event id {after!r}: it is not one this log has given out")
 
-    async def subscribe(self, after: str | None = None) -> AsyncGenerator[SessionEvent, None]:
-        position = self._position(after)
+    def subscribe(self, after: str | None = None) -> AsyncGenerator[SessionEvent, None]:
+        """Events after ``after``, or after the newest one now. The position is taken here, not at
+        the first iteration, so nothing that happens in between is lost; an unknown ``after``
+        raises here too."""
+        return self._read(self._position(after))
+
+    async def _read(self, position: int) -> AsyncGenerator[SessionEvent, None]:
         loop = asyncio.get_running_loop()
         while True:
             if position + 1 < self._next:

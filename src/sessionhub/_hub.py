@@ -19,6 +19,7 @@ import msgspec
 from ._clock import Clock, IdFactory, new_session_id, system_clock
 from ._containers import SessionData, SessionHistory
 from ._errors import (
+    DuplicateSession,
     QuotaExceeded,
     SessionNotFound,
     StoreUnavailable,
@@ -110,6 +111,7 @@ class SessionHub:
         self._reaper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._wake_at = float("inf")
+        self._expiring = asyncio.Lock()
         self._started = False
 
     def __repr__(self) -> str:
@@ -192,12 +194,12 @@ class SessionHub:
         sid = self.id_factory() if session_id is None else check_id(session_id)
         lifecycle = self.lifecycle
         state = lifecycle.initial
+        if type(activate) is not bool:
+            raise ValidationError(f"activate must be a bool, got {activate!r}")
         if activate:
             if not lifecycle.activate_path and lifecycle.active != state:
                 raise ValidationError(f"the lifecycle has no path to {lifecycle.active}")
             state = lifecycle.active
-        elif activate is not False:
-            raise ValidationError(f"activate must be a bool, got {activate!r}")
         idle = (
             self.idle_timeout
             if idle_timeout is DEFAULT
@@ -223,10 +225,18 @@ class SessionHub:
             ttl=life,
             retention=None if retention is None else _retention(retention),
         )
+        purged = False
         for _ in range(8):
             try:
                 created = await self.store.create(session, self._create_rules)
                 break
+            except DuplicateSession:
+                # The id may still be held by an ended session whose retention has passed but
+                # that the expiry task has not purged yet: purge it, then try once more.
+                if purged or session_id is None:
+                    raise
+                purged = True
+                await self.store.purge(now)
             except QuotaExceeded:
                 if self.limits.quota_policy != "evict_oldest" or session.user_id is None:
                     raise
@@ -301,7 +311,10 @@ class SessionHub:
         query = self._query(namespace, user_id, parent_id, state, labels, include_ended)
         if cursor is not None:
             check_id(cursor, "cursor")
-        return await self.store.find(query, limit=check_limit(limit), cursor=cursor)
+        limit = check_limit(limit)
+        if query.include_ended:  # what get no longer shows is not listed either
+            await self.store.purge(self.clock())
+        return await self.store.find(query, limit=limit, cursor=cursor)
 
     async def count(
         self,
@@ -315,12 +328,18 @@ class SessionHub:
     ) -> int:
         """How many sessions ``find`` would list over all its pages."""
         query = self._query(namespace, user_id, parent_id, state, labels, include_ended)
+        if query.include_ended:
+            await self.store.purge(self.clock())
         return await self.store.count(query)
 
     async def _modify(self, session_id: str, change: Change) -> Session:
         if type(session_id) is not str:
             check_id(session_id)
-        session = await self.store.modify(session_id, change)
+        try:
+            session = await self.store.modify(session_id, change)
+        except SessionNotFound:
+            check_id(session_id)  # a malformed id is invalid, not missing (off the hot path)
+            raise
         self._scheduled(session)
         return session
 
@@ -460,22 +479,24 @@ class SessionHub:
         """End every session whose deadline has passed; how many this call ended.
 
         The expiry task calls this at each deadline; tests that move a ``ManualClock`` call it to
-        make expiry happen now.
+        make expiry happen now. Passes of one hub run one at a time, so when this returns every
+        session that was due has ended, also those another pass (the expiry task) had claimed.
         """
         ended = 0
-        while True:
-            now = self.clock()
-            claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
-            for session in claimed:
-                if session.expires_at is not None:
-                    self._metrics.observe_lateness(now - session.expires_at)
-            for session in claimed:
-                await self._finish(session)
-            ended += len(claimed)
-            if len(claimed) < self.expiry_batch:
-                return ended
-            # A memory store never suspends: let other tasks run between batches.
-            await asyncio.sleep(0)
+        async with self._expiring:
+            while True:
+                now = self.clock()
+                claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
+                for session in claimed:
+                    if session.expires_at is not None:
+                        self._metrics.observe_lateness(now - session.expires_at)
+                for session in claimed:
+                    await self._finish(session)
+                ended += len(claimed)
+                if len(claimed) < self.expiry_batch:
+                    return ended
+                # A memory store never suspends: let other tasks run between batches.
+                await asyncio.sleep(0)
 
     # hooks
 
@@ -498,7 +519,8 @@ class SessionHub:
                     call: Awaitable[Any] = hook(session, reason)  # type: ignore[assignment]
                 else:
                     call = asyncio.to_thread(hook, session, reason)
-                await asyncio.wait_for(call, self.hook_timeout)
+                async with asyncio.timeout(self.hook_timeout):  # not wait_for: see _reap_forever
+                    await call
             except Exception as exc:
                 self._metrics.hook_failures += 1
                 what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc!r}"
@@ -549,16 +571,16 @@ class SessionHub:
                 raise ValidationError(f"unknown event kinds: {sorted(unknown)}")
         if after is not None and type(after) is not str:
             raise ValidationError(f"after must be an event id string, got {after!r}")
-        return self._events(namespace, wanted, session_id, after)
+        # Subscribe now, not at the first iteration: events from here on are the caller's.
+        return self._events(self.store.subscribe(after), namespace, wanted, session_id)
 
     async def _events(
         self,
+        events: AsyncGenerator[SessionEvent, None],
         namespace: str | None,
         wanted: frozenset[str] | None,
         session_id: str | None,
-        after: str | None,
     ) -> AsyncGenerator[SessionEvent, None]:
-        events = self.store.subscribe(after)
         self._metrics.subscribers += 1
         try:
             async for event in events:
@@ -602,8 +624,11 @@ class SessionHub:
             except Exception:
                 logger.exception("expiry pass failed; retrying")
             self._wake_at = self.clock() + delay
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives as the wake flag is set, and close() would then wait for this task forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
 
 
 def _retention(value: object) -> float:

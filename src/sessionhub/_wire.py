@@ -7,10 +7,10 @@ a 400, never a silently ignored setting.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
-from msgspec import UNSET, UnsetType
+from msgspec import UNSET, Meta, UnsetType
 
 from ._metrics import MetricsSnapshot
 from ._models import DataEntry, HistoryRecord
@@ -36,6 +36,12 @@ __all__ = [
     "UpdateBody",
     "Value",
 ]
+
+
+# JSON integers are bounded to 64 bits, what every store can hold (the document says so too).
+_Int64 = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+_Version = Annotated[int, Meta(ge=1, le=2**63 - 1)]
+_NewOrVersion = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -67,20 +73,20 @@ class UpdateBody(_Body):
     remove_labels: list[str] = []
     idle_timeout: float | UnsetType | None = UNSET
     ttl: float | UnsetType | None = UNSET
-    expected_version: int | None = None
+    expected_version: _Version | None = None
 
 
 class TransitionBody(_Body):
     """``POST /v1/sessions/{id}/transitions``: a lifecycle event, e.g. ``ACTIVATE``."""
 
     event: str
-    expected_version: int | None = None
+    expected_version: _Version | None = None
 
 
 class IncrBody(_Body):
     """``POST /v1/sessions/{id}/counters/{name}``."""
 
-    by: int = 1
+    by: _Int64 = 1
 
 
 class LinkBody(_Body):
@@ -93,7 +99,7 @@ class DataBody(_Body):
     """``PUT /v1/sessions/{id}/data/{key}``. ``expected_version`` 0 writes only a new key."""
 
     value: Any
-    expected_version: int | None = None
+    expected_version: _NewOrVersion | None = None
 
 
 class HistoryBody(_Body):

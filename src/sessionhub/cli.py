@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import signal
 import socket
 import sys
@@ -25,7 +26,7 @@ from ._errors import SessionHubError
 from ._hub import SessionHub
 from ._limits import Limits
 
-__all__ = ["cli", "main"]
+__all__ = ["cli", "main", "run_server"]
 
 logger = logging.getLogger("sessionhub.serve")
 
@@ -157,6 +158,31 @@ def cli() -> None:
     show_default=True,
 )
 @click.option(
+    "--grpc-port",
+    envvar=_env("GRPC_PORT"),
+    type=click.IntRange(0, 65535),
+    default=7481,
+    show_default=True,
+    help="Port of the gRPC services (native sessionhub.v1 and the Stream API); 0 disables gRPC.",
+)
+@click.option("--no-grpc", envvar=_env("NO_GRPC"), is_flag=True, help="Do not serve gRPC.")
+@click.option(
+    "--stream-api/--no-stream-api",
+    envvar=_env("STREAM_API"),
+    default=True,
+    show_default=True,
+    help="Serve the Stream API's SessionManagementService on the gRPC port (when off, its "
+    "calls answer success = false).",
+)
+@click.option(
+    "--stream-api-retention",
+    envvar=_env("STREAM_API_RETENTION"),
+    type=click.FloatRange(min=0),
+    default=86400.0,
+    show_default=True,
+    help="Seconds a session ended through the Stream API stays queryable, marked complete.",
+)
+@click.option(
     "--log-level",
     envvar=_env("LOG_LEVEL"),
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -179,9 +205,16 @@ def serve(
     quota_policy: str,
     max_requests_per_session: int | None,
     max_body_bytes: int,
+    grpc_port: int,
+    no_grpc: bool,
+    stream_api: bool,
+    stream_api_retention: float,
     log_level: str,
 ) -> None:
-    """Serve HTTP/JSON, server-sent events and Prometheus metrics.
+    """Serve HTTP/JSON, server-sent events, gRPC and Prometheus metrics.
+
+    gRPC (--grpc-port, 7481 by default) serves the native sessionhub.v1 service and the Stream
+    API's SessionManagementService over the same hub, with the same token, on the same host.
 
     Binds to loopback by default; another address needs --token (or --insecure). SIGTERM or
     SIGINT stops it gracefully: requests in flight finish, and with the memory store every live
@@ -214,6 +247,10 @@ def serve(
         raise click.UsageError(exc.message) from None
     app = create_app(hub, token=token or None, max_body_bytes=max_body_bytes)
     _check_free(host, port)
+    if grpc_port and not no_grpc:
+        app = _beside_grpc(
+            app, host, port, grpc_port, token, stream_api, stream_api_retention, max_body_bytes
+        )
     logger.info(
         "sessionhub %s serving http://%s:%d (store %s%s)",
         __version__,
@@ -222,11 +259,19 @@ def serve(
         store.split("@")[-1],  # never a password from a store URL
         ", token required" if token else "",
     )
-    asyncio.run(_run(app, host, port))
+    asyncio.run(run_server(app, host, port))
     logger.info("sessionhub stopped")
+    # Everything is closed. granian's embedded server can leave runtime threads that still reach
+    # into Python while the interpreter finalizes, which aborts the process ("panic in a function
+    # that cannot unwind") in a few percent of stops: leave now, with status 0, instead.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
-async def _run(app: Any, host: str, port: int) -> None:
+async def run_server(app: Any, host: str, port: int) -> None:
+    """Serve the ASGI ``app`` on granian in this event loop until SIGINT or SIGTERM."""
     from granian.constants import Interfaces
     from granian.log import LogLevels
     from granian.server.embed import Server
@@ -236,13 +281,29 @@ async def _run(app: Any, host: str, port: int) -> None:
         address=host,
         port=port,
         interface=Interfaces.ASGI,
+        backlog=1024,
+        # granian caps requests in flight per worker (128 by default); every open event stream
+        # is one, so a low cap would make the 129th subscriber stall every other request.
+        backpressure=65_536,
         log_enabled=True,
         log_level=LogLevels.error,  # granian's own chatter; sessionhub logs what matters
     )
     loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Future[Any]] = []
+
+    def stop() -> None:
+        # granian waits for open connections before the ASGI lifespan shutdown, and event
+        # streams stay open: the app ends its sessions and streams first (SessionHubApp.shutdown).
+        if not stopping:
+            server.stop()  # type: ignore[no-untyped-call]
+            shutdown = getattr(app, "shutdown", None)
+            stopping.append(asyncio.ensure_future(shutdown() if shutdown else asyncio.sleep(0)))
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, server.stop)
+        loop.add_signal_handler(signum, stop)
     await server.serve()
+    for pending in stopping:
+        await pending
 
 
 def _is_loopback(host: str) -> bool:
@@ -252,6 +313,53 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _beside_grpc(
+    app: Any,
+    host: str,
+    port: int,
+    grpc_port: int,
+    token: str | None,
+    stream_api: bool,
+    stream_api_retention: float,
+    max_body_bytes: int,
+) -> Any:
+    """``app`` with the gRPC server beside it (same hub, host and token), or ``app`` alone when
+    the default gRPC port is taken: only a port asked for explicitly must be free."""
+    try:
+        from .grpc import GrpcServer, serve_beside
+    except ImportError as exc:
+        raise click.ClickException(
+            f"gRPC needs the grpc extra (pip install 'sessionhub[grpc]'), or --no-grpc: {exc}"
+        ) from None
+    source = click.get_current_context().get_parameter_source("grpc_port")
+    explicit = source not in (click.core.ParameterSource.DEFAULT, None)
+    try:
+        if grpc_port == port:
+            raise click.UsageError(f"--grpc-port {grpc_port} is the HTTP --port too")
+        _check_free(host, grpc_port)
+    except click.ClickException as exc:
+        if explicit:
+            raise
+        logger.warning("not serving gRPC: %s (give --grpc-port, or --no-grpc)", exc.message)
+        return app
+    server = GrpcServer(
+        app.hub,
+        host=host,
+        port=grpc_port,
+        token=token or None,
+        stream_api=stream_api,
+        stream_api_retention=stream_api_retention,
+        metrics=app.metrics,
+        max_message_bytes=max_body_bytes,
+    )
+    logger.info(
+        "serving gRPC on %s (sessionhub.v1%s)",
+        server.address,
+        ", Stream API" if stream_api else "; Stream API turned off",
+    )
+    return serve_beside(app, server)
 
 
 def _check_free(host: str, port: int) -> None:

@@ -82,7 +82,7 @@ class LocalServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         command = [sys.executable, "-m", "sessionhub", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port)]
+        command += ["--port", str(self.port), "--no-grpc"]  # HTTP is all the plugin needs
         env = {**os.environ, "SESSIONHUB_TOKEN": self.token}  # not argv: other users see that
         self._process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env

@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import socket
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -26,14 +27,16 @@ def free_port() -> int:
 class ThreadedServer:
     """Started on construction, ready when the constructor returns; ``stop()`` ends it."""
 
-    def __init__(self, **hub_options: Any) -> None:
+    def __init__(self, *, app_options: Mapping[str, Any] | None = None, **hub_options: Any) -> None:
+        """``hub_options`` go to ``SessionHub``; ``app_options`` (``keepalive``,
+        ``max_body_bytes``, ...) to ``create_app``, beside the generated token."""
         from sessionhub.http import create_app
 
         self.token = secrets.token_urlsafe(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.hub = SessionHub(**hub_options)
-        self._app = create_app(self.hub, token=self.token)
+        self._app = create_app(self.hub, token=self.token, **(app_options or {}))
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -75,6 +78,7 @@ class ThreadedServer:
         self._ready.set()
         await self._stopping.wait()
         server.stop()  # type: ignore[no-untyped-call]
+        await self._app.shutdown()  # as `sessionhub serve` does: open event streams end too
         await task
 
     def stop(self) -> None:

@@ -17,15 +17,14 @@ from sessionhub.stores import Store
 
 from .helpers import HookLog, MakeHub
 
+
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock()
 
 
 @pytest.fixture
-async def make_hub(
-    make_store: Callable[[], Store], clock: ManualClock
-) -> AsyncIterator[MakeHub]:
+async def make_hub(make_store: Callable[[], Store], clock: ManualClock) -> AsyncIterator[MakeHub]:
     """Start hubs (``SessionHub`` keyword arguments) over fresh stores; all closed at teardown.
 
     Time only moves when a test advances ``clock``, and the test then calls ``expire_due``; the

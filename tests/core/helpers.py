@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
-from sessionhub import Session, SessionHub
+from sessionhub import Session, SessionEvent, SessionHub
 
-__all__ = ["HookLog", "MakeHub"]
+__all__ = ["HookLog", "MakeHub", "next_event", "next_events"]
 
 #: ``await make_hub(**options)``: a started hub over a fresh store and the test's manual clock.
 MakeHub = Callable[..., Awaitable[SessionHub]]
@@ -28,3 +29,16 @@ class HookLog:
     @property
     def reasons(self) -> dict[str, str]:
         return {session.id: reason for session, reason in self.calls}
+
+
+#: How long a test waits for an event that must already be there (a safety net, not an assertion
+#: about speed: a missing event fails the test instead of hanging it).
+EVENT_WAIT = 10.0
+
+
+async def next_event(events: AsyncIterator[SessionEvent]) -> SessionEvent:
+    return await asyncio.wait_for(anext(events), EVENT_WAIT)
+
+
+async def next_events(events: AsyncIterator[SessionEvent], n: int) -> list[SessionEvent]:
+    return [await next_event(events) for _ in range(n)]

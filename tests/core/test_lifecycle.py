@@ -17,7 +17,7 @@ from sessionhub import (
     next_state,
 )
 
-from .helpers import HookLog, MakeHub
+from .helpers import HookLog, MakeHub, next_event
 
 STATES = ["CREATED", "SPAWNING", "ACTIVE", "TERMINATING", "CLEANED"]
 EVENTS = ["SPAWN", "ACTIVATE", "TERMINATE", "CLEAN"]
@@ -61,7 +61,9 @@ def test_the_table_has_exactly_the_documented_cells() -> None:
 def test_error_message_format() -> None:
     with pytest.raises(TransitionError) as info:
         next_state("ACTIVE", "SPAWN")
-    assert str(info.value) == "invalid transition: state=ACTIVE event=SPAWN reason=no such transition"
+    assert (
+        str(info.value) == "invalid transition: state=ACTIVE event=SPAWN reason=no such transition"
+    )
     assert info.value.message == str(info.value)
     assert (info.value.state, info.value.event) == ("ACTIVE", "SPAWN")
     assert isinstance(info.value, SessionHubError)
@@ -238,7 +240,9 @@ async def test_invalid_transition_in_a_hub_changes_nothing(
         with pytest.raises(TransitionError) as info:
             await hub.transition(session.id, event)
         assert (info.value.state, info.value.event) == (state, event)
-        assert str(info.value).startswith(f"invalid transition: state={state} event={event} reason=")
+        assert str(info.value).startswith(
+            f"invalid transition: state={state} event={event} reason="
+        )
         assert await hub.get(session.id) == session
 
 
@@ -246,7 +250,9 @@ async def test_spawn_on_active_is_refused_with_the_documented_message(hub: Sessi
     session = await hub.create(activate=True)
     with pytest.raises(TransitionError) as info:
         await hub.transition(session.id, "SPAWN")
-    assert str(info.value) == "invalid transition: state=ACTIVE event=SPAWN reason=no such transition"
+    assert (
+        str(info.value) == "invalid transition: state=ACTIVE event=SPAWN reason=no such transition"
+    )
     assert await hub.get(session.id) == session
 
 
@@ -255,7 +261,7 @@ async def test_create_activate_walks_to_active_in_one_step(hub: SessionHub) -> N
     session = await hub.create(activate=True)
     assert (session.state, session.version) == ("ACTIVE", 1)
     assert await hub.count(state="ACTIVE") == 1
-    event = await anext(events)
+    event = await next_event(events)
     assert (event.kind, event.session) == ("created", session)
     await events.aclose()
 
@@ -285,4 +291,3 @@ async def test_clean_is_refused_before_terminate(hub: SessionHub) -> None:
         await hub.transition(session.id, "CLEAN")
     assert (info.value.state, info.value.event) == ("ACTIVE", "CLEAN")
     assert await hub.get(session.id) == session
-

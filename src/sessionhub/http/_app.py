@@ -17,10 +17,10 @@ from typing import Any
 from urllib.parse import unquote
 
 from .. import _wire as wire
-from .._errors import SessionHubError, Unauthorized
+from .._errors import SessionHubError, Unauthorized, ValidationError
 from .._hub import SessionHub
 from .._models import json_encoder
-from ._openapi import openapi_document
+from ._openapi import OPERATIONS, openapi_document
 from ._prometheus import CONTENT_TYPE, ServerMetrics
 from ._request import Receive, Reply, Request, Scope, Send
 from ._routes import ROUTES, Handler, Route
@@ -34,6 +34,9 @@ _PUBLIC = frozenset({"/healthz", "/openapi.json"})
 _EVENTS = "/v1/events"
 _METRICS = "/metrics"
 _OPENAPI = "/openapi.json"
+_SPECIAL = frozenset({_EVENTS, _METRICS, _OPENAPI})
+_UNMATCHED = "(unmatched)"
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 def create_app(
@@ -100,12 +103,13 @@ class SessionHubApp:
         self.hub = hub
         self.metrics = ServerMetrics()
         self.closing = asyncio.Event()
+        self._shutdown: asyncio.Future[None] | None = None
         self._authorization = None if token is None else f"Bearer {token}".encode()
         self._max_body = max_body_bytes
         self._keepalive = keepalive
         self._manage_hub = manage_hub
         self._router = _Router(ROUTES)
-        self._openapi = json_encoder.encode(openapi_document())
+        self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
         self._timers: dict[tuple[str, str, int], Any] = {}
 
     def __repr__(self) -> str:
@@ -130,39 +134,72 @@ class SessionHubApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                self.closing.set()
-                if self._manage_hub:
-                    await self.hub.close()
+                try:
+                    await self.shutdown()
+                except Exception as exc:
+                    await send({"type": "lifespan.shutdown.failed", "message": repr(exc)})
+                    return
+                finally:
+                    self.closing.set()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def shutdown(self) -> None:
+        """Begin a graceful stop: call it before the server waits for its connections to close.
+
+        An ASGI server runs the lifespan shutdown only once every connection has closed, and an
+        event stream does not close by itself; so whoever stops the server calls this first, as
+        ``sessionhub serve`` does on SIGTERM. With ``manage_hub`` the hub closes now: with a
+        memory store every live session ends with reason ``shutdown`` while subscribers still
+        listen, and each stream ends after its last event. Without, the streams end at once.
+        Idempotent; the lifespan shutdown calls it too.
+        """
+        if self._shutdown is None:
+            self._shutdown = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._shutdown)
+
+    async def _close(self) -> None:
+        if self._manage_hub:
+            await self.hub.close()  # ends every subscription, once it has read what is left
+        else:
+            self.closing.set()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
         path, segments = _split(scope)
-        template = path
+        matched = self._router.match(segments)
+        # What /metrics labels the request with: a template, never a raw path (no session id, and
+        # a scanner's guesses do not grow the label set).
+        if matched is not None:
+            template = matched[0].template
+        else:
+            template = path if path in _SPECIAL else _UNMATCHED
         try:
             if path not in _PUBLIC:
                 self._authorize(scope)
             if path == _EVENTS and method == "GET":
                 request = Request(scope, receive, [], self._max_body)
+                _check_query(request, path, method)
                 await stream_events(self.hub, request, send, self._keepalive, self.closing)
                 return
-            matched = self._router.match(segments)
             if matched is None:
                 reply = self._special(path, method)
                 if reply is None:
                     reply = _error_reply(404, "not_found", f"no route {path}")
-                elif isinstance(reply, Reply) and reply.status == 200 and path == _METRICS:
-                    reply = Reply(200, await self.metrics.render(self.hub), CONTENT_TYPE)
+                elif reply.status == 200:
+                    _check_query(Request(scope, receive, [], 0), path, method)
+                    if path == _METRICS:
+                        reply = Reply(200, await self.metrics.render(self.hub), CONTENT_TYPE)
             else:
                 route, params = matched
-                template = route.template
                 handler: Handler | None = route.methods.get(method)
                 if handler is None:
                     reply = _method_not_allowed(route, method)
                 else:
-                    reply = await handler(self.hub, Request(scope, receive, params, self._max_body))
+                    request = Request(scope, receive, params, self._max_body)
+                    _check_query(request, route.template, method)
+                    reply = await handler(self.hub, request)
         except SessionHubError as exc:
             reply = _error_reply(exc.http_status, exc.code, exc.message)
         except Exception:
@@ -192,11 +229,11 @@ class SessionHubApp:
         return None
 
     def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        key = (method, route if status != 404 or route != "" else "", status)
+        if method not in _METHODS:
+            method = "OTHER"  # methods are any token a client sends: keep the label set bounded
+        key = (method, route, status)
         timer = self._timers.get(key)
         if timer is None:
-            if len(self._timers) > 1000:  # unknown paths must not grow the label set forever
-                return
             timer = self._timers[key] = self.metrics.requests.labels(method, route, str(status))
         timer.observe(seconds)
 
@@ -212,19 +249,42 @@ def _split(scope: Scope) -> tuple[str, list[str]]:
     return "/" + "/".join(segments), segments
 
 
+_QUERY_NAMES: dict[tuple[str, str], frozenset[str]] = {
+    key: frozenset(param.name for param in op.params if param.where == "query")
+    for key, op in OPERATIONS.items()
+}
+
+
+def _check_query(request: Request, template: str, method: str) -> None:
+    """Refuse a query parameter the operation does not know: a misspelt filter must not be
+    silently ignored (and list everything), as a misspelt body field is not."""
+    if not request.scope.get("query_string"):
+        return
+    known = _QUERY_NAMES.get((method, template), frozenset())
+    for name, _ in request.query:
+        if name not in known:
+            accepted = ", ".join(sorted(known)) or "none"
+            raise ValidationError(
+                f"unknown query parameter {name!r} for {method} {template} (accepted: {accepted})"
+            )
+
+
 def _error_reply(status: int, code: str, message: str) -> Reply:
     return Reply(status, json_encoder.encode(wire.ErrorAnswer(wire.ErrorBody(code, message))))
 
 
 def _only_get(path: str) -> Reply:
-    return _error_reply(405, "method_not_allowed", f"{path} accepts GET only")
+    return _error_reply(405, "method_not_allowed", f"{path} accepts GET only")._replace(
+        headers=((b"allow", b"GET"),)
+    )
 
 
 def _method_not_allowed(route: Route, method: str) -> Reply:
     allowed = ", ".join(sorted(route.methods))
-    return _error_reply(
+    reply = _error_reply(
         405, "method_not_allowed", f"{route.template} accepts {allowed}, not {method}"
     )
+    return reply._replace(headers=((b"allow", allowed.encode()),))  # RFC 9110: 405 names them
 
 
 async def _send(send: Send, reply: Reply) -> None:
@@ -234,5 +294,6 @@ async def _send(send: Send, reply: Reply) -> None:
     ]
     if reply.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
+    headers.extend(reply.headers)
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})

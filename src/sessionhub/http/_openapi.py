@@ -8,12 +8,14 @@ below adds what types cannot say (query parameters, statuses). A test checks tha
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
 
 from .. import _wire as wire
-from .._models import DataEntry, HistoryRecord, Page, Session
+from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
+from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
 
@@ -37,17 +39,38 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str = "application/json"
 
 
+# The constraints the hub checks (``_limits``), so that what the document calls valid is accepted
+# and what it calls invalid is refused. Data keys are the one looser rule: any printable characters
+# (``str.isprintable``), which a JSON-schema pattern cannot spell; the pattern gives the ASCII part.
 _STR: Final = {"type": "string"}
 _ID_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
+_ID: Final = {"type": "string", "pattern": _ID_PATTERN}
+_NAME: Final = {"type": "string", "pattern": r"^[A-Za-z0-9_.:/\-]{1,128}$"}
+_KEY: Final = {
+    "type": "string",
+    "pattern": r"^[\x20-\x7e]{1,512}$",
+    "description": "1-512 printable characters (other printable Unicode characters too).",
+}
+_INT64_MAX: Final = 2**63 - 1
+_POSITIVE: Final = {"exclusiveMinimum": 0}
+_LABELS: Final = {
+    "maxProperties": 64,
+    "propertyNames": {"minLength": 1, "maxLength": 256},
+    "additionalProperties": {"type": "string", "maxLength": 256},
+}
 _FILTERS: Final = (
-    Param("namespace", _STR, "Only sessions of this namespace."),
-    Param("user_id", _STR, "Only sessions of this user."),
-    Param("parent_id", _STR, "Only children of this session."),
-    Param("state", _STR, "Only sessions in this lifecycle state."),
+    Param("namespace", _ID, "Only sessions of this namespace."),
+    Param("user_id", _ID, "Only sessions of this user."),
+    Param("parent_id", _ID, "Only children of this session."),
+    Param("state", _ID, "Only sessions in this lifecycle state."),
     Param(
         "label",
-        {"type": "array", "items": {"type": "string", "pattern": "^[^:]+:.*$"}},
-        "Label filters `key:value`; repeat for several (all must match).",
+        {
+            "type": "array",
+            "items": {"type": "string", "pattern": r"^[^:]{1,256}:[\s\S]{0,256}$"},
+        },
+        "Label filters `key:value`; repeat for several (all must match; more than 64 keys is "
+        "a 413).",
     ),
     Param(
         "include_ended",
@@ -60,7 +83,7 @@ _LIMIT: Final = Param(
 )
 _EXPECTED: Final = Param(
     "expected_version",
-    {"type": "integer", "minimum": 0},
+    {"type": "integer", "minimum": 0, "maximum": _INT64_MAX},
     "Delete only at this version (0: only if absent).",
 )
 
@@ -77,14 +100,14 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("GET", "/v1/sessions"): Operation(
         summary="List sessions, one page at a time",
         answer=Page,
-        params=(*_FILTERS, _LIMIT, Param("cursor", _STR, "The `cursor` of the previous page.")),
-        errors=(400,),
+        params=(*_FILTERS, _LIMIT, Param("cursor", _ID, "The `cursor` of the previous page.")),
+        errors=(400, 413),  # 413: more or longer label filters than labels may be
     ),
     ("GET", "/v1/count"): Operation(
         summary="Count the sessions a listing would give",
         answer=wire.Count,
         params=_FILTERS,
-        errors=(400,),
+        errors=(400, 413),
     ),
     ("GET", S): Operation(summary="Get a session", answer=Session),
     ("PATCH", S): Operation(
@@ -96,7 +119,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("DELETE", S): Operation(
         summary="End a session (hooks run once); `ended` is false if it had already ended",
         answer=wire.Ended,
-        params=(Param("reason", _STR, "The end reason (default `ended`)."),),
+        params=(Param("reason", _NAME, "The end reason (default `ended`)."),),
         errors=(400,),
     ),
     ("POST", S + "/touch"): Operation(summary="Heartbeat: refresh activity", answer=Session),
@@ -130,10 +153,14 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         summary="Read history records, one page at a time",
         answer=wire.HistoryItems,
         params=(
-            Param("after", {"type": "integer", "minimum": 0}, "The last `seq` already read."),
+            Param(
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": _INT64_MAX},
+                "The last `seq` already read.",
+            ),
             _LIMIT,
             Param("order", {"enum": ["oldest", "newest"]}, "Reading order (default oldest)."),
-            Param("kind", _STR, "Only records of this kind."),
+            Param("kind", _NAME, "Only records of this kind."),
         ),
     ),
     ("POST", S + "/history"): Operation(
@@ -151,9 +178,16 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         summary="Live events as server-sent events (`id`, `event`, `data` = the event as JSON)",
         content_type="text/event-stream",
         params=(
-            Param("namespace", _STR, "Only events of this namespace."),
-            Param("kinds", _STR, "Comma-separated kinds: created, updated, transitioned, ended."),
-            Param("session_id", _STR, "Only events of this session."),
+            Param("namespace", _ID, "Only events of this namespace."),
+            Param(
+                "kinds",
+                {
+                    "type": "string",
+                    "pattern": f"^,*(({'|'.join(sorted(EventKind.ALL))})(,+|$))*$",
+                },
+                "Comma-separated kinds: created, updated, transitioned, ended.",
+            ),
+            Param("session_id", _ID, "Only events of this session."),
             Param("after", _STR, "Resume after this event id."),
             Param("Last-Event-ID", _STR, "Resume after this event id (SSE).", where="header"),
         ),
@@ -180,12 +214,51 @@ _ERRORS: Final = {
 }
 
 
+_PATH_PARAMS: Final = {"id": _ID, "name": _NAME, "key": _KEY}
+
+
+def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+    """What the hub checks of each body field, beyond the JSON types of ``_wire``."""
+    event = {
+        "type": "string",
+        "enum": sorted(set(events)),
+        "description": "A lifecycle event (case-insensitive).",
+    }
+    retention = {"minimum": 0, "exclusiveMaximum": 1e12}
+    return {
+        "CreateBody": {
+            "id": _ID,
+            "namespace": _ID,
+            "user_id": _ID,
+            "parent_id": _ID,
+            "labels": _LABELS,
+            "idle_timeout": _POSITIVE,
+            "ttl": _POSITIVE,
+            "retention": retention,
+        },
+        "UpdateBody": {"labels": _LABELS, "idle_timeout": _POSITIVE, "ttl": _POSITIVE},
+        "TransitionBody": {"event": event},
+        "LinkBody": {"child_id": _ID},
+        "HistoryBody": {"kind": _NAME},
+    }
+
+
+def _constrain(components: dict[str, Any], rules: dict[str, dict[str, dict[str, Any]]]) -> None:
+    for name, fields in rules.items():
+        properties = components[name]["properties"]
+        for field, rule in fields.items():
+            schema = properties[field]
+            for member in schema.get("anyOf", [schema]):  # `T | None`: constrain the T
+                if member.get("type") != "null":
+                    member.update(rule)
+
+
 def _path_params(template: str) -> list[dict[str, Any]]:
     params = []
     for part in template.split("/"):
         if part.startswith("{"):
             name = part[1:-1]
-            schema = {"type": "string", "pattern": _ID_PATTERN} if name == "id" else _STR
+            schema = _PATH_PARAMS.get(name, _STR)
             params.append({"name": name, "in": "path", "required": True, "schema": schema})
     return params
 
@@ -205,8 +278,9 @@ def _operation(
         ],
     }
     if op.body is not None:
-        out["requestBody"] = {
-            "required": False,
+        fields = msgspec.structs.fields(op.body)
+        out["requestBody"] = {  # an empty body is an empty object
+            "required": any(field.required for field in fields),
             "content": {"application/json": {"schema": schemas[op.body]}},
         }
     content = (
@@ -215,7 +289,7 @@ def _operation(
         else {op.content_type: {}}
     )
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
-    errors = set(op.errors) | {500}
+    errors = set(op.errors) | {400, 500}  # 400: also an unknown query parameter
     if template not in _PUBLIC:
         errors.add(401)
     if op.body is not None:
@@ -228,8 +302,8 @@ def _operation(
     return out
 
 
-def openapi_document() -> dict[str, Any]:
-    """The document as a JSON-ready dict."""
+def openapi_document(lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> dict[str, Any]:
+    """The document as a JSON-ready dict, for a hub with ``lifecycle``."""
     types = sorted(
         {t for op in OPERATIONS.values() for t in (op.body, op.answer) if t not in (None, dict)}
         | {wire.ErrorAnswer},
@@ -239,6 +313,7 @@ def openapi_document() -> dict[str, Any]:
         types, ref_template="#/components/schemas/{name}"
     )
     schemas = dict(zip(types, refs, strict=True))
+    _constrain(components, _body_rules(event for _, event in lifecycle.transitions))
     error_content = {"application/json": {"schema": schemas[wire.ErrorAnswer]}}
     responses = {
         f"E{status}": {"description": text, "content": error_content}

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, TypeVar, overload
 from urllib.parse import parse_qsl
 
 import msgspec
+import msgspec.inspect
 
 from .._errors import PayloadTooLarge, ValidationError
 from .._models import json_encoder
@@ -33,6 +34,7 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type: bytes = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 def json_reply(value: Any, status: int = 200) -> Reply:
@@ -91,17 +93,18 @@ class Request:
         if raw is None:
             return default
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise ValidationError(
-                f"query parameter {name} must be an integer, got {raw!r}"
-            ) from None
+            value = None
+        if value is None or not -(2**63) <= value < 2**63:  # what every store can hold
+            raise ValidationError(f"query parameter {name} must be a 64-bit integer, got {raw!r}")
+        return value
 
     def bool_arg(self, name: str) -> bool:
         raw = self.arg(name)
-        if raw is None or raw in ("false", "0", ""):
+        if raw is None or raw == "false":
             return False
-        if raw in ("true", "1"):
+        if raw == "true":
             return True
         raise ValidationError(f"query parameter {name} must be true or false, got {raw!r}")
 
@@ -131,9 +134,58 @@ class Request:
         try:
             return msgspec.json.decode(raw or b"{}", type=kind)
         except msgspec.ValidationError as exc:
+            whole = _with_whole_numbers(raw, kind)
+            if whole is not None:
+                return whole
             raise ValidationError(f"invalid request body: {exc}") from None
         except msgspec.DecodeError as exc:
             raise ValidationError(f"request body is not valid JSON: {exc}") from None
+
+
+_INTEGER_FIELDS: dict[type[Any], frozenset[str]] = {}
+
+
+def _integer_fields(kind: type[Any]) -> frozenset[str]:
+    names = _INTEGER_FIELDS.get(kind)
+    if names is None:
+        info = msgspec.inspect.type_info(kind)
+        found = set()
+        if isinstance(info, msgspec.inspect.StructType):
+            for field in info.fields:
+                types = (
+                    field.type.types
+                    if isinstance(field.type, msgspec.inspect.UnionType)
+                    else (field.type,)
+                )
+                if any(isinstance(t, msgspec.inspect.IntType) for t in types):
+                    found.add(field.encode_name)
+        names = _INTEGER_FIELDS[kind] = frozenset(found)
+    return names
+
+
+def _with_whole_numbers(raw: bytes, kind: type[T]) -> T | None:
+    """``raw`` decoded into ``kind`` once whole numbers written as floats (``3.0``) are taken as
+    the integers they are for JSON and the OpenAPI document; ``None`` if that changes nothing."""
+    names = _integer_fields(kind)
+    if not names:
+        return None
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:  # a typed decode can stop at a wrong type before bad JSON
+        return None
+    if not isinstance(value, dict):
+        return None
+    whole = {
+        name: int(item)
+        for name, item in value.items()
+        if name in names and type(item) is float and item.is_integer()
+    }
+    if not whole:
+        return None
+    try:
+        return msgspec.convert({**value, **whole}, type=kind)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"invalid request body: {exc}") from None
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -103,7 +103,8 @@ async def update(hub: SessionHub, request: Request) -> Reply:
 
 
 async def end(hub: SessionHub, request: Request) -> Reply:
-    ended = await hub.end(request.params[0], request.arg("reason") or "ended")
+    reason = request.arg("reason")  # a blank one is refused, not taken for the default
+    ended = await hub.end(request.params[0], "ended" if reason is None else reason)
     return json_reply(wire.Ended(ended))
 
 
@@ -169,7 +170,8 @@ async def history_append(hub: SessionHub, request: Request) -> Reply:
 
 
 async def history_read(hub: SessionHub, request: Request) -> Reply:
-    order = request.arg("order") or "oldest"
+    order = request.arg("order")
+    order = "oldest" if order is None else order
     if order not in ("oldest", "newest"):
         raise ValidationError(f"order must be oldest or newest, got {order!r}")
     records = await hub.history(request.params[0]).read(

@@ -48,18 +48,25 @@ async def stream_events(
     pump = asyncio.create_task(_pump(events, queue))
     stop = asyncio.create_task(_stopped(request, closing))
     try:
-        while not (stop.done() or pump.done()):
-            getter = asyncio.ensure_future(queue.get())
-            done, _ = await asyncio.wait(
-                {getter, stop, pump}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
-            )
-            if getter in done:
-                frame = encode_event(getter.result())
+        # Until the client leaves or the server closes; when the subscription ends (the hub
+        # closed), what the pump queued is still sent: the last events are the `ended` ones.
+        while not stop.done():
+            if not queue.empty():
+                frame = encode_event(queue.get_nowait())
+            elif pump.done():
+                break
             else:
-                getter.cancel()
-                if done:
-                    break
-                frame = _KEEPALIVE
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, stop, pump}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter in done:
+                    frame = encode_event(getter.result())
+                else:
+                    getter.cancel()
+                    if done:
+                        continue
+                    frame = _KEEPALIVE
             await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:

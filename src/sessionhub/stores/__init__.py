@@ -17,4 +17,12 @@ def store_from_url(url: str) -> Store:
         raise ValidationError(f"a store URL looks like memory:// or sqlite:///path.db, got {url!r}")
     if scheme == "memory":
         return MemoryStore()
+    if scheme == "sqlite":
+        from .sqlite import SQLiteStore
+
+        return SQLiteStore.from_url(url)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+
+        return RedisStore.from_url(url)
     raise ValidationError(f"unknown store scheme {scheme!r} in {url!r} (memory, sqlite, redis)")

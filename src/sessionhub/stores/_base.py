@@ -215,5 +215,6 @@ class Store(abc.ABC):
     # events
 
     def subscribe(self, after: str | None = None) -> AsyncGenerator[SessionEvent, None]:
-        """Events in order, from after ``after`` (or from now on)."""
+        """Events in order, from after ``after`` (or from now on). The position is fixed by this
+        call, before the first iteration; an unknown ``after`` raises ``ValidationError`` here."""
         return self.events.subscribe(after)

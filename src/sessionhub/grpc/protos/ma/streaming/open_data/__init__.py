@@ -1,0 +1,1 @@
+"""Generated gRPC code (scripts/gen-protos); edit the .proto files instead."""

@@ -1,0 +1,820 @@
+"""The Lua of the Redis store: one Redis Functions library, one function per store operation.
+
+Each store operation is one ``FCALL``, atomic on the server. A library, not ``EVALSHA`` scripts:
+a script re-runs its whole chunk on every call, so the shared helpers were rebuilt each time (about
+5 µs of a call that otherwise takes 10-20 µs); a library runs its chunk once, at ``FUNCTION LOAD``.
+The library and function names carry a hash of the code (``sessionhub_<hash>``,
+``sh<hash>_create``), so two sessionhub versions can share one Redis during a rolling upgrade. Redis
+keeps functions in its RDB/AOF; a server that lost them answers "Function not found", and the store
+loads the library again and retries (the only case where an operation takes more than one round trip).
+
+Every function reads ``args[1]`` as the key prefix; functions that append an event read ``args[2]``
+as the stream's approximate maximum length. ``keys[1]`` is the session's own hash when the function is
+about one session (so a Cluster client could route it); the global index keys are derived from the
+prefix inside. The key layout is described in the docstring of ``sessionhub.stores.redis``.
+
+Conventions:
+
+- Refusals are error replies ``SH<CODE>`` followed by arguments, each ended by ``\\31`` (the unit
+  separator; Redis turns newlines of error messages into spaces, and appends the function's name to
+  errors raised with ``error()``, so every argument is terminated and what follows is ignored).
+  They are raised only before the first write, so a refused operation changes nothing.
+- Floats written here are formatted with ``%.17g``, which round-trips a double exactly, so a deadline
+  computed here equals the one ``sessionhub._models.expires_at`` computes in Python.
+- Lua never compares two strings with ``<`` (its order follows the server's locale); id order comes
+  from the sorted sets (byte order) alone.
+- A function that changes a session returns the new record as ``HGETALL`` would list it, built from
+  the record it read and the fields it wrote (in the order Redis keeps them), not read again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+__all__ = ["FUNCTIONS", "LIBRARY", "VERSION"]
+
+_LIB = r"""
+-- Set on entry to every function: Redis runs one function at a time, to the end.
+local KEYS, ARGV, P
+
+local US = '\31'
+local function skey(sid) return P .. 's:{' .. sid .. '}' end
+local function dkey(sid) return P .. 'd:{' .. sid .. '}' end
+local function hkey(sid) return P .. 'h:{' .. sid .. '}' end
+local function hckey(sid) return P .. 'hc:{' .. sid .. '}' end
+local function fnum(x) return string.format('%.17g', x) end
+local function fint(x) return string.format('%d', x) end
+
+local function fail(code, ...)
+  local parts = {'SH' .. code}
+  for _, v in ipairs({...}) do parts[#parts + 1] = tostring(v) end
+  error({err = table.concat(parts, US) .. US})
+end
+
+local function load(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return nil, flat end
+  local h = {}
+  for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
+  return h, flat
+end
+
+local function fields(key, names)
+  local values = redis.call('HMGET', key, unpack(names))
+  local h = {}
+  for i, name in ipairs(names) do
+    if values[i] then h[name] = values[i] end
+  end
+  return h
+end
+
+local function hset_many(key, flat)
+  -- HSET in slices: unpack() of thousands of details would overflow the Lua C stack.
+  local i = 1
+  while i <= #flat do
+    local j = math.min(i + 199, #flat)
+    redis.call('HSET', key, unpack(flat, i, j))
+    i = j + 1
+  end
+end
+
+-- Writes to one session hash, collected so that they cost one HSET and at most one HDEL, and the
+-- new record can be returned without reading it again ('shown' holds values written otherwise).
+local function writer()
+  return {order = {}, values = {}, drops = {}, shown = {}}
+end
+local function put(w, field, value)
+  if w.values[field] == nil then w.order[#w.order + 1] = field end
+  w.values[field] = value
+  w.drops[field] = nil
+end
+local function drop(w, field)
+  if w.values[field] == nil then w.drops[field] = true end
+end
+local function preview(w, h, flat)
+  -- The record as HGETALL would list it after the writes: changed fields keep their place,
+  -- new ones follow in the order HSET added them.
+  local out = {}
+  for i = 1, #flat, 2 do
+    local field = flat[i]
+    if not w.drops[field] then
+      out[#out + 1] = field
+      out[#out + 1] = w.values[field] or w.shown[field] or flat[i + 1]
+    end
+  end
+  for _, field in ipairs(w.order) do
+    if h[field] == nil then
+      out[#out + 1] = field
+      out[#out + 1] = w.values[field]
+    end
+  end
+  for field, value in pairs(w.shown) do
+    if h[field] == nil and w.values[field] == nil then
+      out[#out + 1] = field
+      out[#out + 1] = value
+    end
+  end
+  return out
+end
+local function commit(w, key, h, flat)
+  local sets = {}
+  for _, field in ipairs(w.order) do
+    sets[#sets + 1] = field
+    sets[#sets + 1] = w.values[field]
+  end
+  if #sets > 0 then hset_many(key, sets) end
+  local gone = {}
+  for field in pairs(w.drops) do
+    if h[field] ~= nil then gone[#gone + 1] = field end
+  end
+  if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
+  return preview(w, h, flat)
+end
+
+local function label_key(name, value)
+  -- Label names are free text: the byte length keeps name and value apart unambiguously.
+  return P .. 'label:' .. #name .. ':' .. name .. '=' .. value
+end
+
+local function unique_field(ns, name, value)
+  return ns .. '\t' .. #name .. ':' .. name .. '=' .. value
+end
+
+local function labels_of(h)
+  local labels = {}
+  for f, v in pairs(h) do
+    if string.sub(f, 1, 2) == 'l:' then labels[string.sub(f, 3)] = v end
+  end
+  return labels
+end
+
+-- The live indexes a session is in: every find filter has one.
+local function index_keys(ns, user, parent, labels)
+  local keys = {P .. 'live', P .. 'ns:' .. ns}
+  if user then keys[#keys + 1] = P .. 'user:' .. user end
+  if parent then keys[#keys + 1] = P .. 'parent:' .. parent end
+  for name, value in pairs(labels) do keys[#keys + 1] = label_key(name, value) end
+  return keys
+end
+
+local function census(ns, state, delta)
+  local field = ns .. '\t' .. state
+  local n = redis.call('HINCRBY', P .. 'census', field, delta)
+  if n <= 0 then redis.call('HDEL', P .. 'census', field) end
+end
+
+local function release_unique(ns, labels, sid)
+  for name, value in pairs(labels) do
+    local field = unique_field(ns, name, value)
+    if redis.call('HGET', P .. 'uniq', field) == sid then redis.call('HDEL', P .. 'uniq', field) end
+  end
+end
+
+local function deadline(ca, la, it, ttl, ar)
+  -- sessionhub._models.expires_at, in the same double arithmetic.
+  local idle = nil
+  if it ~= nil and ar <= 0 then idle = la + it end
+  local cap = nil
+  if ttl ~= nil then cap = ca + ttl end
+  if idle == nil then return cap end
+  if cap == nil then return idle end
+  return math.min(idle, cap)
+end
+
+-- The deadline index holds at most one entry per session, whose score the session keeps in its
+-- 'dq' field. Activity only moves deadlines later, so it leaves the entry alone: when the entry
+-- comes due, claim_expired finds the real deadline later and queues it again. Only a deadline
+-- earlier than the queued one (a shorter ttl, requests released) writes the index, which keeps
+-- touch, data and history writes on the session's own keys.
+local function schedule(w, sid, dq, ea)
+  if ea ~= nil and (dq == nil or ea < tonumber(dq)) then
+    local score = fnum(ea)
+    redis.call('ZADD', P .. 'deadlines', score, sid)
+    put(w, 'dq', score)
+  end
+end
+
+local function unschedule(w, sid, dq)
+  if dq ~= nil then
+    redis.call('ZREM', P .. 'deadlines', sid)
+    drop(w, 'dq')
+  end
+end
+
+local function emit(kind, at, flat)
+  return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+    'k', kind, 'a', at, 's', cmsgpack.pack(flat))
+end
+
+local function take_list(pos, pairs_of)
+  -- A counted list of arguments: a count (-1 for none), then the items.
+  local n = tonumber(ARGV[pos])
+  if n < 0 then return nil, pos + 1 end
+  local width = pairs_of and 2 or 1
+  local t = {}
+  for i = 1, n * width do t[i] = ARGV[pos + i] end
+  return t, pos + 1 + n * width
+end
+
+local function moved(moves, state)
+  for i = 1, #moves, 2 do
+    if moves[i] == state then return moves[i + 1] end
+  end
+  return nil
+end
+
+-- A claim names its claimer ('cb') and is listed in the claims hash, so that the claims of a
+-- process that stopped heartbeating can be taken over (see claim_expired).
+local function claim(sk, h, flat, reason, now, moves, claimer)
+  local state = moved(moves, h.st) or h.st
+  local w = writer()
+  put(w, 'st', state)
+  put(w, 'er', reason)
+  put(w, 'cb', claimer)
+  redis.call('HSET', P .. 'claims', h.id, claimer)
+  put(w, 'ua', now)
+  put(w, 'v', fint(tonumber(h.v) + 1))
+  if state ~= h.st then
+    census(h.ns, h.st, -1)
+    census(h.ns, state, 1)
+  end
+  unschedule(w, h.id, h.dq)
+  local new = commit(w, sk, h, flat)
+  return {emit('transitioned', now, new), new}
+end
+
+-- Data and history writes are activity: slide the idle deadline like a touch.
+local REFRESH_FIELDS = {'id', 'en', 'ca', 'it', 'ttl', 'ar', 'v', 'dq', 'ea'}
+local function live_fields(sk)
+  local h = fields(sk, REFRESH_FIELDS)
+  if h.id == nil or h.en ~= nil then fail('NOTFOUND') end
+  return h
+end
+
+local function refresh(sk, h, now)
+  local ea = deadline(tonumber(h.ca), tonumber(now), tonumber(h.it), tonumber(h.ttl),
+    tonumber(h.ar or '0'))
+  local w = writer()
+  put(w, 'la', now)
+  put(w, 'ua', now)
+  put(w, 'v', fint(tonumber(h.v) + 1))
+  if ea ~= nil then put(w, 'ea', fnum(ea)) else drop(w, 'ea') end
+  schedule(w, h.id, h.dq, ea)
+  commit(w, sk, h, {})
+end
+
+local function readable(sk)
+  if redis.call('EXISTS', sk) == 0 then fail('NOTFOUND') end
+end
+"""
+
+# args: prefix, maxlen, max_sessions, max_per_user, unique names (counted), fields of the record.
+_CREATE = r"""
+local sk = KEYS[1]
+local uniq, pos = take_list(5, false)
+local flat = {}
+local h = {}
+for i = pos, #ARGV, 2 do
+  h[ARGV[i]] = ARGV[i + 1]
+  flat[#flat + 1] = ARGV[i]
+  flat[#flat + 1] = ARGV[i + 1]
+end
+local sid = h.id
+if redis.call('EXISTS', sk) == 1 then fail('DUPID') end
+if h.p then
+  local parent = fields(skey(h.p), {'id', 'en', 'er'})
+  if parent.id == nil or parent.en ~= nil then fail('NOTFOUND', h.p) end
+  if parent.er ~= nil then fail('PARENTENDING', h.p) end
+end
+local max_sessions = tonumber(ARGV[3])
+if max_sessions and redis.call('ZCARD', P .. 'live') >= max_sessions then fail('CAPACITY') end
+local max_user = tonumber(ARGV[4])
+if max_user and h.u then
+  local owned = redis.call('ZCARD', P .. 'user:' .. h.u)
+  if owned >= max_user then fail('QUOTA', owned) end
+end
+for _, name in ipairs(uniq) do
+  local value = h['l:' .. name]
+  if value then
+    local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, name, value))
+    if holder and holder ~= sid then fail('DUPLABEL', name, value, holder, h.ns) end
+  end
+end
+if h.ea then
+  -- Queued with the record: the deadline entry and its 'dq' field go in the same HSET.
+  redis.call('ZADD', P .. 'deadlines', h.ea, sid)
+  flat[#flat + 1] = 'dq'
+  flat[#flat + 1] = h.ea
+end
+hset_many(sk, flat)
+local labels = labels_of(h)
+for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZADD', key, 0, sid) end
+redis.call('ZADD', P .. 'all', 0, sid)
+redis.call('ZADD', P .. 'all:' .. h.ns, 0, sid)
+for _, name in ipairs(uniq) do
+  local value = labels[name]
+  if value then redis.call('HSET', P .. 'uniq', unique_field(h.ns, name, value), sid) end
+end
+census(h.ns, h.st, 1)
+return emit('created', h.ca, flat)
+"""
+
+# args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,
+# max_details_bytes, idle_timeout, ttl, parent ('k' keep, 'n' none, '=' .. value), emit kind,
+# then counted lists: moves (pairs), labels set (pairs), labels removed, details set (pairs of
+# JSON-encoded key, JSON value), details removed (JSON-encoded keys), unique names, counters (pairs).
+_MODIFY = r"""
+local sk = KEYS[1]
+local now = ARGV[3]
+local moves, labels_set, labels_del, details_set, details_del, uniq, counters
+local pos = 15
+moves, pos = take_list(pos, true)
+labels_set, pos = take_list(pos, true)
+labels_del, pos = take_list(pos, false)
+details_set, pos = take_list(pos, true)
+details_del, pos = take_list(pos, false)
+uniq, pos = take_list(pos, false)
+counters, pos = take_list(pos, true)
+
+local h, flat = load(sk)
+if h == nil or h.en ~= nil then fail('NOTFOUND') end
+local sid = h.id
+local version = tonumber(h.v)
+if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then fail('VERSION', h.v) end
+
+local state = h.st
+if moves then
+  state = moved(moves, h.st)
+  if state == nil then
+    local event = ARGV[5]
+    if event == '' then event = '?' end
+    fail('TRANSITION', h.st, event)
+  end
+end
+
+local labels_changed = #labels_set > 0 or #labels_del > 0
+local old_labels, new_labels
+if labels_changed then
+  old_labels = labels_of(h)
+  new_labels = {}
+  for k, v in pairs(old_labels) do new_labels[k] = v end
+  for _, k in ipairs(labels_del) do new_labels[k] = nil end
+  for i = 1, #labels_set, 2 do new_labels[labels_set[i]] = labels_set[i + 1] end
+  local n = 0
+  for _ in pairs(new_labels) do n = n + 1 end
+  local max_labels = tonumber(ARGV[9])
+  if max_labels and n > max_labels then fail('LABELS', n) end
+  for _, name in ipairs(uniq) do
+    local value = new_labels[name]
+    if value then
+      local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, name, value))
+      if holder and holder ~= sid then fail('DUPLABEL', name, value, holder, h.ns) end
+    end
+  end
+end
+
+local details_changed = #details_set > 0 or #details_del > 0
+local max_details = tonumber(ARGV[10])
+if details_changed and max_details then
+  -- The size of the merged object as msgspec encodes it: {"k":v,...} without spaces.
+  local merged = {}
+  for f, v in pairs(h) do
+    if string.sub(f, 1, 2) == 'd:' then merged[string.sub(f, 3)] = v end
+  end
+  for _, k in ipairs(details_del) do merged[k] = nil end
+  for i = 1, #details_set, 2 do merged[details_set[i]] = details_set[i + 1] end
+  local size, n = 2, 0
+  for k, v in pairs(merged) do
+    size = size + #k + 1 + #v
+    n = n + 1
+  end
+  if n > 1 then size = size + n - 1 end
+  if size > max_details then fail('DETAILS', size) end
+end
+
+local requests = tonumber(h.ar or '0') + tonumber(ARGV[7])
+local max_requests = tonumber(ARGV[8])
+if tonumber(ARGV[7]) > 0 and max_requests and requests > max_requests then
+  fail('TOOMANY', h.ar or '0')
+end
+
+-- Every check passed: from here on the function only writes.
+local w = writer()
+for i = 1, #counters, 2 do
+  -- HINCRBY, not Lua arithmetic: counters are exact 64-bit integers, Lua numbers are doubles.
+  local field = 'c:' .. counters[i]
+  w.shown[field] = fint(redis.call('HINCRBY', sk, field, counters[i + 1]))
+end
+
+local function choose(arg, old)
+  if arg == 'k' then return old end
+  if arg == 'n' then return nil end
+  return string.sub(arg, 2)
+end
+local it = choose(ARGV[11], h.it)
+local ttl = choose(ARGV[12], h.ttl)
+local parent = choose(ARGV[13], h.p)
+local la = h.la
+if ARGV[6] == '1' then la = now end
+if requests < 0 then requests = 0 end
+local ea = deadline(tonumber(h.ca), tonumber(la), tonumber(it), tonumber(ttl), requests)
+
+if state ~= h.st then put(w, 'st', state) end
+put(w, 'ar', fint(requests))
+put(w, 'la', la)
+put(w, 'ua', now)
+put(w, 'v', fint(version + 1))
+for name, value in pairs({it = it, ttl = ttl, p = parent}) do put(w, name, value) end
+if it == nil then drop(w, 'it') end
+if ttl == nil then drop(w, 'ttl') end
+if parent == nil then drop(w, 'p') end
+if ea == nil then drop(w, 'ea') else put(w, 'ea', fnum(ea)) end
+for _, k in ipairs(labels_del) do drop(w, 'l:' .. k) end
+for i = 1, #labels_set, 2 do put(w, 'l:' .. labels_set[i], labels_set[i + 1]) end
+for _, k in ipairs(details_del) do drop(w, 'd:' .. k) end
+for i = 1, #details_set, 2 do put(w, 'd:' .. details_set[i], details_set[i + 1]) end
+
+if labels_changed or parent ~= h.p then
+  old_labels = old_labels or labels_of(h)
+  new_labels = new_labels or old_labels
+  local before, after = {}, {}
+  for _, k in ipairs(index_keys(h.ns, h.u, h.p, old_labels)) do before[k] = true end
+  for _, k in ipairs(index_keys(h.ns, h.u, parent, new_labels)) do after[k] = true end
+  for k in pairs(before) do
+    if not after[k] then redis.call('ZREM', k, sid) end
+  end
+  for k in pairs(after) do
+    if not before[k] then redis.call('ZADD', k, 0, sid) end
+  end
+  release_unique(h.ns, old_labels, sid)
+  for _, name in ipairs(uniq) do
+    local value = new_labels[name]
+    if value then redis.call('HSET', P .. 'uniq', unique_field(h.ns, name, value), sid) end
+  end
+end
+if state ~= h.st then
+  census(h.ns, h.st, -1)
+  census(h.ns, state, 1)
+end
+schedule(w, sid, h.dq, ea)
+local new = commit(w, sk, h, flat)
+local event_id = ''
+if ARGV[14] ~= '' then event_id = emit(ARGV[14], now, new) end
+return {event_id, new}
+"""
+
+# args: prefix, maxlen, reason, now, claimer, moves (counted pairs).
+_CLAIM_END = r"""
+local sk = KEYS[1]
+local moves = take_list(6, true)
+local h, flat = load(sk)
+if h == nil or h.en ~= nil or h.er ~= nil then return false end
+return claim(sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5])
+"""
+
+# args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves
+# (counted pairs). Returns {event id, record} pairs; a taken-over claim has no event id (its
+# 'transitioned' event was sent when it was first claimed).
+_CLAIM_EXPIRED = r"""
+local now = ARGV[3]
+local now_n = tonumber(now)
+local limit = tonumber(ARGV[4])
+local claimer = ARGV[5]
+local moves = take_list(7, true)
+local out = {}
+if ARGV[6] == '1' then
+  -- Claims whose claimer's heartbeat key expired: that process stopped between claiming and
+  -- finishing. Its ends are finished here (hooks may then run again for those sessions: at least
+  -- once when a process dies, exactly once otherwise).
+  local claims = redis.call('HGETALL', P .. 'claims')
+  for i = 1, #claims, 2 do
+    if #out >= limit then break end
+    local sid, holder = claims[i], claims[i + 1]
+    if holder ~= claimer and redis.call('EXISTS', P .. 'claimer:' .. holder) == 0 then
+      local sk = skey(sid)
+      local h, flat = load(sk)
+      if h == nil or h.en ~= nil or h.er == nil then
+        redis.call('HDEL', P .. 'claims', sid)
+      else
+        local w = writer()
+        put(w, 'cb', claimer)
+        redis.call('HSET', P .. 'claims', sid, claimer)
+        out[#out + 1] = {'', commit(w, sk, h, flat)}
+      end
+    end
+  end
+end
+-- Entries examined per call are bounded so that one call never blocks Redis for long; what is
+-- left stays due and the hub's next pass goes on.
+local budget = limit * 4 + 100
+while #out < limit and budget > 0 do
+  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0,
+    math.min(limit - #out, budget, 500))
+  if #due == 0 then break end
+  budget = budget - #due
+  for _, sid in ipairs(due) do
+    local sk = skey(sid)
+    local h, flat = load(sk)
+    if h == nil or h.en ~= nil or h.er ~= nil or h.ea == nil then
+      redis.call('ZREM', P .. 'deadlines', sid)
+      if h ~= nil then redis.call('HDEL', sk, 'dq') end
+    elseif tonumber(h.ea) > now_n then
+      redis.call('ZADD', P .. 'deadlines', h.ea, sid)  -- activity moved it: queue it again
+      redis.call('HSET', sk, 'dq', h.ea)
+    else
+      out[#out + 1] = claim(sk, h, flat, 'expired', now, moves, claimer)
+    end
+  end
+end
+return out
+"""
+
+# args: prefix, maxlen, now, ended state, retain until.
+_FINISH_END = r"""
+local sk = KEYS[1]
+local now = ARGV[3]
+local h, flat = load(sk)
+if h == nil or h.en ~= nil or h.er == nil then return false end
+local sid = h.id
+local labels = labels_of(h)
+for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZREM', key, sid) end
+release_unique(h.ns, labels, sid)
+census(h.ns, h.st, -1)
+redis.call('HDEL', P .. 'claims', sid)
+local w = writer()
+drop(w, 'cb')
+unschedule(w, sid, h.dq)
+put(w, 'st', ARGV[4])
+put(w, 'en', now)
+put(w, 'ua', now)
+put(w, 'ar', '0')
+put(w, 'v', fint(tonumber(h.v) + 1))
+drop(w, 'ea')
+local new
+if tonumber(ARGV[5]) > tonumber(now) then
+  new = commit(w, sk, h, flat)
+  redis.call('ZADD', P .. 'retained', ARGV[5], sid)
+else
+  new = preview(w, h, flat)  -- the record as it ends, for the event; then it goes
+  redis.call('ZREM', P .. 'all', sid)
+  redis.call('ZREM', P .. 'all:' .. h.ns, sid)
+  redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
+end
+return {emit('ended', now, new), new}
+"""
+
+# args: prefix.
+_NEXT_DEADLINE = r"""
+local first
+for _ = 1, 100 do
+  first = redis.call('ZRANGE', P .. 'deadlines', 0, 0, 'WITHSCORES')
+  if #first == 0 then return false end
+  local sid = first[1]
+  local sk = skey(sid)
+  local h = fields(sk, {'id', 'ea', 'er', 'en'})
+  if h.id == nil or h.ea == nil or h.er ~= nil or h.en ~= nil then
+    redis.call('ZREM', P .. 'deadlines', sid)
+    if h.id ~= nil then redis.call('HDEL', sk, 'dq') end
+  elseif tonumber(h.ea) > tonumber(first[2]) then
+    redis.call('ZADD', P .. 'deadlines', h.ea, sid)
+    redis.call('HSET', sk, 'dq', h.ea)
+  else
+    return first[2]
+  end
+end
+return first[2]  -- possibly early: the hub then wakes once for nothing
+"""
+
+# args: prefix, now, limit.
+_PURGE = r"""
+local due = redis.call('ZRANGEBYSCORE', P .. 'retained', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local n = 0
+for _, sid in ipairs(due) do
+  redis.call('ZREM', P .. 'retained', sid)
+  local sk = skey(sid)
+  local h = fields(sk, {'en', 'ns'})
+  if h.en ~= nil then
+    redis.call('ZREM', P .. 'all', sid)
+    redis.call('ZREM', P .. 'all:' .. h.ns, sid)
+    redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
+    n = n + 1
+  end
+end
+return {n, #due}
+"""
+
+# args: prefix, mode ('find' or 'count'), limit, cursor, namespace, user, parent, state,
+# include_ended ('1'/'0'), labels (counted pairs). Empty strings mean "no filter".
+_FIND = r"""
+local counting = ARGV[2] == 'count'
+local limit = tonumber(ARGV[3])
+local cursor, ns, user, parent, state = ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8]
+local include_ended = ARGV[9] == '1'
+local labels = take_list(10, true)
+
+local narrow = {}
+if user ~= '' then narrow[#narrow + 1] = P .. 'user:' .. user end
+if parent ~= '' then narrow[#narrow + 1] = P .. 'parent:' .. parent end
+for i = 1, #labels, 2 do narrow[#narrow + 1] = label_key(labels[i], labels[i + 1]) end
+
+-- The narrowest index that holds every match ('all' indexes add the retained ended sessions).
+local source
+if #narrow > 0 then
+  local best = nil
+  for _, key in ipairs(narrow) do
+    local n = redis.call('ZCARD', key)
+    if best == nil or n < best then
+      best = n
+      source = key
+    end
+  end
+elseif ns ~= '' then
+  source = P .. (include_ended and 'all:' or 'ns:') .. ns
+else
+  source = P .. (include_ended and 'all' or 'live')
+end
+
+-- Counting needs no reads when the source index is exactly the query.
+if counting and state == '' and (#narrow == 0 or (#narrow == 1 and ns == '')) then
+  return redis.call('ZCARD', source)
+end
+
+local out = {}
+local count = 0
+local from = '-'
+if cursor ~= '' then from = '(' .. cursor end
+while true do
+  local ids = redis.call('ZRANGEBYLEX', source, from, '+', 'LIMIT', 0, 256)
+  for _, sid in ipairs(ids) do
+    local h, flat = load(skey(sid))
+    local ok = h ~= nil
+      and (ns == '' or h.ns == ns)
+      and (user == '' or h.u == user)
+      and (parent == '' or h.p == parent)
+      and (state == '' or h.st == state)
+      and (include_ended or h.en == nil)
+    if ok then
+      for i = 1, #labels, 2 do
+        if h['l:' .. labels[i]] ~= labels[i + 1] then ok = false end
+      end
+    end
+    if ok then
+      if counting then
+        count = count + 1
+      else
+        out[#out + 1] = flat
+        if #out > limit then return out end
+      end
+    end
+  end
+  if #ids < 256 then break end
+  from = '(' .. ids[#ids]
+end
+if counting then return count end
+return out
+"""
+
+# keys: session, data. args: prefix, key.
+_DATA_GET = r"""
+readable(KEYS[1])
+return redis.call('HGET', KEYS[2], ARGV[2])
+"""
+
+_DATA_VERSION = r"""
+local function data_version(raw)
+  if not raw then return 0 end
+  return tonumber(string.sub(raw, 1, string.find(raw, ':', 1, true) - 1))
+end
+"""
+
+# keys: session, data. args: prefix, key, value, expected version, now. Values are kept as
+# "<version>:<json>".
+_DATA_SET = r"""
+local h = live_fields(KEYS[1])
+local version = data_version(redis.call('HGET', KEYS[2], ARGV[2]))
+if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then fail('DATAVERSION', version) end
+redis.call('HSET', KEYS[2], ARGV[2], fint(version + 1) .. ':' .. ARGV[3])
+refresh(KEYS[1], h, ARGV[5])
+return version + 1
+"""
+
+# keys: session, data. args: prefix, key, expected version, now.
+_DATA_DELETE = r"""
+local h = live_fields(KEYS[1])
+local raw = redis.call('HGET', KEYS[2], ARGV[2])
+local version = data_version(raw)
+if ARGV[3] ~= '' and tonumber(ARGV[3]) ~= version then fail('DATAVERSION', version) end
+if not raw then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[2])
+refresh(KEYS[1], h, ARGV[4])
+return 1
+"""
+
+# keys: session, data.
+_DATA_ITEMS = r"""
+readable(KEYS[1])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+# keys: session, history, history counts. args: prefix, kind, payload, now. Records are kept as
+# "<kind>\t<at>\t<json>" (kinds are names without tabs; JSON escapes its tabs).
+_HISTORY_APPEND = r"""
+local h = live_fields(KEYS[1])
+local seq = redis.call('RPUSH', KEYS[2], ARGV[2] .. '\t' .. ARGV[4] .. '\t' .. ARGV[3])
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+refresh(KEYS[1], h, ARGV[4])
+return seq
+"""
+
+# keys: session, history. args: prefix, after, limit, newest first, kind. Returns seq, record pairs.
+_HISTORY_READ = r"""
+readable(KEYS[1])
+local limit = tonumber(ARGV[3])
+local kind = ARGV[5]
+local tag = kind .. '\t'
+local n = redis.call('LLEN', KEYS[2])
+local out = {}
+local chunk = 256
+if kind == '' then chunk = limit end
+local function take(index, record)
+  if kind == '' or string.sub(record, 1, #tag) == tag then
+    out[#out + 1] = index + 1
+    out[#out + 1] = record
+  end
+  return #out >= 2 * limit
+end
+if ARGV[4] == '1' then
+  local start = n
+  if ARGV[2] ~= '' then start = math.min(tonumber(ARGV[2]) - 1, n) end
+  local i = start - 1
+  while i >= 0 do
+    local lo = math.max(i - chunk + 1, 0)
+    local records = redis.call('LRANGE', KEYS[2], lo, i)
+    for j = #records, 1, -1 do
+      if take(lo + j - 1, records[j]) then return out end
+    end
+    i = lo - 1
+  end
+else
+  local i = 0
+  if ARGV[2] ~= '' then i = math.max(tonumber(ARGV[2]), 0) end
+  while i < n do
+    local hi = math.min(i + chunk - 1, n - 1)
+    local records = redis.call('LRANGE', KEYS[2], i, hi)
+    for j = 1, #records do
+      if take(i + j - 1, records[j]) then return out end
+    end
+    i = hi + 1
+  end
+end
+return out
+"""
+
+# keys: session, history counts.
+_HISTORY_COUNTS = r"""
+readable(KEYS[1])
+return redis.call('HGETALL', KEYS[2])
+"""
+
+_BODIES: dict[str, str] = {
+    "create": _CREATE,
+    "modify": _MODIFY,
+    "claim_end": _CLAIM_END,
+    "claim_expired": _CLAIM_EXPIRED,
+    "finish_end": _FINISH_END,
+    "next_deadline": _NEXT_DEADLINE,
+    "purge": _PURGE,
+    "find": _FIND,
+    "data_get": _DATA_GET,
+    "data_set": _DATA_SET,
+    "data_delete": _DATA_DELETE,
+    "data_items": _DATA_ITEMS,
+    "history_append": _HISTORY_APPEND,
+    "history_read": _HISTORY_READ,
+    "history_counts": _HISTORY_COUNTS,
+}
+
+
+def _library() -> tuple[str, str, dict[str, str]]:
+    parts = [_LIB, _DATA_VERSION]
+    for name, body in _BODIES.items():
+        parts.append(f"local function op_{name}()\n{body}\nend\n")
+    parts.append(
+        "local function entry(body)\n"
+        "  return function(keys, args)\n"
+        "    KEYS, ARGV, P = keys, args, args[1]\n"
+        "    return body()\n"
+        "  end\n"
+        "end\n"
+    )
+    code = "".join(parts)
+    version = hashlib.sha1(code.encode()).hexdigest()[:12]
+    names = {name: f"sh{version}_{name}" for name in _BODIES}
+    registrations = "".join(
+        f"redis.register_function('{names[name]}', entry(op_{name}))\n" for name in _BODIES
+    )
+    return f"#!lua name=sessionhub_{version}\n{code}{registrations}", version, names
+
+
+LIBRARY, VERSION, FUNCTIONS = _library()
+"""The library's code for ``FUNCTION LOAD``, its version hash, and each operation's function name."""

@@ -1,0 +1,953 @@
+"""The Redis store: many hub processes on many machines share one Redis (7.0 or later).
+
+``RedisStore("redis://host:6379/0")`` (also ``rediss://`` for TLS and ``unix:///path.sock?db=0``;
+``?prefix=app1:`` sets the key prefix, ``?timeout=`` seconds per request, ``?stream_length=`` the
+retained events). Sessions, indexes, data, history and the event log live in Redis; every store
+operation is one round trip (a function of the library in ``_redis_lua`` run by ``FCALL``, or one
+plain ``HGETALL``), atomic on the server, so uniqueness, quotas, compare-and-set, transitions and
+expiry claims hold across every process sharing the Redis. Redis's own persistence (AOF with
+``appendfsync always`` or ``everysec``) decides what survives a crash of Redis.
+
+Client
+------
+``_resp.RedisClient``: one multiplexed connection per store, the requests of one event-loop tick
+sent in one write, replies parsed by hiredis. Chosen by measurement on the project's 2-core machine
+(shared and busy: load 2.5-6), 50 concurrent asyncio tasks doing GET against a private redis-server,
+in the same runs as ``redis-benchmark -t get -c 50`` (34,000-47,000/s there):
+
+- redis-py 8.1 asyncio + hiredis: 3,000-8,200/s, 0.1-0.22x (a pooled connection is checked out and
+  several Python layers run per command): at or below the 0.25x target before the store does
+  anything;
+- valkey-glide 2.6: 14,000-22,500/s, 0.35-0.65x (a Rust core behind an FFI; a large native wheel, a
+  new dependency, and reconnection rules of its own);
+- this client: 85,000-150,000/s, 2-4x (one write carries many commands; hiredis was already locked).
+
+The store's ``get`` (``HGETALL`` plus decoding) then runs at about 0.8-1.5x redis-benchmark;
+``benchmarks/bench_redis.py`` prints the ratio. The client sits behind three names (``call``,
+``RedisError``, ``StoreUnavailable``), so another client can replace it without touching the store.
+
+Key layout
+----------
+All keys start with the prefix ``P`` (default ``sessionhub:``; two stores with different prefixes on
+one Redis never see each other, as long as neither prefix is a prefix of the other). Every key of one
+session carries the hash tag ``{<session id>}``, so in a Redis Cluster they share one slot:
+
+==========================  =====================================================================
+``P s:{id}``                hash: the record. Scalars ``id ns st u p ca ua la ea en it ttl ret ar er
+                            v`` (floats as exact decimal text), ``l:<name>`` labels, ``d:<JSON key>``
+                            detail values as JSON, ``c:<name>`` counters, ``dq`` the score of its
+                            entry in the deadline index, ``cb`` the instance that claimed its end
+``P d:{id}``                hash: data key -> ``<version>:<JSON value>``
+``P h:{id}``                list: history records ``<kind>\\t<at>\\t<JSON payload>`` (seq = position+1)
+``P hc:{id}``               hash: history kind -> count
+==========================  =====================================================================
+
+Global keys, each a single key (its own slot in a Cluster); sorted sets of ids have score 0 and are
+read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
+
+==========================  =====================================================================
+``P live``, ``P ns:<ns>``   live sessions: all, per namespace
+``P all``, ``P all:<ns>``   live and retained ended sessions (``include_ended``)
+``P user:<u>``              live sessions of a user
+``P parent:<id>``           live children of a session
+``P label:<n>:<name>=<v>``  live sessions with a label (``<n>`` the name's byte length)
+``P uniq``                  hash ``<ns>\\t<n>:<name>=<value>`` -> holder id (unique labels)
+``P census``                hash ``<ns>\\t<state>`` -> live count
+``P deadlines``             sorted set id -> deadline (live, unclaimed sessions)
+``P retained``              sorted set id -> end of retention (ended sessions kept readable)
+``P claims``                hash id -> claimer, the ends claimed and not yet finished
+``P claimer:<c>``           string with a TTL: instance ``<c>`` is alive (its heartbeat)
+``P events``                stream of events, ``MAXLEN ~ stream_length``
+==========================  =====================================================================
+
+(The spaces above are for reading: keys are ``P`` and the rest joined, e.g. ``sessionhub:s:{abc}``.)
+
+Functions and slots: ``get`` (``HGETALL``), ``data_get``, ``data_items``, ``history_read`` and
+``history_counts`` read one session's slot only; ``data_set``, ``data_delete``, ``history_append``
+and updates that change neither labels, parent nor state and emit no event (``touch``, ``incr``,
+``track_request``) write their session's slot and, only when the deadline moved earlier,
+``P deadlines``. ``create``, the other ``modify`` calls, ``claim_end``, ``claim_expired``,
+``finish_end``, ``find``, ``count``, ``next_deadline`` and ``purge`` touch the session's keys and
+global keys (several slots) and most append to ``P events``. So the store runs on one Redis (a
+primary with replicas and Sentinel included). On a Cluster it would work only with a prefix that is
+itself a hash tag (``prefix="{app1}:"`` puts every key in one slot, so one node) and a client that
+routes by it, which this one does not. Spreading the global keys over a Cluster would need the hub
+to split those operations (write the session's slot, then the indexes', with repair on failure); the
+layout keeps that open: each session's keys are already together and every function about one
+session declares its hash as ``keys[1]``. A session id that begins with ``}`` has no usable hash tag,
+so its keys could hash apart in a Cluster.
+
+Events
+------
+Each change appends its event to ``P events`` in the same function (``XADD ... MAXLEN ~``), with the
+session snapshot MessagePack-packed. Every store instance tails the stream with ``XREAD BLOCK`` on a
+connection of its own, started by ``open()``, and feeds each entry into ``self.events`` with the
+stream id as the event id, so every node's subscribers see one order and ``subscribe(after=<id>)``
+resumes on any node. ``open()`` first loads the last ``event_buffer`` entries, so a node that just
+started can resume a subscriber from an id another node gave out. When Redis goes away the tailer
+retries and resumes from the last id it saw: nothing is lost while the entries are still in the
+stream. A mutation returns once the local tailer has delivered its event (a bounded wait), so a
+subscriber started after a call never sees that call's event, as with the memory store.
+
+Expiry and claims
+-----------------
+``claim_expired`` takes due ids from ``P deadlines`` and, in the same function, marks each session as
+ending (``end_reason``), records the claimer and removes it from the deadline index, so among any
+number of hub processes exactly one claims each session and runs its hooks. Each open instance keeps
+``P claimer:<c>`` alive (``SET PX claim_lease``, renewed every quarter lease by the event tailer) and
+deletes it on ``close()``. A process that dies between claiming and ``finish_end`` leaves claims whose
+claimer key expires: the next sweep (``claim_expired`` every quarter lease) of another instance takes
+them over and finishes those ends, so a crash can make hooks run again for those sessions (at least
+once), never zero times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import secrets
+import ssl
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import msgspec
+
+from .._errors import (
+    CapacityExceeded,
+    DuplicateSession,
+    PayloadTooLarge,
+    QuotaExceeded,
+    SessionNotFound,
+    StoreUnavailable,
+    TooManyRequests,
+    TransitionError,
+    ValidationError,
+    VersionConflict,
+)
+from .._events import EventLog
+from .._models import EMPTY, DataEntry, HistoryRecord, Page, Session, json_encoder
+from ._base import Change, CreateRules, Query, Store
+from ._redis_lua import FUNCTIONS, LIBRARY
+from ._resp import Arg, RedisAddress, RedisClient, RedisError
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("sessionhub.redis")
+
+_json_decode = msgspec.json.decode
+_msgpack_decode = msgspec.msgpack.Decoder(list[str]).decode
+_DEFAULT_PREFIX = "sessionhub:"
+_STORE_OPTIONS = ("prefix", "timeout", "stream_length")
+_StreamId = tuple[int, int]
+
+
+def _stream_id(value: str) -> _StreamId | None:
+    ms, sep, seq = value.partition("-")
+    if not sep or not ms.isdigit() or not seq.isdigit():
+        return None
+    return int(ms), int(seq)
+
+
+def _float(value: str | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _decode_session(flat: Sequence[str]) -> Session:
+    """A session from its hash's fields, as ``HGETALL`` (or an event's snapshot) lists them."""
+    scalars: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    details: list[str] = []
+    counters: dict[str, int] = {}
+    for i in range(0, len(flat), 2):
+        name = flat[i]
+        if name[1:2] == ":":
+            kind = name[0]
+            if kind == "l":
+                labels[name[2:]] = flat[i + 1]
+            elif kind == "d":
+                details.append(f"{name[2:]}:{flat[i + 1]}")
+            elif kind == "c":
+                counters[name[2:]] = int(flat[i + 1])
+        else:
+            scalars[name] = flat[i + 1]
+    get = scalars.get
+    return Session(
+        id=scalars["id"],
+        namespace=scalars["ns"],
+        state=scalars["st"],
+        user_id=get("u"),
+        parent_id=get("p"),
+        labels=labels or EMPTY,
+        details=_json_decode("{" + ",".join(details) + "}") if details else EMPTY,
+        counters=counters or EMPTY,
+        created_at=float(scalars["ca"]),
+        updated_at=float(scalars["ua"]),
+        last_activity_at=float(scalars["la"]),
+        expires_at=_float(get("ea")),
+        ended_at=_float(get("en")),
+        idle_timeout=_float(get("it")),
+        ttl=_float(get("ttl")),
+        retention=_float(get("ret")),
+        active_requests=int(get("ar") or 0),
+        end_reason=get("er"),
+        version=int(scalars["v"]),
+    )
+
+
+def _json_key(key: str) -> str:
+    return json_encoder.encode(key).decode()
+
+
+def _encode_session(session: Session) -> list[Arg]:
+    out: list[Arg] = [
+        "id", session.id,
+        "ns", session.namespace,
+        "st", session.state,
+        "ca", repr(float(session.created_at)),
+        "ua", repr(float(session.updated_at)),
+        "la", repr(float(session.last_activity_at)),
+        "ar", str(session.active_requests),
+        "v", str(session.version),
+    ]  # fmt: skip
+    optional = (
+        ("u", session.user_id),
+        ("p", session.parent_id),
+        ("er", session.end_reason),
+    )
+    for name, text in optional:
+        if text is not None:
+            out += (name, text)
+    numbers = (
+        ("ea", session.expires_at),
+        ("en", session.ended_at),
+        ("it", session.idle_timeout),
+        ("ttl", session.ttl),
+        ("ret", session.retention),
+    )
+    for name, number in numbers:
+        if number is not None:
+            out += (name, repr(float(number)))
+    for label, value in session.labels.items():
+        out += ("l:" + label, value)
+    for key, detail in session.details.items():
+        out += ("d:" + _json_key(key), json_encoder.encode(detail))
+    for counter, count in session.counters.items():
+        out += ("c:" + counter, str(count))
+    return out
+
+
+def _counted(items: Sequence[Arg] | None, width: int = 1) -> list[Arg]:
+    if items is None:
+        return [-1]
+    return [len(items) // width, *items]
+
+
+def _pairs(mapping: Mapping[str, Any] | None) -> list[Arg]:
+    out: list[Arg] = []
+    if mapping:
+        for key, value in mapping.items():
+            out += (key, value)
+    return out
+
+
+def _keep_or(value: object, number: bool) -> str:
+    """A field a ``Change`` may keep (unset), clear (``None``) or set."""
+    if value is msgspec.UNSET:
+        return "k"
+    if value is None:
+        return "n"
+    return "=" + (repr(float(value)) if number else str(value))  # type: ignore[arg-type]
+
+
+class _Refusal(Exception):
+    """A script refused the operation before writing anything (``SH<CODE>`` error reply)."""
+
+    def __init__(self, code: str, args: list[str]) -> None:
+        super().__init__(code)
+        self.code = code
+        self.args_ = args
+
+
+class _StreamEventLog(EventLog):
+    """The event ring, resuming from stream ids it does not hold by their order.
+
+    Event ids are Redis stream ids (``<ms>-<seq>``), which order events across every node. An id
+    older than the ring resumes from the oldest event held, after a ``missed`` event (the exact
+    number lost is not known locally, so it says one); an id newer than the newest held (a node
+    whose tailer is a moment behind) resumes from now on.
+    """
+
+    def _position(self, after: str | None) -> int:
+        if after is None or after in self._seq_of:
+            return super()._position(after)
+        wanted = _stream_id(after)
+        if wanted is None:
+            return super()._position(after)
+        oldest = max(self._next - self.capacity, 1)
+        held = [
+            (seq, parsed)
+            for seq in (oldest, self._next - 1)
+            if seq >= 1
+            and (event := self._ring[seq % self.capacity]) is not None
+            and (parsed := _stream_id(event.id)) is not None
+        ]
+        if len(held) < 2 or wanted >= held[1][1]:
+            return self._next - 1
+        if wanted < held[0][1]:
+            return oldest - 2  # the reader is told it missed events before the oldest held
+        low, high = oldest, self._next - 1  # the last event at or before ``wanted``
+        while low < high:
+            middle = (low + high + 1) // 2
+            event = self._ring[middle % self.capacity]
+            parsed = _stream_id(event.id) if event is not None else None
+            if parsed is not None and parsed <= wanted:
+                low = middle
+            else:
+                high = middle - 1
+        return low
+
+
+def _parse_url(url: str) -> tuple[RedisAddress, dict[str, str]]:
+    """Connection settings and the store options (``prefix``, ...) of a Redis URL."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ValidationError(f"malformed Redis URL: {exc}") from None
+    query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    username = urllib.parse.unquote(parts.username) if parts.username else None
+    password = urllib.parse.unquote(parts.password) if parts.password is not None else None
+    password = query.pop("password", password)
+    username = query.pop("username", username) or None
+    db_text = query.pop("db", None)
+    if db_text is None and parts.scheme != "unix":
+        db_text = parts.path.lstrip("/") or "0"
+    try:
+        db = int(db_text or 0)
+    except ValueError:
+        raise ValidationError(f"the Redis database must be a number, got {db_text!r}") from None
+    context: ssl.SSLContext | None = None
+    cert_reqs = query.pop("ssl_cert_reqs", None)
+    ca_certs = query.pop("ssl_ca_certs", None)
+    if parts.scheme == "rediss":
+        context = ssl.create_default_context(cafile=ca_certs)
+        if cert_reqs is not None and cert_reqs.lower() in ("none", "cert_none"):
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+    elif parts.scheme == "redis":
+        pass
+    elif parts.scheme == "unix":
+        if not parts.path:
+            raise ValidationError(f"a unix socket URL needs a path: unix:///path.sock, got {url!r}")
+    else:
+        raise ValidationError(f"a Redis URL starts with redis://, rediss:// or unix://: {url!r}")
+    options = {name: query.pop(name) for name in _STORE_OPTIONS if name in query}
+    if query:
+        raise ValidationError(
+            f"unknown Redis URL options {sorted(query)}: known are db, username, password, "
+            f"ssl_cert_reqs, ssl_ca_certs, {', '.join(_STORE_OPTIONS)}"
+        )
+    address = RedisAddress(
+        host=parts.hostname or "127.0.0.1",
+        port=port or 6379,
+        path=parts.path if parts.scheme == "unix" else None,
+        db=db,
+        username=username,
+        password=password,
+        ssl=context,
+    )
+    return address, options
+
+
+def _check_prefix(prefix: object) -> str:
+    if (
+        not isinstance(prefix, str)
+        or not 1 <= len(prefix) <= 100
+        or not prefix.isprintable()
+        or any(c.isspace() for c in prefix)
+    ):
+        raise ValidationError(
+            f"the Redis key prefix must be 1-100 printable characters without spaces, got {prefix!r}"
+        )
+    if ("{" in prefix) != ("}" in prefix):
+        raise ValidationError(f"a Redis key prefix with a hash tag needs both braces: {prefix!r}")
+    return prefix
+
+
+def _positive(value: object, what: str) -> float:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ValidationError(f"{what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class RedisStore(Store):
+    """Sessions in Redis, shared by every hub process that uses the same URL and prefix."""
+
+    ephemeral = False
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = _DEFAULT_PREFIX,
+        event_buffer: int = 10_000,
+        stream_length: int | None = None,
+        timeout: float = 10.0,
+        claim_lease: float = 30.0,
+    ) -> None:
+        super().__init__(event_buffer=event_buffer)
+        self.events = _StreamEventLog(event_buffer)
+        address, options = _parse_url(url)
+        if "prefix" in options and prefix not in (_DEFAULT_PREFIX, options["prefix"]):
+            raise ValidationError(
+                f"two key prefixes given: {prefix!r} and {options['prefix']!r} in the URL"
+            )
+        self.prefix = _check_prefix(options.get("prefix", prefix))
+        try:
+            self.timeout = _positive(float(options.get("timeout", timeout)), "timeout")
+            length = int(options.get("stream_length", stream_length or event_buffer))
+        except ValueError as exc:
+            raise ValidationError(f"bad Redis store option: {exc}") from None
+        if length < 1:
+            raise ValidationError(f"stream_length must be at least 1, got {length}")
+        self.stream_length = length
+        self.address = address
+        self._maxlen = str(length)
+        self._ops = RedisClient(address, timeout=self.timeout, name="sessionhub")
+        # XREAD BLOCK holds its connection; the tailer has its own, allowed to wait out the block.
+        self._tail_block_ms = 1000
+        self._tail = RedisClient(
+            address, timeout=self.timeout + 2.0, decode=False, name="sessionhub-events"
+        )
+        self._loading: asyncio.Future[None] | None = None
+        self._events_key = self.prefix + "events"
+        self._tailer: asyncio.Task[None] | None = None
+        self._last_id: str | None = None
+        self._fed: _StreamId = (0, 0)
+        self._fed_waiters: list[tuple[_StreamId, int, asyncio.Future[None]]] = []
+        self._waiter_seq = 0
+        self._event_wait = min(self.timeout, 2.0)
+        # Claims are leased: this instance keeps a heartbeat key alive while it is open, and the
+        # claims of an instance whose key expired are taken over by the next sweep elsewhere.
+        self.claim_lease = _positive(claim_lease, "claim_lease")
+        self._claimer = secrets.token_hex(8)
+        self._beat_key = f"{self.prefix}claimer:{self._claimer}"
+        self._next_beat = 0.0
+        self._next_sweep = 0.0
+        self._opened = False
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisStore:
+        """``redis://[[user]:password@]host[:port][/db][?prefix=app1:&timeout=10]``, ``rediss://``
+        for TLS, or ``unix:///path/redis.sock?db=0``."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.address.where}, prefix={self.prefix!r})"
+
+    @property
+    def round_trips(self) -> int:
+        """Commands sent for store operations so far (each is one round trip); the event tailer's
+        reads are not counted."""
+        return self._ops.sent
+
+    # lifetime
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        self._ops.reopen()
+        self._tail.reopen()
+        await self._ops.connect()
+        try:
+            await self._load_functions()
+        except BaseException:
+            await self._ops.close()
+            raise
+        await self._heartbeat(self._ops)
+        if self._last_id is None:
+            await self._prefill()
+        self._tailer = asyncio.create_task(self._tail_forever(), name="sessionhub-redis-events")
+        self._opened = True
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        if self._tailer is not None:
+            self._tailer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tailer
+            self._tailer = None
+        self._release_waiters(force=True)
+        with contextlib.suppress(StoreUnavailable):
+            # A clean stop frees this instance's unfinished claims at once, not after the lease.
+            await self._ops.call("DEL", self._beat_key)
+        await self._ops.close()
+        await self._tail.close()
+
+    # events
+
+    async def _prefill(self) -> None:
+        """The last ``event_buffer`` events, so a subscriber can resume here from any node's id."""
+        entries = await self._tail.call(
+            "XREVRANGE", self._events_key, "+", "-", "COUNT", self.events.capacity
+        )
+        self._last_id = "0-0"
+        if entries:
+            self._feed(list(reversed(entries)))
+
+    def _feed(self, entries: list[Any]) -> None:
+        append = self.events.append
+        for raw_id, values in entries:
+            event_id = raw_id.decode()
+            # The script writes the fields in this order: k kind, a at, s snapshot.
+            try:
+                session = _decode_session(_msgpack_decode(values[5]))
+                append(values[1].decode(), float(values[3]), session, event_id)
+            except (IndexError, ValueError, KeyError, msgspec.DecodeError):
+                logger.error("skipping a malformed event %s in %s", event_id, self._events_key)
+            self._last_id = event_id
+        if entries and self._last_id is not None:
+            self._fed = _stream_id(self._last_id) or self._fed
+            self._release_waiters()
+
+    async def _heartbeat(self, client: RedisClient) -> None:
+        await client.call("SET", self._beat_key, "1", "PX", int(self.claim_lease * 1000))
+        self._next_beat = time.monotonic() + self.claim_lease / 4
+
+    async def _tail_forever(self) -> None:
+        delay = 0.05
+        outage = False
+        while True:
+            try:
+                if time.monotonic() >= self._next_beat:  # the block lasts a second at most
+                    await self._heartbeat(self._tail)
+                reply = await self._tail.call(
+                    "XREAD", "COUNT", 1000, "BLOCK", self._tail_block_ms,
+                    "STREAMS", self._events_key, self._last_id or "0-0",
+                )  # fmt: skip
+            except (StoreUnavailable, RedisError) as exc:
+                if not outage:
+                    logger.warning("event tail paused, retrying: %s", exc)
+                    outage = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if outage:
+                logger.warning("event tail resumed after %s", self._last_id)
+                outage = False
+            delay = 0.05
+            if reply:
+                self._feed(reply[0][1])
+
+    def _release_waiters(self, force: bool = False) -> None:
+        waiters = self._fed_waiters
+        while waiters and (force or waiters[0][0] <= self._fed):
+            _, _, future = heapq.heappop(waiters)
+            if not future.done():
+                future.set_result(None)
+
+    async def _delivered(self, event_id: str) -> None:
+        """Wait until the local tailer has put ``event_id`` into ``self.events`` (bounded)."""
+        wanted = _stream_id(event_id)
+        if wanted is None or wanted <= self._fed or self._tailer is None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter_seq += 1
+        heapq.heappush(self._fed_waiters, (wanted, self._waiter_seq, future))
+        try:
+            await asyncio.wait_for(future, self._event_wait)
+        except TimeoutError:
+            logger.warning("event %s not yet tailed back from Redis; going on", event_id)
+
+    # scripts
+
+    def _key(self, kind: str, session_id: str) -> str:
+        return f"{self.prefix}{kind}:{{{session_id}}}"
+
+    async def _load_functions(self) -> None:
+        """Load the library (``FUNCTION LOAD REPLACE`` is idempotent); concurrent callers that all
+        found it missing after a restart share one load."""
+        if self._loading is None:
+            self._loading = asyncio.ensure_future(
+                self._ops.call("FUNCTION", "LOAD", "REPLACE", LIBRARY)
+            )
+            self._loading.add_done_callback(self._loaded)
+        try:
+            await asyncio.shield(self._loading)
+        except RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis at {self.address.where} refused the sessionhub function library "
+                f"(Redis 7 or later is needed, and FUNCTION permission): {exc.message}"
+            ) from None
+
+    def _loaded(self, future: asyncio.Future[None]) -> None:
+        self._loading = None
+        if not future.cancelled():
+            future.exception()  # seen: every waiter got it
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """One FCALL; the library is loaded again only when Redis lost it (a restart)."""
+        call = self._ops.call
+        command = ("FCALL", FUNCTIONS[name], len(keys), *keys, self.prefix, *args)
+        try:
+            return await call(*command)
+        except RedisError as exc:
+            error = exc
+        if "Function not found" in error.message:
+            await self._load_functions()
+            try:
+                return await call(*command)
+            except RedisError as exc:
+                error = exc
+        message = error.message
+        if message.startswith("SH"):
+            parts = message.split("\x1f")
+            raise _Refusal(parts[0][2:], parts[1:-1])
+        code = message.split(" ", 1)[0]
+        if code in ("NOAUTH", "WRONGPASS"):
+            raise StoreUnavailable(
+                f"Redis at {self.address.where} no longer accepts our credentials ({code})"
+            )
+        if code == "LOADING":
+            raise StoreUnavailable(f"Redis at {self.address.where} is loading its data; retry")
+        raise StoreUnavailable(
+            f"Redis at {self.address.where} failed the {name} operation: {message}"
+        )
+
+    # sessions
+
+    async def create(self, session: Session, rules: CreateRules) -> Session:
+        unique = list(rules.unique_labels)
+        args: list[Arg] = [
+            self._maxlen,
+            "" if rules.max_sessions is None else rules.max_sessions,
+            "" if rules.max_sessions_per_user is None else rules.max_sessions_per_user,
+            len(unique),
+            *unique,
+            *_encode_session(session),
+        ]
+        try:
+            event_id = await self._run("create", [self._key("s", session.id)], args)
+        except _Refusal as refusal:
+            code, parts = refusal.code, refusal.args_
+            if code == "DUPID":
+                raise DuplicateSession(f"session id already exists: {session.id}") from None
+            if code == "NOTFOUND":
+                raise SessionNotFound(parts[0]) from None
+            if code == "PARENTENDING":
+                raise SessionNotFound(parts[0], f"parent session is ending: {parts[0]}") from None
+            if code == "CAPACITY":
+                raise CapacityExceeded(
+                    f"the hub holds its maximum of {rules.max_sessions} sessions"
+                ) from None
+            if code == "QUOTA":
+                raise QuotaExceeded(
+                    f"user {session.user_id} already has {parts[0]} live sessions "
+                    f"(limit {rules.max_sessions_per_user})"
+                ) from None
+            self._refused(refusal, session.id)
+        await self._delivered(event_id)
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        flat = await self._ops.call("HGETALL", self._key("s", session_id))
+        return _decode_session(flat) if flat else None
+
+    def _query_args(self, query: Query, mode: str, limit: int, cursor: str | None) -> list[Arg]:
+        labels = _pairs(query.labels)
+        return [
+            mode,
+            limit,
+            cursor or "",
+            query.namespace or "",
+            query.user_id or "",
+            query.parent_id or "",
+            query.state or "",
+            "1" if query.include_ended else "0",
+            len(labels) // 2,
+            *labels,
+        ]
+
+    async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
+        flats = await self._run("find", (), self._query_args(query, "find", limit, cursor))
+        items = [_decode_session(flat) for flat in flats]
+        more = len(items) > limit
+        del items[limit:]
+        return Page(items=items, cursor=items[-1].id if more else None)
+
+    async def count(self, query: Query) -> int:
+        count: int = await self._run("find", (), self._query_args(query, "count", 0, None))
+        return count
+
+    async def census(self) -> dict[tuple[str, str], int]:
+        flat = await self._ops.call("HGETALL", self.prefix + "census")
+        out: dict[tuple[str, str], int] = {}
+        for i in range(0, len(flat), 2):
+            namespace, _, state = flat[i].partition("\t")
+            count = int(flat[i + 1])
+            if count > 0:
+                out[namespace, state] = count
+        return out
+
+    async def modify(self, session_id: str, change: Change) -> Session:
+        details = change.details
+        args: list[Arg] = [
+            self._maxlen,
+            repr(float(change.now)),
+            "" if change.expected_version is None else change.expected_version,
+            change.event or "",
+            "1" if change.touch else "0",
+            change.requests,
+            "" if change.max_requests is None else change.max_requests,
+            "" if change.max_labels is None else change.max_labels,
+            "" if change.max_details_bytes is None else change.max_details_bytes,
+            _keep_or(change.idle_timeout, number=True),
+            _keep_or(change.ttl, number=True),
+            _keep_or(change.parent_id, number=False),
+            change.emit or "",
+            *_counted(None if change.moves is None else _pairs(change.moves), 2),
+            *_counted(_pairs(change.labels), 2),
+            *_counted(list(change.labels_remove)),
+            *_counted(
+                [
+                    item
+                    for key, value in (details or {}).items()
+                    for item in (_json_key(key), json_encoder.encode(value))
+                ],
+                2,
+            ),
+            *_counted([_json_key(key) for key in change.details_remove]),
+            *_counted(list(change.unique_labels)),
+            *_counted(_pairs(change.counters), 2),
+        ]
+        try:
+            event_id, flat = await self._run("modify", [self._key("s", session_id)], args)
+        except _Refusal as refusal:
+            code, parts = refusal.code, refusal.args_
+            if code == "VERSION":
+                raise VersionConflict(
+                    f"session {session_id} is at version {parts[0]}, not {change.expected_version}"
+                ) from None
+            if code == "TRANSITION":
+                raise TransitionError(parts[0], parts[1]) from None
+            if code == "LABELS":
+                raise PayloadTooLarge(
+                    f"{parts[0]} labels is more than the limit of {change.max_labels}"
+                ) from None
+            if code == "DETAILS":
+                raise PayloadTooLarge(
+                    f"details would be {parts[0]} bytes, more than the limit of "
+                    f"{change.max_details_bytes}"
+                ) from None
+            if code == "TOOMANY":
+                raise TooManyRequests(
+                    f"session {session_id} already has {parts[0]} requests in flight "
+                    f"(limit {change.max_requests})"
+                ) from None
+            self._refused(refusal, session_id)
+        if event_id:
+            await self._delivered(event_id)
+        return _decode_session(flat)
+
+    async def claim_end(
+        self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
+    ) -> Session | None:
+        args: list[Arg] = [
+            self._maxlen,
+            reason,
+            repr(float(now)),
+            self._claimer,
+            *_counted(_pairs(moves), 2),
+        ]
+        reply = await self._run("claim_end", [self._key("s", session_id)], args)
+        if reply is None:
+            return None
+        event_id, flat = reply
+        await self._delivered(event_id)
+        return _decode_session(flat)
+
+    async def claim_expired(
+        self, now: float, moves: Mapping[str, str], limit: int
+    ) -> list[Session]:
+        sweep = time.monotonic() >= self._next_sweep
+        args: list[Arg] = [
+            self._maxlen,
+            repr(float(now)),
+            limit,
+            self._claimer,
+            "1" if sweep else "0",
+            *_counted(_pairs(moves), 2),
+        ]
+        claimed = await self._run("claim_expired", (), args)
+        if sweep:
+            self._next_sweep = time.monotonic() + self.claim_lease / 4
+        if not claimed:
+            return []
+        event_ids = [event_id for event_id, _ in claimed if event_id]
+        if event_ids:
+            await self._delivered(event_ids[-1])
+        return [_decode_session(flat) for _, flat in claimed]
+
+    async def finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
+        args: list[Arg] = [
+            self._maxlen,
+            repr(float(now)),
+            ended_state,
+            repr(float(retain_until)),
+        ]
+        reply = await self._run("finish_end", [self._key("s", session_id)], args)
+        if reply is None:
+            return None
+        event_id, flat = reply
+        await self._delivered(event_id)
+        return _decode_session(flat)
+
+    async def next_deadline(self) -> float | None:
+        score = await self._run("next_deadline", (), ())
+        return None if score is None else float(score)
+
+    async def purge(self, now: float) -> int:
+        purged, batch = 0, 1000
+        while True:
+            deleted, examined = await self._run("purge", (), (repr(float(now)), batch))
+            purged += int(deleted)
+            if examined < batch:
+                return purged
+
+    # data
+
+    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
+        keys = [self._key("s", session_id), self._key("d", session_id)]
+        try:
+            raw = await self._run("data_get", keys, (key,))
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        if raw is None:
+            return None
+        version, _, value = raw.partition(":")
+        return DataEntry(key=key, value=_json_decode(value), version=int(version))
+
+    async def data_set(
+        self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
+    ) -> DataEntry:
+        keys = [self._key("s", session_id), self._key("d", session_id)]
+        expected = "" if expected_version is None else expected_version
+        try:
+            version: int = await self._run(
+                "data_set", keys, (key, value, expected, repr(float(now)))
+            )
+        except _Refusal as refusal:
+            self._refused(refusal, session_id, key=key, expected=expected_version)
+        return DataEntry(key=key, value=_json_decode(value), version=version)
+
+    async def data_delete(
+        self, session_id: str, key: str, expected_version: int | None, now: float
+    ) -> bool:
+        keys = [self._key("s", session_id), self._key("d", session_id)]
+        expected = "" if expected_version is None else expected_version
+        try:
+            deleted = await self._run("data_delete", keys, (key, expected, repr(float(now))))
+        except _Refusal as refusal:
+            self._refused(refusal, session_id, key=key, expected=expected_version)
+        return bool(deleted)
+
+    async def data_items(self, session_id: str) -> list[DataEntry]:
+        keys = [self._key("s", session_id), self._key("d", session_id)]
+        try:
+            flat = await self._run("data_items", keys, ())
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        entries = []
+        for i in range(0, len(flat), 2):
+            version, _, value = flat[i + 1].partition(":")
+            entries.append(DataEntry(key=flat[i], value=_json_decode(value), version=int(version)))
+        entries.sort(key=lambda entry: entry.key)
+        return entries
+
+    # history
+
+    async def history_append(
+        self, session_id: str, kind: str, payload: bytes, now: float
+    ) -> HistoryRecord:
+        keys = [
+            self._key("s", session_id),
+            self._key("h", session_id),
+            self._key("hc", session_id),
+        ]
+        try:
+            seq = await self._run("history_append", keys, (kind, payload, repr(float(now))))
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        return HistoryRecord(seq=seq, kind=kind, at=now, payload=_json_decode(payload))
+
+    async def history_read(
+        self,
+        session_id: str,
+        *,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+    ) -> list[HistoryRecord]:
+        keys = [self._key("s", session_id), self._key("h", session_id)]
+        args: list[Arg] = ["" if after is None else after, limit, int(newest_first), kind or ""]
+        try:
+            flat = await self._run("history_read", keys, args)
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        records = []
+        for i in range(0, len(flat), 2):
+            record_kind, at, payload = flat[i + 1].split("\t", 2)
+            records.append(
+                HistoryRecord(
+                    seq=flat[i], kind=record_kind, at=float(at), payload=_json_decode(payload)
+                )
+            )
+        return records
+
+    async def history_counts(self, session_id: str) -> dict[str, int]:
+        keys = [self._key("s", session_id), self._key("hc", session_id)]
+        try:
+            flat = await self._run("history_counts", keys, ())
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    # errors
+
+    def _refused(
+        self,
+        refusal: _Refusal,
+        session_id: str,
+        *,
+        key: str | None = None,
+        expected: int | None = None,
+    ) -> NoReturn:
+        """The errors every script may raise; the operation-specific ones are mapped by callers."""
+        code, parts = refusal.code, refusal.args_
+        if code == "NOTFOUND":
+            raise SessionNotFound(parts[0] if parts else session_id) from None
+        if code == "DUPLABEL":
+            name, value, holder, namespace = parts
+            raise DuplicateSession(
+                f"label {name}={value} is held by live session {holder} in {namespace}"
+            ) from None
+        if code == "DATAVERSION":
+            raise VersionConflict(
+                f"data key {key!r} of session {session_id} is at version {parts[0]}, not {expected}"
+            ) from None
+        raise StoreUnavailable(f"unexpected refusal from the Redis store: {code} {parts}")

@@ -1,0 +1,1283 @@
+"""The SQLite store: sessions survive restarts, and several processes on one machine share one file.
+
+    SQLiteStore("sessions.db")             # or store_from_url("sqlite:///sessions.db")
+    store_from_url("sqlite:////var/lib/sessionhub.db?synchronous=full")
+
+Durability. The database runs in WAL mode. ``synchronous="normal"`` (the default) writes each commit
+to the WAL before the call returns but leaves the fsync to checkpoints: an acknowledged write survives
+``kill -9`` of any process (the operating system still holds the written pages), not a power cut or a
+kernel crash, which may lose the last commits (never corrupt the file). ``synchronous="full"`` fsyncs
+every commit and survives power loss too, at the cost of one fsync per write. Pick ``full`` when the
+machine itself may go down before its page cache reaches the disk.
+
+Concurrency. Each store owns one connection, used only by one dedicated worker thread: the event loop
+never waits on SQLite. Every operation is one transaction run in that thread; writes start with
+``BEGIN IMMEDIATE``, so they take the database's single write lock before reading anything and every
+check (unique ids and labels, capacity and quotas, versions, claims) is atomic across processes.
+Waiting for the lock is bounded by ``busy_timeout`` seconds, then ``StoreUnavailable``. Expiry claims
+are such transactions too: each session is claimed by exactly one process. A claimer that dies before
+finishing an end (killed, or closed while cleaning up) leaves its claims orphaned; every process
+records a heartbeat (a one-row write a second), and once a claimer's heartbeat is ``claim_lease``
+seconds old (wall clock) its claims are taken over by the next ``claim_expired`` elsewhere, so hooks
+run once, or again after such a crash, and no session stays half-ended.
+
+Events. Every change appends its event to the ``events`` table in the same transaction, numbered by
+an ``AUTOINCREMENT`` row id that is never reused; the row id is the event id. Writes commit one at a
+time, so row ids appear in commit order and every process reads the table as one ordered log: a
+background task polls it every ``poll_interval`` seconds (default 0.05 s: an event from another
+process reaches local subscribers within about that; an idle poll is one primary-key lookup), and
+each write also brings in, before it returns, everything up to its own events. The in-process ring
+(``self.events``) is numbered by row id too, so ``subscribe(after=id)`` resumes with an id from any
+process, also after a restart (the last ``event_buffer`` events are loaded on open), and counts what
+a reader missed exactly. ``purge`` keeps the newest ``event_retention`` events in the table.
+
+Files. The schema version is ``PRAGMA user_version`` (and ``application_id`` marks the file as
+sessionhub's). Opening a file this store must not use raises ``StoreUnavailable``, writes nothing and
+leaves the file as it was: a newer schema version, another application's database, a file that is not
+a database, a corrupt one (``PRAGMA quick_check`` on open, skip it with ``quick_check=False`` for huge
+files you trust), a read-only one (no write permission bit, even for root, or one SQLite cannot
+write), or a directory. They are ``StoreUnavailable`` rather than ``ValidationError`` because the
+arguments are fine and the file is what must change (restored, upgraded, made writable), after which
+the same call succeeds; malformed URLs and options are ``ValidationError``. Errors SQLite reports
+later (the disk is full, the file got corrupted, the lock stayed busy) are ``StoreUnavailable`` too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import sqlite3
+import time
+import urllib.parse
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Final, Literal, TypeVar
+
+import msgspec
+
+from .._errors import (
+    CapacityExceeded,
+    DuplicateSession,
+    PayloadTooLarge,
+    QuotaExceeded,
+    SessionNotFound,
+    StoreUnavailable,
+    TooManyRequests,
+    TransitionError,
+    ValidationError,
+    VersionConflict,
+)
+from .._events import EventLog
+from .._models import (
+    EMPTY,
+    DataEntry,
+    EventKind,
+    HistoryRecord,
+    Page,
+    Session,
+    SessionEvent,
+    expires_at,
+    json_encoder,
+)
+from ._base import Change, CreateRules, Query, Store
+
+__all__ = ["SCHEMA_VERSION", "SQLiteStore"]
+
+logger = logging.getLogger("sessionhub.sqlite")
+
+T = TypeVar("T")
+Synchronous = Literal["normal", "full", "extra"]
+
+#: ``PRAGMA user_version`` of the schema below; files of a newer version are refused.
+SCHEMA_VERSION: Final = 1
+#: ``PRAGMA application_id``: "SHub", so that another program's SQLite file is never taken for ours.
+APPLICATION_ID: Final = 0x53487562
+
+# Column conventions: user_id and parent_id are kept only while a session is live (and label rows
+# exist only for live sessions), so their indexes hold live sessions alone, as Query documents;
+# deadline is expires_at while the session is live and unclaimed, so the earliest one is the next
+# to expire; record is the whole Session as JSON, what every read returns.
+_SCHEMA: Final = (
+    """CREATE TABLE sessions (
+        id           TEXT PRIMARY KEY,
+        namespace    TEXT NOT NULL,
+        user_id      TEXT,
+        parent_id    TEXT,
+        state        TEXT NOT NULL,
+        live         INTEGER NOT NULL,
+        deadline     REAL,
+        claimed_by   TEXT,
+        retain_until REAL,
+        record       BLOB NOT NULL
+    )""",
+    "CREATE INDEX sessions_namespace ON sessions (namespace, id)",
+    "CREATE INDEX sessions_user ON sessions (user_id, id) WHERE user_id IS NOT NULL",
+    "CREATE INDEX sessions_parent ON sessions (parent_id, id) WHERE parent_id IS NOT NULL",
+    "CREATE INDEX sessions_deadline ON sessions (deadline, id) WHERE deadline IS NOT NULL",
+    "CREATE INDEX sessions_claimed ON sessions (claimed_by) WHERE claimed_by IS NOT NULL",
+    "CREATE INDEX sessions_retained ON sessions (retain_until) WHERE retain_until IS NOT NULL",
+    """CREATE TABLE labels (
+        name TEXT NOT NULL, value TEXT NOT NULL, session_id TEXT NOT NULL,
+        PRIMARY KEY (name, value, session_id)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE unique_labels (
+        namespace TEXT NOT NULL, name TEXT NOT NULL, value TEXT NOT NULL, session_id TEXT NOT NULL,
+        PRIMARY KEY (namespace, name, value)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE census (
+        namespace TEXT NOT NULL, state TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (namespace, state)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE data (
+        session_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
+        PRIMARY KEY (session_id, key)
+    )""",
+    """CREATE TABLE history (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    )""",
+    "CREATE INDEX history_kind ON history (session_id, kind, seq)",
+    """CREATE TABLE history_counts (
+        session_id TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (session_id, kind)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT NOT NULL,
+        at      REAL NOT NULL,
+        session BLOB
+    )""",
+    """CREATE TABLE claimers (
+        token TEXT PRIMARY KEY, pid INTEGER NOT NULL, seen_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+)
+
+_encode = json_encoder.encode
+_decode_session = msgspec.json.Decoder(Session).decode
+_decode_json = msgspec.json.decode
+_replace = msgspec.structs.replace
+
+#: An event as the worker thread hands it to the loop: (row id, kind, at, session).
+_Row = tuple[int, str, float, Session | None]
+
+
+class _SharedLog(EventLog):
+    """The in-process ring, numbered by the shared log's row ids.
+
+    ``EventLog`` resolves an id that has already left its ring as one of its own sequence numbers,
+    to tell the reader how many events it missed; numbering the ring by row id makes that exact
+    across processes and restarts. The ring must hold an event at every number of its window, so
+    rows this process never saw (trimmed before it read them, or before it started) become
+    ``missed`` markers of one event each.
+    """
+
+    def feed(self, rows: Sequence[_Row]) -> None:
+        for row_id, kind, at, session in rows:
+            if row_id < self._next:
+                continue  # fed already
+            if row_id > self._next:
+                self._skip_to(row_id, rows[-1][0], at)
+            self.append(kind, at, session, str(row_id))
+
+    def _skip_to(self, row_id: int, last: int, at: float) -> None:
+        # Only the numbers still in the window once ``last`` is in need a marker.
+        self._next = max(self._next, last + 1 - self.capacity, 1)
+        while self._next < row_id:
+            seq = self._next
+            slot = seq % self.capacity
+            old = self._ring[slot]
+            if old is not None:
+                del self._seq_of[old.id]
+            marker = SessionEvent(id=str(seq), kind=EventKind.MISSED, at=at, missed=1)
+            self._ring[slot] = marker
+            self._seq_of[marker.id] = seq
+            self._next = seq + 1
+
+
+def _merged(
+    mapping: Mapping[str, Any], updates: Mapping[str, Any] | None, removals: Iterable[str]
+) -> Mapping[str, Any]:
+    if not updates and not removals:
+        return mapping
+    merged = dict(mapping)
+    for key in removals:
+        merged.pop(key, None)
+    if updates:
+        merged.update(updates)
+    return merged or EMPTY
+
+
+def _changed(
+    old: Session, change: Change, check_unique: Callable[[Mapping[str, str]], None]
+) -> Session:
+    """The record ``change`` makes of ``old``: the memory store's rules, checked in its order."""
+    if change.expected_version is not None and change.expected_version != old.version:
+        raise VersionConflict(
+            f"session {old.id} is at version {old.version}, not {change.expected_version}"
+        )
+    state = old.state
+    if change.moves is not None:
+        moved = change.moves.get(state)
+        if moved is None:
+            raise TransitionError(state, change.event or "?")
+        state = moved
+    labels = _merged(old.labels, change.labels, change.labels_remove)
+    if labels is not old.labels:
+        if change.max_labels is not None and len(labels) > change.max_labels:
+            raise PayloadTooLarge(
+                f"{len(labels)} labels is more than the limit of {change.max_labels}"
+            )
+        check_unique(labels)
+    details = _merged(old.details, change.details, change.details_remove)
+    if details is not old.details and change.max_details_bytes is not None:
+        size = len(_encode(details))
+        if size > change.max_details_bytes:
+            raise PayloadTooLarge(
+                f"details would be {size} bytes, more than the limit of {change.max_details_bytes}"
+            )
+    requests = old.active_requests + change.requests
+    if change.requests > 0 and change.max_requests is not None and requests > change.max_requests:
+        raise TooManyRequests(
+            f"session {old.id} already has {old.active_requests} requests in flight "
+            f"(limit {change.max_requests})"
+        )
+    counters = old.counters
+    if change.counters:
+        counters = dict(counters)
+        for name, delta in change.counters.items():
+            counters[name] = counters.get(name, 0) + delta
+    idle = old.idle_timeout if change.idle_timeout is msgspec.UNSET else change.idle_timeout
+    ttl = old.ttl if change.ttl is msgspec.UNSET else change.ttl
+    parent = old.parent_id if change.parent_id is msgspec.UNSET else change.parent_id
+    activity = change.now if change.touch else old.last_activity_at
+    requests = max(requests, 0)
+    return _replace(
+        old,
+        state=state,
+        labels=labels,
+        details=details,
+        counters=counters,
+        idle_timeout=idle,
+        ttl=ttl,
+        parent_id=parent,
+        active_requests=requests,
+        last_activity_at=activity,
+        updated_at=change.now,
+        expires_at=expires_at(
+            created_at=old.created_at,
+            last_activity_at=activity,
+            idle_timeout=idle,
+            ttl=ttl,
+            active_requests=requests,
+        ),
+        version=old.version + 1,
+    )
+
+
+def _deadline(session: Session) -> float | None:
+    """What the deadline column holds: only live, unclaimed sessions are due to expire."""
+    return session.expires_at if session.end_reason is None and session.ended_at is None else None
+
+
+def _positive(value: object, what: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
+        raise ValidationError(f"{what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+class SQLiteStore(Store):
+    """Sessions in one SQLite file that several hub processes on one machine may share.
+
+    ``synchronous``: ``"normal"`` survives process crashes, ``"full"`` power loss too (module
+    docstring). ``busy_timeout``: seconds a write waits for another process's write lock.
+    ``poll_interval``: seconds between reads of events other processes wrote. ``event_retention``:
+    how many events the table keeps for resuming subscribers (at least ``event_buffer``).
+    ``claim_lease``: seconds without a heartbeat after which a process's unfinished ends are taken
+    over. ``quick_check``: verify the file's structure when opening it.
+    """
+
+    ephemeral = False
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        event_buffer: int = 10_000,
+        synchronous: Synchronous = "normal",
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.05,
+        event_retention: int = 100_000,
+        claim_lease: float = 30.0,
+        quick_check: bool = True,
+    ) -> None:
+        super().__init__(event_buffer=event_buffer)
+        self.events: _SharedLog = _SharedLog(event_buffer)
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise ValidationError(f"an SQLite store needs a file path, got {path!r}")
+        if os.fspath(path) == ":memory:":
+            raise ValidationError("an in-memory SQLite database is not shared: use memory://")
+        if synchronous not in ("normal", "full", "extra"):
+            raise ValidationError(f"synchronous must be normal, full or extra, got {synchronous!r}")
+        if type(event_retention) is not int or event_retention < event_buffer:
+            raise ValidationError(
+                f"event_retention must be an integer of at least event_buffer ({event_buffer}), "
+                f"got {event_retention!r}"
+            )
+        self.path = Path(path).absolute()
+        self.synchronous = synchronous
+        self.busy_timeout = _positive(busy_timeout, "busy_timeout")
+        self.poll_interval = _positive(poll_interval, "poll_interval")
+        self.event_retention = event_retention
+        self.claim_lease = _positive(claim_lease, "claim_lease")
+        self.quick_check = bool(quick_check)
+        # Identifies this store's claims; a new one at each open, so a restarted process never
+        # mistakes its predecessor's orphaned claims for its own.
+        self._token = ""
+        self._executor: ThreadPoolExecutor | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._poller: asyncio.Task[None] | None = None
+        # Touched only by the worker thread:
+        self._conn: sqlite3.Connection | None = None
+        self._fed = 0  # row id of the newest event handed to the loop
+        self._pending: list[_Row] = []  # events the current transaction appended
+        self._outbox: list[_Row] = []  # committed events the loop has not been given yet
+        self._next_sweep = 0.0  # when to look for orphaned claims next (monotonic)
+
+    @classmethod
+    def from_url(cls, url: str) -> SQLiteStore:
+        """``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``; the query string may
+        set ``synchronous``, ``busy_timeout``, ``poll_interval`` and ``event_buffer``."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "sqlite" or parts.netloc or not parts.path.startswith("/"):
+            raise ValidationError(
+                f"an SQLite store URL looks like sqlite:///relative.db or sqlite:////abs.db, "
+                f"got {url!r}"
+            )
+        path = urllib.parse.unquote(parts.path[1:])
+        if not path:
+            raise ValidationError(f"the SQLite store URL {url!r} names no file")
+        kinds: dict[str, Callable[[str], Any]] = {
+            "synchronous": str.lower,
+            "busy_timeout": float,
+            "poll_interval": float,
+            "event_buffer": int,
+        }
+        options: dict[str, Any] = {}
+        for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+            if name not in kinds:
+                raise ValidationError(f"unknown option {name!r} in SQLite store URL {url!r}")
+            try:
+                options[name] = kinds[name](value)
+            except ValueError:
+                raise ValidationError(f"bad value {value!r} for {name} in {url!r}") from None
+        return cls(path, **options)
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({str(self.path)!r})"
+
+    # lifetime
+
+    async def open(self) -> None:
+        if self._executor is not None:
+            return
+        loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionhub-sqlite")
+        try:
+            recent = await loop.run_in_executor(executor, self._open)
+        except BaseException as exc:
+            executor.shutdown(wait=False)
+            if isinstance(exc, sqlite3.Error):
+                raise self._unavailable(exc) from exc
+            raise
+        self._loop, self._executor = loop, executor
+        self.events.feed(recent)
+        self._poller = loop.create_task(self._poll_forever(), name="sessionhub-sqlite-events")
+
+    async def close(self) -> None:
+        executor = self._executor
+        if executor is None:
+            return
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self._close)
+        except sqlite3.Error as exc:
+            logger.warning("closing %s: %s", self.path, exc)
+        finally:
+            self._executor = None
+            executor.shutdown(wait=False)
+
+    async def _poll_forever(self) -> None:
+        """Bring in other processes' events, and keep this process's claims alive."""
+        loop = asyncio.get_running_loop()
+        beat_every = min(1.0, self.claim_lease / 4)
+        next_beat = loop.time() + beat_every
+        failing = False
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                if loop.time() >= next_beat:
+                    await self._write(self._heartbeat)
+                    next_beat = loop.time() + beat_every
+                await self._submit(self._tail)
+                failing = False
+            except StoreUnavailable as exc:
+                if not failing:  # once per outage, not twenty times a second
+                    logger.warning("reading events from %s paused: %s", self.path, exc)
+                failing = True
+            except Exception:
+                logger.exception("reading events from %s failed; retrying", self.path)
+
+    # worker-thread plumbing
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            text = f"the database stayed locked by another process for {self.busy_timeout} s"
+        elif "readonly" in text or "read-only" in text:
+            text = "the database file is read-only"
+        return StoreUnavailable(f"SQLite store {self.path}: {text}")
+
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in the worker thread; hand the loop the events it committed, in order.
+
+        One wake-up of the loop per call: the callback that delivers the result feeds the events
+        first (so the caller's subscribers have them when its await returns), and feeds them even
+        when the caller was cancelled meanwhile, since the worker has counted them as delivered.
+        """
+        executor, loop = self._executor, self._loop
+        if executor is None or loop is None:
+            raise StoreUnavailable(
+                f"SQLite store {self.path} is not open (use it through a started SessionHub)"
+            )
+        waiter: asyncio.Future[T] = loop.create_future()
+
+        def settle(job: Future[tuple[T | None, BaseException | None, list[_Row]]]) -> None:
+            value, error, rows = job.result()  # _call never raises
+            if rows:
+                self.events.feed(rows)
+            if waiter.cancelled():
+                return
+            if isinstance(error, sqlite3.Error):
+                waiter.set_exception(self._unavailable(error))
+            elif error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(value)  # type: ignore[arg-type]  # T, since error is None
+
+        def done(job: Future[tuple[T | None, BaseException | None, list[_Row]]]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(settle, job)
+
+        executor.submit(self._call, fn, args).add_done_callback(done)
+        return await waiter
+
+    def _call(
+        self, fn: Callable[..., T], args: tuple[Any, ...]
+    ) -> tuple[T | None, BaseException | None, list[_Row]]:
+        """The worker side of ``_submit``: the result or the error, and the events to feed."""
+        try:
+            value: T | None = fn(*args)
+            error: BaseException | None = None
+        except BaseException as exc:  # handed to the caller, whatever it is
+            value, error = None, exc
+        rows, self._outbox = self._outbox, []
+        return value, error, rows
+
+    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in one read transaction: every statement sees the same snapshot."""
+        return await self._submit(self._in_read_transaction, fn, *args)
+
+    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn`` in one write transaction, holding the database's write lock throughout."""
+        return await self._submit(self._in_write_transaction, fn, *args)
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        assert self._conn is not None, "used only in the worker thread, between open and close"
+        return self._conn
+
+    def _in_read_transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        db = self._db
+        db.execute("BEGIN")
+        try:
+            return fn(*args)
+        finally:
+            if db.in_transaction:  # an error may have ended it already
+                db.execute("COMMIT")
+
+    def _in_write_transaction(self, fn: Callable[..., T], *args: Any) -> T:
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(*args)
+            rows = self._pending
+            if rows and rows[0][0] != self._fed + 1:
+                # Other processes committed events since our last read: ours come after them.
+                rows = self._events_between(self._fed, rows[0][0]) + rows
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        finally:
+            self._pending = []
+        self._hand_over(rows)
+        return result
+
+    def _hand_over(self, rows: list[_Row]) -> None:
+        """Queue committed events for the loop (``_call`` returns them with the result)."""
+        if rows:
+            self._fed = rows[-1][0]
+            self._outbox += rows
+
+    def _emit(self, kind: str, at: float, session: Session) -> None:
+        cursor = self._db.execute(
+            "INSERT INTO events (kind, at, session) VALUES (?, ?, ?)", (kind, at, _encode(session))
+        )
+        assert cursor.lastrowid is not None
+        self._pending.append((cursor.lastrowid, kind, at, session))
+
+    def _events_between(self, after: int, before: int | None, limit: int = -1) -> list[_Row]:
+        sql = "SELECT id, kind, at, session FROM events WHERE id > ?"
+        params: tuple[int, ...] = (after,)
+        if before is not None:
+            sql += " AND id < ?"
+            params += (before,)
+        rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
+        return [
+            (row_id, kind, at, None if raw is None else _decode_session(raw))
+            for row_id, kind, at, raw in rows
+        ]
+
+    def _tail(self) -> None:
+        """Hand the loop every event committed since the last one it got."""
+        while True:
+            rows = self._events_between(self._fed, None, 1000)
+            self._hand_over(rows)
+            if len(rows) < 1000:
+                return
+
+    def _heartbeat(self) -> None:
+        updated = self._db.execute(
+            "UPDATE claimers SET seen_at = ? WHERE token = ?", (time.time(), self._token)
+        ).rowcount
+        if not updated:  # presumed dead by another process (a long stall): register again
+            self._register()
+
+    def _register(self) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO claimers (token, pid, seen_at) VALUES (?, ?, ?)",
+            (self._token, os.getpid(), time.time()),
+        )
+
+    # opening: check everything before writing anything
+
+    def _refuse(self, why: str) -> StoreUnavailable:
+        return StoreUnavailable(f"cannot use {self.path} as a sessionhub SQLite store: {why}")
+
+    def _open(self) -> list[_Row]:
+        path = self.path
+        if path.is_dir():
+            raise self._refuse("it is a directory")
+        exists = path.exists()
+        if exists and (not os.stat(path).st_mode & 0o222 or not os.access(path, os.R_OK | os.W_OK)):
+            # A file nobody may write is refused even when this process could (root): someone
+            # protected it.
+            raise self._refuse("the file is read-only")
+        if not exists and not path.parent.is_dir():
+            raise self._refuse(f"the directory {path.parent} does not exist")
+        uri = f"file:{urllib.parse.quote(str(path))}?mode={'rw' if exists else 'rwc'}"
+        db = sqlite3.connect(
+            uri,
+            uri=True,
+            isolation_level=None,  # transactions are begun and ended explicitly
+            timeout=self.busy_timeout,
+            check_same_thread=False,  # only the worker thread uses it; closing may come later
+        )
+        try:
+            self._conn = db
+            self._check_file(db)
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise self._refuse(f"it cannot be switched to WAL mode (journal mode {mode})")
+            db.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
+            self._token = secrets.token_hex(8)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                self._create_schema(db)
+                self._register()  # the first write: a read-only file fails here, having changed nothing
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            return self._recent_events()
+        except BaseException as exc:
+            self._conn = None
+            db.close()
+            if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+                exc, sqlite3.OperationalError
+            ):
+                raise self._refuse(f"{exc} (not an SQLite database, or a damaged one)") from exc
+            raise
+
+    def _check_file(self, db: sqlite3.Connection) -> None:
+        # The first read of a file that is not a database fails here with "file is not a database".
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        application = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        if application not in (0, APPLICATION_ID) or (version == 0 and tables):
+            raise self._refuse("it is another application's SQLite database")
+        if version > SCHEMA_VERSION:
+            raise self._refuse(
+                f"its schema version {version} is newer than this sessionhub's "
+                f"({SCHEMA_VERSION}); upgrade sessionhub"
+            )
+        if version and self.quick_check:
+            problems = [row[0] for row in db.execute("PRAGMA quick_check(5)")]
+            if problems != ["ok"]:
+                raise self._refuse(f"the file is corrupt ({'; '.join(problems)})")
+
+    def _create_schema(self, db: sqlite3.Connection) -> None:
+        # Checked again under the write lock: another process may have just created it.
+        if db.execute("PRAGMA user_version").fetchone()[0] != 0:
+            return
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _recent_events(self) -> list[_Row]:
+        """The newest ``event_buffer`` events, so that subscribers resume across a restart."""
+        newest = self._db.execute("SELECT coalesce(max(id), 0) FROM events").fetchone()[0]
+        start = max(self._fed, newest - self.events.capacity)
+        rows = self._events_between(start, None)
+        self._fed = rows[-1][0] if rows else self._fed
+        return rows
+
+    def _close(self) -> None:
+        db = self._conn
+        if db is None:
+            return
+        self._conn = None
+        try:
+            # Claims still held (an end cut short by shutdown) are orphaned now, not after the lease.
+            db.execute("DELETE FROM claimers WHERE token = ?", (self._token,))
+        finally:
+            db.close()
+
+    # sessions: worker-thread helpers
+
+    def _record(self, session_id: str) -> Session | None:
+        row = self._db.execute("SELECT record FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return None if row is None else _decode_session(row[0])
+
+    def _live(self, session_id: str) -> Session:
+        session = self._record(session_id)
+        if session is None or session.ended_at is not None:
+            raise SessionNotFound(session_id)
+        return session
+
+    def _readable(self, session_id: str) -> None:
+        if (
+            self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
+            is None
+        ):
+            raise SessionNotFound(session_id)
+
+    def _census_add(self, namespace: str, state: str, delta: int) -> None:
+        db = self._db
+        db.execute(
+            "INSERT INTO census (namespace, state, n) VALUES (?, ?, ?) "
+            "ON CONFLICT (namespace, state) DO UPDATE SET n = n + excluded.n",
+            (namespace, state, delta),
+        )
+        if delta < 0:
+            db.execute(
+                "DELETE FROM census WHERE namespace = ? AND state = ? AND n <= 0",
+                (namespace, state),
+            )
+
+    def _check_unique(
+        self, namespace: str, labels: Mapping[str, str], names: Iterable[str], session_id: str
+    ) -> None:
+        for name in names:
+            value = labels.get(name)
+            if value is None:
+                continue
+            row = self._db.execute(
+                "SELECT session_id FROM unique_labels WHERE namespace = ? AND name = ? AND value = ?",
+                (namespace, name, value),
+            ).fetchone()
+            if row is not None and row[0] != session_id:
+                raise DuplicateSession(
+                    f"label {name}={value} is held by live session {row[0]} in {namespace}"
+                )
+
+    def _hold_unique(self, session: Session, names: Iterable[str]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO unique_labels (namespace, name, value, session_id) "
+            "VALUES (?, ?, ?, ?)",
+            [
+                (session.namespace, name, session.labels[name], session.id)
+                for name in names
+                if name in session.labels
+            ],
+        )
+
+    def _release_unique(self, session: Session) -> None:
+        self._db.executemany(
+            "DELETE FROM unique_labels "
+            "WHERE namespace = ? AND name = ? AND value = ? AND session_id = ?",
+            [
+                (session.namespace, name, value, session.id)
+                for name, value in session.labels.items()
+            ],
+        )
+
+    def _index_labels(self, session: Session, labels: Mapping[str, str], add: bool) -> None:
+        sql = (
+            "INSERT OR IGNORE INTO labels (name, value, session_id) VALUES (?, ?, ?)"
+            if add
+            else "DELETE FROM labels WHERE name = ? AND value = ? AND session_id = ?"
+        )
+        self._db.executemany(sql, [(name, value, session.id) for name, value in labels.items()])
+
+    def _save(self, session: Session, claimed_by: str | None = None) -> None:
+        """Write a live session's record and the columns derived from it."""
+        self._db.execute(
+            "UPDATE sessions SET user_id = ?, parent_id = ?, state = ?, deadline = ?, "
+            "claimed_by = coalesce(?, claimed_by), record = ? WHERE id = ?",
+            (
+                session.user_id,
+                session.parent_id,
+                session.state,
+                _deadline(session),
+                claimed_by,
+                _encode(session),
+                session.id,
+            ),
+        )
+
+    # sessions
+
+    async def create(self, session: Session, rules: CreateRules) -> Session:
+        return await self._write(self._create, session, rules)
+
+    def _create(self, session: Session, rules: CreateRules) -> Session:
+        db, sid = self._db, session.id
+        if db.execute("SELECT 1 FROM sessions WHERE id = ?", (sid,)).fetchone() is not None:
+            raise DuplicateSession(f"session id already exists: {sid}")
+        if session.parent_id is not None:
+            parent = self._live(session.parent_id)
+            if parent.end_reason is not None:
+                raise SessionNotFound(parent.id, f"parent session is ending: {parent.id}")
+        if rules.max_sessions is not None:
+            live = db.execute("SELECT coalesce(sum(n), 0) FROM census").fetchone()[0]
+            if live >= rules.max_sessions:
+                raise CapacityExceeded(
+                    f"the hub holds its maximum of {rules.max_sessions} sessions"
+                )
+        if rules.max_sessions_per_user is not None and session.user_id is not None:
+            owned = db.execute(
+                "SELECT count(*) FROM sessions WHERE user_id = ?", (session.user_id,)
+            ).fetchone()[0]
+            if owned >= rules.max_sessions_per_user:
+                raise QuotaExceeded(
+                    f"user {session.user_id} already has {owned} live sessions "
+                    f"(limit {rules.max_sessions_per_user})"
+                )
+        self._check_unique(session.namespace, session.labels, rules.unique_labels, sid)
+        db.execute(
+            "INSERT INTO sessions (id, namespace, user_id, parent_id, state, live, deadline, record)"
+            " VALUES (?, ?, ?, ?, ?, 1, ?, ?)",
+            (
+                sid,
+                session.namespace,
+                session.user_id,
+                session.parent_id,
+                session.state,
+                _deadline(session),
+                _encode(session),
+            ),
+        )
+        self._index_labels(session, session.labels, add=True)
+        self._hold_unique(session, rules.unique_labels)
+        self._census_add(session.namespace, session.state, 1)
+        self._emit(EventKind.CREATED, session.created_at, session)
+        return session
+
+    async def get(self, session_id: str) -> Session | None:
+        return await self._submit(self._record, session_id)
+
+    async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
+        sql, params = _select(query, "s.record", cursor)
+        rows = await self._submit(self._fetch, f"{sql} LIMIT ?", (*params, limit + 1))
+        items = [_decode_session(raw) for (raw,) in rows]
+        more = len(items) > limit
+        del items[limit:]
+        return Page(items=items, cursor=items[-1].id if more else None)
+
+    def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
+        return self._db.execute(sql, params).fetchall()
+
+    async def count(self, query: Query) -> int:
+        if (
+            not query.include_ended
+            and query.user_id is None
+            and query.parent_id is None
+            and not query.labels
+        ):
+            # Live sessions by namespace and state: the census has them without a scan.
+            sql = "SELECT coalesce(sum(n), 0) FROM census WHERE 1"
+            params: list[object] = []
+            if query.namespace is not None:
+                sql += " AND namespace = ?"
+                params.append(query.namespace)
+            if query.state is not None:
+                sql += " AND state = ?"
+                params.append(query.state)
+        else:
+            sql, params = _select(query, "count(*)", None, ordered=False)
+        rows = await self._submit(self._fetch, sql, params)
+        return int(rows[0][0])
+
+    async def census(self) -> dict[tuple[str, str], int]:
+        rows = await self._submit(
+            self._fetch, "SELECT namespace, state, n FROM census WHERE n > 0", ()
+        )
+        return {(namespace, state): n for namespace, state, n in rows}
+
+    async def modify(self, session_id: str, change: Change) -> Session:
+        return await self._write(self._modify, session_id, change)
+
+    def _modify(self, session_id: str, change: Change) -> Session:
+        old = self._live(session_id)
+
+        def check_unique(labels: Mapping[str, str]) -> None:
+            self._check_unique(old.namespace, labels, change.unique_labels, session_id)
+
+        new = _changed(old, change, check_unique)
+        self._save(new)
+        if new.labels != old.labels:
+            gone = {
+                name: value for name, value in old.labels.items() if new.labels.get(name) != value
+            }
+            self._index_labels(old, gone, add=False)
+            self._index_labels(new, new.labels, add=True)
+            self._release_unique(old)
+            self._hold_unique(new, change.unique_labels)
+        if new.state != old.state:
+            self._census_add(old.namespace, old.state, -1)
+            self._census_add(new.namespace, new.state, 1)
+        if change.emit is not None:
+            self._emit(change.emit, change.now, new)
+        return new
+
+    def _claim(
+        self, session: Session, reason: str, now: float, moves: Mapping[str, str]
+    ) -> Session:
+        claimed = _replace(
+            session,
+            state=moves.get(session.state, session.state),
+            end_reason=reason,
+            updated_at=now,
+            version=session.version + 1,
+        )
+        self._save(claimed, claimed_by=self._token)
+        if claimed.state != session.state:
+            self._census_add(session.namespace, session.state, -1)
+            self._census_add(session.namespace, claimed.state, 1)
+        self._emit(EventKind.TRANSITIONED, now, claimed)
+        return claimed
+
+    async def claim_end(
+        self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
+    ) -> Session | None:
+        return await self._write(self._claim_end, session_id, reason, now, moves)
+
+    def _claim_end(
+        self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
+    ) -> Session | None:
+        session = self._record(session_id)
+        if session is None or session.ended_at is not None or session.end_reason is not None:
+            return None
+        return self._claim(session, reason, now, moves)
+
+    async def claim_expired(
+        self, now: float, moves: Mapping[str, str], limit: int
+    ) -> list[Session]:
+        return await self._submit(self._claim_expired, now, moves, limit)
+
+    def _claim_expired(self, now: float, moves: Mapping[str, str], limit: int) -> list[Session]:
+        # Every hub process calls this on every pass: look before taking the write lock.
+        db = self._db
+        due = (
+            db.execute("SELECT 1 FROM sessions WHERE deadline <= ? LIMIT 1", (now,)).fetchone()
+            is not None
+        )
+        sweep = time.monotonic() >= self._next_sweep
+        if not due and not sweep:
+            return []
+        return self._in_write_transaction(self._claim_due, now, moves, limit, sweep)
+
+    def _claim_due(
+        self, now: float, moves: Mapping[str, str], limit: int, sweep: bool
+    ) -> list[Session]:
+        db = self._db
+        rows = db.execute(
+            "SELECT record FROM sessions WHERE deadline <= ? ORDER BY deadline, id LIMIT ?",
+            (now, limit),
+        ).fetchall()
+        claimed = [self._claim(_decode_session(raw), "expired", now, moves) for (raw,) in rows]
+        if sweep and len(claimed) < limit:
+            self._next_sweep = time.monotonic() + self.claim_lease / 4
+            claimed += self._take_over_orphans(limit - len(claimed))
+        return claimed
+
+    def _take_over_orphans(self, limit: int) -> list[Session]:
+        """Claims whose claimer stopped its heartbeat: finish them here (their hooks may run a
+        second time, if the claimer died in the middle of them)."""
+        db = self._db
+        db.execute("DELETE FROM claimers WHERE seen_at < ?", (time.time() - self.claim_lease,))
+        rows = db.execute(
+            "SELECT id, record FROM sessions WHERE claimed_by IS NOT NULL AND live = 1 "
+            "AND claimed_by NOT IN (SELECT token FROM claimers) LIMIT ?",
+            (limit,),
+        ).fetchall()
+        db.executemany(
+            "UPDATE sessions SET claimed_by = ? WHERE id = ?",
+            [(self._token, sid) for sid, _ in rows],
+        )
+        if rows:
+            logger.warning("taking over %d ends left unfinished by a stopped process", len(rows))
+        return [_decode_session(raw) for _, raw in rows]
+
+    async def finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
+        return await self._write(self._finish_end, session_id, now, ended_state, retain_until)
+
+    def _finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
+        session = self._record(session_id)
+        if session is None or session.ended_at is not None or session.end_reason is None:
+            return None
+        ended = _replace(
+            session,
+            state=ended_state,
+            ended_at=now,
+            updated_at=now,
+            expires_at=None,
+            active_requests=0,
+            version=session.version + 1,
+        )
+        self._index_labels(session, session.labels, add=False)
+        self._release_unique(session)
+        self._census_add(session.namespace, session.state, -1)
+        self._emit(EventKind.ENDED, now, ended)
+        if retain_until > now:
+            self._db.execute(
+                "UPDATE sessions SET user_id = NULL, parent_id = NULL, state = ?, live = 0, "
+                "deadline = NULL, claimed_by = NULL, retain_until = ?, record = ? WHERE id = ?",
+                (ended_state, retain_until, _encode(ended), session_id),
+            )
+        else:
+            self._delete([session_id])
+        return ended
+
+    def _delete(self, session_ids: Sequence[str]) -> None:
+        params = [(sid,) for sid in session_ids]
+        for table, column in (
+            ("data", "session_id"),
+            ("history", "session_id"),
+            ("history_counts", "session_id"),
+            ("sessions", "id"),
+        ):
+            self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", params)
+
+    async def next_deadline(self) -> float | None:
+        rows = await self._submit(
+            self._fetch,
+            "SELECT deadline FROM sessions WHERE deadline IS NOT NULL ORDER BY deadline LIMIT 1",
+            (),
+        )
+        return float(rows[0][0]) if rows else None
+
+    async def purge(self, now: float) -> int:
+        return await self._submit(self._purge, now)
+
+    def _purge(self, now: float) -> int:
+        db = self._db
+        retained = db.execute(
+            "SELECT 1 FROM sessions WHERE retain_until <= ? LIMIT 1", (now,)
+        ).fetchone()
+        # Two subqueries: min and max in one SELECT would scan the table instead of two seeks.
+        oldest, newest = db.execute(
+            "SELECT (SELECT min(id) FROM events), (SELECT max(id) FROM events)"
+        ).fetchone()
+        trim = oldest is not None and newest - oldest >= self.event_retention
+        if retained is None and not trim:
+            return 0
+        return self._in_write_transaction(self._purge_now, now)
+
+    def _purge_now(self, now: float) -> int:
+        db = self._db
+        ids = [
+            sid
+            for (sid,) in db.execute(
+                "SELECT id FROM sessions WHERE retain_until <= ?", (now,)
+            ).fetchall()
+        ]
+        self._delete(ids)
+        db.execute(
+            "DELETE FROM events WHERE id <= (SELECT max(id) FROM events) - ?",
+            (self.event_retention,),
+        )
+        return len(ids)
+
+    # data
+
+    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
+        return await self._read(self._data_get, session_id, key)
+
+    def _data_get(self, session_id: str, key: str) -> DataEntry | None:
+        self._readable(session_id)
+        row = self._db.execute(
+            "SELECT value, version FROM data WHERE session_id = ? AND key = ?", (session_id, key)
+        ).fetchone()
+        return (
+            None if row is None else DataEntry(key=key, value=_decode_json(row[0]), version=row[1])
+        )
+
+    def _data_version(self, session_id: str, key: str, expected: int | None) -> int:
+        """The key's current version (0 if absent), checked against ``expected``."""
+        row = self._db.execute(
+            "SELECT version FROM data WHERE session_id = ? AND key = ?", (session_id, key)
+        ).fetchone()
+        current = 0 if row is None else int(row[0])
+        if expected is not None and expected != current:
+            raise VersionConflict(
+                f"data key {key!r} of session {session_id} is at version {current}, not {expected}"
+            )
+        return current
+
+    def _refresh(self, session: Session, now: float) -> None:
+        """Data and history writes are activity: slide the idle deadline like a touch."""
+        self._save(
+            _replace(
+                session,
+                last_activity_at=now,
+                updated_at=now,
+                expires_at=expires_at(
+                    created_at=session.created_at,
+                    last_activity_at=now,
+                    idle_timeout=session.idle_timeout,
+                    ttl=session.ttl,
+                    active_requests=session.active_requests,
+                ),
+                version=session.version + 1,
+            )
+        )
+
+    async def data_set(
+        self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
+    ) -> DataEntry:
+        return await self._write(self._data_set, session_id, key, value, expected_version, now)
+
+    def _data_set(
+        self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
+    ) -> DataEntry:
+        session = self._live(session_id)
+        version = self._data_version(session_id, key, expected_version) + 1
+        self._db.execute(
+            "INSERT OR REPLACE INTO data (session_id, key, value, version) VALUES (?, ?, ?, ?)",
+            (session_id, key, value, version),
+        )
+        self._refresh(session, now)
+        return DataEntry(key=key, value=_decode_json(value), version=version)
+
+    async def data_delete(
+        self, session_id: str, key: str, expected_version: int | None, now: float
+    ) -> bool:
+        return await self._write(self._data_delete, session_id, key, expected_version, now)
+
+    def _data_delete(
+        self, session_id: str, key: str, expected_version: int | None, now: float
+    ) -> bool:
+        session = self._live(session_id)
+        if not self._data_version(session_id, key, expected_version):
+            return False
+        self._db.execute("DELETE FROM data WHERE session_id = ? AND key = ?", (session_id, key))
+        self._refresh(session, now)
+        return True
+
+    async def data_items(self, session_id: str) -> list[DataEntry]:
+        return await self._read(self._data_items, session_id)
+
+    def _data_items(self, session_id: str) -> list[DataEntry]:
+        self._readable(session_id)
+        rows = self._db.execute(
+            "SELECT key, value, version FROM data WHERE session_id = ? ORDER BY key", (session_id,)
+        )
+        return [DataEntry(key=key, value=_decode_json(raw), version=v) for key, raw, v in rows]
+
+    # history
+
+    async def history_append(
+        self, session_id: str, kind: str, payload: bytes, now: float
+    ) -> HistoryRecord:
+        return await self._write(self._history_append, session_id, kind, payload, now)
+
+    def _history_append(
+        self, session_id: str, kind: str, payload: bytes, now: float
+    ) -> HistoryRecord:
+        db = self._db
+        session = self._live(session_id)
+        last = db.execute(
+            "SELECT seq FROM history WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
+        ).fetchone()
+        seq = 1 if last is None else last[0] + 1
+        db.execute(
+            "INSERT INTO history (session_id, seq, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
+            (session_id, seq, kind, now, payload),
+        )
+        db.execute(
+            "INSERT INTO history_counts (session_id, kind, n) VALUES (?, ?, 1) "
+            "ON CONFLICT (session_id, kind) DO UPDATE SET n = n + 1",
+            (session_id, kind),
+        )
+        self._refresh(session, now)
+        return HistoryRecord(seq=seq, kind=kind, at=now, payload=_decode_json(payload))
+
+    async def history_read(
+        self,
+        session_id: str,
+        *,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+    ) -> list[HistoryRecord]:
+        return await self._read(self._history_read, session_id, after, limit, newest_first, kind)
+
+    def _history_read(
+        self, session_id: str, after: int | None, limit: int, newest_first: bool, kind: str | None
+    ) -> list[HistoryRecord]:
+        self._readable(session_id)
+        sql = "SELECT seq, kind, at, payload FROM history WHERE session_id = ?"
+        params: list[object] = [session_id]
+        if kind is not None:
+            sql += " AND kind = ?"
+            params.append(kind)
+        if newest_first:
+            if after is not None:
+                sql += " AND seq < ?"
+                params.append(after)
+            sql += " ORDER BY seq DESC LIMIT ?"
+        else:
+            sql += " AND seq > ? ORDER BY seq LIMIT ?"
+            params.append(after or 0)
+        rows = self._db.execute(sql, (*params, limit))
+        return [
+            HistoryRecord(seq=seq, kind=k, at=at, payload=_decode_json(raw))
+            for seq, k, at, raw in rows
+        ]
+
+    async def history_counts(self, session_id: str) -> dict[str, int]:
+        return await self._read(self._history_counts, session_id)
+
+    def _history_counts(self, session_id: str) -> dict[str, int]:
+        self._readable(session_id)
+        rows = self._db.execute(
+            "SELECT kind, n FROM history_counts WHERE session_id = ?", (session_id,)
+        )
+        return dict(rows.fetchall())
+
+    # events
+
+    def subscribe(self, after: str | None = None) -> AsyncGenerator[SessionEvent, None]:
+        last = self.events.last_id
+        if after is not None and after.isdigit() and int(after) > int(last or 0):
+            # Possibly an id another process gave out that the poll has not brought in yet: read
+            # the log first. The position is still exact (it is after ``after``, not "now"), but
+            # an id nobody gave out is refused at the first iteration instead of here.
+            return self._subscribe_after_tail(after)
+        return self.events.subscribe(after)
+
+    async def _subscribe_after_tail(self, after: str) -> AsyncGenerator[SessionEvent, None]:
+        with contextlib.suppress(StoreUnavailable):
+            await self._submit(self._tail)
+        events = self.events.subscribe(after)
+        try:
+            async for event in events:
+                yield event
+        finally:
+            await events.aclose()
+
+
+def _select(
+    query: Query, columns: str, cursor: str | None, *, ordered: bool = True
+) -> tuple[str, list[object]]:
+    """SQL listing what ``query`` matches in id order, walking one index from ``cursor`` on.
+
+    The index is picked here, by a fixed order of likely selectivity (the user, the parent, the
+    first label, the namespace), rather than left to the planner, which has no statistics and may
+    prefer one that yields the id order without being selective. The other filters are written
+    with a unary ``+``, which keeps SQLite from using their indexes instead. As in the memory
+    store, the user, parent and label indexes hold live sessions only, so queries through them
+    list no ended session even with ``include_ended``.
+    """
+    where: list[str] = []
+    params: list[object] = []
+    source, order = "sessions s", "s.id"
+    labels = list((query.labels or {}).items())
+    narrowed = query.user_id is not None or query.parent_id is not None or bool(labels)
+    driver = True
+    for column, value in (
+        ("user_id", query.user_id),
+        ("parent_id", query.parent_id),
+    ):
+        if value is not None:
+            where.append(f"{'' if driver else '+'}s.{column} = ?")
+            params.append(value)
+            driver = False
+    if driver and labels:
+        # CROSS JOIN makes labels the outer loop: its primary key lists the ids in order.
+        name, value = labels.pop(0)
+        source, order = "labels l CROSS JOIN sessions s", "l.session_id"
+        where += ["l.name = ?", "l.value = ?", "s.id = l.session_id"]
+        params += [name, value]
+        driver = False
+    for name, value in labels:
+        where.append(
+            "EXISTS (SELECT 1 FROM labels WHERE name = ? AND value = ? AND session_id = s.id)"
+        )
+        params += [name, value]
+    if query.namespace is not None:
+        where.append(f"{'' if driver else '+'}s.namespace = ?")
+        params.append(query.namespace)
+    if query.state is not None:
+        where.append("+s.state = ?")
+        params.append(query.state)
+    if narrowed or not query.include_ended:
+        where.append("s.live = 1")
+    if cursor is not None:
+        where.append(f"{order} > ?")
+        params.append(cursor)
+    sql = f"SELECT {columns} FROM {source}"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    if ordered:
+        sql += f" ORDER BY {order}"
+    return sql, params

@@ -1,0 +1,245 @@
+"""``sessionhub serve`` as a real process: its help, options from ``SESSIONHUB_*`` variables, the
+loopback rule, clear errors for a taken port and bad values, and a graceful SIGTERM/SIGINT that
+ends every live session for the subscribers listening, without ever printing the token."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.client.serving import free_port
+
+from .conftest import WAIT, SSEReader, assert_error, wait_until
+
+TOKEN = "tok-3n8QvY2kLr-never-printed"
+
+
+class Served:
+    """One ``python -m sessionhub serve`` process, its output going to a file."""
+
+    def __init__(self, log: Path, args: list[str], env: dict[str, str]) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "sessionhub", "serve", *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_ready(self, url: str) -> None:
+        def up() -> bool:
+            if self.process.poll() is not None:
+                return True
+            try:
+                return httpx.get(url + "/healthz", timeout=WAIT).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(up, f"the server at {url}")
+        assert self.process.poll() is None, f"serve exited early:\n{self.output}"
+
+    def wait_exit(self) -> int:
+        try:
+            return self.process.wait(WAIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"serve did not exit:\n{self.output}")
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        self.process.send_signal(signum)
+        return self.wait_exit()
+
+
+Serve = Callable[..., Served]
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start ``serve`` with ``args`` and the environment variables in ``env`` (none of the
+    caller's ``SESSIONHUB_*``; gRPC on a free port so that parallel runs never collide)."""
+    started: list[Served] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> Served:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
+        clean.update(PYTHONUNBUFFERED="1", SESSIONHUB_GRPC_PORT=str(free_port()))
+        clean.update(env or {})
+        served = Served(tmp_path / f"serve-{len(started)}.log", list(args), clean)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.wait(WAIT)
+
+
+def client(port: int, token: str | None = TOKEN) -> httpx.Client:
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+    return httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=WAIT)
+
+
+def test_help_documents_the_options(serve: Serve) -> None:
+    served = serve("--help")
+    assert served.wait_exit() == 0
+    text = served.output
+    for option in (
+        "--store",
+        "--host",
+        "--port",
+        "--token",
+        "--insecure",
+        "--idle-timeout",
+        "--ttl",
+        "--retention",
+        "--max-sessions",
+        "--max-sessions-per-user",
+        "--max-requests-per-session",
+        "--max-body-bytes",
+        "--unique-label",
+        "SESSIONHUB_TOKEN",
+    ):
+        assert option in text, option
+    assert "memory://" in text
+    assert "127.0.0.1" in text  # the default host
+
+
+def test_options_come_from_sessionhub_environment_variables(serve: Serve) -> None:
+    port = free_port()
+    served = serve(
+        env={
+            "SESSIONHUB_PORT": str(port),
+            "SESSIONHUB_TOKEN": TOKEN,
+            "SESSIONHUB_MAX_SESSIONS": "2",
+            "SESSIONHUB_IDLE_TIMEOUT": "42",
+            "SESSIONHUB_MAX_BODY_BYTES": "2000",
+        }
+    )
+    served.wait_ready(f"http://127.0.0.1:{port}")
+    with client(port) as http:
+        first = http.post("/v1/sessions", json={})
+        assert first.status_code == 201
+        assert first.json()["idle_timeout"] == 42.0
+        assert http.post("/v1/sessions", json={}).status_code == 201
+        assert_error(http.post("/v1/sessions", json={}), 503, "capacity_exceeded")
+        big = http.post("/v1/sessions", content=b" " * 3000)
+        assert_error(big, 413, "payload_too_large")
+        assert http.get("/v1/count").json() == {"count": 2}
+    with client(port, token=None) as anon:
+        assert_error(anon.get("/v1/count"), 401, "unauthorized")
+    assert served.stop() == 0
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_a_non_loopback_host_without_a_token_is_refused(serve: Serve, how: str) -> None:
+    port = free_port()
+    if how == "option":
+        served = serve("--host", "0.0.0.0", "--port", str(port))
+    else:
+        served = serve(env={"SESSIONHUB_HOST": "0.0.0.0", "SESSIONHUB_PORT": str(port)})
+    assert served.wait_exit() == 2
+    text = served.output
+    assert "0.0.0.0 is not a loopback address" in text
+    assert "--token" in text
+    assert "--insecure" in text
+    assert "serving" not in text
+    assert "Traceback" not in text
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there
+
+
+def test_insecure_serves_a_non_loopback_host_without_a_token(serve: Serve) -> None:
+    port = free_port()
+    served = serve("--host", "0.0.0.0", "--port", str(port), "--insecure")
+    served.wait_ready(f"http://127.0.0.1:{port}")
+    with client(port, token=None) as anon:
+        assert anon.post("/v1/sessions", json={"id": "open"}).status_code == 201
+        assert anon.get("/v1/sessions/open").json()["id"] == "open"
+    assert served.stop() == 0
+    assert f"http://0.0.0.0:{port}" in served.output
+
+
+def test_a_taken_port_is_a_clear_error(serve: Serve) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        served = serve("--port", str(port))
+        assert served.wait_exit() == 1
+    text = served.output
+    assert f"cannot listen on 127.0.0.1:{port}" in text
+    assert "in use" in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--idle-timeout", "-1"], "'--idle-timeout': '-1' must be a positive number of seconds"),
+        (["--ttl", "soon"], "'--ttl': 'soon' is neither a number of seconds nor 'none'"),
+        (["--store", "bogus://"], "unknown store scheme 'bogus'"),
+        (["--port", "70000"], "'--port'"),
+        (["--max-sessions", "0"], "'--max-sessions'"),
+        (["--quota-policy", "shrug"], "'--quota-policy'"),
+    ],
+)
+def test_bad_option_values_are_usage_errors(serve: Serve, args: list[str], says: str) -> None:
+    served = serve(*args)
+    assert served.wait_exit() == 2
+    text = served.output
+    assert "Usage: sessionhub serve" in text
+    assert says in text
+    assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_live_sessions_for_the_subscribers_then_exits_0(
+    serve: Serve, signum: int
+) -> None:
+    port = free_port()
+    served = serve("--port", str(port), "--log-level", "debug", env={"SESSIONHUB_TOKEN": TOKEN})
+    url = f"http://127.0.0.1:{port}"
+    served.wait_ready(url)
+    reader = SSEReader(url, TOKEN)
+    try:
+        reader.wait_live()
+        with client(port) as http:
+            live = [
+                http.post("/v1/sessions", json={"id": f"live{n}"}).json()["id"] for n in range(3)
+            ]
+            http.post("/v1/sessions", json={"id": "active", "activate": True})
+            live.append("active")
+            http.post("/v1/sessions", json={"id": "gone"})
+            assert http.delete("/v1/sessions/gone").json() == {"ended": True}
+            with client(port, token="wrong") as wrong:
+                assert wrong.get("/v1/count").status_code == 401
+        reader.wait_for(lambda events: any(e["event"] == "ended" for e in events), "the first end")
+        assert served.stop(signum) == 0
+        wait_until(lambda: reader.closed, "the stream to close")
+    finally:
+        reader.close()
+    assert reader.error is None, reader.error  # closed properly, not cut
+    ended = {
+        e["data"]["session"]["id"]: e["data"]["session"]["end_reason"]
+        for e in reader.events()
+        if e["event"] == "ended"
+    }
+    assert ended == {"gone": "ended", **dict.fromkeys(live, "shutdown")}
+    text = served.output
+    assert "stopped" in text
+    assert "Traceback" not in text
+    assert "panicked" not in text
+    assert TOKEN not in text

@@ -1,0 +1,521 @@
+"""What only the Redis store promises: several hub processes share one Redis (each session ends
+exactly once, every process sees every event, no unique label is held twice), each operation is one
+round trip, a Redis that goes away gives ``StoreUnavailable`` and the store recovers when it
+returns, bad credentials and unreachable servers are refused clearly at ``open()``, and key
+prefixes keep stores on one Redis apart.
+
+The store-agnostic behaviour is in tests/core (``SESSIONHUB_TEST_STORES=redis``). Every test uses a
+private ``redis-server`` (tests/redis_server.py), never the machine's own. The multi-process test
+runs about a thousand sessions; ``SESSIONHUB_SOAK=1`` makes it ten thousand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sessionhub import (
+    DuplicateSession,
+    EventKind,
+    ManualClock,
+    SessionEvent,
+    SessionHub,
+    StoreUnavailable,
+    ValidationError,
+)
+from sessionhub.stores import CreateRules, Query, store_from_url
+from sessionhub.stores._base import Change
+from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores.redis import RedisStore
+
+from ..redis_server import RedisServer, free_port
+
+WORKER = Path(__file__).with_name("redis_worker.py")
+SOAK = os.environ.get("SESSIONHUB_SOAK") == "1"
+WAIT = 10.0  # a safety net for events that must come, not an assertion about speed
+MOVES = {"CREATED": "TERMINATING", "SPAWNING": "TERMINATING", "ACTIVE": "TERMINATING"}
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:12]}:"
+
+
+async def next_event(events: AsyncIterator[SessionEvent]) -> SessionEvent:
+    return await asyncio.wait_for(anext(events), WAIT)
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
+    """A plain connection to the test server, for looking at keys and counters."""
+    client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    """A server of the test's own, for tests that stop or restart it."""
+    server = RedisServer()
+    yield server
+    server.stop()
+
+
+# URLs and options
+
+
+def test_urls_give_address_prefix_and_options() -> None:
+    store = store_from_url("redis://:s3cret@127.0.0.1:6390/2?prefix=app1:&timeout=3")
+    assert isinstance(store, RedisStore)
+    assert (store.address.host, store.address.port, store.address.db) == ("127.0.0.1", 6390, 2)
+    assert store.address.password == "s3cret"
+    assert (store.prefix, store.timeout) == ("app1:", 3.0)
+    assert "s3cret" not in repr(store)
+    assert store.ephemeral is False
+    unix = RedisStore.from_url("unix:///tmp/redis.sock?db=3&prefix=u:")
+    assert (unix.address.path, unix.address.db, unix.prefix) == ("/tmp/redis.sock", 3, "u:")
+    tls = RedisStore.from_url("rediss://redis.example:6380/0?ssl_cert_reqs=none")
+    assert tls.address.ssl is not None
+    assert RedisStore("redis://localhost").prefix == "sessionhub:"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0?prefx=typo",
+        "redis://localhost:6379/zero",
+        "redis://localhost:port/0",
+        "redis://localhost/0?prefix=has space",
+        "redis://localhost/0?prefix=",
+        "redis://localhost/0?timeout=-1",
+        "unix://",
+    ],
+)
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValidationError):
+        store_from_url(url)
+
+
+def test_two_different_prefixes_for_one_store_are_refused() -> None:
+    with pytest.raises(ValidationError, match="two key prefixes"):
+        RedisStore("redis://localhost/0?prefix=a:", prefix="b:")
+
+
+# refusals at open
+
+
+async def test_unreachable_redis_is_a_clear_error_at_open() -> None:
+    port = free_port()
+    store = RedisStore(f"redis://127.0.0.1:{port}/0", timeout=2)
+    with pytest.raises(StoreUnavailable, match=f"cannot reach Redis at 127.0.0.1:{port}"):
+        await store.open()
+    with pytest.raises(StoreUnavailable, match="cannot reach Redis"):
+        await SessionHub(store).start()
+
+
+async def test_wrong_or_missing_password_is_a_clear_error_at_open() -> None:
+    server = RedisServer(password="the-right-one")
+    try:
+        wrong = RedisStore(f"redis://:not-it@127.0.0.1:{server.port}/0")
+        with pytest.raises(StoreUnavailable, match="refused the user name or password") as info:
+            await wrong.open()
+        assert "not-it" not in str(info.value)
+        missing = RedisStore(f"redis://127.0.0.1:{server.port}/0")
+        with pytest.raises(StoreUnavailable, match="requires a password"):
+            await missing.open()
+        async with SessionHub(RedisStore(server.url, prefix=unique_prefix())) as hub:
+            session = await hub.create()
+            assert (await hub.get(session.id)).id == session.id
+    finally:
+        server.stop()
+
+
+# one round trip per operation
+
+
+async def test_every_store_operation_is_one_round_trip(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    await store.open()
+    try:
+        now = 1_750_000_000.0
+        rules = CreateRules(unique_labels=("role",), max_sessions=1000, max_sessions_per_user=10)
+        first = await store.create(_session("rt-parent", now), rules)
+        operations: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("create", lambda: store.create(_session("rt-1", now, parent=first.id), rules)),
+            ("get", lambda: store.get("rt-1")),
+            ("find", lambda: store.find(Query(parent_id=first.id), limit=10, cursor=None)),
+            ("count", lambda: store.count(Query(labels={"role": "a"}))),
+            ("census", store.census),
+            ("touch", lambda: store.modify("rt-1", Change(now=now + 1, touch=True))),
+            (
+                "update",
+                lambda: store.modify(
+                    "rt-1",
+                    Change(
+                        now=now + 1,
+                        labels={"x": "y"},
+                        details={"d": [1]},
+                        unique_labels=("role",),
+                        emit=EventKind.UPDATED,
+                    ),
+                ),
+            ),
+            ("data_set", lambda: store.data_set("rt-1", "k", b'{"v":1}', None, now + 2)),
+            ("data_get", lambda: store.data_get("rt-1", "k")),
+            ("data_items", lambda: store.data_items("rt-1")),
+            ("data_delete", lambda: store.data_delete("rt-1", "k", None, now + 2)),
+            ("history_append", lambda: store.history_append("rt-1", "m", b"1", now + 3)),
+            (
+                "history_read",
+                lambda: store.history_read(
+                    "rt-1", after=None, limit=10, newest_first=True, kind="m"
+                ),
+            ),
+            ("history_counts", lambda: store.history_counts("rt-1")),
+            ("next_deadline", store.next_deadline),
+            ("claim_expired", lambda: store.claim_expired(now, MOVES, 100)),
+            ("claim_end", lambda: store.claim_end("rt-1", "ended", now + 4, MOVES)),
+            ("finish_end", lambda: store.finish_end("rt-1", now + 5, "CLEANED", now + 5)),
+            ("purge", lambda: store.purge(now + 6)),
+        ]
+        scripted = 0
+        before = await _calls(admin)
+        for name, operation in operations:
+            sent = store.round_trips
+            await operation()
+            assert store.round_trips - sent == 1, name
+            scripted += name not in ("get", "census")
+        after = await _calls(admin)
+        # The server agrees: one FCALL per scripted operation, and the library was not loaded again.
+        assert after["fcall"] - before["fcall"] == scripted
+        assert after["function|load"] == before["function|load"]
+    finally:
+        await store.close()
+
+
+async def _calls(admin: RedisClient) -> Counter[str]:
+    info: str = await admin.call("INFO", "commandstats")
+    calls: Counter[str] = Counter()
+    for line in info.splitlines():
+        if line.startswith("cmdstat_"):
+            name, _, stats = line[len("cmdstat_") :].partition(":")
+            calls[name] = int(stats.split(",")[0].split("=")[1])
+    return calls
+
+
+def _session(sid: str, now: float, parent: str | None = None) -> Any:
+    from sessionhub import Session
+
+    return Session(
+        id=sid,
+        state="CREATED",
+        user_id="u",
+        parent_id=parent,
+        labels={"role": sid},
+        created_at=now,
+        updated_at=now,
+        last_activity_at=now,
+        expires_at=now + 60,
+        idle_timeout=60.0,
+    )
+
+
+# a Redis that goes away
+
+
+async def test_a_restarted_redis_fails_clearly_then_recovers(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, prefix=unique_prefix(), timeout=3)
+    async with SessionHub(store, poll_interval=0.2) as hub:
+        session = await hub.create()
+        events = hub.subscribe(kinds=["created"])
+        await _shutdown(own_server)
+        with pytest.raises(StoreUnavailable, match=f"Redis at 127.0.0.1:{own_server.port}"):
+            await hub.get(session.id)
+        with pytest.raises(StoreUnavailable):
+            await hub.create()
+        with pytest.raises(StoreUnavailable):
+            await hub.touch(session.id)
+
+        await asyncio.to_thread(own_server.restart)  # empty: nothing is kept on disk
+        assert await hub.exists(session.id) is False
+        sent = store.round_trips
+        again = await hub.create()  # the functions went with the old server: loaded again
+        # FCALL, FUNCTION LOAD, FCALL (unless the expiry task's pass got there first)
+        assert store.round_trips - sent in (1, 3)
+        assert (await hub.get(again.id)).id == again.id
+        assert (await next_event(events)).session == again  # the event tail came back too
+        await events.aclose()
+
+
+async def test_a_frozen_redis_times_out_instead_of_hanging(own_server: RedisServer) -> None:
+    store = RedisStore(own_server.url, prefix=unique_prefix(), timeout=0.5)
+    async with SessionHub(store, poll_interval=3600) as hub:
+        session = await hub.create()
+        os.kill(own_server._process.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreUnavailable, match=r"did not answer within 0\.5 s"):
+                await asyncio.wait_for(hub.get(session.id), WAIT)
+        finally:
+            os.kill(own_server._process.pid, signal.SIGCONT)
+        assert (await hub.get(session.id)).id == session.id
+
+
+async def _shutdown(server: RedisServer) -> None:
+    client = RedisClient(RedisAddress(port=server.port, password=server.password))
+    with contextlib.suppress(StoreUnavailable):
+        await client.call("SHUTDOWN", "NOSAVE")
+    await client.close()
+    for _ in range(200):
+        if server._process.poll() is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("redis-server did not stop")
+
+
+async def test_the_event_tail_resumes_after_its_connection_drops(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    prefix = unique_prefix()
+    writer = SessionHub(RedisStore(redis_server.url, prefix=prefix), poll_interval=3600)
+    reader = SessionHub(RedisStore(redis_server.url, prefix=prefix), poll_interval=3600)
+    async with writer, reader:
+        events = reader.subscribe(kinds=["created"])
+        created = [await writer.create()]
+        assert (await next_event(events)).session == created[0]
+        for line in (await admin.call("CLIENT", "LIST")).splitlines():
+            if "name=sessionhub-events" in line:
+                await admin.call("CLIENT", "KILL", "ID", line.split()[0].split("=")[1])
+        created += [await writer.create() for _ in range(20)]
+        seen = [(await next_event(events)).session for _ in range(20)]
+        assert seen == created[1:]
+        await events.aclose()
+
+
+# events across nodes
+
+
+async def test_a_subscription_resumes_on_another_node_from_its_event_id(
+    redis_server: RedisServer,
+) -> None:
+    prefix = unique_prefix()
+    one = SessionHub(RedisStore(redis_server.url, prefix=prefix), poll_interval=3600)
+    two = SessionHub(RedisStore(redis_server.url, prefix=prefix), poll_interval=3600)
+    async with one, two:
+        on_one = one.subscribe()
+        first = await one.create()
+        first_event = await next_event(on_one)
+        assert "-" in first_event.id  # a stream id, the same on every node
+        second = await one.create()
+        await one.end(first.id)
+        resumed = two.subscribe(after=first_event.id)
+        assert (await next_event(resumed)).session == second
+        assert (await next_event(resumed)).kind == EventKind.TRANSITIONED
+        # A node started later loads the retained window, so it can resume too.
+        async with SessionHub(
+            RedisStore(redis_server.url, prefix=prefix), poll_interval=3600
+        ) as late:
+            again = late.subscribe(after=first_event.id)
+            assert (await next_event(again)).session == second
+            await again.aclose()
+        await resumed.aclose()
+        await on_one.aclose()
+
+
+async def test_an_id_older_than_the_window_is_told_what_it_missed(
+    redis_server: RedisServer,
+) -> None:
+    store = RedisStore(redis_server.url, prefix=unique_prefix(), event_buffer=5)
+    async with SessionHub(store, poll_interval=3600) as hub:
+        events = hub.subscribe()
+        await hub.create()
+        oldest = (await next_event(events)).id
+        for _ in range(10):
+            await hub.create()
+        resumed = hub.subscribe(after=oldest)
+        missed = await next_event(resumed)
+        assert missed.kind == EventKind.MISSED
+        assert missed.missed >= 1
+        with pytest.raises(ValidationError):
+            hub.subscribe(after="not-an-id")
+        await resumed.aclose()
+        await events.aclose()
+
+
+# prefixes and keys
+
+
+async def test_prefixes_keep_stores_apart(redis_server: RedisServer, admin: RedisClient) -> None:
+    a_prefix, b_prefix = unique_prefix(), unique_prefix()
+    a = SessionHub(
+        RedisStore(redis_server.url, prefix=a_prefix), unique_labels=["role"], poll_interval=3600
+    )
+    b = SessionHub(
+        RedisStore(redis_server.url, prefix=b_prefix), unique_labels=["role"], poll_interval=3600
+    )
+    async with a, b:
+        a_events, b_events = a.subscribe(), b.subscribe()
+        in_a = await a.create("same-id", user_id="u", labels={"role": "r"})
+        in_b = await b.create("same-id", user_id="u", labels={"role": "r"}, details={"b": 1})
+        assert (await a.get("same-id")) == in_a
+        assert (await b.get("same-id")) == in_b
+        assert await a.count() == 1
+        assert await b.count(user_id="u") == 1
+        assert [s.details for s in (await b.find(labels={"role": "r"})).items] == [{"b": 1}]
+        assert (await a.metrics()).live_sessions == 1
+        assert (await next_event(a_events)).session == in_a
+        assert (await next_event(b_events)).session == in_b
+        assert await a.end("same-id") is True
+        assert await b.exists("same-id") is True
+        assert (await next_event(a_events)).kind == EventKind.TRANSITIONED
+        assert await admin.call("EXISTS", a_prefix + "s:{same-id}") == 0
+        assert await admin.call("EXISTS", b_prefix + "s:{same-id}") == 1
+        await a_events.aclose()
+        await b_events.aclose()
+
+
+async def test_nothing_is_left_behind_when_sessions_end(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    prefix = unique_prefix()
+    clock = ManualClock()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(
+        store, clock=clock, unique_labels=["role"], retention=30, poll_interval=3600
+    ) as hub:
+        parent = await hub.create(user_id="u", labels={"role": "p", "a": "b"}, idle_timeout=5)
+        for i in range(5):
+            child = await hub.create(parent_id=parent.id, labels={"n": str(i)}, ttl=50)
+            await hub.data(child.id).set("k", i)
+            await hub.history(child.id).append("m", i)
+        assert await hub.end(parent.id) is True
+        assert await hub.count() == 0
+        assert await hub.count(include_ended=True) == 6
+        clock.advance(31)
+        assert await store.purge(clock()) == 6
+        keys = await admin.call("KEYS", prefix + "*")
+        # What stays: the event stream and this open store's heartbeat.
+        assert sorted(keys) == [prefix + "claimer:" + store._claimer, prefix + "events"]
+
+
+async def test_one_unique_label_among_racing_stores(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    hubs = [
+        SessionHub(RedisStore(redis_server.url, prefix=prefix), unique_labels=["role"])
+        for _ in range(3)
+    ]
+    async with hubs[0], hubs[1], hubs[2]:
+        results = await asyncio.gather(
+            *(hub.create(labels={"role": "leader"}) for hub in hubs for _ in range(10)),
+            return_exceptions=True,
+        )
+        won = [r for r in results if not isinstance(r, BaseException)]
+        assert len(won) == 1
+        assert all(isinstance(r, DuplicateSession) for r in results if r not in won)
+
+
+async def test_an_end_left_unfinished_is_taken_over(redis_server: RedisServer) -> None:
+    prefix = unique_prefix()
+    crashed = RedisStore(redis_server.url, prefix=prefix, claim_lease=0.3)
+    await crashed.open()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, clock=ManualClock(), poll_interval=3600.0) as hub:
+        ended: list[tuple[str, str]] = []
+        hub.on_end(lambda session, reason: ended.append((session.id, reason)))
+        await hub.create("orphan", idle_timeout=None)
+        assert await crashed.claim_end("orphan", "bye", 0.0, {"CREATED": "TERMINATING"})
+        assert await hub.end("orphan") is False  # claimed by a live process: not ours to end
+        assert await hub.expire_due() == 0
+        # The claimer stops heartbeating without finishing (as a killed process would).
+        assert crashed._tailer is not None
+        crashed._tailer.cancel()
+        await asyncio.sleep(0.5)
+        store._next_sweep = 0.0  # sweep now, not in a while
+        assert await hub.expire_due() == 1
+        assert ended == [("orphan", "bye")]
+        assert await hub.exists("orphan") is False
+    await crashed.close()
+
+
+# several processes
+
+
+def test_three_processes_end_each_session_exactly_once(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    per_process = 3334 if SOAK else 334
+    slots, patience = 20, 240.0 if SOAK else 60.0
+    prefix = unique_prefix()
+    results = [tmp_path / f"result{i}.json" for i in range(3)]
+    logs = [(tmp_path / f"worker{i}.log").open("w") for i in range(3)]
+    workers = [
+        subprocess.Popen(
+            [
+                *(sys.executable, str(WORKER), redis_server.url, prefix, str(results[i])),
+                *(str(i), str(per_process), str(slots), str(patience)),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=logs[i],
+            text=True,
+        )
+        for i in range(3)
+    ]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert worker.stdout.readline().strip() == "ready"
+        for worker in workers:  # all three subscribe before any session exists
+            assert worker.stdin is not None
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        codes = [worker.wait(patience + 60) for worker in workers]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+        for log in logs:
+            log.close()
+    assert codes == [0, 0, 0], [p.read_text()[-3000:] for p in tmp_path.glob("worker*.log")]
+    seen = [json.loads(path.read_text()) for path in results]
+
+    expiring = {f"expiring-{i}-{j}" for i in range(3) for j in range(per_process)}
+    hooked = Counter(sid for result in seen for sid in result["hooked"])
+    assert expiring <= set(hooked)  # every session's hooks ran ...
+    assert max(hooked.values()) == 1  # ... in exactly one process
+    assert sum(1 for result in seen if result["hooked"]) >= 2  # the work was shared
+    for result in seen:
+        assert result["missed"] == 0
+        ended = [sid for _, kind, sid, _ in result["events"] if kind == EventKind.ENDED]
+        assert len(ended) == len(set(ended))  # told of every end once ...
+        assert expiring <= set(ended)  # ... of every session of every process
+    # Every process saw the same events in the same order: the stream's.
+    first = [event[0] for event in seen[0]["events"]]
+    for result in seen[1:]:
+        assert [event[0] for event in result["events"]] == first
+    # Walking that order, a slot label is never taken while another session holds it.
+    holder: dict[str, str] = {}
+    taken = 0
+    for _, kind, sid, slot in seen[0]["events"]:
+        if slot is None:
+            continue
+        if kind == EventKind.CREATED:
+            assert slot not in holder, f"slot {slot} held by {holder.get(slot)} and {sid}"
+            holder[slot] = sid
+            taken += 1
+        elif kind == EventKind.ENDED:
+            assert holder.pop(slot) == sid
+    assert taken >= slots
