@@ -70,6 +70,9 @@ class SessionHub:
     Use it as an async context manager (or ``await hub.start()`` / ``await hub.close()``): starting
     opens the store and the expiry task; closing stops them and, for the memory store, ends every
     live session with reason ``shutdown`` so that cleanup hooks run.
+
+    ``auto_expire=False`` runs no expiry task: sessions expire only when ``expire_due()`` is
+    called, which is what a test moving a ``ManualClock`` wants (no background pass racing it).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class SessionHub:
         id_factory: IdFactory = new_session_id,
         poll_interval: float = 1.0,
         expiry_batch: int = 1000,
+        auto_expire: bool = True,
     ) -> None:
         self.store = store_from_url(store) if isinstance(store, str) else store
         self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
@@ -97,6 +101,9 @@ class SessionHub:
         self.retention = _retention(retention)
         self.hook_timeout = check_timeout(hook_timeout, "hook_timeout")
         self.poll_interval = check_timeout(poll_interval, "poll_interval") or 1.0
+        if type(auto_expire) is not bool:
+            raise ValidationError(f"auto_expire must be a bool, got {auto_expire!r}")
+        self.auto_expire = auto_expire
         self.expiry_batch = check_limit(expiry_batch, 100_000)
         self.clock = clock
         self.id_factory = id_factory
@@ -133,7 +140,8 @@ class SessionHub:
         await self.store.open()
         self.store.events.reopen()
         self._started = True
-        self._reaper = asyncio.create_task(self._reap_forever(), name="sessionhub-expiry")
+        if self.auto_expire:  # off: the caller drives expiry with expire_due() (manual clocks)
+            self._reaper = asyncio.create_task(self._reap_forever(), name="sessionhub-expiry")
 
     async def close(self) -> None:
         """Stop expiry; with a memory store, end every live session (reason ``shutdown``)."""

@@ -27,14 +27,14 @@ def clock() -> ManualClock:
 async def make_hub(make_store: Callable[[], Store], clock: ManualClock) -> AsyncIterator[MakeHub]:
     """Start hubs (``SessionHub`` keyword arguments) over fresh stores; all closed at teardown.
 
-    Time only moves when a test advances ``clock``, and the test then calls ``expire_due``; the
-    background pass is slowed down (``poll_interval``) so that it does not race those calls on
-    stores whose operations suspend.
+    Time only moves when a test advances ``clock``, and the test then calls ``expire_due``; no
+    background expiry task runs (``auto_expire=False``), so nothing races those calls on stores
+    whose operations suspend.
     """
     hubs: list[SessionHub] = []
 
     async def build(**options: Any) -> SessionHub:
-        options.setdefault("poll_interval", 3600.0)
+        options.setdefault("auto_expire", False)
         hub = SessionHub(make_store(), clock=clock, **options)
         await hub.start()
         hubs.append(hub)

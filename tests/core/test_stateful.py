@@ -76,7 +76,7 @@ class HubMachine(RuleBasedStateMachine):
         self.hook_calls = 0
 
         async def start() -> SessionHub:
-            hub = SessionHub(make_store(), clock=self.clock, poll_interval=3600.0)
+            hub = SessionHub(make_store(), clock=self.clock, auto_expire=False)
             hub.on_end(self.hooks)
             await hub.start()
             return hub
