@@ -22,15 +22,25 @@ Rules every implementation follows:
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
 
+from .._errors import PayloadTooLarge, TooManyRequests, TransitionError, VersionConflict
 from .._events import EventLog
-from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
+from .._models import (
+    EMPTY,
+    DataEntry,
+    HistoryRecord,
+    Page,
+    Session,
+    SessionEvent,
+    expires_at,
+    json_encoder,
+)
 
-__all__ = ["Change", "CreateRules", "Query", "Store"]
+__all__ = ["Change", "CreateRules", "Query", "Store", "apply_change"]
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -218,3 +228,88 @@ class Store(abc.ABC):
         """Events in order, from after ``after`` (or from now on). The position is fixed by this
         call, before the first iteration; an unknown ``after`` raises ``ValidationError`` here."""
         return self.events.subscribe(after)
+
+
+def _merged(
+    mapping: Mapping[str, Any], updates: Mapping[str, Any] | None, removals: Iterable[str]
+) -> Mapping[str, Any]:
+    if not updates and not removals:
+        return mapping
+    merged = dict(mapping)
+    for key in removals:
+        merged.pop(key, None)
+    if updates:
+        merged.update(updates)
+    return merged or EMPTY
+
+
+def apply_change(
+    old: Session, change: Change, check_unique: Callable[[Mapping[str, str]], None]
+) -> Session:
+    """The record ``change`` makes of ``old``, or the error it must raise (nothing changed).
+
+    Stores that compute records in Python (memory, SQLite) share these rules, checked in this
+    order; ``check_unique`` raises ``DuplicateSession`` when merged labels would take a unique
+    label another live session holds. The Redis store applies the same rules in Lua.
+    """
+    if change.expected_version is not None and change.expected_version != old.version:
+        raise VersionConflict(
+            f"session {old.id} is at version {old.version}, not {change.expected_version}"
+        )
+    state = old.state
+    if change.moves is not None:
+        moved = change.moves.get(state)
+        if moved is None:
+            raise TransitionError(state, change.event or "?")
+        state = moved
+    labels = _merged(old.labels, change.labels, change.labels_remove)
+    if labels is not old.labels:
+        if change.max_labels is not None and len(labels) > change.max_labels:
+            raise PayloadTooLarge(
+                f"{len(labels)} labels is more than the limit of {change.max_labels}"
+            )
+        check_unique(labels)
+    details = _merged(old.details, change.details, change.details_remove)
+    if details is not old.details and change.max_details_bytes is not None:
+        size = len(json_encoder.encode(details))
+        if size > change.max_details_bytes:
+            raise PayloadTooLarge(
+                f"details would be {size} bytes, more than the limit of {change.max_details_bytes}"
+            )
+    requests = old.active_requests + change.requests
+    if change.requests > 0 and change.max_requests is not None and requests > change.max_requests:
+        raise TooManyRequests(
+            f"session {old.id} already has {old.active_requests} requests in flight "
+            f"(limit {change.max_requests})"
+        )
+    counters = old.counters
+    if change.counters:
+        counters = dict(counters)
+        for name, delta in change.counters.items():
+            counters[name] = counters.get(name, 0) + delta
+    idle = old.idle_timeout if change.idle_timeout is msgspec.UNSET else change.idle_timeout
+    ttl = old.ttl if change.ttl is msgspec.UNSET else change.ttl
+    parent = old.parent_id if change.parent_id is msgspec.UNSET else change.parent_id
+    activity = change.now if change.touch else old.last_activity_at
+    requests = max(requests, 0)
+    return msgspec.structs.replace(
+        old,
+        state=state,
+        labels=labels,
+        details=details,
+        counters=counters,
+        idle_timeout=idle,
+        ttl=ttl,
+        parent_id=parent,
+        active_requests=requests,
+        last_activity_at=activity,
+        updated_at=change.now,
+        expires_at=expires_at(
+            created_at=old.created_at,
+            last_activity_at=activity,
+            idle_timeout=idle,
+            ttl=ttl,
+            active_requests=requests,
+        ),
+        version=old.version + 1,
+    )

@@ -21,24 +21,19 @@ from sortedcontainers import SortedList
 from .._errors import (
     CapacityExceeded,
     DuplicateSession,
-    PayloadTooLarge,
     QuotaExceeded,
     SessionNotFound,
-    TooManyRequests,
-    TransitionError,
     VersionConflict,
 )
 from .._models import (
-    EMPTY,
     DataEntry,
     EventKind,
     HistoryRecord,
     Page,
     Session,
     expires_at,
-    json_encoder,
 )
-from ._base import Change, CreateRules, Query, Store
+from ._base import Change, CreateRules, Query, Store, apply_change
 
 __all__ = ["MemoryStore"]
 
@@ -64,19 +59,6 @@ def _index_keys(session: Session) -> Iterator[_IndexKey]:
         yield ("parent", session.parent_id)
     for name, value in session.labels.items():
         yield ("label", name, value)
-
-
-def _merged(
-    mapping: Mapping[str, Any], updates: Mapping[str, Any] | None, removals: Any
-) -> Mapping[str, Any]:
-    if not updates and not removals:
-        return mapping
-    merged = dict(mapping)
-    for key in removals:
-        merged.pop(key, None)
-    if updates:
-        merged.update(updates)
-    return merged or EMPTY
 
 
 class MemoryStore(Store):
@@ -246,77 +228,17 @@ class MemoryStore(Store):
 
     async def modify(self, session_id: str, change: Change) -> Session:
         old = self._live_session(session_id)
-        if change.expected_version is not None and change.expected_version != old.version:
-            raise VersionConflict(
-                f"session {session_id} is at version {old.version}, not {change.expected_version}"
-            )
-        state = old.state
-        if change.moves is not None:
-            moved = change.moves.get(state)
-            if moved is None:
-                raise TransitionError(state, change.event or "?")
-            state = moved
-        labels = _merged(old.labels, change.labels, change.labels_remove)
-        if labels is not old.labels:
-            if change.max_labels is not None and len(labels) > change.max_labels:
-                raise PayloadTooLarge(
-                    f"{len(labels)} labels is more than the limit of {change.max_labels}"
-                )
+
+        def check_unique(labels: Mapping[str, str]) -> None:
             self._check_unique(old.namespace, labels, change.unique_labels, session_id)
-        details = _merged(old.details, change.details, change.details_remove)
-        if details is not old.details and change.max_details_bytes is not None:
-            size = len(json_encoder.encode(details))
-            if size > change.max_details_bytes:
-                raise PayloadTooLarge(
-                    f"details would be {size} bytes, more than the limit of {change.max_details_bytes}"
-                )
-        requests = old.active_requests + change.requests
-        if (
-            change.requests > 0
-            and change.max_requests is not None
-            and requests > change.max_requests
-        ):
-            raise TooManyRequests(
-                f"session {session_id} already has {old.active_requests} requests in flight "
-                f"(limit {change.max_requests})"
-            )
-        counters = old.counters
-        if change.counters:
-            counters = dict(counters)
-            for name, delta in change.counters.items():
-                counters[name] = counters.get(name, 0) + delta
-        idle = old.idle_timeout if change.idle_timeout is msgspec.UNSET else change.idle_timeout
-        ttl = old.ttl if change.ttl is msgspec.UNSET else change.ttl
-        parent = old.parent_id if change.parent_id is msgspec.UNSET else change.parent_id
-        activity = change.now if change.touch else old.last_activity_at
-        requests = max(requests, 0)
-        new = _replace(
-            old,
-            state=state,
-            labels=labels,
-            details=details,
-            counters=counters,
-            idle_timeout=idle,
-            ttl=ttl,
-            parent_id=parent,
-            active_requests=requests,
-            last_activity_at=activity,
-            updated_at=change.now,
-            expires_at=expires_at(
-                created_at=old.created_at,
-                last_activity_at=activity,
-                idle_timeout=idle,
-                ttl=ttl,
-                active_requests=requests,
-            ),
-            version=old.version + 1,
-        )
+
+        new = apply_change(old, change, check_unique)
         self._sessions[session_id] = new
-        if labels is not old.labels or parent != old.parent_id:
+        if new.labels is not old.labels or new.parent_id != old.parent_id:
             self._reindex(old, new, change.unique_labels)
-        if state != old.state:
+        if new.state != old.state:
             self._census[old.namespace, old.state] -= 1
-            self._census[new.namespace, state] += 1
+            self._census[new.namespace, new.state] += 1
         self._schedule(old, new)
         if change.emit is not None:
             self.events.append(change.emit, change.now, new)

@@ -62,18 +62,14 @@ import msgspec
 from .._errors import (
     CapacityExceeded,
     DuplicateSession,
-    PayloadTooLarge,
     QuotaExceeded,
     SessionNotFound,
     StoreUnavailable,
-    TooManyRequests,
-    TransitionError,
     ValidationError,
     VersionConflict,
 )
 from .._events import EventLog
 from .._models import (
-    EMPTY,
     DataEntry,
     EventKind,
     HistoryRecord,
@@ -83,7 +79,7 @@ from .._models import (
     expires_at,
     json_encoder,
 )
-from ._base import Change, CreateRules, Query, Store
+from ._base import Change, CreateRules, Query, Store, apply_change
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -197,86 +193,6 @@ class _SharedLog(EventLog):
             self._ring[slot] = marker
             self._seq_of[marker.id] = seq
             self._next = seq + 1
-
-
-def _merged(
-    mapping: Mapping[str, Any], updates: Mapping[str, Any] | None, removals: Iterable[str]
-) -> Mapping[str, Any]:
-    if not updates and not removals:
-        return mapping
-    merged = dict(mapping)
-    for key in removals:
-        merged.pop(key, None)
-    if updates:
-        merged.update(updates)
-    return merged or EMPTY
-
-
-def _changed(
-    old: Session, change: Change, check_unique: Callable[[Mapping[str, str]], None]
-) -> Session:
-    """The record ``change`` makes of ``old``: the memory store's rules, checked in its order."""
-    if change.expected_version is not None and change.expected_version != old.version:
-        raise VersionConflict(
-            f"session {old.id} is at version {old.version}, not {change.expected_version}"
-        )
-    state = old.state
-    if change.moves is not None:
-        moved = change.moves.get(state)
-        if moved is None:
-            raise TransitionError(state, change.event or "?")
-        state = moved
-    labels = _merged(old.labels, change.labels, change.labels_remove)
-    if labels is not old.labels:
-        if change.max_labels is not None and len(labels) > change.max_labels:
-            raise PayloadTooLarge(
-                f"{len(labels)} labels is more than the limit of {change.max_labels}"
-            )
-        check_unique(labels)
-    details = _merged(old.details, change.details, change.details_remove)
-    if details is not old.details and change.max_details_bytes is not None:
-        size = len(_encode(details))
-        if size > change.max_details_bytes:
-            raise PayloadTooLarge(
-                f"details would be {size} bytes, more than the limit of {change.max_details_bytes}"
-            )
-    requests = old.active_requests + change.requests
-    if change.requests > 0 and change.max_requests is not None and requests > change.max_requests:
-        raise TooManyRequests(
-            f"session {old.id} already has {old.active_requests} requests in flight "
-            f"(limit {change.max_requests})"
-        )
-    counters = old.counters
-    if change.counters:
-        counters = dict(counters)
-        for name, delta in change.counters.items():
-            counters[name] = counters.get(name, 0) + delta
-    idle = old.idle_timeout if change.idle_timeout is msgspec.UNSET else change.idle_timeout
-    ttl = old.ttl if change.ttl is msgspec.UNSET else change.ttl
-    parent = old.parent_id if change.parent_id is msgspec.UNSET else change.parent_id
-    activity = change.now if change.touch else old.last_activity_at
-    requests = max(requests, 0)
-    return _replace(
-        old,
-        state=state,
-        labels=labels,
-        details=details,
-        counters=counters,
-        idle_timeout=idle,
-        ttl=ttl,
-        parent_id=parent,
-        active_requests=requests,
-        last_activity_at=activity,
-        updated_at=change.now,
-        expires_at=expires_at(
-            created_at=old.created_at,
-            last_activity_at=activity,
-            idle_timeout=idle,
-            ttl=ttl,
-            active_requests=requests,
-        ),
-        version=old.version + 1,
-    )
 
 
 def _deadline(session: Session) -> float | None:
@@ -866,7 +782,7 @@ class SQLiteStore(Store):
         def check_unique(labels: Mapping[str, str]) -> None:
             self._check_unique(old.namespace, labels, change.unique_labels, session_id)
 
-        new = _changed(old, change, check_unique)
+        new = apply_change(old, change, check_unique)
         self._save(new)
         if new.labels != old.labels:
             gone = {
