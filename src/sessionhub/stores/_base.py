@@ -67,6 +67,7 @@ class CreateRules(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _KEEP: Any = msgspec.UNSET
+_replace = msgspec.structs.replace
 
 
 class Change(msgspec.Struct, frozen=True, kw_only=True):
@@ -262,14 +263,18 @@ def apply_change(
         if moved is None:
             raise TransitionError(state, change.event or "?")
         state = moved
-    labels = _merged(old.labels, change.labels, change.labels_remove)
+    labels = old.labels
+    if change.labels is not None or change.labels_remove:
+        labels = _merged(labels, change.labels, change.labels_remove)
     if labels is not old.labels:
         if change.max_labels is not None and len(labels) > change.max_labels:
             raise PayloadTooLarge(
                 f"{len(labels)} labels is more than the limit of {change.max_labels}"
             )
         check_unique(labels)
-    details = _merged(old.details, change.details, change.details_remove)
+    details = old.details
+    if change.details is not None or change.details_remove:
+        details = _merged(details, change.details, change.details_remove)
     if details is not old.details and change.max_details_bytes is not None:
         size = len(json_encoder.encode(details))
         if size > change.max_details_bytes:
@@ -292,7 +297,7 @@ def apply_change(
     parent = old.parent_id if change.parent_id is msgspec.UNSET else change.parent_id
     activity = change.now if change.touch else old.last_activity_at
     requests = max(requests, 0)
-    return msgspec.structs.replace(
+    return _replace(
         old,
         state=state,
         labels=labels,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -59,6 +59,10 @@ def _index_keys(session: Session) -> Iterator[_IndexKey]:
         yield ("parent", session.parent_id)
     for name, value in session.labels.items():
         yield ("label", name, value)
+
+
+def _no_check(labels: Mapping[str, str]) -> None:
+    pass
 
 
 class MemoryStore(Store):
@@ -228,11 +232,7 @@ class MemoryStore(Store):
 
     async def modify(self, session_id: str, change: Change) -> Session:
         old = self._live_session(session_id)
-
-        def check_unique(labels: Mapping[str, str]) -> None:
-            self._check_unique(old.namespace, labels, change.unique_labels, session_id)
-
-        new = apply_change(old, change, check_unique)
+        new = apply_change(old, change, self._unique_checker(old, change))
         self._sessions[session_id] = new
         if new.labels is not old.labels or new.parent_id != old.parent_id:
             self._reindex(old, new, change.unique_labels)
@@ -243,6 +243,15 @@ class MemoryStore(Store):
         if change.emit is not None:
             self.events.append(change.emit, change.now, new)
         return new
+
+    def _unique_checker(self, old: Session, change: Change) -> Callable[[Mapping[str, str]], None]:
+        if change.labels is None and not change.labels_remove:
+            return _no_check  # labels unchanged: nothing to check (and no closure on hot paths)
+
+        def check(labels: Mapping[str, str]) -> None:
+            self._check_unique(old.namespace, labels, change.unique_labels, old.id)
+
+        return check
 
     def _reindex(self, old: Session, new: Session, unique_labels: Any) -> None:
         before, after = set(_index_keys(old)), set(_index_keys(new))
