@@ -22,9 +22,9 @@ from typing import Any
 
 import msgspec
 
-from ._errors import DuplicateSession, SessionHubError, SessionNotFound, ValidationError
+from ._binding import enter_session
+from ._errors import SessionHubError, ValidationError
 from ._hub import DEFAULT, SessionHub, _Default
-from ._limits import check_id
 from ._models import Session
 from .client import AsyncClient
 
@@ -108,23 +108,7 @@ class HeaderSessionMiddleware:
         return None
 
     async def _enter(self, stack: contextlib.AsyncExitStack, session_id: str) -> Session:
-        """Track a request in the session, creating the session first if it is new."""
-        check_id(session_id, f"{self.header} header")
-        try:
-            return await stack.enter_async_context(self.hub.track_request(session_id))
-        except SessionNotFound:
-            if not self.create:
-                raise
-        with contextlib.suppress(DuplicateSession):  # a concurrent first request created it
-            await self.hub.create(
-                session_id,
-                namespace=self.namespace,
-                labels=self.labels,
-                idle_timeout=self.idle_timeout,
-                ttl=self.ttl,
-                activate=True,
-            )
-        return await stack.enter_async_context(self.hub.track_request(session_id))
+        return await enter_session(self, stack, session_id, f"{self.header} header")
 
 
 async def _refuse(scope: Scope, send: Send, error: SessionHubError) -> None:
