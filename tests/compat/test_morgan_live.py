@@ -6,13 +6,15 @@ metrics see it) and the hub staying the source of truth. Every test runs on ever
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
+import pickle
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from sessionhub import ManualClock, SessionHub
+from sessionhub import Limits, ManualClock, SessionHub, TooManyRequests
 from sessionhub import Session as HubSession
 from sessionhub.compat.morgan import Session, SessionManager, initialize_session_manager
 
@@ -386,3 +388,33 @@ async def test_each_manager_has_its_own_object_and_sees_the_others_writes(
     assert not theirs.has_active_requests()
     assert await first.get_session(mine.session_id) is mine
     assert mine.metadata == {"n": 2, "from": "second"}
+
+
+async def test_copies_and_pickles_are_plain_objects(manager: SessionManager) -> None:
+    session = await manager.create_session(user_id="user 123", metadata={"n": 1})
+    shallow = copy.copy(session)  # shares the metadata dict and request set, as any copy.copy
+    assert shallow == session
+    shallow.metadata = {"n": 2}  # rebinding the copy's attribute reaches nothing
+    shallow.connection_count = 5
+    for twin in (copy.deepcopy(session), pickle.loads(pickle.dumps(session))):
+        assert twin == session
+        twin.metadata["n"] = 3
+        twin.add_request("req-1")
+    assert await manager.get_session(session.session_id) is session
+    assert session.metadata == {"n": 1}
+    assert (await record(manager, session)).details == {"n": 1}
+    assert (await record(manager, session)).active_requests == 0
+
+
+async def test_a_request_the_hub_refuses_is_not_tracked(clock: ManualClock) -> None:
+    limits = Limits(max_requests_per_session=1)
+    async with SessionHub(clock=clock, limits=limits, auto_expire=False) as hub:
+        manager = SessionManager(hub=hub)
+        session = await manager.create_session()
+        async with manager.track_request(session.session_id):
+            with pytest.raises(TooManyRequests):
+                async with manager.track_request(session.session_id):
+                    pytest.fail("the block must not run")
+            assert len(session.active_requests) == 1
+        assert session.active_requests == set()
+        assert (await hub.get(session.session_id)).active_requests == 0

@@ -80,6 +80,12 @@ class Session:
         if link is not None and name in _SYNCED:
             link.changed("set" if name == "last_activity" else None)
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles are plain objects, bound to no manager."""
+        state = dict(self.__dict__)
+        state.pop("_hub_link", None)
+        return state
+
     def _link(self) -> _Link | None:
         link: _Link | None = self.__dict__.get("_hub_link")
         return link

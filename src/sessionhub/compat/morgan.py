@@ -76,7 +76,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from typing import Any
 
 from .._clock import Clock
@@ -260,8 +260,12 @@ class SessionManager:
         session = await self._lookup(session_id)
         if session is not None:
             session.add_request(request_id)
-            if not await self._sync(session):
-                session.active_requests.discard(request_id)
+            try:
+                live = await self._sync(session)
+            finally:  # not live, or the hub refused the request (TooManyRequests): not tracked
+                if request_id not in self._held(session):
+                    session.active_requests.discard(request_id)
+            if not live:
                 session = None
         if session is None:
             raise ValueError(f"Session not found: {session_id}")
@@ -307,6 +311,7 @@ class SessionManager:
         """The object of a live session of this namespace (bound on first sight); or ``None``."""
         if type(session_id) is not str:
             return None
+        self._loop = asyncio.get_running_loop()
         session = self._sessions.get(session_id)
         if session is not None:
             return session
@@ -369,6 +374,12 @@ class SessionManager:
     async def _sync_if_dirty(self, link: _Link) -> None:
         if link.dirty:  # not synced yet by a call that needed it at once
             await self._sync_quietly(link.session)
+
+    @staticmethod
+    def _held(session: Session) -> Collection[str]:
+        """The request ids the hub holds for this object."""
+        link = session._link()
+        return () if link is None else link.leases.keys()
 
     async def _sync(self, session: Session) -> bool:
         """Sync a bound session with the hub: whether it is still live (else it is forgotten)."""
