@@ -418,3 +418,12 @@ async def test_a_request_the_hub_refuses_is_not_tracked(clock: ManualClock) -> N
             assert len(session.active_requests) == 1
         assert session.active_requests == set()
         assert (await hub.get(session.session_id)).active_requests == 0
+
+
+async def test_changes_inside_track_request_are_stored_when_the_request_ends(
+    manager: SessionManager,
+) -> None:
+    session = await manager.create_session(metadata={"client_type": "web"})
+    async with manager.track_request(session.session_id) as tracked:
+        tracked.metadata["messages"] = tracked.metadata.get("messages", 0) + 1
+    assert (await record(manager, session)).details == {"client_type": "web", "messages": 1}
