@@ -427,3 +427,19 @@ async def test_changes_inside_track_request_are_stored_when_the_request_ends(
     async with manager.track_request(session.session_id) as tracked:
         tracked.metadata["messages"] = tracked.metadata.get("messages", 0) + 1
     assert (await record(manager, session)).details == {"client_type": "web", "messages": 1}
+
+
+async def test_a_conversation_id_the_hub_refuses_stays_on_the_object_and_is_logged(
+    manager: SessionManager, caplog: pytest.LogCaptureFixture
+) -> None:
+    session = await manager.create_session(conversation_id="conv-1")
+    session.conversation_id = "c" * 1000  # longer than a hub label
+    session.metadata["k"] = "v"
+    with caplog.at_level(logging.WARNING, "sessionhub.compat.morgan"):
+        assert await manager.get_session(session.session_id) is session
+        assert await manager.get_session(session.session_id) is session
+    assert caplog.text.count("conversation_id not stored") == 1
+    assert session.conversation_id == "c" * 1000
+    hub_record = await record(manager, session)
+    assert hub_record.labels == {"conversation_id": "conv-1"}
+    assert hub_record.details == {"k": "v"}  # the rest of the sync went on

@@ -48,6 +48,7 @@ _SYNCED = frozenset(
 )
 
 _canonical = msgspec.json.Encoder(order="sorted")
+_NOTHING = object()
 Activity = Literal["touch", "set"] | None
 
 
@@ -148,6 +149,7 @@ class _Link:
         self._unencodable = False
         self._count = 0
         self._conversation: str | None = None
+        self._refused_conversation: object = _NOTHING
         self._activity_at = 0.0
         self._pull(record)
         session.__dict__["_hub_link"] = self
@@ -173,6 +175,10 @@ class _Link:
                 record = await self._push(activity)
             except SessionNotFound:
                 return None
+            except BaseException:
+                if self.activity is None:  # not pushed: the next sync tries again
+                    self.activity = activity
+                raise
             if not record.live or record.end_reason is not None:
                 return None
             self._pull(record, keep_activity=activity == "set")
@@ -227,13 +233,13 @@ class _Link:
             lease = self.hub.track_request(self.session_id)
             record = await lease.__aenter__()
             self.leases[request_id] = lease
-        return (None if released else record), bool(released) or record is not None
+        return record, bool(released) or record is not None
 
     async def _push_fields(self, record: HubSession, activity: Activity) -> HubSession:
         """The conversation label and the idle timeout that makes the hub's deadline Morgan's."""
         changes: dict[str, Any] = {}
         conversation = self.session.conversation_id
-        if conversation != self._conversation:
+        if conversation not in (self._conversation, self._refused_conversation):
             if conversation is None:
                 changes["remove_labels"] = [CONVERSATION_LABEL]
             else:
@@ -245,17 +251,16 @@ class _Link:
             return record
         version = record.version if activity == "set" else None
         try:
-            record = await self.hub.update(self.session_id, **changes, expected_version=version)
+            return await self.hub.update(self.session_id, **changes, expected_version=version)
         except (ValidationError, PayloadTooLarge) as exc:
+            if "labels" not in changes:
+                raise
             logger.warning("session %s: conversation_id not stored: %s", self.session_id, exc)
-            self._conversation = conversation  # do not try that value again
-            changes.pop("labels", None)
-            changes.pop("remove_labels", None)
-            if "idle_timeout" not in changes:
+            self._refused_conversation = conversation  # not tried again, kept on the object
+            del changes["labels"]
+            if not changes:
                 return record
-            record = await self.hub.update(self.session_id, **changes, expected_version=version)
-        self._conversation = conversation
-        return record
+            return await self.hub.update(self.session_id, **changes, expected_version=version)
 
     def _idle_for(self, record: HubSession, activity: Activity) -> float | None:
         """Deadline = last_activity + timeout: a written last_activity becomes the idle timeout
@@ -320,11 +325,11 @@ class _Link:
                 _replace_changed(session.metadata, msgspec.json.decode(details))
             self._details = details
         count = record.counters.get(CONNECTION_COUNTER, 0)
-        if session.connection_count == self._count:
+        if count != self._count and session.connection_count == self._count:
             object.__setattr__(session, "connection_count", count)
         self._count = count
         conversation = record.labels.get(CONVERSATION_LABEL)
-        if session.conversation_id == self._conversation:
+        if conversation != self._conversation and session.conversation_id == self._conversation:
             object.__setattr__(session, "conversation_id", conversation)
         self._conversation = conversation
         activity_at = record.last_activity_at
