@@ -20,18 +20,20 @@ shutdown are the hub's, which stays the single source of truth. How Morgan's mod
   out that same object (``get_session``, ``get_session_by_user``, ``track_request``, ...). Its
   methods and attribute writes change the object at once and reach the hub soon after (a sync is
   scheduled on the manager's loop, from any thread); the manager also syncs a session before it
-  answers about it, and every ``cleanup_interval_seconds`` syncs all of them, which carries changes
-  no method sees (``session.metadata["cart"]["items"].append(1)``) and brings in changes made
-  through the hub (another manager over the same store, the HTTP API). A sync pushes what this
-  object changed, then takes the hub's values for the rest.
+  answers about it, and every ``cleanup_interval_seconds`` (or on ``await manager.sync()``, an
+  addition) syncs all of them, which carries changes no method sees
+  (``session.metadata["cart"]["items"].append(1)``) and brings in changes made through the hub
+  (another manager over the same store, the HTTP API). A sync pushes what this object changed,
+  then takes the hub's values for the rest.
 - **Fields.** ``session_id`` is ``str(uuid.uuid4())``, as in Morgan, used as the hub's session id.
   ``user_id`` is any string, as in Morgan: the hub's ``user_id`` is the same string when it is a
   valid hub id (1-200 printable ASCII characters without whitespace, not starting with ``~``) and
   an encoding of it otherwise (``"user 123"`` is ``"~user%20123"``; past 200 characters a SHA-256,
   the original kept in the session's data), and ``Session.user_id`` is always the original.
-  ``conversation_id`` is the label ``conversation_id`` (up to 256 characters). ``metadata`` is the
-  hub's ``details`` and must stay a JSON object: a change that is not JSON, or too large, is kept on
-  the object and logged, not stored. ``created_at`` and ``last_activity`` are timezone-aware UTC
+  ``conversation_id`` is the label ``conversation_id`` (up to the hub's label length, 256 by
+  default). ``metadata`` is the hub's ``details`` and must stay a JSON object. A written value the
+  hub refuses (metadata that is not JSON or too large, a conversation id too long) is kept on the
+  object and logged once, not stored. ``created_at`` and ``last_activity`` are timezone-aware UTC
   ``datetime`` objects on the hub's clock (so an injected clock drives them, and ``is_expired``).
   ``connection_count`` is the hub counter ``connection_count``: assigning it adds the difference.
   ``session_id``, ``user_id`` and ``created_at`` are the hub's: assigning them changes the object.
@@ -275,6 +277,15 @@ class SessionManager:
             session.remove_request(request_id)
             await self._sync_quietly(session)
 
+    async def sync(self) -> None:
+        """Bring every session object of this manager and the hub in line now: push each object's
+        writes (also those no method sees), take the hub's changes, forget ended sessions. The
+        cleanup loop does this every interval; an addition to Morgan's API, for a caller that
+        needs a write stored at a given point (before another process reads it)."""
+        self._loop = asyncio.get_running_loop()
+        for session in list(self._sessions.values()):
+            await self._sync_quietly(session)
+
     # counts and metrics (sync, as in Morgan)
 
     def get_active_session_count(self) -> int:
@@ -410,12 +421,11 @@ class SessionManager:
             self._total_sessions_expired += 1
 
     async def _cleanup_loop(self) -> None:
-        """Morgan's cleanup loop: every interval, bring each object and the hub in line (the
-        hub's expiry task ends the idle sessions)."""
+        """Morgan's cleanup loop: every interval, bring the objects and the hub in line (the hub's
+        expiry task ends the idle sessions at their deadlines)."""
         while True:
             await asyncio.sleep(self.cleanup_interval_seconds)
-            for session in list(self._sessions.values()):
-                await self._sync_quietly(session)
+            await self.sync()
 
     async def _session_ended(self, record: HubSession, reason: str) -> None:
         """The hub's cleanup hook: forget the session and count its end."""
