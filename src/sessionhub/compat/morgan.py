@@ -31,17 +31,20 @@ shutdown are the hub's, which stays the single source of truth. How Morgan's mod
   an encoding of it otherwise (``"user 123"`` is ``"~user%20123"``; past 200 characters a SHA-256,
   the original kept in the session's data), and ``Session.user_id`` is always the original.
   ``conversation_id`` is the label ``conversation_id`` (up to the hub's label length, 256 by
-  default). ``metadata`` is the hub's ``details`` and must stay a JSON object. A written value the
-  hub refuses (metadata that is not JSON or too large, a conversation id too long) is kept on the
-  object and logged once, not stored. ``created_at`` and ``last_activity`` are timezone-aware UTC
-  ``datetime`` objects on the hub's clock (so an injected clock drives them, and ``is_expired``).
+  default; a longer one is refused at creation). ``metadata`` is the hub's ``details`` and must stay
+  a JSON object; as in Morgan, a non-empty dict given to ``create_session`` becomes the session's
+  own (not a copy). A written value the hub refuses (metadata that is not JSON or too large, a
+  conversation id too long) is kept on the object and logged once, not stored. ``created_at`` and
+  ``last_activity`` are timezone-aware UTC ``datetime`` objects on the hub's clock (so an injected
+  clock drives them, and ``is_expired``).
   ``connection_count`` is the hub counter ``connection_count``: assigning it adds the difference.
   ``session_id``, ``user_id`` and ``created_at`` are the hub's: assigning them changes the object.
 - **Activity.** ``update_activity()`` (and ``get_session``, ``add_request``, ``remove_request``)
   is the hub's ``touch``. Assigning ``last_activity`` moves the hub's deadline to
   ``last_activity + session_timeout_minutes`` (by giving the session the idle timeout that ends
   there; the next activity restores the manager's): a session moved past its timeout is ended by
-  the next cleanup, as in Morgan.
+  the next cleanup, as in Morgan (the hub's expiry task runs at deadlines, so that is at once, not
+  up to ``cleanup_interval_seconds`` later).
 - **Requests.** Each id in ``active_requests`` (``add_request``, ``track_request``) holds one hub
   request open, so the hub counts it and never expires the session meanwhile; removing the id
   releases it. ``has_active_requests()`` also counts the requests the hub reported at the last sync
