@@ -215,7 +215,7 @@ def test_morgan_traffic_against_a_model(make_store: Callable[[], Store]) -> None
     run_state_machine_as_test(
         Machine,
         settings=settings(
-            max_examples=20,
+            max_examples=15,
             stateful_step_count=20,
             deadline=None,
             suppress_health_check=[HealthCheck.too_slow],
