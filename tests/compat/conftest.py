@@ -1,4 +1,5 @@
-"""Fixtures of the Morgan compat tests: a manager as the seed sets it up, on every store.
+"""Fixtures of the Morgan compat tests: a manager as Morgan's documentation sets it up, on every
+store.
 
 ``manager`` runs on a hub over each store kind of ``make_store`` (memory, SQLite, Redis) with a
 ``ManualClock`` and no background expiry: a test moves the clock and calls ``hub.expire_due()``,
@@ -41,7 +42,7 @@ async def hub(make_store: Callable[[], Store], clock: ManualClock) -> AsyncItera
 
 @pytest.fixture
 async def manager(hub: SessionHub) -> AsyncIterator[SessionManager]:
-    """The seed's "Basic Session Creation" setup, on ``hub``."""
+    """Morgan's documented "Basic Session Creation" setup, on ``hub``."""
     manager = initialize_session_manager(
         session_timeout_minutes=60,
         cleanup_interval_seconds=300,

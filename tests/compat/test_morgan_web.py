@@ -1,6 +1,7 @@
-"""The seed's FastAPI wiring (startup/shutdown, ``/api/chat`` with ``track_request``, a websocket that
-deletes its session on disconnect), on Starlette, which FastAPI is built on and which the server
-extra installs. The app runs in the test client's own thread and loop, as under a real server.
+"""The FastAPI wiring of Morgan's documentation (startup/shutdown, ``/api/chat`` with
+``track_request``, a websocket that deletes its session on disconnect), on Starlette, which FastAPI
+is built on and which the server extra installs. The app runs in the test client's own thread and
+loop, as under a real server.
 """
 
 from __future__ import annotations
