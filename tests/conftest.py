@@ -16,6 +16,7 @@ import pytest
 
 from sessionhub.stores import MemoryStore, Store
 
+from .cluster.cluster_server import RedisClusterServer
 from .redis_server import RedisServer
 
 ALL_STORE_KINDS = ["memory", "sqlite", "redis"]
@@ -32,6 +33,15 @@ def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterServer]:
+    """One private Redis Cluster (3 primaries, 3 replicas) per test process, started on first use;
+    the ``cluster`` store kind (not in the default kinds: ``SESSIONHUB_TEST_STORES=cluster``)."""
+    cluster = RedisClusterServer()
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -63,4 +73,13 @@ def make_store(
             return RedisStore(url, prefix=f"t{uuid.uuid4().hex[:12]}:")
 
         return redis_store
+    if store_kind == "cluster":
+        from sessionhub.stores.redis_cluster import RedisClusterStore
+
+        cluster_url = request.getfixturevalue("redis_cluster").url
+
+        def cluster_store() -> Store:
+            return RedisClusterStore(cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+
+        return cluster_store
     raise AssertionError(f"no factory for store kind {store_kind}")

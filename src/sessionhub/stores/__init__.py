@@ -9,7 +9,8 @@ __all__ = ["Change", "CreateRules", "MemoryStore", "Query", "Store", "store_from
 
 
 def store_from_url(url: str) -> Store:
-    """``memory://``, ``sqlite:///path.db`` or ``redis://host:port/db``."""
+    """``memory://``, ``sqlite:///path.db``, ``redis://host:port/db`` or
+    ``redis+cluster://host:port[,host:port...]``."""
     from .._errors import ValidationError
 
     scheme, sep, _ = url.partition("://")
@@ -21,8 +22,12 @@ def store_from_url(url: str) -> Store:
         from .sqlite import SQLiteStore
 
         return SQLiteStore.from_url(url)
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .redis_cluster import RedisClusterStore
+
+        return RedisClusterStore.from_url(url)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisStore
 
         return RedisStore.from_url(url)
-    raise ValidationError(f"unknown store scheme {scheme!r} in {url!r} (memory, sqlite, redis)")
+    raise ValidationError(f"unknown store scheme {scheme!r} in {url!r} (memory, sqlite, redis, redis+cluster)")

@@ -1,0 +1,83 @@
+"""The Lua of the Redis Cluster store: the single-node library's functions, reused, plus one.
+
+Every bucket of the cluster store (see ``sessionhub.stores.redis_cluster``) is laid out exactly like
+a single-node store whose key prefix carries the bucket's hash tag (``sessionhub:{b7.12}:``), so
+every key a function of ``_redis_lua`` derives from the prefix (the session's own keys and the
+bucket's indexes, census, deadlines, claims and event stream) falls in the bucket's one slot, and
+those functions run on a Cluster unchanged. This module imports their bodies rather than copying
+them, and adds:
+
+- ``create_unparented``: ``create`` without its parent check. A parent in another bucket lives in
+  another slot, which a function cannot read; the store checks such a parent before and after the
+  create instead (the order and repair are in the store's docstring);
+- ``unique_take``/``unique_release``: compare-and-set of a unique label's reservation key.
+
+The library is named ``sessionhub_cluster_<hash>`` so it can sit beside the single-node library.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from ._redis_lua import _BODIES, _DATA_VERSION, _LIB
+
+__all__ = ["CLUSTER_FUNCTIONS", "CLUSTER_LIBRARY"]
+
+_PARENT_CHECK = "if h.p then\n  local parent = fields(skey(h.p)"
+
+
+def _unparented(create: str) -> str:
+    if _PARENT_CHECK not in create:
+        raise RuntimeError("the create function changed: update _cluster_lua._unparented")
+    return create.replace(_PARENT_CHECK, "if false then\n  local parent = fields(skey(h.p)", 1)
+
+
+# keys: reservation. args: prefix, the value read, the new value. Takes over a stale reservation
+# only if nobody changed it since it was read.
+_UNIQUE_TAKE = r"""
+if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[3])
+return 1
+"""
+
+# keys: reservation. args: prefix, session id. Deletes it only if that session holds it.
+_UNIQUE_RELEASE = r"""
+local held = redis.call('GET', KEYS[1])
+if held and string.sub(held, 1, #ARGV[2] + 1) == ARGV[2] .. '\t' then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"""
+
+_CLUSTER_BODIES = {
+    **_BODIES,
+    "create_unparented": _unparented(_BODIES["create"]),
+    "unique_take": _UNIQUE_TAKE,
+    "unique_release": _UNIQUE_RELEASE,
+}
+
+
+def _library() -> tuple[str, dict[str, str]]:
+    parts = [_LIB, _DATA_VERSION]
+    for name, body in _CLUSTER_BODIES.items():
+        parts.append(f"local function op_{name}()\n{body}\nend\n")
+    parts.append(
+        "local function entry(body)\n"
+        "  return function(keys, args)\n"
+        "    KEYS, ARGV, P = keys, args, args[1]\n"
+        "    return body()\n"
+        "  end\n"
+        "end\n"
+    )
+    code = "".join(parts)
+    version = hashlib.sha1(code.encode()).hexdigest()[:12]
+    names = {name: f"shc{version}_{name}" for name in _CLUSTER_BODIES}
+    registrations = "".join(
+        f"redis.register_function('{names[name]}', entry(op_{name}))\n" for name in _CLUSTER_BODIES
+    )
+    return f"#!lua name=sessionhub_cluster_{version}\n{code}{registrations}", names
+
+
+CLUSTER_LIBRARY, CLUSTER_FUNCTIONS = _library()
+"""The library's code for ``FUNCTION LOAD`` on every primary, and each operation's function name."""

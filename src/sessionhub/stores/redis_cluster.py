@@ -1,0 +1,749 @@
+"""The Redis Cluster store: sessions spread over every primary of a Redis (or Valkey) Cluster.
+
+``RedisClusterStore("redis+cluster://host:port[,host:port...]")`` (``rediss+cluster://`` for TLS;
+the same query options as ``redis://`` except ``db``, plus ``buckets=``). The full guide, key layout,
+failure modes and figures are in ``docs/cluster.md``; this docstring is the summary.
+
+Buckets
+-------
+Sessions are split into ``buckets`` (default 24: a multiple of 1, 2, 3, 4, 6, 8 and 12 primaries).
+A session's bucket is a hash of its id; each bucket is a complete single-node layout (the one of
+``sessionhub.stores.redis``) under the prefix ``P{<tag>}:``, whose hash tag puts every key of the
+bucket (the sessions' records, data and history, and the bucket's indexes, census, deadlines,
+claims, unique-label hash and event stream) in one slot. The tags are chosen so the buckets' slots
+spread evenly over the slot ranges ``redis-cli --cluster create`` assigns, so buckets (and so the
+sessions, the indexes and the work) spread over every primary. Because a bucket is a single-node
+layout, the functions of ``_redis_lua`` run on it unchanged (``_cluster_lua`` imports them): every
+single-session operation is still one ``FCALL`` round trip.
+
+What spans buckets, and how
+---------------------------
+- ``find``/``count``/``census``/``next_deadline``/``purge``: every bucket is asked concurrently and
+  the answers are merged (pages by id, counts summed). An index entry whose record is missing is
+  skipped by the bucket's function, never listed.
+- ``claim_expired``: the due entries of every bucket are read, the earliest ``limit`` chosen, and
+  each bucket claims its share in one atomic function: exactly one claimer per session among any
+  number of processes. Claim leases (heartbeat keys) are kept in every bucket.
+- A parent in another bucket: checked live before the create (``SessionNotFound``) and again after
+  it; a parent that began ending in between ends the new child (reason ``parent_ended`` event
+  ``transitioned``, then ``ended``) and the create fails with ``SessionNotFound``.
+- Unique labels: one reservation key per ``(namespace, label, value)`` (its own hash tag, so they
+  spread), written ``SET NX`` with ``<id>\\t<time>`` *before* the session, released after its end.
+  A reservation whose holder is not live (ended, or no record for longer than ``2 × timeout`` after
+  a crash between the steps) is taken over atomically; so a label is never held by two live
+  sessions, and a crash leaves at worst a label blocked for ``2 × timeout``.
+- Capacity and per-user quotas are checked by counting over the buckets just before the create: not
+  atomic with it, so concurrent creates can pass a limit by at most the number racing.
+
+Events
+------
+Each bucket has its own stream; every open store tails all of them (one blocking ``XREAD`` per
+bucket) and feeds one local log. Event ids are ``<bucket>:<stream id>``. Order: per session (one
+bucket, one stream) every process sees the same order; across buckets each process sees the
+interleaving in which its tailers received them, which can differ between processes. ``after=``
+resumes exactly within a bucket; from an id another process gave out, events of other buckets that
+arrived around that id can be seen again or, if they were fed here before it, not again.
+
+Client
+------
+redis-py's asyncio ``RedisCluster`` with hiredis (already this project's ``redis`` extra): slot map,
+MOVED/ASK, topology refresh after a failover, TLS and auth. ``FCALL`` is routed by its first key
+without the ``COMMAND GETKEYS`` round trip redis-py would otherwise make for it. Figures beside
+today's client: ``docs/cluster.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import heapq
+import logging
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import redis.exceptions as redis_errors
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.crc import key_slot
+
+from .._errors import (
+    CapacityExceeded,
+    DuplicateSession,
+    QuotaExceeded,
+    SessionNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
+from .._events import EventLog
+from .._models import Page, Session
+from ._base import Change, CreateRules, Query
+from ._cluster_lua import CLUSTER_FUNCTIONS, CLUSTER_LIBRARY
+from ._resp import Arg, RedisError
+from .redis import (
+    _DEFAULT_PREFIX,
+    RedisStore,
+    _decode_session,
+    _msgpack_decode,
+    _stream_id,
+)
+
+__all__ = ["RedisClusterStore"]
+
+logger = logging.getLogger("sessionhub.redis_cluster")
+
+_SLOTS = 16384
+_STORE_OPTIONS = ("prefix", "timeout", "stream_length", "buckets")
+# Set by _run for the calling task: the bucket of the last function call, for _delivered.
+_bucket_of_call: contextvars.ContextVar[int] = contextvars.ContextVar("bucket", default=0)
+_skip_parent_check: contextvars.ContextVar[bool] = contextvars.ContextVar("parent", default=False)
+
+
+def bucket_tags(buckets: int) -> list[str]:
+    """One hash tag per bucket, bucket ``k``'s slot inside the ``k``-th of ``buckets`` equal slot
+    ranges, so that evenly split primaries get an even share of buckets."""
+    tags = []
+    for k in range(buckets):
+        low, high = k * _SLOTS // buckets, (k + 1) * _SLOTS // buckets
+        j = 0
+        while not low <= key_slot(f"b{k}.{j}".encode()) < high:
+            j += 1
+        tags.append(f"b{k}.{j}")
+    return tags
+
+
+class _FcallRouted(RedisCluster):
+    """``RedisCluster`` that routes ``FCALL`` by its first key (redis-py asks the server for the
+    keys of a command with movable keys: one more round trip per call)."""
+
+    async def _determine_slot(self, command: str, *args: Any) -> int:
+        if command == "FCALL" and int(args[1]) > 0:
+            return self.keyslot(args[2])
+        return await super()._determine_slot(command, *args)
+
+
+class _ClusterEventLog(EventLog):
+    """The local log of events from every bucket's stream; ids ``<bucket>:<ms>-<seq>``.
+
+    An id not in the ring resumes after the last event held of the same bucket at or before it
+    (an id older than every held event of its bucket: from the oldest held, after ``missed``; newer
+    than all: from now on).
+    """
+
+    def _position(self, after: str | None) -> int:
+        if after is None or after in self._seq_of:
+            return super()._position(after)
+        bucket, sep, raw = after.partition(":")
+        wanted = _stream_id(raw)
+        if not sep or wanted is None:
+            return super()._position(after)
+        oldest = max(self._next - self.capacity, 1)
+        best, seen_older, seen_any = None, False, False
+        for seq in range(oldest, self._next):
+            event = self._ring[seq % self.capacity]
+            if event is None or not event.id.startswith(bucket + ":"):
+                continue
+            seen_any = True
+            parsed = _stream_id(event.id.partition(":")[2])
+            if parsed is not None and parsed <= wanted:
+                best, seen_older = seq, True
+        if best is not None:
+            return best
+        if seen_any and not seen_older:
+            return oldest - 2  # older than everything held: the reader is told it missed some
+        return self._next - 1
+
+
+def _split_hosts(netloc: str) -> tuple[str, list[ClusterNode]]:
+    """``user:pw@h1:p1,h2:p2`` → (credentials part, startup nodes)."""
+    userinfo, at, hosts = netloc.rpartition("@")
+    nodes = []
+    for host in hosts.split(","):
+        parts = urllib.parse.urlsplit(f"//{host}")
+        try:
+            port = parts.port or 6379
+        except ValueError as exc:
+            raise ValidationError(f"malformed Redis Cluster URL: {exc}") from None
+        nodes.append(ClusterNode(parts.hostname or "127.0.0.1", port))
+    return userinfo + at, nodes
+
+
+class RedisClusterStore(RedisStore):
+    """Sessions on a Redis Cluster, shared by every hub process using the same URL and prefix."""
+
+    def __init__(
+        self,
+        url: str = "redis+cluster://127.0.0.1:7000",
+        *,
+        prefix: str = _DEFAULT_PREFIX,
+        event_buffer: int = 10_000,
+        stream_length: int | None = None,
+        timeout: float = 10.0,
+        claim_lease: float = 30.0,
+        buckets: int = 24,
+    ) -> None:
+        scheme, sep, rest = url.partition("://")
+        if scheme not in ("redis+cluster", "rediss+cluster") or not sep:
+            raise ValidationError(f"a Redis Cluster URL starts with redis+cluster://: {url!r}")
+        netloc, _, tail = rest.partition("/")
+        credentials, nodes = _split_hosts(netloc)
+        query_text = tail.partition("?")[2] if "?" in tail else ""
+        if "?" in netloc:
+            netloc, _, query_text = netloc.partition("?")
+            credentials, nodes = _split_hosts(netloc)
+        query = dict(urllib.parse.parse_qsl(query_text, keep_blank_values=True))
+        options = {name: query.pop(name) for name in _STORE_OPTIONS if name in query}
+        # The single-node store's checks of prefix, timeout and stream length, on a stand-in URL.
+        single = f"{scheme.split('+')[0]}://{credentials}{nodes[0].host}:{nodes[0].port}/0"
+        passthrough = {k: v for k, v in options.items() if k != "buckets"}
+        if query or passthrough:
+            single += "?" + urllib.parse.urlencode({**query, **passthrough})
+        RedisStore.__init__(
+            self,
+            single,
+            prefix=prefix,
+            event_buffer=event_buffer,
+            stream_length=stream_length,
+            timeout=timeout,
+            claim_lease=claim_lease,
+        )
+        if "{" in self.prefix or "}" in self.prefix:
+            raise ValidationError(f"a Redis Cluster key prefix cannot hold braces: {self.prefix!r}")
+        try:
+            count = int(options.get("buckets", buckets))
+        except ValueError:
+            raise ValidationError(f"buckets must be a number, got {options['buckets']!r}") from None
+        if not 1 <= count <= 1024:
+            raise ValidationError(f"buckets must be 1 to 1024, got {count}")
+        self.events = _ClusterEventLog(event_buffer)
+        self.buckets = count
+        self._prefixes = [f"{self.prefix}{{{tag}}}:" for tag in bucket_tags(count)]
+        address = self.address
+        common: dict[str, Any] = {
+            "startup_nodes": nodes,
+            "username": address.username,
+            "password": address.password,
+            "ssl": address.ssl is not None,
+            "socket_timeout": self.timeout,
+            "socket_connect_timeout": min(self.timeout, 2.0),
+            "cluster_error_retry_attempts": 1,
+        }
+        if address.ssl is not None and address.ssl.verify_mode.name == "CERT_NONE":
+            common |= {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
+        self._nodes, self._common = nodes, common
+        self._cluster: _FcallRouted | None = None
+        self._tail_cluster: _FcallRouted | None = None
+        self._tailers: list[asyncio.Task[None]] = []
+        self._last_ids = ["0-0"] * count
+        self._fed_at: list[tuple[int, int]] = [(0, 0)] * count
+        self._waiting: list[list[tuple[tuple[int, int], int, asyncio.Future[None]]]] = [
+            [] for _ in range(count)
+        ]
+        self._calls = 0
+
+    @classmethod
+    def from_url(cls, url: str) -> RedisClusterStore:
+        """``redis+cluster://[[user]:password@]host:port[,host:port...][?prefix=&buckets=]``, or
+        ``rediss+cluster://`` for TLS."""
+        return cls(url)
+
+    def __repr__(self) -> str:
+        where = ",".join(f"{node.host}:{node.port}" for node in self._nodes)
+        return f"RedisClusterStore({where}, prefix={self.prefix!r}, buckets={self.buckets})"
+
+    @property
+    def round_trips(self) -> int:
+        """Commands sent for store operations so far (the event tailers' reads not counted)."""
+        return self._calls
+
+    def bucket(self, session_id: str) -> int:
+        """The bucket of a session: CRC16 of its id, as Redis hashes keys, modulo the buckets."""
+        return key_slot(session_id.encode()) % self.buckets
+
+    def _key(self, kind: str, session_id: str) -> str:
+        return f"{self._prefixes[self.bucket(session_id)]}{kind}:{{{session_id}}}"
+
+    # the client
+
+    def _client(self, *, tail: bool = False) -> _FcallRouted:
+        client = self._tail_cluster if tail else self._cluster
+        if client is None:
+            raise StoreUnavailable("the Redis Cluster store is not open")
+        return client
+
+    async def _call(self, *command: Arg, tail: bool = False) -> Any:
+        """One command, routed by its key; cluster and connection failures → ``StoreUnavailable``,
+        other error replies → ``RedisError``."""
+        self._calls += not tail
+        try:
+            return await self._client(tail=tail).execute_command(*command)
+        except (redis_errors.ClusterDownError, redis_errors.TryAgainError) as exc:
+            raise StoreUnavailable(f"the Redis Cluster is failing over: {exc}") from None
+        except redis_errors.ResponseError as exc:
+            raise RedisError(str(exc)) from None
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
+            raise StoreUnavailable(f"the Redis Cluster is unreachable: {exc!r}") from None
+
+    # lifetime
+
+    async def open(self) -> None:
+        if self._opened:
+            return
+        tail_timeout = self.timeout + self._tail_block_ms / 1000 + 2.0
+        try:
+            self._cluster = _FcallRouted(decode_responses=True, **self._common)
+            self._tail_cluster = _FcallRouted(
+                decode_responses=False, **(self._common | {"socket_timeout": tail_timeout})
+            )
+            await self._cluster.initialize()
+            await self._tail_cluster.initialize()
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
+            await self._drop_clients()
+            raise StoreUnavailable(f"cannot reach the Redis Cluster: {exc!r}") from None
+        try:
+            await self._load_functions()
+            await self._heartbeat_all(tail=False)
+            await self._prefill_all()
+        except BaseException:
+            await self._drop_clients()
+            raise
+        self._tailers = [
+            asyncio.create_task(self._tail_bucket(b), name=f"sessionhub-cluster-events-{b}")
+            for b in range(self.buckets)
+        ]
+        self._tailer = self._tailers[0]
+        self._opened = True
+
+    async def _drop_clients(self) -> None:
+        for client in (self._cluster, self._tail_cluster):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+        self._cluster = self._tail_cluster = None
+
+    async def close(self) -> None:
+        if not self._opened:
+            return
+        self._opened = False
+        for task in self._tailers:
+            task.cancel()
+        for task in self._tailers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tailers, self._tailer = [], None
+        for waiters in self._waiting:
+            while waiters:
+                future = heapq.heappop(waiters)[2]
+                if not future.done():
+                    future.set_result(None)
+        with contextlib.suppress(StoreUnavailable):
+            await asyncio.gather(*(self._call("DEL", p + self._beat_suffix) for p in self._prefixes))
+        await self._drop_clients()
+
+    @property
+    def _beat_suffix(self) -> str:
+        return f"claimer:{self._claimer}"
+
+    async def _load_functions(self) -> None:
+        """``FUNCTION LOAD REPLACE`` on every primary (idempotent)."""
+        client = self._client()
+        try:
+            await client.execute_command(
+                "FUNCTION", "LOAD", "REPLACE", CLUSTER_LIBRARY, target_nodes=client.get_primaries()
+            )
+        except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
+            raise StoreUnavailable(
+                f"the Redis Cluster refused the sessionhub function library (Redis 7 or later is "
+                f"needed, and FUNCTION permission): {str(exc)[:200]}"
+            ) from None
+
+    async def _heartbeat_all(self, *, tail: bool) -> None:
+        lease = int(self.claim_lease * 1000)
+        await asyncio.gather(
+            *(self._call("SET", p + self._beat_suffix, "1", "PX", lease, tail=tail)
+              for p in self._prefixes)
+        )  # fmt: skip
+        self._next_beat = time.monotonic() + self.claim_lease / 4
+
+    # events
+
+    async def _prefill_all(self) -> None:
+        """The last events of every bucket, oldest first by stream time, so a subscriber can
+        resume here from an id another process gave out."""
+        replies = await asyncio.gather(
+            *(
+                self._call("XREVRANGE", p + "events", "+", "-", "COUNT", self.events.capacity,
+                           tail=True)
+                for p in self._prefixes
+            )
+        )  # fmt: skip
+        merged = []
+        for bucket, entries in enumerate(replies):
+            for raw_id, values in entries or ():
+                merged.append((_stream_id(raw_id.decode()) or (0, 0), bucket, raw_id, values))
+        merged.sort(key=lambda item: item[0])
+        for _, bucket, raw_id, values in merged[-self.events.capacity :]:
+            self._feed_bucket(bucket, [(raw_id, values)])
+
+    def _feed_bucket(self, bucket: int, entries: list[Any]) -> None:
+        append = self.events.append
+        for raw_id, values in entries:
+            stream_id = raw_id.decode()
+            try:
+                session = _decode_session(_msgpack_decode(values[b"s"]))
+                append(values[b"k"].decode(), float(values[b"a"]), session, f"{bucket}:{stream_id}")
+            except (IndexError, ValueError, KeyError) as exc:
+                logger.error("skipping a malformed event %s of bucket %d: %s", stream_id, bucket, exc)
+            self._last_ids[bucket] = stream_id
+        if entries:
+            self._fed_at[bucket] = _stream_id(self._last_ids[bucket]) or self._fed_at[bucket]
+            waiters = self._waiting[bucket]
+            while waiters and waiters[0][0] <= self._fed_at[bucket]:
+                future = heapq.heappop(waiters)[2]
+                if not future.done():
+                    future.set_result(None)
+
+    async def _tail_bucket(self, bucket: int) -> None:
+        key = self._prefixes[bucket] + "events"
+        delay, outage = 0.05, False
+        while True:
+            try:
+                if bucket == 0 and time.monotonic() >= self._next_beat:
+                    await self._heartbeat_all(tail=True)
+                reply = await self._call(
+                    "XREAD", "COUNT", 1000, "BLOCK", self._tail_block_ms, "STREAMS", key,
+                    self._last_ids[bucket], tail=True,
+                )  # fmt: skip
+            except (StoreUnavailable, RedisError) as exc:
+                if not outage:
+                    logger.warning("event tail of bucket %d paused, retrying: %s", bucket, exc)
+                    outage = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if outage:
+                logger.warning("event tail of bucket %d resumed", bucket)
+                outage = False
+            delay = 0.05
+            if reply:  # [[stream key, [(id, {field: value}), ...]]]
+                self._feed_bucket(bucket, reply[0][1])
+
+    async def _delivered(self, event_id: str) -> None:
+        bucket = _bucket_of_call.get()
+        wanted = _stream_id(event_id)
+        if wanted is None or wanted <= self._fed_at[bucket] or not self._tailers:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiter_seq += 1
+        heapq.heappush(self._waiting[bucket], (wanted, self._waiter_seq, future))
+        try:
+            await asyncio.wait_for(future, self._event_wait)
+        except TimeoutError:
+            logger.warning("event %s not yet tailed back from the Cluster; going on", event_id)
+
+    # functions
+
+    def _bucket_of_key(self, key: str) -> int:
+        prefix = key[: key.index("}") + 2]
+        return self._prefixes.index(prefix)
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        if name == "create" and _skip_parent_check.get():
+            name = "create_unparented"
+        bucket = self._bucket_of_key(keys[0])
+        _bucket_of_call.set(bucket)
+        return await self._run_in(bucket, name, keys, args)
+
+    async def _run_in(self, bucket: int, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """One FCALL in a bucket; a function call without keys of its own names the bucket's
+        ``live`` key, so it is routed to (and may only touch) the bucket's slot."""
+        prefix = self._prefixes[bucket]
+        keys = list(keys) or [prefix + "live"]
+        command = ("FCALL", CLUSTER_FUNCTIONS[name], len(keys), *keys, prefix, *args)
+        try:
+            return await self._call(*command)
+        except RedisError as exc:
+            error = exc
+        if "Function not found" in error.message:  # a new primary, or one that lost its data
+            await self._load_functions()
+            try:
+                return await self._call(*command)
+            except RedisError as exc:
+                error = exc
+        message = error.message
+        if message.startswith("SH"):
+            from .redis import _Refusal
+
+            parts = message.split("\x1f")
+            raise _Refusal(parts[0][2:], parts[1:-1])
+        raise StoreUnavailable(f"the Redis Cluster failed the {name} operation: {message}")
+
+    async def _each_bucket(self, name: str, args: Sequence[Arg]) -> list[Any]:
+        return list(
+            await asyncio.gather(*(self._run_in(b, name, (), args) for b in range(self.buckets)))
+        )
+
+    # sessions
+
+    async def get(self, session_id: str) -> Session | None:
+        record = await self._call("HGETALL", self._key("s", session_id))
+        if not record:
+            return None
+        return _decode_session([item for pair in record.items() for item in pair])
+
+    async def create(self, session: Session, rules: CreateRules) -> Session:
+        elsewhere = session.parent_id is not None and (
+            self.bucket(session.parent_id) != self.bucket(session.id)
+        )
+        if elsewhere:
+            await self._check_parent(session.parent_id or "")
+        await self._check_limits(session, rules)
+        held = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
+        token = _skip_parent_check.set(elsewhere)
+        try:
+            created = await super().create(
+                session, CreateRules(unique_labels=rules.unique_labels)
+            )
+        except BaseException:
+            await self._release_unique(session.id, session.namespace, held)
+            raise
+        finally:
+            _skip_parent_check.reset(token)
+        if elsewhere and not await self._parent_live(session.parent_id or ""):
+            # The parent began ending between the check and the create: end the child, as the
+            # hub would have, and refuse the create.
+            await self._end_orphan(created)
+            raise SessionNotFound(session.parent_id or "", f"parent session is ending: "
+                                  f"{session.parent_id}")  # fmt: skip
+        return created
+
+    async def _parent_live(self, parent_id: str) -> bool:
+        parent = await self.get(parent_id)
+        return parent is not None and parent.ended_at is None and parent.end_reason is None
+
+    async def _check_parent(self, parent_id: str) -> None:
+        parent = await self.get(parent_id)
+        if parent is None or parent.ended_at is not None:
+            raise SessionNotFound(parent_id)
+        if parent.end_reason is not None:
+            raise SessionNotFound(parent_id, f"parent session is ending: {parent_id}")
+
+    async def _end_orphan(self, child: Session) -> None:
+        claimed = await self.claim_end(child.id, "parent_ended", child.created_at, {})
+        if claimed is not None:
+            await self.finish_end(
+                claimed.id, child.created_at, "ended", child.created_at
+            )
+
+    async def _check_limits(self, session: Session, rules: CreateRules) -> None:
+        if rules.max_sessions is not None:
+            live = await self._sum_zcard("live")
+            if live >= rules.max_sessions:
+                raise CapacityExceeded(
+                    f"the hub holds its maximum of {rules.max_sessions} sessions"
+                )
+        if rules.max_sessions_per_user is not None and session.user_id is not None:
+            owned = await self._sum_zcard("user:" + session.user_id)
+            if owned >= rules.max_sessions_per_user:
+                raise QuotaExceeded(
+                    f"user {session.user_id} already has {owned} live sessions "
+                    f"(limit {rules.max_sessions_per_user})"
+                )
+
+    async def _sum_zcard(self, suffix: str) -> int:
+        counts = await asyncio.gather(*(self._call("ZCARD", p + suffix) for p in self._prefixes))
+        return sum(int(n) for n in counts)
+
+    # unique labels: one reservation key per (namespace, name, value), across buckets
+
+    def _unique_key(self, namespace: str, name: str, value: str) -> str:
+        return f"{self.prefix}u:{{{namespace}\t{len(name)}:{name}={value}}}"
+
+    async def _reserve_unique(
+        self,
+        session_id: str,
+        namespace: str,
+        labels: Mapping[str, str],
+        rules: CreateRules | Change,
+    ) -> list[tuple[str, str]]:
+        """Reserve each unique label the session will hold; ``DuplicateSession`` (nothing kept)
+        when a live session holds one."""
+        held: list[tuple[str, str]] = []
+        try:
+            for name in rules.unique_labels:
+                value = labels.get(name)
+                if value is not None:
+                    await self._reserve(session_id, namespace, name, value)
+                    held.append((name, value))
+        except BaseException:
+            await self._release_unique(session_id, namespace, held)
+            raise
+        return held
+
+    async def _reserve(self, session_id: str, namespace: str, name: str, value: str) -> None:
+        key = self._unique_key(namespace, name, value)
+        mine = f"{session_id}\t{time.time()!r}"
+        for _ in range(3):
+            if await self._call("SET", key, mine, "NX"):
+                return
+            current = await self._call("GET", key)
+            if current is None:
+                continue
+            holder, _, since = current.partition("\t")
+            if holder == session_id:
+                return
+            record = await self.get(holder)
+            if record is not None and record.ended_at is None:
+                raise DuplicateSession(
+                    f"label {name}={value} is held by live session {holder} in {namespace}"
+                )
+            if record is None and time.time() - float(since or 0) < 2 * self.timeout:
+                raise DuplicateSession(
+                    f"label {name}={value} is being taken by session {holder} in {namespace}"
+                )
+            if await self._run_in_key(key, "unique_take", (current, mine)):
+                return
+        raise DuplicateSession(f"label {name}={value} is contended in {namespace}; retry")
+
+    async def _run_in_key(self, key: str, name: str, args: Sequence[Arg]) -> Any:
+        command = ("FCALL", CLUSTER_FUNCTIONS[name], 1, key, self.prefix, *args)
+        try:
+            return await self._call(*command)
+        except RedisError as exc:
+            if "Function not found" not in exc.message:
+                raise StoreUnavailable(f"the Redis Cluster failed {name}: {exc.message}") from None
+        await self._load_functions()
+        return await self._call(*command)
+
+    async def _release_unique(
+        self, session_id: str, namespace: str, labels: Sequence[tuple[str, str]]
+    ) -> None:
+        for name, value in labels:
+            with contextlib.suppress(StoreUnavailable):
+                await self._run_in_key(
+                    self._unique_key(namespace, name, value), "unique_release", (session_id,)
+                )
+
+    async def modify(self, session_id: str, change: Change) -> Session:
+        if not change.unique_labels or (change.labels is None and not change.labels_remove):
+            return await super().modify(session_id, change)
+        old = await self.get(session_id)
+        if old is None or old.ended_at is not None:
+            raise SessionNotFound(session_id)
+        merged = {**old.labels, **(change.labels or {})}
+        for name in change.labels_remove:
+            merged.pop(name, None)
+        wanted = [
+            (name, merged[name])
+            for name in change.unique_labels
+            if name in merged and old.labels.get(name) != merged[name]
+        ]
+        held = await self._reserve_unique(session_id, old.namespace, dict(wanted), change)
+        try:
+            new = await super().modify(session_id, change)
+        except BaseException:
+            await self._release_unique(session_id, old.namespace, held)
+            raise
+        dropped = [(n, v) for n, v in old.labels.items() if new.labels.get(n) != v]
+        await self._release_unique(session_id, old.namespace, dropped)
+        return new
+
+    async def finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
+        ended = await super().finish_end(session_id, now, ended_state, retain_until)
+        if ended is not None and ended.labels:
+            # After the end: a crash here leaves reservations held by a session that is not
+            # live, which the next reservation takes over.
+            await self._release_unique(session_id, ended.namespace, list(ended.labels.items()))
+        return ended
+
+    # fan-out reads
+
+    async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
+        args = self._query_args(query, "find", limit, cursor)
+        merged: list[Session] = []
+        for flats in await self._each_bucket("find", args):
+            merged += (_decode_session(flat) for flat in flats)
+        merged.sort(key=lambda session: session.id)
+        more = len(merged) > limit
+        del merged[limit:]
+        return Page(items=merged, cursor=merged[-1].id if more else None)
+
+    async def count(self, query: Query) -> int:
+        args = self._query_args(query, "count", 0, None)
+        return sum(int(n) for n in await self._each_bucket("find", args))
+
+    async def census(self) -> dict[tuple[str, str], int]:
+        replies = await asyncio.gather(*(self._call("HGETALL", p + "census") for p in self._prefixes))
+        out: dict[tuple[str, str], int] = {}
+        for reply in replies:
+            for field, value in reply.items():
+                namespace, _, state = field.partition("\t")
+                out[namespace, state] = out.get((namespace, state), 0) + int(value)
+        return {key: n for key, n in out.items() if n > 0}
+
+    async def next_deadline(self) -> float | None:
+        scores = [s for s in await self._each_bucket("next_deadline", ()) if s is not None]
+        return min((float(s) for s in scores), default=None)
+
+    async def purge(self, now: float) -> int:
+        async def one(bucket: int) -> int:
+            purged, batch = 0, 1000
+            while True:
+                deleted, examined = await self._run_in(bucket, "purge", (), (repr(now), batch))
+                purged += int(deleted)
+                if examined < batch:
+                    return purged
+
+        return sum(await asyncio.gather(*(one(b) for b in range(self.buckets))))
+
+    async def claim_expired(
+        self, now: float, moves: Mapping[str, str], limit: int
+    ) -> list[Session]:
+        """The earliest ``limit`` due entries over all buckets, each bucket claiming its share."""
+        due = await asyncio.gather(
+            *(
+                self._call("ZRANGEBYSCORE", p + "deadlines", "-inf", repr(float(now)),
+                           "WITHSCORES", "LIMIT", 0, limit)
+                for p in self._prefixes
+            )
+        )  # fmt: skip
+        entries = []
+        for bucket, reply in enumerate(due):  # [(id, score), ...]
+            entries += ((float(score), bucket) for _, score in reply)
+        shares = [0] * self.buckets
+        for _, bucket in heapq.nsmallest(limit, entries):
+            shares[bucket] += 1
+        sweep = time.monotonic() >= self._next_sweep
+        if sweep:
+            self._next_sweep = time.monotonic() + self.claim_lease / 4
+        calls = [
+            self._claim_in(bucket, now, moves, share, sweep)
+            for bucket, share in enumerate(shares)
+            if share or sweep
+        ]
+        claimed: list[Session] = []
+        for part in await asyncio.gather(*calls):
+            claimed += part
+        claimed.sort(key=lambda s: (s.expires_at if s.expires_at is not None else now, s.id))
+        return claimed
+
+    async def _claim_in(
+        self, bucket: int, now: float, moves: Mapping[str, str], share: int, sweep: bool
+    ) -> list[Session]:
+        pairs: list[Arg] = [item for pair in moves.items() for item in pair]
+        args: list[Arg] = [
+            self._maxlen, repr(float(now)), max(share, 1 if sweep else 0), self._claimer,
+            "1" if sweep else "0", len(pairs) // 2, *pairs,
+        ]  # fmt: skip
+        claimed = await self._run_in(bucket, "claim_expired", (), args)
+        if not claimed:
+            return []
+        event_ids = [event_id for event_id, _ in claimed if event_id]
+        if event_ids:
+            _bucket_of_call.set(bucket)
+            await self._delivered(event_ids[-1])
+        return [_decode_session(flat) for _, flat in claimed]
+

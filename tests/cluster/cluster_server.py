@@ -1,0 +1,148 @@
+"""A private Redis Cluster (3 primaries, 3 replicas) of ``redis-server`` on free loopback ports.
+
+Built in a temporary directory with ``redis-cli --cluster create ... --cluster-replicas 1``; ready
+when every node reports ``cluster_state:ok``; removed by ``stop()``. When ``redis-server`` or
+``redis-cli`` cannot be found or the cluster does not form, construction raises: the tests that need
+it fail, never skip.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+
+__all__ = ["RedisClusterServer"]
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def cluster_port(taken: set[int]) -> int:
+    """A free port whose cluster bus port (10,000 higher) is free too; Redis refuses ports above
+    55,535 in a cluster."""
+    while True:
+        port = random.randrange(20_000, 45_000)
+        if port not in taken and port + 10_000 not in taken:
+            if _bindable(port) and _bindable(port + 10_000):
+                taken.add(port)
+                return port
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} is not installed: the Redis Cluster tests cannot run")
+    return path
+
+
+class RedisClusterServer:
+    """Started on construction; ``url`` (``redis+cluster://``) is ready when it returns."""
+
+    def __init__(self, *, primaries: int = 3, replicas: int = 1) -> None:
+        self._server = _binary("redis-server")
+        self._cli = _binary("redis-cli")
+        self._dir = tempfile.TemporaryDirectory(prefix="sessionhub-cluster-")
+        taken: set[int] = set()
+        self.ports = [cluster_port(taken) for _ in range(primaries * (1 + replicas))]
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+        try:
+            for port in self.ports:
+                self._start(port)
+            self._create(replicas)
+            self.wait_ok()
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
+
+    def _start(self, port: int) -> None:
+        node_dir = Path(self._dir.name) / str(port)
+        node_dir.mkdir(exist_ok=True)
+        command = [
+            self._server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", str(node_dir), "--logfile", "redis.log",
+            "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
+        ]  # fmt: skip
+        self._processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        self._wait_ping(port)
+
+    def cli(self, port: int, *args: str) -> str:
+        done = subprocess.run(
+            [self._cli, "-p", str(port), *args], capture_output=True, text=True, timeout=30
+        )
+        return done.stdout
+
+    def _wait_ping(self, port: int, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._processes[port].poll() is not None:
+                log = Path(self._dir.name) / str(port) / "redis.log"
+                tail = log.read_text()[-1500:] if log.exists() else ""
+                raise RuntimeError(f"redis-server on {port} exited: {tail}")
+            if self.cli(port, "PING").strip() == "PONG":
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server on {port} did not start in time")
+
+    def _create(self, replicas: int) -> None:
+        nodes = [f"127.0.0.1:{port}" for port in self.ports]
+        done = subprocess.run(
+            [self._cli, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas),
+             "--cluster-yes"],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
+
+    def wait_ok(self, timeout: float = 30.0) -> None:
+        """Until every running node says ``cluster_state:ok`` and sees every slot served."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            running = [port for port, p in self._processes.items() if p.poll() is None]
+            if all("cluster_state:ok" in self.cli(port, "CLUSTER", "INFO") for port in running):
+                return
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in time")
+
+    def primaries(self) -> list[int]:
+        """Ports of the nodes that are primaries now (as the first running node sees it)."""
+        for port, process in self._processes.items():
+            if process.poll() is None:
+                lines = self.cli(port, "CLUSTER", "NODES").splitlines()
+                return sorted(
+                    int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+                    for line in lines
+                    if "master" in line.split()[2] and "fail" not in line.split()[2]
+                )
+        raise RuntimeError("no node of the cluster is running")
+
+    def kill(self, port: int) -> None:
+        """``kill -9`` one node."""
+        process = self._processes[port]
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        self._dir.cleanup()
