@@ -79,7 +79,10 @@ def make_store(
         cluster_url = request.getfixturevalue("redis_cluster").url
 
         def cluster_store() -> Store:
-            return RedisClusterStore(cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+            # 6 buckets: two per primary, enough to spread; fewer tailers to start per test
+            return RedisClusterStore(
+                cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}:", buckets=6
+            )
 
         return cluster_store
     raise AssertionError(f"no factory for store kind {store_kind}")

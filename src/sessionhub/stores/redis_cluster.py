@@ -66,6 +66,8 @@ from typing import Any
 
 import redis.exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.crc import key_slot
 
 from .._errors import (
@@ -114,12 +116,14 @@ def bucket_tags(buckets: int) -> list[str]:
 
 
 class _FcallRouted(RedisCluster):
-    """``RedisCluster`` that routes ``FCALL`` by its first key (redis-py asks the server for the
-    keys of a command with movable keys: one more round trip per call)."""
+    """``RedisCluster`` that routes ``FCALL`` by its first key and ``XREAD`` by its stream (redis-py
+    asks the server for the keys of a command with movable keys: one more round trip per call)."""
 
     async def _determine_slot(self, command: str, *args: Any) -> int:
         if command == "FCALL" and int(args[1]) > 0:
             return self.keyslot(args[2])
+        if command == "XREAD":  # XREAD COUNT n BLOCK ms STREAMS key id
+            return self.keyslot(args[args.index("STREAMS") + 1])
         return await super()._determine_slot(command, *args)
 
 
@@ -227,7 +231,7 @@ class RedisClusterStore(RedisStore):
             "ssl": address.ssl is not None,
             "socket_timeout": self.timeout,
             "socket_connect_timeout": min(self.timeout, 2.0),
-            "cluster_error_retry_attempts": 1,
+            "retry": Retry(NoBackoff(), 1),
         }
         if address.ssl is not None and address.ssl.verify_mode.name == "CERT_NONE":
             common |= {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
@@ -326,8 +330,16 @@ class RedisClusterStore(RedisStore):
         if not self._opened:
             return
         self._opened = False
+        # redis-py can hold on to a cancelled blocking read: closing the tailers' client ends
+        # their reads, and a tailer that finds the store closed stops.
         for task in self._tailers:
             task.cancel()
+        if self._tailers:
+            await asyncio.wait(self._tailers, timeout=0.1)
+        tail, self._tail_cluster = self._tail_cluster, None
+        if tail is not None:
+            with contextlib.suppress(Exception):
+                await tail.aclose()
         for task in self._tailers:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -415,7 +427,9 @@ class RedisClusterStore(RedisStore):
                     "XREAD", "COUNT", 1000, "BLOCK", self._tail_block_ms, "STREAMS", key,
                     self._last_ids[bucket], tail=True,
                 )  # fmt: skip
-            except (StoreUnavailable, RedisError) as exc:
+            except Exception as exc:  # noqa: BLE001 - a closed client fails in its own ways
+                if not self._opened:
+                    return
                 if not outage:
                     logger.warning("event tail of bucket %d paused, retrying: %s", bucket, exc)
                     outage = True

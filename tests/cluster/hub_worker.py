@@ -1,0 +1,65 @@
+"""One hub process of the multi-process expiry test (run as ``python -m tests.cluster.hub_worker``).
+
+Arguments: cluster URL, key prefix, this worker's index, sessions to create, unique labels to race
+for. It creates its share of expiring sessions, races the other workers for the same unique labels,
+lets its hub expire whatever comes due, and prints one JSON line: the sessions its hook ran for,
+the ``ended`` events it saw, and the unique labels it won.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import msgspec
+
+from sessionhub import DuplicateSession, Session, SessionHub
+from sessionhub.stores.redis_cluster import RedisClusterStore
+
+
+async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) -> dict[str, object]:
+    hub = SessionHub(RedisClusterStore(url, prefix=prefix), unique_labels=["seat"])
+    hooked: list[str] = []
+    ended: set[str] = set()
+
+    async def hook(session: Session, reason: str) -> None:
+        hooked.append(session.id)
+
+    hub.on_end(hook)
+    await hub.start()
+    events = hub.subscribe(kinds=["ended"])
+
+    async def watch() -> None:
+        async for event in events:
+            if event.session is not None:
+                ended.add(event.session.id)
+
+    watcher = asyncio.create_task(watch())
+    won: list[str] = []
+    for k in range(uniques):
+        try:
+            await hub.create(namespace="race", labels={"seat": str(k)}, ttl=1.5)
+            won.append(str(k))
+        except DuplicateSession:
+            pass
+    for i in range(sessions):
+        await hub.create(namespace="burst", session_id=f"w{index}-{i}", ttl=1.0 + (i % 10) / 10)
+    total = sessions * 3 + len(won)  # lower bound of what every worker must see end
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and (await hub.count() > 0 or len(ended) < total):
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)
+    watcher.cancel()
+    await hub.close()
+    return {"hooked": hooked, "ended": sorted(ended), "won": won}
+
+
+def main() -> None:
+    url, prefix, index, sessions, uniques = sys.argv[1:6]
+    result = asyncio.run(run(url, prefix, int(index), int(sessions), int(uniques)))
+    sys.stdout.write(msgspec.json.encode(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

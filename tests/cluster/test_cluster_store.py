@@ -1,0 +1,169 @@
+"""The Redis Cluster store on a real local Cluster (3 primaries, 3 replicas).
+
+The conformance suite runs on it with ``SESSIONHUB_TEST_STORES=cluster pytest tests/core``; these
+tests cover what only a Cluster has: the spread over primaries, several hub processes expiring
+together, and a primary killed under load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from collections import Counter
+
+import msgspec
+import pytest
+import redis
+
+from sessionhub import SessionHub, StoreUnavailable
+from sessionhub.stores import store_from_url
+from sessionhub.stores.redis_cluster import RedisClusterStore
+
+from .cluster_server import RedisClusterServer
+
+
+def _prefix() -> str:
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+def _keys_on(port: int, prefix: str) -> int:
+    node = redis.Redis(port=port)
+    try:
+        return sum(1 for _ in node.scan_iter(match=prefix + "*", count=1000))
+    finally:
+        node.close()
+
+
+async def test_url_scheme_builds_a_cluster_store(redis_cluster: RedisClusterServer) -> None:
+    store = store_from_url(redis_cluster.url + "?prefix=app1:&buckets=12")
+    assert isinstance(store, RedisClusterStore)
+    assert (store.prefix, store.buckets) == ("app1:", 12)
+
+
+async def test_sessions_and_indexes_spread_over_every_primary(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    prefix = _prefix()
+    hub = SessionHub(RedisClusterStore(redis_cluster.url, prefix=prefix), auto_expire=False)
+    await hub.start()
+    try:
+        for i in range(120):
+            await hub.create(namespace="spread", user_id=f"u{i % 7}", labels={"k": str(i % 3)})
+        assert await hub.count() == 120
+        assert await hub.count(user_id="u1") == len([i for i in range(120) if i % 7 == 1])
+    finally:
+        await hub.close()
+    per_primary = {port: _keys_on(port, prefix) for port in redis_cluster.primaries()}
+    assert len(per_primary) == 3
+    assert all(count > 0 for count in per_primary.values()), per_primary
+    # no primary holds most of it: 24 buckets over 3 even slot ranges, 8 each
+    assert max(per_primary.values()) < 0.6 * sum(per_primary.values()), per_primary
+
+
+async def test_parent_in_another_bucket_and_its_children_end_together(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    store = RedisClusterStore(redis_cluster.url, prefix=_prefix())
+    hub = SessionHub(store, auto_expire=False)
+    ended: list[str] = []
+    hub.on_end(lambda session, reason: ended.append(session.id))
+    await hub.start()
+    try:
+        parent = await hub.create()
+        children = [await hub.create(f"child-{i}", parent_id=parent.id) for i in range(12)]
+        buckets = {store.bucket(child.id) for child in children}
+        assert len(buckets - {store.bucket(parent.id)}) > 0  # some live elsewhere
+        assert await hub.count(parent_id=parent.id) == 12
+        await hub.end(parent.id)
+        assert sorted(ended) == sorted([parent.id, *(c.id for c in children)])
+        assert ended[-1] == parent.id
+    finally:
+        await hub.close()
+
+
+def _run_workers(url: str, prefix: str, sessions: int, uniques: int) -> list[dict[str, list[str]]]:
+    command = [sys.executable, "-m", "tests.cluster.hub_worker", url, prefix]
+    workers = [
+        subprocess.Popen([*command, str(i), str(sessions), str(uniques)], stdout=subprocess.PIPE)
+        for i in range(3)
+    ]
+    results = []
+    for worker in workers:
+        out, _ = worker.communicate(timeout=240)
+        assert worker.returncode == 0
+        results.append(msgspec.json.decode(out.splitlines()[-1], type=dict[str, list[str]]))
+    return results
+
+
+def _check_exactly_once(results: list[dict[str, list[str]]], sessions: int) -> None:
+    won = [seat for result in results for seat in result["won"]]
+    assert len(won) == len(set(won)), "a unique label was held by two live sessions"
+    hooks = Counter(sid for result in results for sid in result["hooked"])
+    burst = {f"w{w}-{i}" for w in range(3) for i in range(sessions)}
+    assert burst <= set(hooks)
+    assert set(hooks.values()) == {1}, "a session's hooks ran twice"
+    assert len(hooks) == len(burst) + len(won)
+    for result in results:  # every process saw every end
+        assert set(result["ended"]) == set(hooks)
+
+
+def test_three_hub_processes_end_every_session_exactly_once(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    sessions = 700  # 2,100 over three processes; 10,000 in the slow form
+    _check_exactly_once(_run_workers(redis_cluster.url, _prefix(), sessions, 40), sessions)
+
+
+@pytest.mark.slow
+def test_three_hub_processes_ten_thousand_sessions(redis_cluster: RedisClusterServer) -> None:
+    sessions = 3334
+    _check_exactly_once(_run_workers(redis_cluster.url, _prefix(), sessions, 200), sessions)
+
+
+async def test_a_killed_primary_fails_over_and_the_hubs_resume() -> None:
+    cluster = RedisClusterServer()
+    hubs = [
+        SessionHub(RedisClusterStore(cluster.url, prefix="fo:", timeout=2.0)) for _ in range(2)
+    ]
+    hooked: Counter[str] = Counter()
+    for hub in hubs:
+        hub.on_end(lambda session, reason: hooked.update([session.id]))
+        await hub.start()
+    acknowledged: list[str] = []
+    refused = 0
+
+    async def work(hub: SessionHub, name: str, rounds: int) -> None:
+        nonlocal refused
+        for i in range(rounds):
+            try:
+                session = await hub.create(f"{name}-{i}", ttl=1.0)
+                acknowledged.append(session.id)
+                await hub.touch(session.id)
+            except StoreUnavailable:
+                refused += 1
+                await asyncio.sleep(0.05)
+
+    try:
+        before = asyncio.gather(*(work(hub, f"a{n}", 150) for n, hub in enumerate(hubs)))
+        await asyncio.sleep(0.3)
+        cluster.kill(cluster.primaries()[0])
+        await before
+        await asyncio.to_thread(cluster.wait_ok)
+        await asyncio.gather(*(work(hub, f"b{n}", 100) for n, hub in enumerate(hubs)))
+        assert len([sid for sid in acknowledged if sid.startswith("b")]) == 200  # resumed
+        for _ in range(100):
+            if await hubs[0].count() == 0:
+                break
+            await asyncio.sleep(0.2)
+        assert await hubs[0].count() == 0
+        lost = [sid for sid in acknowledged if sid not in hooked]
+        surviving_never = [sid for sid in lost if await hubs[0].store.get(sid) is not None]
+        assert surviving_never == []  # every session that survived the failover ended
+        assert max(hooked.values()) == 1
+        print(f"failover: {refused} refused, {len(lost)} acknowledged creates lost")
+    finally:
+        for hub in hubs:
+            await hub.close()
+        cluster.stop()
