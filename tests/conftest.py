@@ -80,9 +80,7 @@ def make_store(
 
         def cluster_store() -> Store:
             # 6 buckets: two per primary, enough to spread; fewer tailers to start per test
-            return RedisClusterStore(
-                cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}:", buckets=6
-            )
+            return RedisClusterStore(cluster_url, prefix=f"t{uuid.uuid4().hex[:12]}:", buckets=6)
 
         return cluster_store
     raise AssertionError(f"no factory for store kind {store_kind}")

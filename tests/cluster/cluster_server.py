@@ -18,7 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 __all__ = ["RedisClusterServer"]
 
 
@@ -36,10 +35,10 @@ def cluster_port(taken: set[int]) -> int:
     55,535 in a cluster."""
     while True:
         port = random.randrange(20_000, 45_000)
-        if port not in taken and port + 10_000 not in taken:
-            if _bindable(port) and _bindable(port + 10_000):
-                taken.add(port)
-                return port
+        fresh = port not in taken and port + 10_000 not in taken
+        if fresh and _bindable(port) and _bindable(port + 10_000):
+            taken.add(port)
+            return port
 
 
 def _binary(name: str) -> str:

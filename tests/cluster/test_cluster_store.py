@@ -124,9 +124,7 @@ def test_three_hub_processes_ten_thousand_sessions(redis_cluster: RedisClusterSe
 
 async def test_a_killed_primary_fails_over_and_the_hubs_resume() -> None:
     cluster = RedisClusterServer()
-    hubs = [
-        SessionHub(RedisClusterStore(cluster.url, prefix="fo:", timeout=2.0)) for _ in range(2)
-    ]
+    hubs = [SessionHub(RedisClusterStore(cluster.url, prefix="fo:", timeout=2.0)) for _ in range(2)]
     hooked: Counter[str] = Counter()
     for hub in hubs:
         hub.on_end(lambda session, reason: hooked.update([session.id]))

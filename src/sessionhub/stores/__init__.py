@@ -30,4 +30,6 @@ def store_from_url(url: str) -> Store:
         from .redis import RedisStore
 
         return RedisStore.from_url(url)
-    raise ValidationError(f"unknown store scheme {scheme!r} in {url!r} (memory, sqlite, redis, redis+cluster)")
+    raise ValidationError(
+        f"unknown store scheme {scheme!r} in {url!r} (memory, sqlite, redis, redis+cluster)"
+    )

@@ -29,9 +29,9 @@ What spans buckets, and how
   ``transitioned``, then ``ended``) and the create fails with ``SessionNotFound``.
 - Unique labels: one reservation key per ``(namespace, label, value)`` (its own hash tag, so they
   spread), written ``SET NX`` with ``<id>\\t<time>`` *before* the session, released after its end.
-  A reservation whose holder is not live (ended, or no record for longer than ``2 × timeout`` after
+  A reservation whose holder is not live (ended, or no record for longer than ``2 x timeout`` after
   a crash between the steps) is taken over atomically; so a label is never held by two live
-  sessions, and a crash leaves at worst a label blocked for ``2 × timeout``.
+  sessions, and a crash leaves at worst a label blocked for ``2 x timeout``.
 - Capacity and per-user quotas are checked by counting over the buckets just before the create: not
   atomic with it, so concurrent creates can pass a limit by at most the number racing.
 
@@ -350,7 +350,9 @@ class RedisClusterStore(RedisStore):
                 if not future.done():
                     future.set_result(None)
         with contextlib.suppress(StoreUnavailable):
-            await asyncio.gather(*(self._call("DEL", p + self._beat_suffix) for p in self._prefixes))
+            await asyncio.gather(
+                *(self._call("DEL", p + self._beat_suffix) for p in self._prefixes)
+            )
         await self._drop_clients()
 
     @property
@@ -406,7 +408,9 @@ class RedisClusterStore(RedisStore):
                 session = _decode_session(_msgpack_decode(values[b"s"]))
                 append(values[b"k"].decode(), float(values[b"a"]), session, f"{bucket}:{stream_id}")
             except (IndexError, ValueError, KeyError) as exc:
-                logger.error("skipping a malformed event %s of bucket %d: %s", stream_id, bucket, exc)
+                logger.error(
+                    "skipping a malformed event %s of bucket %d: %s", stream_id, bucket, exc
+                )
             self._last_ids[bucket] = stream_id
         if entries:
             self._fed_at[bucket] = _stream_id(self._last_ids[bucket]) or self._fed_at[bucket]
@@ -427,7 +431,7 @@ class RedisClusterStore(RedisStore):
                     "XREAD", "COUNT", 1000, "BLOCK", self._tail_block_ms, "STREAMS", key,
                     self._last_ids[bucket], tail=True,
                 )  # fmt: skip
-            except Exception as exc:  # noqa: BLE001 - a closed client fails in its own ways
+            except Exception as exc:
                 if not self._opened:
                     return
                 if not outage:
@@ -469,7 +473,9 @@ class RedisClusterStore(RedisStore):
         _bucket_of_call.set(bucket)
         return await self._run_in(bucket, name, keys, args)
 
-    async def _run_in(self, bucket: int, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def _run_in(
+        self, bucket: int, name: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
         """One FCALL in a bucket; a function call without keys of its own names the bucket's
         ``live`` key, so it is routed to (and may only touch) the bucket's slot."""
         prefix = self._prefixes[bucket]
@@ -516,9 +522,7 @@ class RedisClusterStore(RedisStore):
         held = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
         token = _skip_parent_check.set(elsewhere)
         try:
-            created = await super().create(
-                session, CreateRules(unique_labels=rules.unique_labels)
-            )
+            created = await super().create(session, CreateRules(unique_labels=rules.unique_labels))
         except BaseException:
             await self._release_unique(session.id, session.namespace, held)
             raise
@@ -546,9 +550,7 @@ class RedisClusterStore(RedisStore):
     async def _end_orphan(self, child: Session) -> None:
         claimed = await self.claim_end(child.id, "parent_ended", child.created_at, {})
         if claimed is not None:
-            await self.finish_end(
-                claimed.id, child.created_at, "ended", child.created_at
-            )
+            await self.finish_end(claimed.id, child.created_at, "ended", child.created_at)
 
     async def _check_limits(self, session: Session, rules: CreateRules) -> None:
         if rules.max_sessions is not None:
@@ -690,7 +692,9 @@ class RedisClusterStore(RedisStore):
         return sum(int(n) for n in await self._each_bucket("find", args))
 
     async def census(self) -> dict[tuple[str, str], int]:
-        replies = await asyncio.gather(*(self._call("HGETALL", p + "census") for p in self._prefixes))
+        replies = await asyncio.gather(
+            *(self._call("HGETALL", p + "census") for p in self._prefixes)
+        )
         out: dict[tuple[str, str], int] = {}
         for reply in replies:
             for field, value in reply.items():
@@ -724,7 +728,7 @@ class RedisClusterStore(RedisStore):
                 for p in self._prefixes
             )
         )  # fmt: skip
-        entries = []
+        entries: list[tuple[float, int]] = []
         for bucket, reply in enumerate(due):  # [(id, score), ...]
             entries += ((float(score), bucket) for _, score in reply)
         shares = [0] * self.buckets
@@ -760,4 +764,3 @@ class RedisClusterStore(RedisStore):
             _bucket_of_call.set(bucket)
             await self._delivered(event_ids[-1])
         return [_decode_session(flat) for _, flat in claimed]
-
