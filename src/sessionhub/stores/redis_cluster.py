@@ -287,7 +287,7 @@ class RedisClusterStore(RedisStore):
         except redis_errors.ResponseError as exc:
             raise RedisError(str(exc)) from None
         except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
-            raise StoreUnavailable(f"the Redis Cluster is unreachable: {exc!r}") from None
+            raise StoreUnavailable(f"the Redis Cluster is unreachable: {type(exc).__name__}: {exc}") from None
 
     # lifetime
 
@@ -304,7 +304,7 @@ class RedisClusterStore(RedisStore):
             await self._tail_cluster.initialize()
         except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
             await self._drop_clients()
-            raise StoreUnavailable(f"cannot reach the Redis Cluster: {exc!r}") from None
+            raise StoreUnavailable(f"cannot reach the Redis Cluster: {type(exc).__name__}: {exc}") from None
         try:
             await self._load_functions()
             await self._heartbeat_all(tail=False)
