@@ -112,14 +112,21 @@ class RedisClusterServer:
             raise RuntimeError(f"redis-cli --cluster create failed: {done.stdout}{done.stderr}")
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every running node says ``cluster_state:ok`` and sees every slot served."""
+        """Until every running node says ``cluster_state:ok`` and every replica has finished its
+        sync with its primary (before that a promoted replica would lack every write so far)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             running = [port for port, p in self._processes.items() if p.poll() is None]
-            if all("cluster_state:ok" in self.cli(port, "CLUSTER", "INFO") for port in running):
+            if all(self._ready(port) for port in running):
                 return
             time.sleep(0.1)
         raise RuntimeError("the Redis Cluster did not reach cluster_state:ok in time")
+
+    def _ready(self, port: int) -> bool:
+        if "cluster_state:ok" not in self.cli(port, "CLUSTER", "INFO"):
+            return False
+        replication = self.cli(port, "INFO", "replication")
+        return "role:slave" not in replication or "master_link_status:up" in replication
 
     def primaries(self) -> list[int]:
         """Ports of the nodes that are primaries now (as the first running node sees it)."""

@@ -32,8 +32,9 @@ What spans buckets, and how
   A reservation whose holder is not live (ended, or no record for longer than ``2 x timeout`` after
   a crash between the steps) is taken over atomically; so a label is never held by two live
   sessions, and a crash leaves at worst a label blocked for ``2 x timeout``.
-- Capacity and per-user quotas are checked by counting over the buckets just before the create: not
-  atomic with it, so concurrent creates can pass a limit by at most the number racing.
+- Capacity and per-user quotas: a create under a limit takes a leased lock key per limit
+  (capacity, then the user's), counts over the buckets, creates, and releases; creates without
+  limits take no lock. The capacity lock is one key: with ``max_sessions`` set, creates serialize.
 
 Events
 ------
@@ -61,7 +62,7 @@ import heapq
 import logging
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import redis.exceptions as redis_errors
@@ -245,6 +246,7 @@ class RedisClusterStore(RedisStore):
             [] for _ in range(count)
         ]
         self._calls = 0
+        self._limited = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str) -> RedisClusterStore:
@@ -287,7 +289,9 @@ class RedisClusterStore(RedisStore):
         except redis_errors.ResponseError as exc:
             raise RedisError(str(exc)) from None
         except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
-            raise StoreUnavailable(f"the Redis Cluster is unreachable: {type(exc).__name__}: {exc}") from None
+            raise StoreUnavailable(
+                f"the Redis Cluster is unreachable: {type(exc).__name__}: {exc}"
+            ) from None
 
     # lifetime
 
@@ -304,7 +308,9 @@ class RedisClusterStore(RedisStore):
             await self._tail_cluster.initialize()
         except (redis_errors.RedisError, redis_errors.RedisClusterException, OSError) as exc:
             await self._drop_clients()
-            raise StoreUnavailable(f"cannot reach the Redis Cluster: {type(exc).__name__}: {exc}") from None
+            raise StoreUnavailable(
+                f"cannot reach the Redis Cluster: {type(exc).__name__}: {exc}"
+            ) from None
         try:
             await self._load_functions()
             await self._heartbeat_all(tail=False)
@@ -518,16 +524,19 @@ class RedisClusterStore(RedisStore):
         )
         if elsewhere:
             await self._check_parent(session.parent_id or "")
-        await self._check_limits(session, rules)
-        held = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
-        token = _skip_parent_check.set(elsewhere)
-        try:
-            created = await super().create(session, CreateRules(unique_labels=rules.unique_labels))
-        except BaseException:
-            await self._release_unique(session.id, session.namespace, held)
-            raise
-        finally:
-            _skip_parent_check.reset(token)
+        async with self._limit_locks(session, rules):
+            await self._check_limits(session, rules)
+            held = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
+            token = _skip_parent_check.set(elsewhere)
+            try:
+                created = await super().create(
+                    session, CreateRules(unique_labels=rules.unique_labels)
+                )
+            except BaseException:
+                await self._release_unique(session.id, session.namespace, held)
+                raise
+            finally:
+                _skip_parent_check.reset(token)
         if elsewhere and not await self._parent_live(session.parent_id or ""):
             # The parent began ending between the check and the create: end the child, as the
             # hub would have, and refuse the create.
@@ -551,6 +560,43 @@ class RedisClusterStore(RedisStore):
         claimed = await self.claim_end(child.id, "parent_ended", child.created_at, {})
         if claimed is not None:
             await self.finish_end(claimed.id, child.created_at, "ended", child.created_at)
+
+    @contextlib.asynccontextmanager
+    async def _limit_locks(self, session: Session, rules: CreateRules) -> AsyncIterator[None]:
+        """Creates under a limit count and insert one at a time: a lock key per limit (capacity,
+        then the user's quota, always in that order), leased for ``timeout`` so a crashed holder
+        frees it. Creates without limits take no lock."""
+        keys = []
+        if rules.max_sessions is not None:
+            keys.append(f"{self.prefix}lock:{{capacity}}")
+        if rules.max_sessions_per_user is not None and session.user_id is not None:
+            keys.append(f"{self.prefix}lock:{{user:{session.user_id}}}")
+        if not keys:
+            yield
+            return
+        held: list[str] = []
+        # In this process, limited creates queue in call order (asyncio locks are fair), as their
+        # FCALLs would on one Redis; the lock keys order them across processes.
+        async with self._limited:
+            try:
+                for key in keys:
+                    await self._lock(key, session.id)
+                    held.append(key)
+                yield
+            finally:
+                for key in held:
+                    with contextlib.suppress(StoreUnavailable):
+                        await self._run_in_key(key, "unique_release", (session.id,))
+
+    async def _lock(self, key: str, owner: str) -> None:
+        lease = int(self.timeout * 1000)
+        give_up = time.monotonic() + self.timeout
+        pause = 0.001
+        while not await self._call("SET", key, f"{owner}\t", "NX", "PX", lease):
+            if time.monotonic() > give_up:
+                raise StoreUnavailable(f"the Redis Cluster lock {key} stayed taken; retry")
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     async def _check_limits(self, session: Session, rules: CreateRules) -> None:
         if rules.max_sessions is not None:
