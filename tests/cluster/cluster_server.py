@@ -55,12 +55,12 @@ class RedisClusterServer:
         self._server = _binary("redis-server")
         self._cli = _binary("redis-cli")
         self._dir = tempfile.TemporaryDirectory(prefix="sessionhub-cluster-")
-        taken: set[int] = set()
-        self.ports = [cluster_port(taken) for _ in range(primaries * (1 + replicas))]
+        self.ports: list[int] = []
         self._processes: dict[int, subprocess.Popen[bytes]] = {}
         try:
-            for port in self.ports:
-                self._start(port)
+            taken: set[int] = set()
+            for _ in range(primaries * (1 + replicas)):
+                self.ports.append(self._start_on_free_port(taken))
             self._create(replicas)
             self.wait_ok()
         except BaseException:
@@ -70,6 +70,19 @@ class RedisClusterServer:
     @property
     def url(self) -> str:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports[:3])
+
+    def _start_on_free_port(self, taken: set[int]) -> int:
+        """Another process can take a port between our check and the server's bind: try again."""
+        for _ in range(5):
+            port = cluster_port(taken)
+            try:
+                self._start(port)
+            except RuntimeError as exc:
+                if "Address already in use" not in str(exc):
+                    raise
+                continue
+            return port
+        raise RuntimeError("no free port pair for a cluster node after 5 tries")
 
     def _start(self, port: int) -> None:
         node_dir = Path(self._dir.name) / str(port)

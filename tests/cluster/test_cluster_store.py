@@ -12,12 +12,13 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
+from collections.abc import AsyncGenerator
 
 import msgspec
 import pytest
 import redis
 
-from sessionhub import SessionHub, StoreUnavailable
+from sessionhub import SessionEvent, SessionHub, StoreUnavailable
 from sessionhub.stores import store_from_url
 from sessionhub.stores.redis_cluster import RedisClusterStore
 
@@ -165,3 +166,36 @@ async def test_a_killed_primary_fails_over_and_the_hubs_resume() -> None:
         for hub in hubs:
             await hub.close()
         cluster.stop()
+
+
+async def _take(events: AsyncGenerator[SessionEvent, None], n: int) -> list[SessionEvent]:
+    async with asyncio.timeout(10):
+        return [await anext(events) for _ in range(n)]
+
+
+async def test_events_reach_another_process_and_resume_after_its_ids(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    prefix = _prefix()
+    writer = SessionHub(RedisClusterStore(redis_cluster.url, prefix=prefix), auto_expire=False)
+    reader = SessionHub(RedisClusterStore(redis_cluster.url, prefix=prefix), auto_expire=False)
+    await writer.start()
+    await reader.start()
+    try:
+        live = reader.subscribe(kinds=["created"])
+        created = [await writer.create(f"e{i}") for i in range(20)]
+        seen = await _take(live, 20)
+        assert sorted(e.session.id for e in seen if e.session) == sorted(s.id for s in created)
+        # an id the reader got, resumed on the writer: the same bucket's later events follow
+        middle = seen[10]
+        bucket = middle.id.split(":")[0]
+        in_bucket = [e.id for e in seen if e.id.split(":")[0] == bucket]
+        later = in_bucket[in_bucket.index(middle.id) + 1 :]
+        resumed = writer.subscribe(after=middle.id, kinds=["created"])
+        await writer.create("e-last")
+        got = [e.id for e in await _take(resumed, 20 - 11 + 1)]
+        assert middle.id not in got
+        assert [i for i in got if i.split(":")[0] == bucket][: len(later)] == later
+    finally:
+        await writer.close()
+        await reader.close()
