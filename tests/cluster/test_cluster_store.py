@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import redis
 
-from sessionhub import SessionEvent, SessionHub, StoreUnavailable
+from sessionhub import SessionEvent, SessionHub, SessionNotFound, StoreUnavailable
 from sessionhub.stores import store_from_url
 from sessionhub.stores.redis_cluster import RedisClusterStore
 
@@ -199,3 +199,39 @@ async def test_events_reach_another_process_and_resume_after_its_ids(
     finally:
         await writer.close()
         await reader.close()
+
+
+async def test_no_child_outlives_a_parent_ended_while_it_was_created(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    prefix = _prefix()
+    creator = SessionHub(RedisClusterStore(redis_cluster.url, prefix=prefix), auto_expire=False)
+    ender = SessionHub(RedisClusterStore(redis_cluster.url, prefix=prefix), auto_expire=False)
+    await creator.start()
+    await ender.start()
+    try:
+        parent = await creator.create()
+        made: list[str] = []
+        refused = 0
+
+        async def create_children() -> None:
+            nonlocal refused
+            for i in range(150):
+                try:
+                    made.append((await creator.create(f"kid-{i}", parent_id=parent.id)).id)
+                except SessionNotFound:
+                    refused += 1
+
+        async def end_parent() -> None:
+            while len(made) < 20:
+                await asyncio.sleep(0.005)
+            await ender.end(parent.id)
+
+        await asyncio.gather(create_children(), end_parent())
+        assert refused > 0 and made
+        assert await creator.count(parent_id=parent.id) == 0
+        still_live = [sid for sid in made if (s := await creator.store.get(sid)) and not s.ended_at]
+        assert still_live == []
+    finally:
+        await creator.close()
+        await ender.close()

@@ -80,6 +80,7 @@ from .._errors import (
     ValidationError,
 )
 from .._events import EventLog
+from .._lifecycle import DEFAULT_LIFECYCLE
 from .._models import Page, Session
 from ._base import Change, CreateRules, Query
 from ._cluster_lua import CLUSTER_FUNCTIONS, CLUSTER_LIBRARY
@@ -89,6 +90,7 @@ from .redis import (
     RedisStore,
     _decode_session,
     _msgpack_decode,
+    _Refusal,
     _stream_id,
 )
 
@@ -499,8 +501,6 @@ class RedisClusterStore(RedisStore):
                 error = exc
         message = error.message
         if message.startswith("SH"):
-            from .redis import _Refusal
-
             parts = message.split("\x1f")
             raise _Refusal(parts[0][2:], parts[1:-1])
         raise StoreUnavailable(f"the Redis Cluster failed the {name} operation: {message}")
@@ -540,7 +540,7 @@ class RedisClusterStore(RedisStore):
         if elsewhere and not await self._parent_live(session.parent_id or ""):
             # The parent began ending between the check and the create: end the child, as the
             # hub would have, and refuse the create.
-            await self._end_orphan(created)
+            await self._end_orphan(created, session.parent_id or "")
             raise SessionNotFound(session.parent_id or "", f"parent session is ending: "
                                   f"{session.parent_id}")  # fmt: skip
         return created
@@ -556,10 +556,16 @@ class RedisClusterStore(RedisStore):
         if parent.end_reason is not None:
             raise SessionNotFound(parent_id, f"parent session is ending: {parent_id}")
 
-    async def _end_orphan(self, child: Session) -> None:
+    async def _end_orphan(self, child: Session, parent_id: str) -> None:
+        """End a child created under a parent that was ending meanwhile. The store does not know
+        the hub's lifecycle: the child takes the state its parent ended in (the default
+        lifecycle's when the parent is gone), and no hook runs for it (it was never handed out)."""
+        parent = await self.get(parent_id)
+        ended = parent.state if parent is not None and parent.ended_at is not None else None
         claimed = await self.claim_end(child.id, "parent_ended", child.created_at, {})
         if claimed is not None:
-            await self.finish_end(claimed.id, child.created_at, "ended", child.created_at)
+            state = ended or DEFAULT_LIFECYCLE.ended
+            await self.finish_end(claimed.id, child.created_at, state, child.created_at)
 
     @contextlib.asynccontextmanager
     async def _limit_locks(self, session: Session, rules: CreateRules) -> AsyncIterator[None]:
