@@ -45,7 +45,7 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
     for i in range(sessions):
         await hub.create(namespace="burst", session_id=f"w{index}-{i}", ttl=1.0 + (i % 10) / 10)
     total = sessions * 3 + len(won)  # lower bound of what every worker must see end
-    for _ in range(300):  # at most a minute
+    for _ in range(300 + sessions):  # a minute, plus 0.2 s per session of this worker
         if await hub.count() == 0 and len(ended) >= total:
             break
         await asyncio.sleep(0.2)

@@ -92,7 +92,7 @@ def _run_workers(url: str, prefix: str, sessions: int, uniques: int) -> list[dic
     ]
     results = []
     for worker in workers:
-        out, _ = worker.communicate(timeout=240)
+        out, _ = worker.communicate(timeout=120 + sessions * 0.3)
         assert worker.returncode == 0
         results.append(msgspec.json.decode(out.splitlines()[-1], type=dict[str, list[str]]))
     return results
