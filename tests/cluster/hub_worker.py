@@ -3,13 +3,15 @@
 Arguments: cluster URL, key prefix, this worker's index, sessions to create, unique labels to race
 for. It creates its share of expiring sessions, races the other workers for the same unique labels,
 lets its hub expire whatever comes due, and prints one JSON line: the sessions its hook ran for,
-the ``ended`` events it saw, and the unique labels it won.
+the ``ended`` events it saw, the unique labels it won (with when) and when those holders' hooks
+ran.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import msgspec
 
@@ -20,10 +22,13 @@ from sessionhub.stores.redis_cluster import RedisClusterStore
 async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) -> dict[str, object]:
     hub = SessionHub(RedisClusterStore(url, prefix=prefix), unique_labels=["seat"])
     hooked: list[str] = []
+    seat_ends: list[str] = []  # "<id>\t<time the hook ran>" of the unique-label sessions
     ended: set[str] = set()
 
     async def hook(session: Session, reason: str) -> None:
         hooked.append(session.id)
+        if session.namespace == "race":
+            seat_ends.append(f"{session.id}\t{time.time()!r}")
 
     hub.on_end(hook)
     await hub.start()
@@ -38,8 +43,8 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
     won: list[str] = []
     for k in range(uniques):
         try:
-            await hub.create(namespace="race", labels={"seat": str(k)}, ttl=1.5)
-            won.append(str(k))
+            seat = await hub.create(namespace="race", labels={"seat": str(k)}, ttl=1.5)
+            won.append(f"{k}\t{seat.id}\t{time.time()!r}")  # the seat, its holder, since when
         except DuplicateSession:
             pass
     for i in range(sessions):
@@ -52,7 +57,7 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
     await asyncio.sleep(0.5)
     watcher.cancel()
     await hub.close()
-    return {"hooked": hooked, "ended": sorted(ended), "won": won}
+    return {"hooked": hooked, "ended": sorted(ended), "won": won, "seat_ends": seat_ends}
 
 
 def main() -> None:
