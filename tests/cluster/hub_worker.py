@@ -24,6 +24,7 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
     hooked: list[str] = []
     seat_ends: list[str] = []  # "<id>\t<time the hook ran>" of the unique-label sessions
     ended: set[str] = set()
+    missed: list[str] = []
 
     async def hook(session: Session, reason: str) -> None:
         hooked.append(session.id)
@@ -38,6 +39,8 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
         async for event in events:
             if event.session is not None:
                 ended.add(event.session.id)
+            elif event.kind == "missed":  # this subscriber fell behind the local event ring
+                missed.append(str(event.missed))
 
     watcher = asyncio.create_task(watch())
     won: list[str] = []
@@ -49,15 +52,24 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
             pass
     for i in range(sessions):
         await hub.create(namespace="burst", session_id=f"w{index}-{i}", ttl=1.0 + (i % 10) / 10)
-    total = sessions * 3 + len(won)  # lower bound of what every worker must see end
+    burst = {f"w{w}-{i}" for w in range(3) for i in range(sessions)}
     for _ in range(300 + sessions):  # a minute, plus 0.2 s per session of this worker
-        if await hub.count() == 0 and len(ended) >= total:
+        if await hub.count() == 0 and burst <= ended:
             break
         await asyncio.sleep(0.2)
-    await asyncio.sleep(0.5)
+    seen = -1
+    while seen < len(ended):  # the other workers' seats: until no end has come for a second
+        seen = len(ended)
+        await asyncio.sleep(1.0)
     watcher.cancel()
     await hub.close()
-    return {"hooked": hooked, "ended": sorted(ended), "won": won, "seat_ends": seat_ends}
+    return {
+        "hooked": hooked,
+        "ended": sorted(ended),
+        "won": won,
+        "seat_ends": seat_ends,
+        "missed": missed,
+    }
 
 
 def main() -> None:

@@ -119,6 +119,7 @@ def _check_exactly_once(results: list[dict[str, list[str]]], sessions: int) -> N
     assert set(hooks.values()) == {1}, "a session's hooks ran twice"
     assert len(hooks) == len(burst) + len(won)
     for result in results:  # every process saw every end
+        assert result["missed"] == [], "a subscriber fell behind its event ring"
         assert set(result["ended"]) == set(hooks)
 
 
