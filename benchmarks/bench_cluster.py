@@ -8,8 +8,9 @@ Starts one ``redis-server`` and one local Cluster (3 primaries, 3 replicas) and 
 - clients: 50 asyncio tasks doing ``GET``: today's ``_resp`` client on the single node (the
   baseline), redis-py's asyncio ``Redis`` on the single node, redis-py's ``RedisCluster`` (the
   cluster store's client, FCALL/XREAD routed locally) on the Cluster; ratios to the baseline;
-- create+touch: operations per second of both stores from 50 tasks, and the Redis CPU per
-  ``FCALL`` (``INFO commandstats``, µs per call, per primary) — capacity per primary follows;
+- create+touch: pairs per second of both stores from 50 tasks, and the Redis CPU per call
+  (``INFO commandstats``, µs, per primary) of create, touch, get and end — capacity per primary
+  follows;
 - expiry: sessions due within one second on 3 hubs sharing the store: ended per second and lateness
   p50/p99/max.
 
@@ -75,33 +76,37 @@ async def clients(single: RedisServer, cluster: RedisClusterServer, n: int) -> N
           f"({on_cluster / base:.2f}x)")  # fmt: skip
 
 
-def fcall_usec(ports: list[int]) -> list[tuple[int, float]]:
-    """Calls and µs per call of FCALL on each node, since the last reset."""
+def usec_per_call(ports: list[int], command: str) -> str:
+    """Calls and µs per call of ``command`` on each node since the last reset; then resets."""
     out = []
     for port in ports:
         node = redis.Redis(port=port)
-        stats = node.info("commandstats").get("cmdstat_fcall", {"calls": 0, "usec_per_call": 0.0})
+        stats = node.info("commandstats").get(f"cmdstat_{command}", {})
         node.config_resetstat()
         node.close()
-        out.append((int(stats["calls"]), float(stats["usec_per_call"])))
-    return out
+        out.append(f"{stats.get('usec_per_call', 0.0):.1f}")
+    return "/".join(out) + " µs"
 
 
-async def create_touch(store: Store, ports: list[int], n: int, label: str) -> None:
+async def per_operation(store: Store, ports: list[int], n: int, label: str) -> None:
+    """Throughput of create+touch, and the Redis CPU per call of each operation, per primary."""
     hub = SessionHub(store, auto_expire=False)
     await hub.start()
-    fcall_usec(ports)
     run = uuid.uuid4().hex[:6]
-
-    async def op(i: int) -> None:
-        await hub.create(f"{run}-{i}", idle_timeout=600)
-        await hub.touch(f"{run}-{i}")
-
-    rate = await concurrently(n, op)
-    stats = fcall_usec(ports)
+    usec_per_call(ports, "fcall")
+    started = time.perf_counter()
+    await concurrently(n, lambda i: hub.create(f"{run}-{i}", idle_timeout=600))
+    create = usec_per_call(ports, "fcall")
+    await concurrently(n, lambda i: hub.touch(f"{run}-{i}"))
+    touch = usec_per_call(ports, "fcall")
+    rate = n / (time.perf_counter() - started)
+    await concurrently(n, lambda i: hub.get(f"{run}-{i}"))
+    get = usec_per_call(ports, "hgetall")
+    await concurrently(n, lambda i: hub.end(f"{run}-{i}"))
+    end = usec_per_call(ports, "fcall")
     await hub.close()
-    cpu = ", ".join(f"{calls} calls {usec:.1f} µs" for calls, usec in stats)
-    print(f"create+touch on {label}: {rate:,.0f} pairs/s; FCALL per primary: {cpu}")
+    print(f"{label}: create+touch {rate:,.0f} pairs/s; Redis CPU per call (each primary): "
+          f"create {create}, touch {touch}, get {get}, end (claim+finish) {end}")  # fmt: skip
 
 
 async def expiry(stores: list[Store], n: int, label: str) -> None:
@@ -140,8 +145,8 @@ async def measure(n_get: int, n_pairs: int, n_expire: int) -> None:
     try:
         await clients(single, cluster, n_get)
         primaries = cluster.primaries()
-        await create_touch(RedisStore(single.url), [single.port], n_pairs, "one Redis")
-        await create_touch(RedisClusterStore(cluster.url), primaries, n_pairs, "Cluster (3)")
+        await per_operation(RedisStore(single.url), [single.port], n_pairs, "one Redis")
+        await per_operation(RedisClusterStore(cluster.url), primaries, n_pairs, "Cluster (3)")
         await expiry([RedisStore(single.url) for _ in range(3)], n_expire, "one Redis")
         await expiry([RedisClusterStore(cluster.url) for _ in range(3)], n_expire, "Cluster")
     finally:

@@ -99,6 +99,7 @@ __all__ = ["RedisClusterStore"]
 logger = logging.getLogger("sessionhub.redis_cluster")
 
 _SLOTS = 16384
+_MAX_IN_FLIGHT = 100  # store commands in flight at once, per store instance
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length", "buckets")
 # Set by _run for the calling task: the bucket of the last function call, for _delivered.
 _bucket_of_call: contextvars.ContextVar[int] = contextvars.ContextVar("bucket", default=0)
@@ -235,6 +236,7 @@ class RedisClusterStore(RedisStore):
             "socket_timeout": self.timeout,
             "socket_connect_timeout": min(self.timeout, 2.0),
             "retry": Retry(NoBackoff(), 1),
+            "max_connections": _MAX_IN_FLIGHT + 2 * count,  # + the tailers and heartbeats
         }
         if address.ssl is not None and address.ssl.verify_mode.name == "CERT_NONE":
             common |= {"ssl_cert_reqs": "none", "ssl_check_hostname": False}
@@ -248,6 +250,9 @@ class RedisClusterStore(RedisStore):
             [] for _ in range(count)
         ]
         self._calls = 0
+        # redis-py refuses a command (MaxConnectionsError) rather than wait when a node's pool is
+        # full: commands wait here instead, at most a pool's worth in flight.
+        self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
         self._limited = asyncio.Lock()
 
     @classmethod
@@ -285,7 +290,10 @@ class RedisClusterStore(RedisStore):
         other error replies → ``RedisError``."""
         self._calls += not tail
         try:
-            return await self._client(tail=tail).execute_command(*command)
+            if tail:
+                return await self._client(tail=True).execute_command(*command)
+            async with self._in_flight:
+                return await self._client().execute_command(*command)
         except (redis_errors.ClusterDownError, redis_errors.TryAgainError) as exc:
             raise StoreUnavailable(f"the Redis Cluster is failing over: {exc}") from None
         except redis_errors.ResponseError as exc:
