@@ -166,10 +166,11 @@ class SessionHub:
             return
         self._started = False
         self._closing = True
-        if self._reaper is not None:
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
             self._wake.set()  # the task leaves its sleep, or stops after the batch it is in
-            await self._reaper
-            self._reaper = None
+            if reaper is not asyncio.current_task():  # not called by a hook of that pass
+                await reaper
         if self.store.ephemeral:
             await self.end_all("shutdown")
         self.store.events.close()

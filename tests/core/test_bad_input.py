@@ -278,7 +278,19 @@ async def test_bad_increments(hub: SessionHub, counter: Any, by: Any) -> None:
 
 
 @pytest.mark.parametrize(
-    "reason", ["", "   ", 5, None, "x" * 201, "new\nline", "nul\x00", "\x1b[31mred", "tab\there"]
+    "reason",
+    [
+        "",
+        5,
+        None,
+        "x" * 201,
+        "new\nline",
+        "nul\x00",
+        "\x1b[31mred",
+        "tab\there",
+        "\u2028",
+        "\ud800",
+    ],
 )
 async def test_bad_end_reasons(hub: SessionHub, reason: Any) -> None:
     sid = await _prepared(hub)
