@@ -104,7 +104,9 @@ def check_reason(value: object) -> str:
 
 
 def check_int64(value: object, what: str) -> int:
-    if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+    if type(value) is not int:
+        raise ValidationError(f"{what} must be an integer, got {quoted(value)}")
+    if not INT64_MIN <= value <= INT64_MAX:
         raise ValidationError(f"{what} must be a signed 64-bit integer, got {quoted(value)}")
     return value
 
