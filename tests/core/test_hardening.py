@@ -23,6 +23,7 @@ from sessionhub import (
 )
 from sessionhub.client import AsyncClient
 from sessionhub.stores import MemoryStore
+from sessionhub.stores._base import Change
 
 from .helpers import HookLog, MakeHub, next_event, next_events
 
@@ -125,6 +126,18 @@ async def test_an_overflowing_increment_is_refused_and_changes_nothing(
     before = await hub.get(sid)
     with pytest.raises(ValidationError, match="64-bit"):
         await hub.incr(sid, "n", by)
+    assert await hub.get(sid) == before
+
+
+async def test_a_change_of_several_counters_is_all_or_nothing(hub: SessionHub) -> None:
+    """Through the store contract: one change may carry several counters (the Redis store must
+    undo the ones it applied before the one that overflows)."""
+    sid = (await hub.create()).id
+    await hub.incr(sid, "b", INT64_MAX)
+    before = await hub.get(sid)
+    change = Change(now=before.updated_at, counters={"a": 5, "b": 1, "c": 1}, touch=True)
+    with pytest.raises(ValidationError, match="counter b at 9223372036854775807 cannot change"):
+        await hub.store.modify(sid, change)
     assert await hub.get(sid) == before
 
 

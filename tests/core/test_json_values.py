@@ -30,7 +30,7 @@ FLOATS = st.floats() | st.sampled_from(
 )
 TEXT = (
     st.text(max_size=20)
-    | st.text(min_size=5_000, max_size=80_000, alphabet='aé😀"\\\n')
+    | st.text(min_size=1_000, max_size=40_000, alphabet='aé😀"\\\n')
     | st.sampled_from(["\ud800", "a\udfffb", "\x00", "\u2028", "[{" * 100, '"}]' * 50])
 )
 SCALARS = st.none() | st.booleans() | INTS | FLOATS | TEXT
