@@ -15,6 +15,7 @@ import msgspec
 
 from .. import _wire as wire
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
+from .._limits import REASON_PATTERN
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
@@ -46,6 +47,7 @@ _STR: Final = {"type": "string"}
 _ID_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
 _ID: Final = {"type": "string", "pattern": _ID_PATTERN}
 _NAME: Final = {"type": "string", "pattern": r"^[A-Za-z0-9_.:/\-]{1,128}$"}
+_REASON: Final = {"type": "string", "pattern": f"^{REASON_PATTERN}$"}
 _KEY: Final = {
     "type": "string",
     "pattern": r"^[\x20-\x7e]{1,512}$",
@@ -62,7 +64,11 @@ _FILTERS: Final = (
     Param("namespace", _ID, "Only sessions of this namespace."),
     Param("user_id", _ID, "Only sessions of this user."),
     Param("parent_id", _ID, "Only children of this session."),
-    Param("state", _ID, "Only sessions in this lifecycle state."),
+    Param(
+        "state",
+        {"type": "string", "enum": sorted(DEFAULT_LIFECYCLE.states)},
+        "Only sessions in this lifecycle state (case-insensitive; others are a 400).",
+    ),
     Param(
         "label",
         {
@@ -119,7 +125,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("DELETE", S): Operation(
         summary="End a session (hooks run once); `ended` is false if it had already ended",
         answer=wire.Ended,
-        params=(Param("reason", _NAME, "The end reason (default `ended`)."),),
+        params=(Param("reason", _REASON, "The end reason (default `ended`)."),),
         errors=(400,),
     ),
     ("POST", S + "/touch"): Operation(summary="Heartbeat: refresh activity", answer=Session),

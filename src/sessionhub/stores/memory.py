@@ -24,6 +24,8 @@ from .._errors import (
     QuotaExceeded,
     SessionNotFound,
     VersionConflict,
+    quoted,
+    shortened,
 )
 from .._models import (
     DataEntry,
@@ -33,7 +35,7 @@ from .._models import (
     Session,
     expires_at,
 )
-from ._base import Change, CreateRules, Query, Store, apply_change
+from ._base import Change, CreateRules, Query, Store, apply_change, ending
 
 __all__ = ["MemoryStore"]
 
@@ -103,6 +105,13 @@ class MemoryStore(Store):
             raise SessionNotFound(session_id)
         return session
 
+    def _active_session(self, session_id: str) -> Session:
+        """A live session that is not being ended: one that accepts activity."""
+        session = self._live_session(session_id)
+        if session.end_reason is not None:
+            raise ending(session_id)
+        return session
+
     def _schedule(self, old: Session | None, new: Session) -> None:
         # One heap entry per session suffices while deadlines only move later (claim_expired
         # re-queues those); a deadline that moved earlier needs an entry of its own.
@@ -122,7 +131,7 @@ class MemoryStore(Store):
             holder = self._unique.get((namespace, name, value))
             if holder is not None and holder != session_id:
                 raise DuplicateSession(
-                    f"label {name}={value} is held by live session {holder} in {namespace}"
+                    f"label {shortened(name)}={shortened(value)} is held by live session {holder} in {namespace}"
                 )
 
     def _hold_unique(self, session: Session, names: Any) -> None:
@@ -397,13 +406,13 @@ class MemoryStore(Store):
     ) -> None:
         if expected is not None and expected != current:
             raise VersionConflict(
-                f"data key {key!r} of session {session_id} is at version {current}, not {expected}"
+                f"data key {quoted(key)} of session {session_id} is at version {current}, not {expected}"
             )
 
     async def data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
     ) -> DataEntry:
-        self._live_session(session_id)
+        self._active_session(session_id)
         data = self._data.setdefault(session_id, {})
         current = data.get(key, (b"", 0))[1]
         self._check_data_version(session_id, key, current, expected_version)
@@ -414,7 +423,7 @@ class MemoryStore(Store):
     async def data_delete(
         self, session_id: str, key: str, expected_version: int | None, now: float
     ) -> bool:
-        self._live_session(session_id)
+        self._active_session(session_id)
         data = self._data.get(session_id, {})
         if key not in data:
             self._check_data_version(session_id, key, 0, expected_version)
@@ -437,7 +446,7 @@ class MemoryStore(Store):
     async def history_append(
         self, session_id: str, kind: str, payload: bytes, now: float
     ) -> HistoryRecord:
-        self._live_session(session_id)
+        self._active_session(session_id)
         history = self._history.get(session_id)
         if history is None:
             history = self._history[session_id] = _History()
