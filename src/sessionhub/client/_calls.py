@@ -194,7 +194,10 @@ class Call(Generic[T]):
 
 
 def _seg(value: str) -> str:
-    return quote(value, safe="")
+    """One path segment: percent-encoded, and the dot segments ``.`` and ``..`` spelt ``%2E``
+    (a URL library removes them as relative references, so ``get("..")`` would reach ``/v1``)."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def _session_path(session_id: str, *rest: str) -> str:
