@@ -6,15 +6,17 @@ equals the one the hub returned (times as doubles, JSON values as JSON text: not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
 
-from .._errors import ValidationError
+from .._errors import SessionHubError, ValidationError
 from .._hub import DEFAULT, _Default
 from .._metrics import MetricsSnapshot
 from .._models import EMPTY, DataEntry, HistoryRecord, Page, Session, SessionEvent
+from ._status import quote
 from .protos.sessionhub.v1 import sessionhub_pb2 as pb
 
 __all__ = [
@@ -51,7 +53,19 @@ def from_json(text: str, what: str) -> Any:
     try:
         return _decode(text)
     except msgspec.DecodeError as exc:
-        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
+        raise ValidationError(f"{what} is not valid JSON: {quote(str(exc), 200)}") from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply") from None
+
+
+@contextlib.contextmanager
+def _sending(what: str) -> Iterator[None]:
+    """A record the hub holds but protobuf cannot carry (a counter past int64, JSON nested past
+    the encoder's depth) is a clear error for its reader, never an UNKNOWN status."""
+    try:
+        yield
+    except (ValueError, TypeError, RecursionError, msgspec.EncodeError) as exc:
+        raise SessionHubError(f"{what} cannot be sent over gRPC: {quote(str(exc))}") from None
 
 
 def details_arg(message: Any, field: str = "details_json") -> Mapping[str, Any] | None:
@@ -82,6 +96,11 @@ def timeout_pb(value: object) -> pb.Timeout | None:
 
 
 def session_pb(session: Session) -> pb.Session:
+    with _sending(f"session {quote(session.id)}"):
+        return _session_pb(session)
+
+
+def _session_pb(session: Session) -> pb.Session:
     details = session.details
     return pb.Session(
         id=session.id,
@@ -135,8 +154,16 @@ def session_from_pb(message: pb.Session) -> Session:
     )
 
 
-def page_pb(page: Page) -> pb.FindResponse:
-    return pb.FindResponse(items=[session_pb(s) for s in page.items], cursor=page.cursor)
+def page_pb(page: Page, skip: Callable[[SessionHubError], None]) -> pb.FindResponse:
+    """The page; a session that cannot be sent is left out (and ``skip`` told why), so one bad
+    record never takes a listing down for every other."""
+    items = []
+    for session in page.items:
+        try:
+            items.append(session_pb(session))
+        except SessionHubError as exc:
+            skip(exc)
+    return pb.FindResponse(items=items, cursor=page.cursor)
 
 
 def page_from_pb(message: pb.FindResponse) -> Page:
@@ -176,7 +203,9 @@ def filters_args(filters: pb.Filters) -> dict[str, Any]:
 
 
 def data_entry_pb(entry: DataEntry) -> pb.DataEntry:
-    return pb.DataEntry(key=entry.key, value_json=to_json(entry.value), version=entry.version)
+    with _sending(f"data entry {quote(entry.key)}"):
+        value_json = to_json(entry.value)
+    return pb.DataEntry(key=entry.key, value_json=value_json, version=entry.version)
 
 
 def data_entry_from_pb(message: pb.DataEntry) -> DataEntry:
@@ -184,8 +213,10 @@ def data_entry_from_pb(message: pb.DataEntry) -> DataEntry:
 
 
 def record_pb(record: HistoryRecord) -> pb.HistoryRecord:
+    with _sending(f"history record {record.seq}"):
+        payload_json = to_json(record.payload)
     return pb.HistoryRecord(
-        seq=record.seq, kind=record.kind, at=record.at, payload_json=to_json(record.payload)
+        seq=record.seq, kind=record.kind, at=record.at, payload_json=payload_json
     )
 
 

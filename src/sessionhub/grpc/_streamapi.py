@@ -39,6 +39,7 @@ from .._errors import SessionHubError, VersionConflict
 from .._hub import SessionHub
 from .._models import Session
 from ._convert import to_json
+from ._handlers import add_servicer
 from ._status import abort
 from ._streams import EventStreams
 from .protos.ma.streaming.api.v1 import session_management_pb2 as api
@@ -155,7 +156,7 @@ class StreamApiServicer(api_grpc.SessionManagementServiceServicer):
         self.streams = streams if streams is not None else EventStreams()
 
     def add_to_server(self, server: Any) -> None:
-        api_grpc.add_SessionManagementServiceServicer_to_server(self, server)
+        add_servicer(self, server, api.DESCRIPTOR.services_by_name["SessionManagementService"])
 
     def close(self) -> None:
         """End the open notification streams (the server is stopping)."""
