@@ -434,7 +434,8 @@ def events_params(
     if kinds is not None:
         if isinstance(kinds, str):
             raise ValidationError(f"kinds must be a collection of event kinds, got {kinds!r}")
-        params.append(("kinds", ",".join(kinds)))
+        if kinds:  # no kinds named: every kind, as the hub's `kinds=[]`
+            params.append(("kinds", ",".join(kinds)))
     if session_id is not None:
         params.append(("session_id", check_id(session_id)))
     return params
