@@ -11,11 +11,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
+from google.protobuf import json_format
 
 from .._errors import SessionHubError, ValidationError
 from .._hub import DEFAULT, _Default
 from .._metrics import MetricsSnapshot
 from .._models import EMPTY, DataEntry, HistoryRecord, Page, Session, SessionEvent
+from .._wire import Stats
 from ._status import quote
 from .protos.sessionhub.v1 import sessionhub_pb2 as pb
 
@@ -254,33 +256,12 @@ def event_from_pb(message: pb.Event) -> SessionEvent:
 
 
 def stats_pb(snapshot: MetricsSnapshot) -> pb.StatsResponse:
-    return pb.StatsResponse(
-        live_sessions=snapshot.live_sessions,
-        sessions=[
-            pb.Census(namespace=ns, state=state, count=n)
-            for (ns, state), n in sorted(snapshot.sessions.items())
-        ],
-        created_total=snapshot.created_total,
-        ended_total=snapshot.ended_total,
-        hook_calls_total=snapshot.hook_calls_total,
-        hook_failures_total=snapshot.hook_failures_total,
-        expiry_lateness_buckets=snapshot.expiry_lateness_buckets,
-        expiry_lateness_sum=snapshot.expiry_lateness_sum,
-        expiry_lateness_max=snapshot.expiry_lateness_max,
-        subscribers=snapshot.subscribers,
-    )
+    return pb.StatsResponse(**msgspec.to_builtins(Stats.of(snapshot)))
 
 
 def stats_from_pb(message: pb.StatsResponse) -> MetricsSnapshot:
-    return MetricsSnapshot(
-        live_sessions=message.live_sessions,
-        sessions={(c.namespace, c.state): c.count for c in message.sessions},
-        created_total=message.created_total,
-        ended_total=dict(message.ended_total),
-        hook_calls_total=message.hook_calls_total,
-        hook_failures_total=message.hook_failures_total,
-        expiry_lateness_buckets=tuple(message.expiry_lateness_buckets),
-        expiry_lateness_sum=message.expiry_lateness_sum,
-        expiry_lateness_max=message.expiry_lateness_max,
-        subscribers=message.subscribers,
+    """Decoded as the HTTP face's ``GET /v1/stats`` is: through the one ``Stats`` struct."""
+    fields = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return msgspec.convert(fields, Stats, strict=False).snapshot()  # int64s come as strings
