@@ -4,8 +4,9 @@
         session = await hub.create(user_id="ada")
 
 Same verbs, arguments, results and exceptions as ``SessionHub`` and the HTTP ``AsyncClient``. One
-channel (one HTTP/2 connection) carries every call. Unlike HTTP, ``track_request`` counts the block
-as a request in flight on the server (the ``Track`` call stays open for the block's duration).
+channel (one HTTP/2 connection) carries every call. ``track_request`` counts the block as a request
+in flight on the server (the ``Track`` call stays open for the block's duration; over HTTP a
+request lease does the same).
 """
 
 from __future__ import annotations
