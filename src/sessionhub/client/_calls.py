@@ -28,7 +28,14 @@ from .._limits import check_id, check_key, encode_json
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session
 
-__all__ = ["DEFAULT_URL", "Call", "base_url", "default_token", "raise_for_response"]
+__all__ = [
+    "DEFAULT_URL",
+    "Call",
+    "base_url",
+    "default_token",
+    "raise_for_response",
+    "to_json",
+]
 
 T = TypeVar("T")
 Params = list[tuple[str, str | int | float | bool | None]]
@@ -137,9 +144,18 @@ def _session_path(session_id: str, *rest: str) -> str:
     return "/".join(("/v1/sessions", _seg(check_id(session_id)), *rest))
 
 
+def to_json(value: Any, what: str) -> bytes:
+    """JSON to send; a value nested too deeply to encode is refused as any other non-JSON value
+    is (``ValidationError``), not raised as Python's ``RecursionError``."""
+    try:
+        return encode_json(value, what, None)
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply to encode as JSON") from None
+
+
 def _body(fields: Mapping[str, Any]) -> bytes:
     """JSON of the fields given (``DEFAULT`` ones are left out, so the server applies its own)."""
-    return encode_json({k: v for k, v in fields.items() if v is not DEFAULT}, "request body", None)
+    return to_json({k: v for k, v in fields.items() if v is not DEFAULT}, "request body")
 
 
 def _filters(

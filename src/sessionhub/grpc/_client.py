@@ -23,9 +23,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .._errors import SessionHubError, SessionNotFound, StoreUnavailable, ValidationError
 from .._hub import DEFAULT, _Default
-from .._limits import check_id, encode_json
+from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
+from ..client._calls import to_json
 from ..client._remote import AsyncRemoteHub, RemoteDataHandle, RemoteHistoryHandle
 from ..client._sse import backoff
 from . import _convert as convert
@@ -68,7 +69,7 @@ def _message(factory: Callable[..., T], **fields: Any) -> T:
 
 
 def _json(value: Any, what: str) -> str:
-    return encode_json(value, what, None).decode()
+    return to_json(value, what).decode()
 
 
 class GrpcClient(AsyncRemoteHub):
