@@ -183,3 +183,14 @@ async def test_stream_api_streams_survive_an_unencodable_session(served: Served)
             seen.append((await stream.read()).session_key)
     assert set(POISONS) <= set(seen)  # only keys are sent: the poison is no harm here
     stream.cancel()
+
+
+async def test_stream_api_answers_in_band_about_an_unencodable_session(served: Served) -> None:
+    await plant(served.hub, "deep-details", details={"d": nested(3000)})
+    info = await served.api.GetSessionInfo(api.GetSessionInfoRequest(session_key="deep-details"))
+    assert not info.success  # its failures are in-band, never a status
+    sessions = await served.api.GetCurrentSessions(
+        api.GetCurrentSessionsRequest(data_source="planted")
+    )
+    assert sessions.success
+    assert "deep-details" in sessions.session_keys

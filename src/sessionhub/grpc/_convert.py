@@ -46,8 +46,20 @@ _decode = msgspec.json.decode
 _EMPTY_OBJECT = "{}"
 
 
-def to_json(value: Any) -> str:
-    return _encode(value).decode()
+@contextlib.contextmanager
+def _sending(what: str) -> Iterator[None]:
+    """A record the hub holds but protobuf cannot carry (a counter past int64, JSON nested past
+    the encoder's depth) is a clear error for its reader, never an UNKNOWN status."""
+    try:
+        yield
+    except (ValueError, TypeError, RecursionError, msgspec.EncodeError) as exc:
+        raise SessionHubError(f"{what} cannot be sent over gRPC: {quote(str(exc))}") from None
+
+
+def to_json(value: Any, what: str = "a JSON value") -> str:
+    """JSON text of a value the hub holds (``SessionHubError`` if it cannot be encoded)."""
+    with _sending(what):
+        return _encode(value).decode()
 
 
 def from_json(text: str, what: str) -> Any:
@@ -58,16 +70,6 @@ def from_json(text: str, what: str) -> Any:
         raise ValidationError(f"{what} is not valid JSON: {quote(str(exc), 200)}") from None
     except RecursionError:
         raise ValidationError(f"{what} is nested too deeply") from None
-
-
-@contextlib.contextmanager
-def _sending(what: str) -> Iterator[None]:
-    """A record the hub holds but protobuf cannot carry (a counter past int64, JSON nested past
-    the encoder's depth) is a clear error for its reader, never an UNKNOWN status."""
-    try:
-        yield
-    except (ValueError, TypeError, RecursionError, msgspec.EncodeError) as exc:
-        raise SessionHubError(f"{what} cannot be sent over gRPC: {quote(str(exc))}") from None
 
 
 def details_arg(message: Any, field: str = "details_json") -> Mapping[str, Any] | None:
@@ -205,8 +207,7 @@ def filters_args(filters: pb.Filters) -> dict[str, Any]:
 
 
 def data_entry_pb(entry: DataEntry) -> pb.DataEntry:
-    with _sending(f"data entry {quote(entry.key)}"):
-        value_json = to_json(entry.value)
+    value_json = to_json(entry.value, f"data entry {quote(entry.key)}")
     return pb.DataEntry(key=entry.key, value_json=value_json, version=entry.version)
 
 
@@ -215,8 +216,7 @@ def data_entry_from_pb(message: pb.DataEntry) -> DataEntry:
 
 
 def record_pb(record: HistoryRecord) -> pb.HistoryRecord:
-    with _sending(f"history record {record.seq}"):
-        payload_json = to_json(record.payload)
+    payload_json = to_json(record.payload, f"history record {record.seq}")
     return pb.HistoryRecord(
         seq=record.seq, kind=record.kind, at=record.at, payload_json=payload_json
     )

@@ -40,7 +40,7 @@ from .._hub import SessionHub
 from .._models import Session
 from ._convert import to_json
 from ._handlers import add_servicer
-from ._status import abort
+from ._status import abort, quote
 from ._streams import EventStreams
 from .protos.ma.streaming.api.v1 import session_management_pb2 as api
 from .protos.ma.streaming.api.v1 import session_management_pb2_grpc as api_grpc
@@ -123,7 +123,10 @@ def _version(session: Session) -> int:
 
 def _details(session: Session) -> dict[str, str]:
     """Details as the Stream API's string map (values set through other faces as JSON text)."""
-    return {k: v if isinstance(v, str) else to_json(v) for k, v in session.details.items()}
+    return {
+        k: v if isinstance(v, str) else to_json(v, f"detail {quote(k)}")
+        for k, v in session.details.items()
+    }
 
 
 def _unique(keys: Iterable[str]) -> list[str]:
