@@ -14,7 +14,8 @@ server does (see ``streamapi-wire.md``):
 - sessions are created active, with no idle timeout (they last until ``EndSession``) and kept,
   marked complete, for ``retention`` seconds after they end; ending twice is a success that changes
   nothing (the hub ends a session once, so there is a single stop notification);
-- failures are in-band: ``success = false`` (the reason is logged at debug level), never a status;
+- failures are in-band: ``success = false`` (the reason is logged at debug level), never a status
+  (but bytes that are not a request message at all end INVALID_ARGUMENT, see ``_handlers``);
 - start/stop notifications are the hub's ``created``/``ended`` events of one data source (an empty
   data source: every one), from the moment the stream opened, for sessions of any face;
 - ``enabled = False`` turns the service off: unary calls answer ``success = false`` and the
