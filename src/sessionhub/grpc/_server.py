@@ -6,8 +6,9 @@
 The hub belongs to the caller, who starts it before the server. Closing it before stopping the
 server lets open ``Watch`` streams read the events of the hub's shutdown (the sessions it ends)
 before they end; ``sessionhub serve`` shares the hub with the HTTP face and ``serve_beside`` orders
-it so, tying the gRPC server to the HTTP app's lifespan. With a token, every call but health checks and reflection needs the metadata
-``authorization: Bearer <token>`` (compared in constant time), or ends UNAUTHENTICATED.
+it so, tying the gRPC server to the HTTP app's lifespan. With a token, every call but health checks
+and reflection needs the metadata ``authorization: Bearer <token>`` (compared in constant time), or
+ends UNAUTHENTICATED.
 """
 
 from __future__ import annotations
