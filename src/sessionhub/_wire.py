@@ -13,7 +13,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from ._metrics import MetricsSnapshot
-from ._models import DataEntry, HistoryRecord
+from ._models import DataEntry, HistoryRecord, Session
 
 __all__ = [
     "Census",
@@ -30,7 +30,10 @@ __all__ = [
     "HistoryCounts",
     "HistoryItems",
     "IncrBody",
+    "Lease",
+    "LeaseBody",
     "LinkBody",
+    "Released",
     "Stats",
     "TransitionBody",
     "UpdateBody",
@@ -102,6 +105,13 @@ class DataBody(_Body):
     expected_version: _NewOrVersion | None = None
 
 
+class LeaseBody(_Body):
+    """``POST /v1/sessions/{id}/requests``: count a request in flight until it is released
+    (``DELETE /v1/sessions/{id}/requests/{lease_id}``) or, if abandoned, for ``lease`` seconds."""
+
+    lease: Annotated[float, Meta(gt=0)] = 60.0
+
+
 class HistoryBody(_Body):
     """``POST /v1/sessions/{id}/history``: append one record."""
 
@@ -118,6 +128,20 @@ class ErrorAnswer(msgspec.Struct):
     """Every error answer: ``{"error": {"code", "message"}}``."""
 
     error: ErrorBody
+
+
+class Lease(msgspec.Struct):
+    """The answer to ``POST /v1/sessions/{id}/requests`` (201): the session counts the request."""
+
+    lease_id: str
+    expires_in: float
+    session: Session
+
+
+class Released(msgspec.Struct):
+    """The answer to ``DELETE /v1/sessions/{id}/requests/{lease_id}``."""
+
+    session: Session
 
 
 class Ended(msgspec.Struct):
