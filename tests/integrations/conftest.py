@@ -62,3 +62,13 @@ def open_agent_hub(
     yield open_hub
     if server is not None:
         server.stop()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Long fuzz runs (``slow``) of this folder run only with ``--soak`` (when registered)."""
+    if config.getoption("--soak", default=False):
+        return
+    skip = pytest.mark.skip(reason="slow: runs with --soak")
+    for item in items:
+        if "integrations" in item.nodeid and item.get_closest_marker("slow"):
+            item.add_marker(skip)
