@@ -106,7 +106,9 @@ async def call(run: Run, step: int, op: tuple[Any, ...]) -> Any:
     service = run.service
     name, app, user = op[0], op[1] + run.salt, op[2]
     if name == "create":
-        session = await service.create_session(app_name=app, user_id=user, session_id=op[3], state=op[4])
+        session = await service.create_session(
+            app_name=app, user_id=user, session_id=op[3], state=op[4]
+        )
         if op[3] is None:
             run.generated.append(session.id)
         run.latest[(app, user, session.id)] = session

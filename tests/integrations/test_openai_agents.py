@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -118,14 +117,13 @@ def test_agents_session_is_the_sdk_protocol() -> None:
 async def test_agents_concurrent_pops_take_different_items(open_agent_hub: OpenHub) -> None:
     async with open_agent_hub() as hub:
         session = SessionHubSession(f"pops-{uuid.uuid4().hex}", hub)
-        items: list[TResponseInputItem] = [
-            {"role": "user", "content": str(i)} for i in range(20)
-        ]
+        items: list[TResponseInputItem] = [{"role": "user", "content": str(i)} for i in range(20)]
         await session.add_items(items)
         other = SessionHubSession(session.session_id, hub)  # a second handle, as another task has
         popped = await asyncio.gather(*(s.pop_item() for s in [session, other] * 12))
         taken = [item for item in popped if item is not None]
-        assert len(taken) == 20 and popped.count(None) == 4
+        assert len(taken) == 20
+        assert popped.count(None) == 4
         assert sorted(str(item) for item in taken) == sorted(str(item) for item in items)
         assert await session.get_items() == []
 
@@ -151,7 +149,8 @@ async def test_agents_owner_labels_listing_and_expiry() -> None:
         page, cursor = await list_conversations(hub, user_id="ada lovelace", limit=2)
         rest, last = await list_conversations(hub, user_id="ada lovelace", cursor=cursor)
         listed = page + rest
-        assert last is None and len(listed) == 3
+        assert last is None
+        assert len(listed) == 3
         assert {s.details["title"] for s in listed} == {"#0", "#1", "#2"}
         assert {s.labels["topic"] for s in listed} == {"math"}
         clock.advance(30)
@@ -182,7 +181,9 @@ class EchoModel(Model):
     ) -> ModelResponse:
         given = [input] if isinstance(input, str) else input
         users = sum(1 for item in given if isinstance(item, dict) and item.get("role") == "user")
-        text = ResponseOutputText(text=f"seen {users} user messages", type="output_text", annotations=[])
+        text = ResponseOutputText(
+            text=f"seen {users} user messages", type="output_text", annotations=[]
+        )
         message = ResponseOutputMessage(
             id=f"msg-{users}", content=[text], role="assistant", status="completed", type="message"
         )
@@ -215,16 +216,15 @@ async def test_agents_runner_persists_through_sessionhub(tmp_path: Path) -> None
         second = await Runner.run(agent, "again", session=session, run_config=config)
         assert first.final_output == "seen 1 user messages"
         assert second.final_output == "seen 2 user messages"  # the first turn came from the hub
-    done = subprocess.run(
-        [sys.executable, "-c", READ_BACK, url, "conversation 1"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", READ_BACK, url, "conversation 1", stdout=asyncio.subprocess.PIPE
     )
-    items = json.loads(done.stdout)
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0
+    items = json.loads(out)
     assert [item.get("role") for item in items] == ["user", "assistant", "user", "assistant"]
-    assert items[0]["content"] == "hello" and items[2]["content"] == "again"
+    assert items[0]["content"] == "hello"
+    assert items[2]["content"] == "again"
     assert items[3]["content"][0]["text"] == "seen 2 user messages"
 
 

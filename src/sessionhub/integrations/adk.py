@@ -25,6 +25,7 @@ How an ADK session lives in the hub:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -477,7 +478,7 @@ class SessionHubSessionService(BaseSessionService):
 
     async def _create_scope(self, hub: Hub, key: str, app_name: str, user_id: str | None) -> None:
         scope = {"app": app_name} if user_id is None else {"app": app_name, "user": user_id}
-        try:
+        with contextlib.suppress(DuplicateSession):  # another writer made it first
             await hub.create(
                 key,
                 namespace=hub_name(f"adk-state:{app_name}"),
@@ -485,8 +486,6 @@ class SessionHubSessionService(BaseSessionService):
                 idle_timeout=None,
                 ttl=None,
             )
-        except DuplicateSession:
-            pass  # another writer made it first
 
     # expiry hooks
 
@@ -518,6 +517,4 @@ def _names(record: HubSession) -> AdkSessionRef | None:
     names = record.details.get("adk")
     if not isinstance(names, dict) or not record.namespace.startswith("adk:"):
         return None
-    return AdkSessionRef(
-        app_name=names["app"], user_id=names["user"], session_id=names["session"]
-    )
+    return AdkSessionRef(app_name=names["app"], user_id=names["user"], session_id=names["session"])

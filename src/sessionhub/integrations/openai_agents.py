@@ -14,6 +14,7 @@ Readers walk the history from its newest record, applying the markers as they me
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -53,7 +54,7 @@ class SessionHubSession:
         session_settings: SessionSettings | None = None,
     ) -> None:
         self.session_id = session_id
-        self.session_settings = session_settings or SessionSettings()
+        self.session_settings: SessionSettings | None = session_settings or SessionSettings()
         self.user_id = user_id
         self.labels = dict(labels or {})
         self.metadata = dict(metadata or {})
@@ -131,7 +132,7 @@ class SessionHubSession:
         return await hub.end(self._key, reason)
 
     async def _start(self, hub: Hub) -> None:
-        try:
+        with contextlib.suppress(DuplicateSession):  # another writer started it first
             await hub.create(
                 self._key,
                 namespace=NAMESPACE,
@@ -141,8 +142,6 @@ class SessionHubSession:
                 idle_timeout=self.idle_timeout,
                 ttl=self.ttl,
             )
-        except DuplicateSession:
-            pass  # another writer started it first
 
     async def _append_all(self, hub: Hub, items: list[TResponseInputItem]) -> None:
         history = hub.history(self._key)
@@ -160,9 +159,7 @@ class SessionHubSession:
         cursor = before
         pops = 0
         while True:
-            page = await history.read(
-                after=cursor, limit=_PAGE, newest_first=True
-            )
+            page = await history.read(after=cursor, limit=_PAGE, newest_first=True)
             for record in page:
                 if record.kind == _CLEAR:
                     return
@@ -183,5 +180,7 @@ async def list_conversations(
 ) -> tuple[list[HubSession], str | None]:
     """One page of a user's live conversations (their hub sessions, with labels and metadata);
     pass the cursor back for the next page (``None`` after the last)."""
-    page = await hub.find(namespace=NAMESPACE, user_id=hub_name(user_id), limit=limit, cursor=cursor)
+    page = await hub.find(
+        namespace=NAMESPACE, user_id=hub_name(user_id), limit=limit, cursor=cursor
+    )
     return page.items, page.cursor
