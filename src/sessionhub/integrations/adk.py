@@ -83,7 +83,7 @@ class _Head(msgspec.Struct, kw_only=True):
     rev: int = 0
     state: dict[str, Any] = msgspec.field(default_factory=dict)
     time: float = 0.0
-    pending: dict[str, Any] | None = None
+    pending: str | None = None  # the event of this revision, as JSON
 
     @classmethod
     def of(cls, entry: DataEntry | None) -> _Head:
@@ -123,7 +123,8 @@ def _state_key(key: str) -> str:
     return hub_name(key)
 
 
-def _event_record(rev: int, event: dict[str, Any]) -> dict[str, Any]:
+def _event_record(rev: int, event: str) -> dict[str, Any]:
+    # the event as its JSON text: pydantic parses that several times faster than a dict
     return {"rev": rev, "event": event}
 
 
@@ -251,7 +252,7 @@ class SessionHubSessionService(BaseSessionService):
         """
         wanted = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
-        found: dict[int, dict[str, Any]] = {}
+        found: dict[int, str] = {}
         recorded = head.rev == 0
         taken: list[Event] = []
         next_rev = head.rev
@@ -259,10 +260,11 @@ class SessionHubSessionService(BaseSessionService):
         exhausted = False
         while next_rev > 0 and (wanted is None or len(taken) < wanted):
             if next_rev not in found and not exhausted:
+                size = _PAGE if wanted is None else min(_PAGE, wanted - len(taken) + 1)
                 page = await hub.history(key).read(
-                    after=cursor, limit=_PAGE, newest_first=True, kind=_EVENT
+                    after=cursor, limit=size, newest_first=True, kind=_EVENT
                 )
-                exhausted = len(page) < _PAGE
+                exhausted = len(page) < size
                 for record in page:
                     cursor = record.seq
                     rev = record.payload["rev"]
@@ -275,7 +277,7 @@ class SessionHubSessionService(BaseSessionService):
                 if next_rev != head.rev or head.pending is None:
                     break  # a revision is missing: return what is contiguous
                 raw = head.pending  # written by a writer that has not recorded it (yet)
-            event = Event.model_validate(raw)
+            event = Event.model_validate_json(raw)
             if after is not None and event.timestamp < after:
                 break
             taken.append(event)
@@ -369,7 +371,7 @@ class SessionHubSessionService(BaseSessionService):
         app_delta, user_delta, session_delta = _scoped(delta or {})
         try:
             head = await self._writable_head(hub, key, session)
-            raw = event.model_dump(mode="json", exclude_none=True)
+            raw = event.model_dump_json(exclude_none=True)
             new_head = {
                 "rev": head.rev + 1,
                 "state": {**head.state, **session_delta},

@@ -85,7 +85,7 @@ class SessionHubSession:
         hub = await self._link.ready()
         items: list[TResponseInputItem] = []
         try:
-            async for record in self._visible(hub, before=None):
+            async for record in self._visible(hub, before=None, expected=wanted):
                 items.append(record.payload)
                 if wanted is not None and len(items) >= wanted:
                     break
@@ -112,7 +112,7 @@ class SessionHubSession:
             marker = await hub.history(self._key).append(_POP)
         except SessionNotFound:
             return None
-        async for record in self._visible(hub, before=marker.seq):  # newest there before it
+        async for record in self._visible(hub, before=marker.seq, expected=1):  # newest before it
             payload: TResponseInputItem = record.payload
             return payload
         return None
@@ -148,9 +148,11 @@ class SessionHubSession:
         for item in items:
             await history.append(_ITEM, item)
 
-    async def _visible(self, hub: Hub, *, before: int | None) -> AsyncIterator[HistoryRecord]:
+    async def _visible(
+        self, hub: Hub, *, before: int | None, expected: int | None
+    ) -> AsyncIterator[HistoryRecord]:
         """The items in the conversation as of the record ``before`` (now, when ``None``), newest
-        first.
+        first; ``expected`` is how many the caller wants (``None``: all), to size the first read.
 
         Walking back, each ``pop`` removes the next item not removed yet and a ``clear`` ends the
         walk: the same items a forward replay of the markers leaves.
@@ -158,8 +160,9 @@ class SessionHubSession:
         history = hub.history(self._key)
         cursor = before
         pops = 0
+        size = _PAGE if expected is None else min(_PAGE, expected + 1)
         while True:
-            page = await history.read(after=cursor, limit=_PAGE, newest_first=True)
+            page = await history.read(after=cursor, limit=size, newest_first=True)
             for record in page:
                 if record.kind == _CLEAR:
                     return
@@ -170,9 +173,10 @@ class SessionHubSession:
                         pops -= 1
                     else:
                         yield record
-            if len(page) < _PAGE:
+            if len(page) < size:
                 return
             cursor = page[-1].seq
+            size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
 
 
 async def list_conversations(
