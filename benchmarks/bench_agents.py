@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.red
 
 from agents import SQLiteSession
 from agents.extensions.memory.redis_session import RedisSession
+from agents.items import TResponseInputItem
 from agents.memory import Session as AgentsSession
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
@@ -56,7 +57,9 @@ def report(what: str, ours: dict[str, float], peers: dict[str, float]) -> None:
     best = min(ours.values())
     worst = max(ours.values())
     cells = "  ".join(f"{name} {ms:.3f}" for name, ms in ours.items())
-    ratios = "  ".join(f"{name} {ms:.3f} ({ms / worst:.1f}-{ms / best:.1f}x)" for name, ms in peers.items())
+    ratios = "  ".join(
+        f"{name} {ms:.3f} ({ms / worst:.1f}-{ms / best:.1f}x)" for name, ms in peers.items()
+    )
     print(f"{what:<28} sessionhub ms: {cells}\n{'':<28} peers ms (x): {ratios}")
 
 
@@ -97,14 +100,16 @@ async def adk_figures(service: BaseSessionService, n: int, users: int) -> dict[s
     async def list_user(i: int) -> object:
         return await service.list_sessions(app_name=app, user_id=f"u{i % users}")
 
-    figures[f"list_sessions(user, {n // users} of {n})"] = await per_op_ms(max(n // 20, 20), list_user)
+    figures[f"list_sessions(user, {n // users} of {n})"] = await per_op_ms(
+        max(n // 20, 20), list_user
+    )
     return figures
 
 
 # Agents SDK
 
 
-ITEM = {"role": "user", "content": "hello there, how are you today?"}
+ITEM: TResponseInputItem = {"role": "user", "content": "hello there, how are you today?"}
 
 
 async def agents_figures(make: Callable[[str], AgentsSession], n: int) -> dict[str, float]:
@@ -112,7 +117,8 @@ async def agents_figures(make: Callable[[str], AgentsSession], n: int) -> dict[s
     figures: dict[str, float] = {}
 
     async def add(i: int) -> object:
-        return await session.add_items([ITEM])  # type: ignore[list-item]
+        await session.add_items([ITEM])
+        return None
 
     figures["add_items(1)"] = await per_op_ms(max(n, 200), add)
 
@@ -155,7 +161,9 @@ async def main(quick: bool) -> None:
         peers["Database(SQLite)"] = await adk_figures(database, n, users)
         await database.close()
         for what in peers["InMemory"]:
-            report(what, {k: v[what] for k, v in ours.items()}, {k: v[what] for k, v in peers.items()})
+            report(
+                what, {k: v[what] for k, v in ours.items()}, {k: v[what] for k, v in peers.items()}
+            )
 
         print("\nOpenAI Agents SDK; times in ms per operation")
         ours = {}

@@ -5,6 +5,7 @@ on a loopback port (one per test, reached through ``AsyncClient``)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -65,8 +66,9 @@ def open_agent_hub(
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long fuzz runs (``slow``) of this folder run only with ``--soak`` (when registered)."""
-    if config.getoption("--soak", default=False):
+    """Long fuzz runs (``slow``) of this folder run only with ``--soak`` (once the root conftest
+    registers it) or ``SESSIONHUB_SOAK=1``."""
+    if config.getoption("--soak", default=False) or os.environ.get("SESSIONHUB_SOAK") == "1":
         return
     skip = pytest.mark.skip(reason="slow: runs with --soak")
     for item in items:
