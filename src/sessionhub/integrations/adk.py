@@ -25,6 +25,7 @@ How an ADK session lives in the hub:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable, Mapping
@@ -321,33 +322,39 @@ class SessionHubSessionService(BaseSessionService):
             limit=limit,
             cursor=cursor,
         )
-        app_state = await self._scoped_state(hub, self._app_key(app_name))
-        user_states: dict[str, dict[str, Any]] = {}
+        listed = [(record.id, names) for record in page.items if (names := _names(record))]
+        owners = sorted({names.user_id for _, names in listed})
+        # independent reads, made together: one wait for all of them on a remote store or server
+        app_state, heads, *user_states = await asyncio.gather(
+            self._scoped_state(hub, self._app_key(app_name)),
+            asyncio.gather(*(self._head_or_none(hub, key) for key, _ in listed)),
+            *(self._scoped_state(hub, self._user_key(app_name, owner)) for owner in owners),
+        )
+        states_of = dict(zip(owners, user_states, strict=True))
         sessions: list[Session] = []
-        for record in page.items:
-            names = _names(record)
-            if names is None:
-                continue
-            try:
-                head = _Head.of(await hub.data(record.id).entry(_HEAD))
-            except SessionNotFound:
+        for (_, names), head in zip(listed, heads, strict=True):
+            if head is None:
                 continue  # ended since the page was read
-            owner = names.user_id
-            if owner not in user_states:
-                user_states[owner] = await self._scoped_state(hub, self._user_key(app_name, owner))
             state = dict(head.state)
             state.update({State.APP_PREFIX + k: v for k, v in app_state.items()})
-            state.update({State.USER_PREFIX + k: v for k, v in user_states[owner].items()})
+            state.update({State.USER_PREFIX + k: v for k, v in states_of[names.user_id].items()})
             sessions.append(
                 Session(
                     id=names.session_id,
                     app_name=app_name,
-                    user_id=owner,
+                    user_id=names.user_id,
                     state=state,
                     last_update_time=head.time,
                 )
             )
         return sessions, page.cursor
+
+    @staticmethod
+    async def _head_or_none(hub: Hub, key: str) -> _Head | None:
+        try:
+            return _Head.of(await hub.data(key).entry(_HEAD))
+        except SessionNotFound:
+            return None
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         hub = await self._link.ready()
@@ -439,12 +446,12 @@ class SessionHubSessionService(BaseSessionService):
 
     async def _merge_scoped(self, hub: Hub, session: Session) -> None:
         """Put the app and user state into ``session.state`` under their prefixes."""
-        for prefix, key in (
-            (State.APP_PREFIX, self._app_key(session.app_name)),
-            (State.USER_PREFIX, self._user_key(session.app_name, session.user_id)),
-        ):
-            for name, value in (await self._scoped_state(hub, key)).items():
-                session.state[prefix + name] = value
+        app_state, user_state = await asyncio.gather(
+            self._scoped_state(hub, self._app_key(session.app_name)),
+            self._scoped_state(hub, self._user_key(session.app_name, session.user_id)),
+        )
+        session.state.update({State.APP_PREFIX + k: v for k, v in app_state.items()})
+        session.state.update({State.USER_PREFIX + k: v for k, v in user_state.items()})
 
     async def _write_scoped(
         self,
