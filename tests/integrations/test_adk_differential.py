@@ -189,6 +189,7 @@ def test_adk_service_matches_in_memory_service(open_agent_hub: OpenHub, program:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @fuzz(400)
 @given(program=st.lists(OPS, min_size=1, max_size=60))
 def test_adk_service_matches_in_memory_service_long(

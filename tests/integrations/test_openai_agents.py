@@ -102,6 +102,7 @@ def test_agents_session_matches_sqlite_session(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 @fuzz(400)
 @given(program=st.lists(OPS, min_size=1, max_size=80), limit=st.none() | st.integers(1, 3))
 def test_agents_session_matches_sqlite_session_long(
