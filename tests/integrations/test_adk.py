@@ -111,6 +111,23 @@ async def test_adk_stale_copy_is_refused(open_agent_hub: OpenHub) -> None:
         assert [event.author for event in stored.events] == ["x"]
 
 
+async def test_adk_redelivered_event_is_stored_once(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", session_id="s")
+        copy = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert copy is not None
+        event = Event(author="x", actions=EventActions(state_delta={"k": 1}))
+        await service.append_event(session, event)
+        await service.append_event(session, event)  # the same event again, as a retrying caller
+        await service.append_event(copy, event)  # a copy that never saw the first answer
+        assert [e.id for e in copy.events] == [event.id]
+        await service.append_event(copy, Event(author="y"))  # and it can go on from there
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert [e.author for e in stored.events] == ["x", "y"]
+
+
 async def test_adk_stale_copies_in_tasks_never_interleave(open_agent_hub: OpenHub) -> None:
     async with open_agent_hub() as hub:
         service = SessionHubSessionService(hub)

@@ -379,17 +379,21 @@ class SessionHubSessionService(BaseSessionService):
         try:
             head = await self._writable_head(hub, key, session)
             raw = event.model_dump_json(exclude_none=True)
+            if raw == head.pending:
+                return event  # an equal re-delivery of the last event: stored already, as in ADK
             new_head = {
                 "rev": head.rev + 1,
                 "state": {**head.state, **session_delta},
                 "time": event.timestamp,
                 "pending": raw,
             }
+            recorded = True
             try:
                 entry = await hub.data(key).set(_HEAD, new_head, expected_version=head.version)
+                await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
             except VersionConflict:
-                raise StaleSessionError(_STALE) from None
-            await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
+                entry = await self._retried(hub, key, raw)
+                recorded = False  # the first attempt may have died before recording it
         except SessionNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
         await self._write_scoped(hub, session.app_name, session.user_id, app_delta, user_delta)
@@ -397,8 +401,17 @@ class SessionHubSessionService(BaseSessionService):
         session.last_update_time = event.timestamp
         if isinstance(session, HubBackedSession):
             session._head = _Head.of(entry)
-            session._recorded = True
+            session._recorded = recorded
         return event
+
+    @staticmethod
+    async def _retried(hub: Hub, key: str, raw: str) -> DataEntry:
+        """After a lost compare-and-set: the head, if its event is this very one (a retry of an
+        append whose answer was lost); ``StaleSessionError`` if another writer got there first."""
+        entry = await hub.data(key).entry(_HEAD)
+        if entry is None or _Head.of(entry).pending != raw:
+            raise StaleSessionError(_STALE)
+        return entry
 
     async def _writable_head(self, hub: Hub, key: str, session: Session) -> _Head:
         """The head the caller's session stands on, its event recorded in the history.
