@@ -14,6 +14,7 @@ import pytest
 from google.adk.agents.base_agent import BaseAgent
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.runners import Runner
@@ -111,6 +112,27 @@ async def test_adk_stale_copy_is_refused(open_agent_hub: OpenHub) -> None:
         assert [event.author for event in stored.events] == ["x"]
 
 
+async def test_adk_racing_creates_of_one_id_make_one_session(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        outcomes = await asyncio.gather(
+            *(
+                service.create_session(
+                    app_name="a", user_id="u", session_id="same", state={"by": i}
+                )
+                for i in range(6)
+            ),
+            return_exceptions=True,
+        )
+        made = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, AlreadyExistsError)]
+        assert len(made) == 1
+        assert len(refused) == 5
+        stored = await service.get_session(app_name="a", user_id="u", session_id="same")
+        assert stored is not None
+        assert stored.state == made[0].state
+
+
 async def test_adk_redelivered_event_is_stored_once(open_agent_hub: OpenHub) -> None:
     async with open_agent_hub() as hub:
         service = SessionHubSessionService(hub)
@@ -161,6 +183,7 @@ async def test_adk_stale_copies_in_tasks_never_interleave(open_agent_hub: OpenHu
 WRITER = """
 import asyncio, sys
 from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from sessionhub import SessionHub
