@@ -106,6 +106,30 @@ async def adk_figures(service: BaseSessionService, n: int, users: int) -> dict[s
     return figures
 
 
+async def adk_listing(n: int) -> None:
+    """A page of 100 of one app's n sessions (sessionhub, memory store) beside ADK's in-memory
+    ``list_sessions`` of the same app, which has no pages."""
+    reference = InMemorySessionService()
+    async with hub_on("memory://") as hub:
+        ours = SessionHubSessionService(hub)
+        for service in (reference, ours):
+            for i in range(n):
+                await service.create_session(app_name="big", user_id=f"u{i}", session_id=f"s{i}")
+
+        async def page(i: int) -> object:
+            return await ours.list_sessions_page(app_name="big", limit=100)
+
+        async def everything(i: int) -> object:
+            return await reference.list_sessions(app_name="big")
+
+        page_ms = await per_op_ms(20, page)
+        all_ms = await per_op_ms(5, everything)
+        print(
+            f"{'list, app of ' + str(n):<28} sessionhub list_sessions_page(100): {page_ms:.3f} ms"
+            f"  InMemory list_sessions (all): {all_ms:.3f} ms ({all_ms / page_ms:.0f}x)"
+        )
+
+
 # Agents SDK
 
 
@@ -164,6 +188,8 @@ async def main(quick: bool) -> None:
             report(
                 what, {k: v[what] for k, v in ours.items()}, {k: v[what] for k, v in peers.items()}
             )
+
+        await adk_listing(10_000 if quick else 100_000)
 
         print("\nOpenAI Agents SDK; times in ms per operation")
         ours = {}

@@ -29,7 +29,7 @@ from sessionhub.integrations.adk import SessionHubSessionService
 
 from .conftest import OpenHub
 
-APPS = st.sampled_from(["shop", "shop assistant/v2"])
+APPS = st.sampled_from(["shop", "shop assistant/v2", "long name " * 25])  # the last: digested ids
 USERS = st.sampled_from(["ada", "bob smith", "", "ü%/x"])
 LITERAL_IDS = st.sampled_from(["s1", " s2 ", "room/7", "ünïcode id"])
 KEYS = st.sampled_from(["a", "b", "app:a", "app:b", "user:a", "user:", "temp:a", "temp:b"])

@@ -537,6 +537,6 @@ class SessionHubSessionService(BaseSessionService):
 def _names(record: HubSession) -> AdkSessionRef | None:
     """The ADK names of a hub session this service made, or ``None`` for any other session."""
     names = record.details.get("adk")
-    if not isinstance(names, dict) or not record.namespace.startswith("adk:"):
+    if not isinstance(names, dict):
         return None
     return AdkSessionRef(app_name=names["app"], user_id=names["user"], session_id=names["session"])
