@@ -20,7 +20,7 @@ from google.adk.events.event_actions import EventActions
 from google.adk.runners import Runner
 from google.genai import types
 
-from sessionhub import ManualClock, SessionHub
+from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub
 from sessionhub.integrations.adk import AdkSessionRef, SessionHubSessionService
 
 from .conftest import OpenHub
@@ -131,6 +131,24 @@ async def test_adk_racing_creates_of_one_id_make_one_session(open_agent_hub: Ope
         stored = await service.get_session(app_name="a", user_id="u", session_id="same")
         assert stored is not None
         assert stored.state == made[0].state
+
+
+async def test_adk_event_too_large_for_the_history_is_refused_whole() -> None:
+    async with SessionHub(idle_timeout=None, limits=Limits(max_history_record_bytes=2000)) as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", session_id="s")
+        big = Event(
+            author="x", content=types.Content(role="model", parts=[types.Part(text="x" * 5000)])
+        )
+        with pytest.raises(PayloadTooLarge):
+            await service.append_event(session, big)
+        await service.append_event(
+            session, Event(author="y", actions=EventActions(state_delta={"k": 1}))
+        )
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert [e.author for e in stored.events] == ["y"]
+        assert stored.state == {"k": 1}
 
 
 async def test_adk_redelivered_event_is_stored_once(open_agent_hub: OpenHub) -> None:

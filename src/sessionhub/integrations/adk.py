@@ -48,7 +48,7 @@ from google.adk.sessions.session import Session
 from google.adk.sessions.state import State
 from pydantic import PrivateAttr
 
-from .._errors import DuplicateSession, SessionNotFound, VersionConflict
+from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, VersionConflict
 from .._hub import SessionHub
 from .._models import DataEntry
 from .._models import Session as HubSession
@@ -390,7 +390,7 @@ class SessionHubSessionService(BaseSessionService):
             recorded = True
             try:
                 entry = await hub.data(key).set(_HEAD, new_head, expected_version=head.version)
-                await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
+                await self._record(hub, key, head, entry, raw, session)
             except VersionConflict:
                 entry = await self._retried(hub, key, raw)
                 recorded = False  # the first attempt may have died before recording it
@@ -403,6 +403,21 @@ class SessionHubSessionService(BaseSessionService):
             session._head = _Head.of(entry)
             session._recorded = recorded
         return event
+
+    @staticmethod
+    async def _record(
+        hub: Hub, key: str, head: _Head, entry: DataEntry, raw: str, session: Session
+    ) -> None:
+        """Record the event the head now holds; if the history refuses it (too large), put the
+        head back as it was, so the event is refused whole and the session goes on without it."""
+        try:
+            await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
+        except PayloadTooLarge:
+            old = {"rev": head.rev, "state": head.state, "time": head.time, "pending": head.pending}
+            restored = await hub.data(key).set(_HEAD, old, expected_version=entry.version)
+            if isinstance(session, HubBackedSession):
+                session._head = _Head.of(restored)
+            raise
 
     @staticmethod
     async def _retried(hub: Hub, key: str, raw: str) -> DataEntry:
