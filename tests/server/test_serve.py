@@ -135,7 +135,9 @@ def test_options_come_from_sessionhub_environment_variables(serve: Serve) -> Non
         assert first.json()["idle_timeout"] == 42.0
         assert http.post("/v1/sessions", json={}).status_code == 201
         assert_error(http.post("/v1/sessions", json={}), 503, "capacity_exceeded")
-        big = http.post("/v1/sessions", content=b" " * 3000)
+        big = http.post(
+            "/v1/sessions", content=b" " * 3000, headers={"Content-Type": "application/json"}
+        )
         assert_error(big, 413, "payload_too_large")
         assert http.get("/v1/count").json() == {"count": 2}
     with client(port, token=None) as anon:
