@@ -190,8 +190,15 @@ def test_a_taken_port_is_a_clear_error(serve: Serve) -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--idle-timeout", "-1"], "'--idle-timeout': '-1' must be a positive number of seconds"),
-        (["--ttl", "soon"], "'--ttl': 'soon' is neither a number of seconds nor 'none'"),
+        (
+            ["--idle-timeout", "-1"],
+            "'--idle-timeout' (env var: 'SESSIONHUB_IDLE_TIMEOUT'): '-1' must be a positive "
+            "number of seconds",
+        ),
+        (
+            ["--ttl", "soon"],
+            "'--ttl' (env var: 'SESSIONHUB_TTL'): 'soon' is neither a number of seconds nor 'none'",
+        ),
         (["--store", "bogus://"], "unknown store scheme 'bogus'"),
         (["--port", "70000"], "'--port'"),
         (["--max-sessions", "0"], "'--max-sessions'"),
