@@ -1,5 +1,5 @@
 """The HTTP face through raw HTTP against a real server: every route's status and JSON shape, every
-error of PRODUCT.md §8 as its status and exact body (changing nothing), reserved characters in ids,
+error the hub raises as its status and exact body (changing nothing), reserved characters in ids,
 /metrics, and the end of live sessions when the server stops."""
 
 from __future__ import annotations
