@@ -22,7 +22,7 @@ from .._errors import SessionHubError, Unauthorized, ValidationError
 from .._hub import SessionHub
 from .._leases import RequestLeases
 from .._models import json_encoder
-from ._guard import BrowserGuard, quoted
+from ._guard import BrowserGuard, Headers, quoted
 from ._openapi import OPERATIONS, openapi_document
 from ._prometheus import CONTENT_TYPE, ServerMetrics
 from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send
@@ -190,7 +190,7 @@ class SessionHubApp:
             template = matched[0].template
         else:
             template = path if path in _SPECIAL else _UNMATCHED
-        cors: tuple[tuple[bytes, bytes], ...] = ()
+        cors: Headers = ()
         try:
             origin = _header(scope, b"origin")
             cors = self._admit(scope, origin)
@@ -211,7 +211,7 @@ class SessionHubApp:
         await _send(send, reply, cors)
         self._observe(method, template, reply.status, time.perf_counter() - started)
 
-    def _admit(self, scope: Scope, origin: str | None) -> tuple[tuple[bytes, bytes], ...]:
+    def _admit(self, scope: Scope, origin: str | None) -> Headers:
         """Refuse a foreign ``Host`` or ``Origin``; the CORS headers the answer carries."""
         host = _header(scope, b"host")
         refusal = self._guard.host_refusal(scope, host)
@@ -223,9 +223,7 @@ class SessionHubApp:
             return ()
         return self._guard.cors_headers(origin)
 
-    def _options(
-        self, path: str, matched: tuple[Route, list[str]] | None, cors: tuple[object, ...]
-    ) -> Reply:
+    def _options(self, path: str, matched: tuple[Route, list[str]] | None, cors: Headers) -> Reply:
         """``OPTIONS``: the methods of the route, and for an allowed origin a CORS preflight
         answer (a preflight carries no token: it is answered without one)."""
         if matched is not None:
@@ -234,7 +232,7 @@ class SessionHubApp:
             allowed = "GET"
         else:
             return _error_reply(404, "not_found", f"no route {quoted(path)}")
-        headers: tuple[tuple[bytes, bytes], ...] = ((b"allow", allowed.encode()),)
+        headers: Headers = ((b"allow", allowed.encode()),)
         if cors:
             headers += BrowserGuard.preflight_headers(allowed)
         return Reply(204, b"", headers=headers)
@@ -247,7 +245,7 @@ class SessionHubApp:
         method: str,
         path: str,
         matched: tuple[Route, list[str]] | None,
-        cors: tuple[tuple[bytes, bytes], ...],
+        cors: Headers,
     ) -> Reply | None:
         if path not in _PUBLIC:
             self._authorize(scope)
@@ -375,7 +373,7 @@ def _method_not_allowed(route: Route, method: str) -> Reply:
     return reply._replace(headers=((b"allow", allowed.encode()),))  # RFC 9110: 405 names them
 
 
-async def _send(send: Send, reply: Reply, cors: tuple[tuple[bytes, bytes], ...]) -> None:
+async def _send(send: Send, reply: Reply, cors: Headers) -> None:
     headers = [(b"content-length", str(len(reply.body)).encode())]
     if reply.status != 204:
         headers.append((b"content-type", reply.content_type))

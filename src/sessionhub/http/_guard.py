@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ._request import Scope
 
-__all__ = ["ALLOWED_HEADERS", "BrowserGuard", "is_json", "quoted"]
+__all__ = ["ALLOWED_HEADERS", "BrowserGuard", "Headers", "is_json", "quoted"]
+
+Headers = tuple[tuple[bytes, bytes], ...]
 
 ALLOWED_HEADERS = b"Authorization, Content-Type, Last-Event-ID"
 _WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
@@ -91,7 +93,7 @@ class BrowserGuard:
         return host is not None and origin.lower() == f"{scheme}://{host}".lower()
 
     @staticmethod
-    def cors_headers(origin: str) -> tuple[tuple[bytes, bytes], ...]:
+    def cors_headers(origin: str) -> Headers:
         """What an answer to an allowed cross-origin request carries."""
         return (
             (b"access-control-allow-origin", origin.encode("latin-1")),
@@ -100,7 +102,7 @@ class BrowserGuard:
         )
 
     @staticmethod
-    def preflight_headers(methods: str) -> tuple[tuple[bytes, bytes], ...]:
+    def preflight_headers(methods: str) -> Headers:
         """What an allowed origin's preflight (``OPTIONS``) answer adds to ``cors_headers``."""
         return (
             (b"access-control-allow-methods", methods.encode()),

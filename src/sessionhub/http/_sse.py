@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator
 from .._errors import ValidationError
 from .._hub import SessionHub
 from .._models import SessionEvent, json_encoder
-from ._guard import quoted
+from ._guard import Headers, quoted
 from ._prometheus import ServerMetrics
 from ._request import Request, Send
 
@@ -57,7 +57,7 @@ async def stream_events(
     keepalive: float,
     closing: asyncio.Event,
     metrics: ServerMetrics,
-    cors: tuple[tuple[bytes, bytes], ...] = (),
+    cors: Headers = (),
 ) -> None:
     kinds = [k for k in (request.arg("kinds") or "").split(",") if k]
     events = hub.subscribe(  # raises on bad filters, before any byte is sent
