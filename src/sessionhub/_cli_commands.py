@@ -23,7 +23,7 @@ from ._connect import connect
 from ._errors import SessionHubError
 from ._hub import DEFAULT, SessionHub
 from ._metrics import MetricsSnapshot
-from ._models import Page, Session, SessionEvent
+from ._models import EventKind, Page, Session, SessionEvent
 from .client import AsyncClient
 from .client._calls import DEFAULT_URL
 
@@ -436,7 +436,13 @@ def _event_line(event: SessionEvent) -> str:
 @click.command("watch")
 @_server_options
 @click.option("--namespace", "-n", default=None, help="Only this namespace.")
-@click.option("--kind", "kinds", multiple=True, help="created, updated, transitioned, ended.")
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice(sorted(EventKind.ALL)),
+    help="Only events of this kind; repeatable (every kind if none).",
+)
 @click.option("--session", "session_id", default=None, help="Only this session.")
 @click.option("--after", default=None, help="Resume after this event id.")
 @click.option("--count", type=int, default=None, help="Exit after this many events.")

@@ -148,3 +148,9 @@ def test_a_store_url_is_no_server_url(run: Invoke) -> None:
     result = run("ls", "--url", "memory://")
     assert result.exit_code == 2
     assert "is not a server URL" in result.output
+
+
+def test_an_unknown_event_kind_is_a_usage_error(run: Invoke) -> None:
+    result = run("watch", "--kind", "exploded", "--count", "1")
+    assert result.exit_code == 2
+    assert "'exploded' is not one of" in result.output
