@@ -155,9 +155,11 @@ def test_a_session_that_cannot_be_encoded_fails_no_listing_and_no_stream(
         assert not reader.closed
     finally:
         reader.close()
+    alone = http.get("/v1/sessions/poison")
+    assert "session 'poison' cannot be sent" in assert_error(alone, 500, "internal")
     listed = http.get("/v1/sessions")
     assert listed.status_code == 200, listed.text
     assert sorted(s["id"] for s in listed.json()["items"]) == ["after", "before"]
     metrics = http.get("/metrics").text
     assert 'sessionhub_http_unencodable_total{what="event"} 1.0' in metrics
-    assert 'sessionhub_http_unencodable_total{what="session"} 1.0' in metrics
+    assert 'sessionhub_http_unencodable_total{what="session"} 2.0' in metrics

@@ -20,7 +20,7 @@ from .._models import Page, Session, json_encoder
 from . import _bodies as wire_bodies
 from ._guard import quoted
 from ._prometheus import ServerMetrics
-from ._request import Reply, Request, json_reply
+from ._request import HttpRefusal, Reply, Request, json_reply
 
 logger = logging.getLogger("sessionhub.http")
 
@@ -116,7 +116,14 @@ async def count(face: Face, request: Request) -> Reply:
 
 
 async def get(face: Face, request: Request) -> Reply:
-    return json_reply(await face.hub.get(request.params[0]))
+    session = await face.hub.get(request.params[0])
+    try:
+        return json_reply(session)
+    except Exception:  # a record stored before the hub bounded nesting, say
+        logger.exception("session %s cannot be encoded", session.id)
+        face.metrics.unencodable.labels("session").inc()
+        message = f"session {quoted(session.id)} cannot be sent: it cannot be encoded as JSON"
+        raise HttpRefusal(500, "internal", message) from None
 
 
 async def update(face: Face, request: Request) -> Reply:
