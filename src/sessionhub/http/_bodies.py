@@ -10,7 +10,7 @@ from msgspec import Meta
 from .._leases import DEFAULT_LEASE, MAX_LEASE
 from .._models import Session
 
-__all__ = ["LeaseAnswer", "LeaseBody", "NoBody", "Released"]
+__all__ = ["Lease", "LeaseBody", "NoBody", "Released"]
 
 
 class NoBody(msgspec.Struct, forbid_unknown_fields=True):
@@ -23,7 +23,7 @@ class LeaseBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     lease: Annotated[float, Meta(gt=0, le=MAX_LEASE)] = DEFAULT_LEASE
 
 
-class LeaseAnswer(msgspec.Struct):
+class Lease(msgspec.Struct):
     """A request in flight: release it with ``DELETE .../requests/{lease_id}``; if it is not
     released within ``expires_in`` seconds, it is released then."""
 

@@ -130,7 +130,7 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         "is not idle until it is released or the lease expires",
         status=201,
         body=bodies.LeaseBody,
-        answer=bodies.LeaseAnswer,
+        answer=bodies.Lease,
         errors=(400, 404, 429),
     ),
     ("DELETE", S + "/requests/{lease_id}"): Operation(

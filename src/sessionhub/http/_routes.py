@@ -235,7 +235,7 @@ async def history_counts(face: Face, request: Request) -> Reply:
 async def lease_start(face: Face, request: Request) -> Reply:
     body = await request.json(wire_bodies.LeaseBody)
     lease, session = await face.leases.start(request.params[0], body.lease)
-    return json_reply(wire_bodies.LeaseAnswer(lease.id, lease.seconds, session), 201)
+    return json_reply(wire_bodies.Lease(lease.id, lease.seconds, session), 201)
 
 
 async def lease_release(face: Face, request: Request) -> Reply:
