@@ -8,6 +8,7 @@ below adds what types cannot say (query parameters, statuses). A test checks tha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -17,6 +18,7 @@ from .. import _wire as wire
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from .._limits import REASON_PATTERN
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
+from . import _bodies as bodies
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
 
@@ -129,6 +131,18 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         errors=(400,),
     ),
     ("POST", S + "/touch"): Operation(summary="Heartbeat: refresh activity", answer=Session),
+    ("POST", S + "/requests"): Operation(
+        summary="Start a request in flight (a lease): counted in `active_requests`, the session "
+        "is not idle until it is released or the lease expires",
+        status=201,
+        body=bodies.LeaseBody,
+        answer=bodies.Lease,
+        errors=(400, 404, 429),
+    ),
+    ("DELETE", S + "/requests/{lease_id}"): Operation(
+        summary="Release a request lease; 404 if it was released, expired or never given",
+        answer=bodies.Released,
+    ),
     ("POST", S + "/transitions"): Operation(
         summary="Apply a lifecycle event",
         body=wire.TransitionBody,
@@ -211,24 +225,29 @@ _PUBLIC: Final = frozenset({"/healthz", "/openapi.json"})
 _ERRORS: Final = {
     400: "Invalid input",
     401: "Missing or wrong bearer token",
+    403: "A Host that does not name this server, or a cross-origin request from an origin not "
+    "allowed",
     404: "No such session (or data key)",
     405: "Method not allowed",
     409: "Invalid transition, duplicate, or version conflict",
     413: "Payload too large",
+    415: "A request body that is not declared application/json",
     429: "Quota or in-flight request limit reached",
     503: "Capacity reached, or the store is unavailable",
 }
 
 
-_PATH_PARAMS: Final = {"id": _ID, "name": _NAME, "key": _KEY}
+_PATH_PARAMS: Final = {"id": _ID, "name": _NAME, "key": _KEY, "lease_id": _STR}
 
 
 def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """What the hub checks of each body field, beyond the JSON types of ``_wire``."""
+    names = sorted(set(events))
     event = {
         "type": "string",
-        "enum": sorted(set(events)),
-        "description": "A lifecycle event (case-insensitive).",
+        "pattern": "^(" + "|".join(_any_case(name) for name in names) + ")$",
+        "description": f"A lifecycle event, in any case: {', '.join(names)}.",
+        "examples": names,
     }
     retention = {"minimum": 0, "exclusiveMaximum": 1e12}
     return {
@@ -247,6 +266,11 @@ def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         "LinkBody": {"child_id": _ID},
         "HistoryBody": {"kind": _NAME},
     }
+
+
+def _any_case(name: str) -> str:
+    """A pattern matching ``name`` in any case (JSON-schema patterns have no flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in name)
 
 
 def _constrain(components: dict[str, Any], rules: dict[str, dict[str, dict[str, Any]]]) -> None:
@@ -295,11 +319,11 @@ def _operation(
         else {op.content_type: {}}
     )
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
-    errors = set(op.errors) | {400, 500}  # 400: also an unknown query parameter
+    errors = set(op.errors) | {400, 403, 500}  # 400: also an unknown query parameter
     if template not in _PUBLIC:
         errors.add(401)
     if op.body is not None:
-        errors.add(413)  # a body past the server's size limit
+        errors |= {413, 415}  # a body past the server's size limit, or not JSON
     for status in sorted(errors):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     out["responses"] = responses
