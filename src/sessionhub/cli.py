@@ -183,6 +183,9 @@ def cli() -> None:
     help="Seconds a session ended through the Stream API stays queryable, marked complete.",
 )
 @click.option(
+    "--no-ui", envvar=_env("NO_UI"), is_flag=True, help="Do not serve the dashboard at /ui."
+)
+@click.option(
     "--log-level",
     envvar=_env("LOG_LEVEL"),
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -209,6 +212,7 @@ def serve(
     no_grpc: bool,
     stream_api: bool,
     stream_api_retention: float,
+    no_ui: bool,
     log_level: str,
 ) -> None:
     """Serve HTTP/JSON, server-sent events, gRPC and Prometheus metrics.
@@ -245,7 +249,7 @@ def serve(
         )
     except SessionHubError as exc:
         raise click.UsageError(exc.message) from None
-    app = create_app(hub, token=token or None, max_body_bytes=max_body_bytes)
+    app = create_app(hub, token=token or None, max_body_bytes=max_body_bytes, ui=not no_ui)
     _check_free(host, port)
     if grpc_port and not no_grpc:
         app = _beside_grpc(

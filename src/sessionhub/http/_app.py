@@ -25,6 +25,7 @@ from ._prometheus import CONTENT_TYPE, ServerMetrics
 from ._request import Receive, Reply, Request, Scope, Send
 from ._routes import ROUTES, Handler, Route
 from ._sse import stream_events
+from ._ui import Dashboard
 
 __all__ = ["SessionHubApp", "create_app"]
 
@@ -46,12 +47,14 @@ def create_app(
     max_body_bytes: int = 2 * 1024 * 1024,
     keepalive: float = 15.0,
     manage_hub: bool = True,
+    ui: bool = True,
 ) -> SessionHubApp:
     """The ASGI app serving ``hub``.
 
     ``token`` requires ``Authorization: Bearer <token>`` on every route but ``/healthz`` and
     ``/openapi.json``. With ``manage_hub`` the ASGI lifespan starts the hub and closes it at
     shutdown; pass ``False`` when the caller owns the hub's lifetime (several faces share it).
+    With ``ui`` the dashboard is served at ``/ui/`` (public files; its API calls need the token).
     """
     return SessionHubApp(
         hub,
@@ -59,6 +62,7 @@ def create_app(
         max_body_bytes=max_body_bytes,
         keepalive=keepalive,
         manage_hub=manage_hub,
+        ui=ui,
     )
 
 
@@ -97,6 +101,7 @@ class SessionHubApp:
         max_body_bytes: int,
         keepalive: float,
         manage_hub: bool,
+        ui: bool = True,
     ) -> None:
         if token is not None and not (isinstance(token, str) and token):
             raise ValueError("token must be a non-empty string or None")
@@ -111,6 +116,7 @@ class SessionHubApp:
         self._router = _Router(ROUTES)
         self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
         self._timers: dict[tuple[str, str, int], Any] = {}
+        self._ui = Dashboard() if ui else None
 
     def __repr__(self) -> str:
         return f"SessionHubApp({self.hub!r})"  # never the token
@@ -168,6 +174,11 @@ class SessionHubApp:
         started = time.perf_counter()
         method: str = scope["method"]
         path, segments = _split(scope)
+        if self._ui is not None and self._ui.serves(path):
+            page = self._ui.reply(path, method)
+            await _send(send, page)
+            self._observe(method, "/ui", page.status, time.perf_counter() - started)
+            return
         matched = self._router.match(segments)
         # What /metrics labels the request with: a template, never a raw path (no session id, and
         # a scanner's guesses do not grow the label set).
