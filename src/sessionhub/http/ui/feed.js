@@ -1,12 +1,14 @@
 // The event feed: the newest events first, filterable by kind and text, pausable. At most KEPT
-// events are kept and at most SHOWN drawn, however fast they come.
+// events are kept and at most SHOWN drawn, however fast they come; new ones are drawn at most
+// every DRAW_MS (painting a list 60 times a second is what slows a page down, not the events).
 
-import { $, el, time } from "./dom.js";
+import { $, el, throttle, time } from "./dom.js";
 
 const KEPT = 2000;
-const SHOWN = 200;
+const SHOWN = 150;
+const DRAW_MS = 250;
 
-const feed = { events: [], paused: false, dirty: false, arrived: [], kind: "", text: "" };
+const feed = { events: [], pending: [], paused: false, arrived: [], kind: "", text: "" };
 
 export function initFeed() {
   $("fd-kind").addEventListener("change", (event) => {
@@ -32,15 +34,23 @@ export function addToFeed(events) {
   if (feed.paused) return; // what arrives while paused is not kept: the feed shows a moment
   for (const event of events) feed.events.push(event);
   if (feed.events.length > KEPT) feed.events.splice(0, feed.events.length - KEPT);
-  const shown = events.filter(wanted);
-  if (!shown.length) return;
+  for (const event of events) feed.pending.push(event);
+  drawSoon();
+}
+
+const drawSoon = throttle(() => requestAnimationFrame(draw), DRAW_MS);
+
+function draw() {
+  const shown = feed.pending.filter(wanted);
+  feed.pending = [];
+  if (feed.paused || !shown.length) return;
   const list = $("fd-list");
-  const rows = shown.slice(-SHOWN).reverse().map(item);
-  list.prepend(...rows);
+  list.prepend(...shown.slice(-SHOWN).reverse().map(item));
   while (list.childElementCount > SHOWN) list.lastElementChild.remove();
 }
 
 function redraw() {
+  feed.pending = [];
   const rows = [];
   for (let i = feed.events.length - 1; i >= 0 && rows.length < SHOWN; i--) {
     if (wanted(feed.events[i])) rows.push(item(feed.events[i]));

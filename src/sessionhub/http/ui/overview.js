@@ -23,6 +23,7 @@ export function renderOverview(stats) {
   fillPairs($("ov-reasons"), Object.entries(stats.ended_total).sort((a, b) => b[1] - a[1]));
   renderLateness(stats);
   renderRate(stats.per_minute || []);
+  if (!performance.getEntriesByName("sessionhub:overview").length) performance.mark("sessionhub:overview");
 }
 
 function totals(census, field) {

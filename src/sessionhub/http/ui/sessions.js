@@ -40,7 +40,7 @@ export function initSessions(onError) {
     table.cursors = [null];
     reload();
   });
-  setInterval(tick, 250);
+  setInterval(tick, 500);
 }
 
 export async function reload() {
@@ -72,6 +72,7 @@ function show(items, next, total) {
   $("ss-first").disabled = table.cursors.length < 2;
   $("ss-next").disabled = !next;
   tick();
+  if (!performance.getEntriesByName("sessionhub:table").length) performance.mark("sessionhub:table");
 }
 
 function makeRow(session) {
@@ -126,6 +127,15 @@ function matches(session) {
   return true;
 }
 
+/** Whether a session not on this page may belong on it now: a new one, or one whose state or
+ * labels changed while the table filters on them. Other changes leave the listing as it was. */
+function mayEnter(event) {
+  if (event.kind === "created") return true;
+  if (event.kind === "transitioned") return Boolean(table.filters.state);
+  if (event.kind === "updated") return Boolean(table.filters.label);
+  return false;
+}
+
 /** A batch of events, once per animation frame. */
 export function applyToTable(events) {
   let reloadNeeded = false;
@@ -135,7 +145,7 @@ export function applyToTable(events) {
     if (!session) continue;
     const row = table.rows.get(session.id);
     if (!row) {
-      if (event.kind !== "ended" && matches(session)) reloadNeeded = true;
+      if (mayEnter(event) && matches(session)) reloadNeeded = true;
       continue;
     }
     if (event.kind === "ended" || !matches(session)) {
