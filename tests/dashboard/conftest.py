@@ -53,8 +53,11 @@ class Served:
             )
         self.token = TOKEN if "--token" in args else None
         self.http = httpx.Client(base_url=self.url, headers=self._auth(), timeout=WAIT)
+
+    def wait_ready(self) -> Served:
         wait_until(self._up, f"sessionhub serve at {self.url}")
-        assert self.process.poll() is None, log.read_text(errors="replace")
+        assert self.process.poll() is None, self.log.read_text(errors="replace")
+        return self
 
     def _auth(self) -> dict[str, str]:
         return {} if self.token is None else {"Authorization": f"Bearer {self.token}"}
@@ -123,18 +126,38 @@ def browser(playwright: Playwright, chromium_path: str) -> Iterator[Browser]:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """A server without a token, shared by every test here (each uses its own namespace)."""
-    served = Served(tmp_path_factory.mktemp("serve") / "serve.log")
-    yield served
-    served.stop()
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Served]]:
+    """The servers these tests share (each test uses its own namespace or ids), started together:
+    starting one takes seconds on a busy machine."""
+    folder = tmp_path_factory.mktemp("serve")
+    started = {
+        "plain": Served(folder / "plain.log"),
+        "token": Served(folder / "token.log", "--token", TOKEN),
+        "no-ui": Served(folder / "no-ui.log", "--no-ui"),
+    }
+    try:
+        yield {name: served.wait_ready() for name, served in started.items()}
+    finally:
+        for served in started.values():
+            served.stop()
 
 
-@pytest.fixture(scope="session")
-def token_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    served = Served(tmp_path_factory.mktemp("serve") / "serve.log", "--token", TOKEN)
-    yield served
-    served.stop()
+@pytest.fixture
+def server(servers: dict[str, Served]) -> Served:
+    """Without a token."""
+    return servers["plain"]
+
+
+@pytest.fixture
+def token_server(servers: dict[str, Served]) -> Served:
+    """With ``--token TOKEN``."""
+    return servers["token"]
+
+
+@pytest.fixture
+def no_ui_server(servers: dict[str, Served]) -> Served:
+    """With ``--no-ui``."""
+    return servers["no-ui"]
 
 
 class Watched:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 
@@ -39,14 +38,10 @@ def test_root_and_ui_redirect_to_the_page_which_is_public(token_server: Served) 
         assert anonymous.get("/v1/stats").status_code == 401  # the data is not public
 
 
-def test_no_ui_serves_no_page(tmp_path: Path) -> None:
-    served = Served(tmp_path / "serve.log", "--no-ui")
-    try:
-        for path in ("/", "/ui", "/ui/", "/ui/main.js"):
-            assert served.http.get(path).status_code == 404, path
-        assert served.http.get("/v1/stats").status_code == 200
-    finally:
-        served.stop()
+def test_no_ui_serves_no_page(no_ui_server: Served) -> None:
+    for path in ("/", "/ui", "/ui/", "/ui/main.js"):
+        assert no_ui_server.http.get(path).status_code == 404, path
+    assert no_ui_server.http.get("/v1/stats").status_code == 200
 
 
 def test_ending_every_session_of_a_user(server: Served) -> None:

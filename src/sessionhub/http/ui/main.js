@@ -120,6 +120,8 @@ function start() {
   window.addEventListener("hashchange", route);
   showTokenState();
   route();
+  refreshStats(); // at once, not after the stream is up: the page is usable from the first answers
+  reloadTable();
   connect();
   setInterval(refreshStats, 5000); // the per-minute chart moves on even when nothing happens
 }

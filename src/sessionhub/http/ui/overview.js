@@ -69,17 +69,20 @@ function renderRate(perMinute) {
     host.textContent = "chart unavailable";
     return;
   }
-  const bars = uPlot.paths.bars({ size: [0.4, 12] });
+  const bars = uPlot.paths.bars({ size: [0.5, 14] });
   chart = new uPlot({
     width: Math.max(300, host.clientWidth || 600),
-    height: 160,
-    legend: { show: true },
-    cursor: { show: true, drag: { x: false, y: false } },
-    scales: { y: { range: (u, min, max) => [0, Math.max(1, max)] } },
+    height: 150,
+    legend: { show: false }, // the panel's own legend; uPlot's would print "--" between hovers
+    cursor: { show: false },
+    scales: {
+      x: { range: (u, min, max) => [min - 30, max + 30] }, // whole bars at both ends
+      y: { range: (u, min, max) => [0, Math.max(1, max)] },
+    },
     series: [
       {},
       { label: "created", stroke: "#2f7d32", fill: "rgba(47,125,50,0.35)", paths: bars },
-      { label: "ended", stroke: "#b3261e", width: 2, points: { show: true } },
+      { label: "ended", stroke: "#b3261e", width: 2, points: { show: true, size: 4 } },
     ],
     axes: [{}, { size: 40 }],
   }, data, host);
