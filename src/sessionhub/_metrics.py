@@ -63,7 +63,9 @@ class MetricsSnapshot:
     expiry_lateness_sum: float
     expiry_lateness_max: float
     subscribers: int
-    per_minute: tuple[MinuteCount, ...] = ()  # the last MINUTES_KEPT minutes, oldest first
+    # The last MINUTES_KEPT minutes, oldest first (``/v1/stats``; the gRPC face does not carry
+    # them, and a snapshot read through it still equals the hub's).
+    per_minute: tuple[MinuteCount, ...] = field(default=(), compare=False)
 
 
 class _Ended(Counter[str]):
