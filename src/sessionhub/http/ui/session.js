@@ -33,7 +33,7 @@ export function initSessionView({ onError, onDone, canAct }) {
     await refreshSession();
   }));
   $("sv-touch").addEventListener("click", act(async () => {
-    await call("POST", sessionPath(view.id) + "/touch");
+    await call("POST", sessionPath(view.id) + "/touch", { body: {} });
     view.onDone(`touched ${view.id}`);
     await refreshSession();
   }));

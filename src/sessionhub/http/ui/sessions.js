@@ -41,6 +41,8 @@ export function initSessions(onError) {
     reload();
   });
   setInterval(tick, 500);
+  // Touches and requests in flight emit no event: read the page again now and then.
+  setInterval(() => reloadSoon(), 5000);
 }
 
 export async function reload() {
