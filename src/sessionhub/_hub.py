@@ -176,10 +176,15 @@ class SessionHub:
         self.store.events.close()
         await self.store.close()
 
-    async def end_all(self, reason: str = "ended") -> int:
-        """End every live session (children with their parents); how many this call ended."""
+    async def end_all(
+        self, reason: str = "ended", *, user_id: str | None = None, namespace: str | None = None
+    ) -> int:
+        """End every live session (children with their parents), or only those of ``user_id``
+        and/or ``namespace``; how many this call ended."""
+        check_name(reason, "reason")  # refused even when nothing would end
+        query = self._query(namespace, user_id, None, None, None, False)
         ended = 0
-        async for session in self._each(Query()):
+        async for session in self._each(query):
             ended += await self.end(session.id, reason)
         return ended
 

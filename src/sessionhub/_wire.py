@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ._metrics import MetricsSnapshot
+from ._metrics import MetricsSnapshot, MinuteCount
 from ._models import DataEntry, HistoryRecord, Session
 
 __all__ = [
@@ -170,6 +170,15 @@ class Census(msgspec.Struct):
     count: int
 
 
+class Minute(msgspec.Struct):
+    """Sessions created and ended during the wall-clock minute starting at ``minute`` (Unix
+    seconds)."""
+
+    minute: float
+    created: int
+    ended: int
+
+
 class Stats(msgspec.Struct):
     """``GET /v1/stats``: the server hub's ``metrics()``."""
 
@@ -183,6 +192,7 @@ class Stats(msgspec.Struct):
     expiry_lateness_sum: float
     expiry_lateness_max: float
     subscribers: int
+    per_minute: list[Minute] = []  # the last 60 minutes, oldest first
 
     @classmethod
     def of(cls, snapshot: MetricsSnapshot) -> Stats:
@@ -197,6 +207,7 @@ class Stats(msgspec.Struct):
             expiry_lateness_sum=snapshot.expiry_lateness_sum,
             expiry_lateness_max=snapshot.expiry_lateness_max,
             subscribers=snapshot.subscribers,
+            per_minute=[Minute(m.minute, m.created, m.ended) for m in snapshot.per_minute],
         )
 
     def snapshot(self) -> MetricsSnapshot:
@@ -211,6 +222,7 @@ class Stats(msgspec.Struct):
             expiry_lateness_sum=self.expiry_lateness_sum,
             expiry_lateness_max=self.expiry_lateness_max,
             subscribers=self.subscribers,
+            per_minute=tuple(MinuteCount(m.minute, m.created, m.ended) for m in self.per_minute),
         )
 
 

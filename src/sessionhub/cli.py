@@ -190,6 +190,7 @@ def cli(ctx: click.Context, /, **given: Any) -> None:
     show_default=True,
     help="Seconds a session ended through the Stream API stays queryable, marked complete.",
 )
+@option("--no-ui", is_flag=True, help="Do not serve the dashboard at /ui.")
 @option(
     "--log-level",
     type=click.Choice(["debug", "info", "warning", "error"]),
@@ -218,6 +219,7 @@ def serve(
     no_grpc: bool,
     stream_api: bool,
     stream_api_retention: float,
+    no_ui: bool,
     log_level: str,
 ) -> None:
     """Serve HTTP/JSON, server-sent events, gRPC and Prometheus metrics.
@@ -267,6 +269,7 @@ def serve(
         max_body_bytes=max_body_bytes,
         allow_hosts=(host, *allow_hosts),
         allow_origins=allow_origins,
+        ui=not no_ui,
     )
     _check_free(address, port)
     also = ""

@@ -38,6 +38,7 @@ STATS_KEYS = {
     "expiry_lateness_sum",
     "expiry_lateness_max",
     "subscribers",
+    "per_minute",
 }
 
 MakeServer = Callable[..., ThreadedServer]
@@ -140,6 +141,8 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
         "counts": {"call": 1}
     }
 
+    ended = call("DELETE", "/v1/users/{user_id}/sessions", "/v1/users/nobody/sessions")
+    assert ended == {"count": 0}
     stats = call("GET", "/v1/stats", "/v1/stats")
     assert set(stats) == STATS_KEYS
     assert stats["live_sessions"] == 2

@@ -28,6 +28,7 @@ from ._prometheus import CONTENT_TYPE, ServerMetrics
 from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send
 from ._routes import ROUTES, Face, Handler, Route
 from ._sse import stream_events
+from ._ui import Dashboard
 
 __all__ = ["SessionHubApp", "create_app"]
 
@@ -51,6 +52,7 @@ def create_app(
     manage_hub: bool = True,
     allow_hosts: Collection[str] = (),
     allow_origins: Collection[str] = (),
+    ui: bool = True,
 ) -> SessionHubApp:
     """The ASGI app serving ``hub``.
 
@@ -61,6 +63,7 @@ def create_app(
     Beside a browser: the ``Host`` header must name a loopback address, ``localhost``, the
     address served or one of ``allow_hosts``; a request whose ``Origin`` is not the server's own
     is refused unless listed in ``allow_origins`` (which get CORS answers); ``*`` allows any.
+    With ``ui`` the dashboard is served at ``/ui/`` (public files; its API calls need the token).
     """
     return SessionHubApp(
         hub,
@@ -69,6 +72,7 @@ def create_app(
         keepalive=keepalive,
         manage_hub=manage_hub,
         guard=BrowserGuard(allow_hosts, allow_origins),
+        ui=ui,
     )
 
 
@@ -108,6 +112,7 @@ class SessionHubApp:
         keepalive: float,
         manage_hub: bool,
         guard: BrowserGuard,
+        ui: bool = True,
     ) -> None:
         if token is not None and not (isinstance(token, str) and token):
             raise ValueError("token must be a non-empty string or None")
@@ -125,6 +130,7 @@ class SessionHubApp:
         self._router = _Router(ROUTES)
         self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
         self._timers: dict[tuple[str, str, int], Any] = {}
+        self._ui = Dashboard() if ui else None
 
     def __repr__(self) -> str:
         return f"SessionHubApp({self.hub!r})"  # never the token
@@ -183,18 +189,24 @@ class SessionHubApp:
         started = time.perf_counter()
         method: str = scope["method"]
         path, segments = _split(scope)
-        matched = self._router.match(segments)
+        ui = self._ui is not None and self._ui.serves(path)
+        matched = None if ui else self._router.match(segments)
         # What /metrics labels the request with: a template, never a raw path (no session id, and
         # a scanner's guesses do not grow the label set).
-        if matched is not None:
+        if ui:
+            template = "/ui"
+        elif matched is not None:
             template = matched[0].template
         else:
             template = path if path in _SPECIAL else _UNMATCHED
         cors: Headers = ()
         try:
             origin = _header(scope, b"origin")
-            cors = self._admit(scope, origin)
-            if method == "OPTIONS":
+            cors = self._admit(scope, origin)  # the dashboard too: no page for a rebinding Host
+            if ui:
+                assert self._ui is not None
+                reply = self._ui.reply(path, method)
+            elif method == "OPTIONS":
                 reply = self._options(path, matched, cors)
             else:
                 answer = await self._answer(scope, receive, send, method, path, matched, cors)

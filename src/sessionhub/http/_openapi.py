@@ -111,6 +111,16 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         params=(*_FILTERS, _LIMIT, Param("cursor", _ID, "The `cursor` of the previous page.")),
         errors=(400, 413),  # 413: more or longer label filters than labels may be
     ),
+    ("DELETE", "/v1/users/{user_id}/sessions"): Operation(
+        summary="End every live session of a user (children with their parents); `count` is "
+        "how many this call ended",
+        answer=wire.Count,
+        params=(
+            Param("namespace", _ID, "Only sessions of this namespace."),
+            Param("reason", _NAME, "The end reason (default `ended`)."),
+        ),
+        errors=(400,),
+    ),
     ("GET", "/v1/count"): Operation(
         summary="Count the sessions a listing would give",
         answer=wire.Count,
@@ -237,7 +247,7 @@ _ERRORS: Final = {
 }
 
 
-_PATH_PARAMS: Final = {"id": _ID, "name": _NAME, "key": _KEY, "lease_id": _STR}
+_PATH_PARAMS: Final = {"id": _ID, "user_id": _ID, "name": _NAME, "key": _KEY, "lease_id": _STR}
 
 
 def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:

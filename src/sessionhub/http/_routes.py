@@ -147,6 +147,16 @@ async def end(face: Face, request: Request) -> Reply:
     return json_reply(wire.Ended(ended))
 
 
+async def end_of_user(face: Face, request: Request) -> Reply:
+    reason = request.arg("reason")
+    ended = await face.hub.end_all(
+        "ended" if reason is None else reason,
+        user_id=request.params[0],
+        namespace=request.arg("namespace"),
+    )
+    return json_reply(wire.Count(ended))
+
+
 async def touch(face: Face, request: Request) -> Reply:
     await request.json(wire_bodies.NoBody)  # a body with fields is refused, as elsewhere
     return json_reply(await face.hub.touch(request.params[0]))
@@ -269,6 +279,7 @@ ROUTES = (
     Route(S + "/data/{key}", {"GET": data_get, "PUT": data_set, "DELETE": data_delete}),
     Route(S + "/history", {"GET": history_read, "POST": history_append}),
     Route(S + "/history/counts", {"GET": history_counts}),
+    Route("/v1/users/{user_id}/sessions", {"DELETE": end_of_user}),
     Route("/v1/count", {"GET": count}),
     Route("/v1/stats", {"GET": stats}),
     Route("/healthz", {"GET": health}),
