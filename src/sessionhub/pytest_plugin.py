@@ -74,15 +74,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class LocalServer:
-    """A private ``sessionhub serve`` on a free loopback port, for runs without a server URL."""
+    """A private ``sessionhub serve`` on a free loopback port, for runs without a server URL.
 
-    def __init__(self) -> None:
+    ``options`` go to ``sessionhub serve`` (``--retention``, ``--store``, ...); ``grpc=True`` also
+    serves gRPC, on another free port (``grpc_url``).
+    """
+
+    def __init__(self, *options: str, grpc: bool = False) -> None:
         self.token = secrets.token_urlsafe(24)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_url = f"grpc://127.0.0.1:{_free_port()}" if grpc else None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         command = [sys.executable, "-m", "sessionhub", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--no-grpc"]  # HTTP is all the plugin needs
+        command += ["--port", str(self.port), *options]
+        if self.grpc_url is None:
+            command.append("--no-grpc")  # HTTP is all the plugin needs
+        else:
+            command += ["--grpc-port", self.grpc_url.rpartition(":")[2]]
         env = {**os.environ, "SESSIONHUB_TOKEN": self.token}  # not argv: other users see that
         self._process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env

@@ -1,0 +1,1 @@
+"""Integrations of sessionhub with other frameworks, one module each, each behind its extra."""
