@@ -146,7 +146,15 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
         def number(name: str, default: float) -> float:
             raw = env.get(f"SESSIONHUB_PROMPTFOO_{name}")
-            return default if not raw else float(raw)
+            try:
+                value = default if not raw else float(raw)
+            except ValueError:
+                value = -1.0
+            if not (value > 0 or (value == 0 and name == "POOL")):  # no pool: 0
+                raise ValueError(
+                    f"SESSIONHUB_PROMPTFOO_{name} must be a positive number, got {raw!r}"
+                )
+            return value
 
         per_test = env.get("SESSIONHUB_PROMPTFOO_PER_TEST", "").lower() in ("1", "true", "yes")
         return cls(
@@ -304,7 +312,7 @@ class ExtensionHook:
         except (SessionHubError, OSError) as exc:
             _say(
                 f"promptfoo {hook_name} hook: sessionhub at {_shown(url)} is unavailable "
-                f"({type(exc).__name__}: {exc}); the eval goes on without it"
+                f"({type(exc).__name__}: {_scrubbed(exc, url)}); the eval goes on without it"
             )
             return None
 
@@ -447,6 +455,11 @@ def _statistics(context: Context, counters: Mapping[str, int], seconds: float) -
     }
 
 
+def _scrubbed(error: BaseException, url: str) -> str:
+    """The error's message, without the credentials of ``url`` if it repeats it."""
+    return str(error).replace(url, _shown(url))
+
+
 def _say(line: str) -> None:
     print(f"sessionhub: {line}", file=sys.stderr, flush=True)
 
@@ -504,7 +517,7 @@ async def _call(call_api: CallApi, prompt: str, options: Any, context: Context) 
     except TimeoutError as exc:
         return {"error": str(exc)}
     except (SessionHubError, OSError) as exc:
-        return {"error": f"sessionhub at {_shown(url)} is unavailable: {exc}"}
+        return {"error": f"sessionhub at {_shown(url)} is unavailable: {_scrubbed(exc, url)}"}
 
 
 async def _recorded(
