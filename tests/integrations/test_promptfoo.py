@@ -103,7 +103,9 @@ def test_settings_come_from_the_environment() -> None:
         Settings.from_env({"SESSIONHUB_PROMPTFOO_TTL": "0"})
 
 
-def test_a_provider_call_without_a_live_session_answers_promptfoos_error(url: str) -> None:
+def test_a_provider_call_without_a_live_session_answers_promptfoos_error(
+    url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     ran: list[str] = []
 
     @session_aware
@@ -119,6 +121,12 @@ def test_a_provider_call_without_a_live_session_answers_promptfoos_error(url: st
     extension_hook("afterAll", {**given, "prompts": []})  # the suite session is gone
     assert provider("p", {}, {"vars": test["vars"]}) == {"error": NO_SESSION}
     assert ran == []
+    capsys.readouterr()
+    assert extension_hook("afterAll", {**given, "prompts": []}) is None  # twice: told, no error
+    suite_id = test["vars"][SUITE_VAR]
+    assert capsys.readouterr().err == (
+        f"sessionhub: promptfoo afterAll hook: the suite session {suite_id} had already ended\n"
+    )
 
 
 def test_a_whole_suite_in_one_session(url: str, capsys: pytest.CaptureFixture[str]) -> None:

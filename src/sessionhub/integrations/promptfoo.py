@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .._connect import connect
-from .._errors import SessionHubError, SessionNotFound, VersionConflict
+from .._errors import SessionHubError, SessionNotFound, StoreUnavailable, VersionConflict
 
 if TYPE_CHECKING:
     from .._hub import SessionHub
@@ -310,8 +310,9 @@ class ExtensionHook:
         try:
             return asyncio.run(handler(url, context or {}))
         except (SessionHubError, OSError) as exc:
+            what = "is unavailable" if isinstance(exc, (StoreUnavailable, OSError)) else "refused"
             _say(
-                f"promptfoo {hook_name} hook: sessionhub at {_shown(url)} is unavailable "
+                f"promptfoo {hook_name} hook: sessionhub at {_shown(url)} {what} "
                 f"({type(exc).__name__}: {_scrubbed(exc, url)}); the eval goes on without it"
             )
             return None
@@ -323,14 +324,15 @@ class ExtensionHook:
         settings = self._settings()
         suite: dict[str, Any] = dict(context.get("suite") or {})
         description = str(suite.get("description") or "promptfoo eval")
-        tests = suite.get("tests") if isinstance(suite.get("tests"), list) else []
+        tests = suite.get("tests")
+        tests = tests if isinstance(tests, list) else []
         run = f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}"
         labels = {NAMESPACE: "suite", "suite": description[:256], "run": run}
         async with open_hub(url) as hub:
             session = await hub.create(
                 namespace=NAMESPACE,
                 labels=labels,
-                details={"description": description, "tests": len(tests or [])},
+                details={"description": description, "tests": len(tests)},
                 idle_timeout=None,
                 ttl=settings.ttl,
                 retention=settings.retention,
@@ -347,14 +349,11 @@ class ExtensionHook:
                     retention=settings.retention,
                 )
                 given[POOL_VAR] = session.id
-        _say(
-            f"suite session {session.id} created in {_shown(url)} "
-            f"(run {run}, {len(tests or [])} tests)"
-        )
+        _say(f"suite session {session.id} created in {_shown(url)} (run {run}, {len(tests)} tests)")
         default = suite.get("defaultTest")
         if default is None or isinstance(default, dict):
             suite["defaultTest"] = _with_vars(default or {}, given)
-        suite["tests"] = [_with_vars(test, given) for test in tests or []]
+        suite["tests"] = [_with_vars(test, given) for test in tests]
         return {**context, "suite": suite}
 
     async def _before_each(self, url: str, context: Context) -> Context | None:
@@ -366,12 +365,14 @@ class ExtensionHook:
         suite_id = given.get(SUITE_VAR)
         if not isinstance(suite_id, str):
             return None  # beforeAll did not make a session: the provider says so
-        labels = {NAMESPACE: "test", "run": str(given.get(RUN_VAR, ""))}
+        labels = {NAMESPACE: "test"}
+        if isinstance(given.get(RUN_VAR), str):
+            labels["run"] = given[RUN_VAR]
         async with open_hub(url) as hub:
             child = await hub.create(
                 namespace=NAMESPACE,
                 parent_id=suite_id,
-                labels={key: value for key, value in labels.items() if value},
+                labels=labels,
                 details={"description": str(test.get("description") or "")},
                 idle_timeout=None,
                 ttl=settings.ttl,
@@ -399,6 +400,8 @@ class ExtensionHook:
             try:
                 session = await hub.get(suite_id)
             except SessionNotFound:
+                session = None
+            if session is None or not session.live:  # its ttl ran out, or someone ended it
                 _say(f"promptfoo afterAll hook: the suite session {suite_id} had already ended")
                 return
             stats = _statistics(context, session.counters, time.time() - session.created_at)
