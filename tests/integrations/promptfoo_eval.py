@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "promptfoo"
 INSTALL = ROOT / "scripts" / "promptfoo-install"
 CREATED = re.compile(r"sessionhub: suite session (\S+) created")
-TIMEOUT = 300  # one eval takes ~10-30 s on a loaded 2-core machine
+TIMEOUT = 600  # one eval: ~15 s on an idle 2-core machine, minutes on a crowded one
 
 
 def install_promptfoo() -> Path:
@@ -71,6 +71,12 @@ class Evaluation:
         if self._run is None:
             self._run = self._finish()
         return self._run
+
+    def stop(self) -> None:
+        """Kill it if it still runs (a test that failed early left it)."""
+        if self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
 
     def _finish(self) -> EvalRun:
         try:

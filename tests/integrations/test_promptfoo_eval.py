@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +22,9 @@ from sessionhub.integrations.promptfoo import NAMESPACE
 from sessionhub.pytest_plugin import LocalServer
 from tests.client.serving import free_port
 
-from .promptfoo_eval import EvalRun, Evaluation, install_promptfoo
+from .promptfoo_eval import INSTALL, EvalRun, Evaluation, install_promptfoo
 
-# Five evals run at once: ~30 s on an idle 2-core machine, minutes when it is loaded.
+# Five evals run at once: ~30-40 s on an idle 2-core machine, minutes on a crowded one.
 pytestmark = pytest.mark.timeout(900)
 
 TOPICS = ["the weather", "sessions", "history"]  # the example's three tests
@@ -41,34 +44,53 @@ def server() -> Iterator[LocalServer]:
     served.stop()
 
 
+class Evals:
+    """The evals the tests look at, each started on first use; ``start_all`` starts them at once
+    (each takes 10-40 s, mostly waiting on its Python processes)."""
+
+    def __init__(self, promptfoo: Path, server: LocalServer, root: Path) -> None:
+        assert server.grpc_url is not None
+        on_server = {"SESSIONHUB_URL": server.url, "SESSIONHUB_TOKEN": server.token}
+        self.settings: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
+            "first": (on_server, ("--var", "eval=first")),
+            "second": (on_server, ("--var", "eval=second")),
+            "sqlite": ({"SESSIONHUB_PROMPTFOO_PER_TEST": "1"}, ()),
+            "pool": (
+                {
+                    **on_server,
+                    "SESSIONHUB_URL": server.grpc_url,
+                    "SESSIONHUB_PROMPTFOO_POOL": "2",
+                    "PROVIDER_DELAY": "1",  # calls hold their lease long enough to overlap
+                },
+                (),
+            ),
+            "down": ({"SESSIONHUB_URL": f"http://127.0.0.1:{free_port()}"}, ()),
+        }
+        self.promptfoo = promptfoo
+        self.root = root
+        self.started: dict[str, Evaluation] = {}
+
+    def __getitem__(self, name: str) -> Evaluation:
+        if name not in self.started:
+            env, args = self.settings[name]
+            self.started[name] = Evaluation(self.promptfoo, self.root / name, env, "-j", "4", *args)
+        return self.started[name]
+
+    def start_all(self) -> None:
+        for name in self.settings:
+            self[name]
+
+
 @pytest.fixture(scope="module")
 def evals(
     promptfoo: Path, server: LocalServer, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, Evaluation]:
-    """Every eval the tests look at, all started at once (each takes 10-40 s, mostly waiting on
-    its Python processes); each test waits for its own."""
-    assert server.grpc_url is not None
-    on_server = {"SESSIONHUB_URL": server.url, "SESSIONHUB_TOKEN": server.token}
-    settings: dict[str, tuple[dict[str, str], tuple[str, ...]]] = {
-        "first": (on_server, ("--var", "eval=first")),
-        "second": (on_server, ("--var", "eval=second")),
-        "sqlite": ({"SESSIONHUB_PROMPTFOO_PER_TEST": "1"}, ()),
-        "pool": (
-            {
-                **on_server,
-                "SESSIONHUB_URL": server.grpc_url,
-                "SESSIONHUB_PROMPTFOO_POOL": "2",
-                "PROVIDER_DELAY": "1",  # calls hold their lease long enough to overlap
-            },
-            (),
-        ),
-        "down": ({"SESSIONHUB_URL": f"http://127.0.0.1:{free_port()}"}, ()),
-    }
-    root = tmp_path_factory.mktemp("evals")
-    return {
-        name: Evaluation(promptfoo, root / name, env, "-j", "4", *args)
-        for name, (env, args) in settings.items()
-    }
+) -> Iterator[Evals]:
+    started = Evals(promptfoo, server, tmp_path_factory.mktemp("evals"))
+    if "PYTEST_XDIST_WORKER" not in os.environ:  # this process runs them all: start them at once
+        started.start_all()
+    yield started
+    for evaluation in started.started.values():
+        evaluation.stop()
 
 
 @dataclass
@@ -137,9 +159,10 @@ def assert_statistics(observed: Observed, *, calls: int = 3) -> None:
 
 
 def test_two_evals_at_once_on_a_server_each_record_their_own_calls(
-    evals: dict[str, Evaluation], server: LocalServer
+    evals: Evals, server: LocalServer
 ) -> None:
-    runs = {name: evals[name].wait() for name in ("first", "second")}
+    both = [evals["first"], evals["second"]]  # started together
+    runs = dict(zip(("first", "second"), (evaluation.wait() for evaluation in both), strict=True))
     suites = {name: assert_completed(run) for name, run in runs.items()}
     assert suites["first"] != suites["second"]
     for name, suite_id in suites.items():
@@ -156,7 +179,7 @@ def test_two_evals_at_once_on_a_server_each_record_their_own_calls(
         assert observed.suite.counters["tokens"] == 2 * words
 
 
-def test_default_sqlite_file_with_a_session_per_test(evals: dict[str, Evaluation]) -> None:
+def test_default_sqlite_file_with_a_session_per_test(evals: Evals) -> None:
     run = evals["sqlite"].wait()
     suite_id = assert_completed(run)
     database = (
@@ -177,7 +200,7 @@ def test_default_sqlite_file_with_a_session_per_test(evals: dict[str, Evaluation
 
 
 def test_pooled_sessions_are_leased_to_one_call_at_a_time(
-    evals: dict[str, Evaluation], server: LocalServer
+    evals: Evals, server: LocalServer
 ) -> None:
     run = evals["pool"].wait()
     suite_id = assert_completed(run)
@@ -195,7 +218,7 @@ def test_pooled_sessions_are_leased_to_one_call_at_a_time(
 
 
 def test_an_eval_whose_sessionhub_is_down_completes_with_a_warning(
-    evals: dict[str, Evaluation],
+    evals: Evals,
 ) -> None:
     run = evals["down"].wait()
     assert "Evaluation complete" in run.output, run.output[-3000:]
@@ -207,3 +230,23 @@ def test_an_eval_whose_sessionhub_is_down_completes_with_a_warning(
     stats = run.summary["results"]["stats"]
     # every provider call answered promptfoo's error (NO_SESSION) and the eval went on
     assert (stats["successes"], stats["errors"]) == (0, 3)
+
+
+def test_the_install_script_fails_without_node(tmp_path: Path) -> None:
+    """The tests fail (install_promptfoo calls pytest.fail) rather than skip when the script
+    cannot find node or npm."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "dirname"):  # everything the script needs before it looks for node
+        found = shutil.which(tool)
+        assert found is not None
+        (bin_dir / tool).symlink_to(found)
+    done = subprocess.run(
+        [str(bin_dir / "bash"), str(INSTALL)],
+        env={"PATH": str(bin_dir)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr == "promptfoo-install: node is not installed\n"
