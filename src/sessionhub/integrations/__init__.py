@@ -4,4 +4,6 @@
   (extra ``sessionhub[adk]``).
 - ``sessionhub.integrations.openai_agents``: ``SessionHubSession``, an OpenAI Agents SDK session
   (extra ``sessionhub[openai-agents]``).
+- ``sessionhub.integrations.promptfoo``: ``extension_hook``, ``session_aware`` and ``SessionPool``
+  for promptfoo's Python hooks and providers (no extra).
 """
