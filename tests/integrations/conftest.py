@@ -5,7 +5,6 @@ on a loopback port (one per test, reached through ``AsyncClient``)."""
 from __future__ import annotations
 
 import contextlib
-import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -63,14 +62,3 @@ def open_agent_hub(
     yield open_hub
     if server is not None:
         server.stop()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Long fuzz runs (``slow``) of this folder run only with ``--soak`` (once the root conftest
-    registers it) or ``SESSIONHUB_SOAK=1``."""
-    if config.getoption("--soak", default=False) or os.environ.get("SESSIONHUB_SOAK") == "1":
-        return
-    skip = pytest.mark.skip(reason="slow: runs with --soak")
-    for item in items:
-        if "integrations" in item.nodeid and item.get_closest_marker("slow"):
-            item.add_marker(skip)
