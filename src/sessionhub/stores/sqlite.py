@@ -167,32 +167,16 @@ class _SharedLog(EventLog):
 
     ``EventLog`` resolves an id that has already left its ring as one of its own sequence numbers,
     to tell the reader how many events it missed; numbering the ring by row id makes that exact
-    across processes and restarts. The ring must hold an event at every number of its window, so
-    rows this process never saw (trimmed before it read them, or before it started) become
-    ``missed`` markers of one event each.
+    across processes and restarts. Rows this process never saw (trimmed before it read them, or
+    before it started) become ``missed`` markers of one event each.
     """
 
     def feed(self, rows: Sequence[_Row]) -> None:
         for row_id, kind, at, session in rows:
-            if row_id < self._next:
+            if row_id < self.next_seq:
                 continue  # fed already
-            if row_id > self._next:
-                self._skip_to(row_id, rows[-1][0], at)
-            self.append(kind, at, session, str(row_id))
-
-    def _skip_to(self, row_id: int, last: int, at: float) -> None:
-        # Only the numbers still in the window once ``last`` is in need a marker.
-        self._next = max(self._next, last + 1 - self.capacity, 1)
-        while self._next < row_id:
-            seq = self._next
-            slot = seq % self.capacity
-            old = self._ring[slot]
-            if old is not None:
-                del self._seq_of[old.id]
-            marker = SessionEvent(id=str(seq), kind=EventKind.MISSED, at=at, missed=1)
-            self._ring[slot] = marker
-            self._seq_of[marker.id] = seq
-            self._next = seq + 1
+            self.skip_to(row_id, at)
+            self.append(kind, at, session)  # its id is its number: the row id
 
 
 def _deadline(session: Session) -> float | None:
