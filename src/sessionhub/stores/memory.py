@@ -178,9 +178,14 @@ class MemoryStore(Store):
         self._bucket_keys: list[int] = []  # heap of the keys of ``_buckets``
         self._poured = -1  # buckets up to this key have been poured into ``_due``
         self._due: list[tuple[float, str]] = []  # heap of exact deadlines
+        self._fill: list[str] = []  # the bucket last scheduled into, and the deadlines it takes
+        self._fill_from, self._fill_until = 0.0, 0.0
         self._retained: list[tuple[float, str]] = []
         self._data: dict[str, dict[str, tuple[bytes, int]]] = {}
         self._history: dict[str, _History] = {}
+        self.create_now = self._create
+        self.get_now = self._sessions.get
+        self.touch_now = self._touch
 
     def __repr__(self) -> str:
         return f"MemoryStore(live={self._live})"
@@ -240,16 +245,21 @@ class MemoryStore(Store):
     # deadlines
 
     def _schedule(self, deadline: float, session_id: str) -> None:
+        if self._fill_from <= deadline < self._fill_until:
+            self._fill.append(session_id)
+            return
         key = int(deadline * _SLOTS)
         if key <= self._poured:
             heapq.heappush(self._due, (deadline, session_id))
             return
         bucket = self._buckets.get(key)
         if bucket is None:
-            self._buckets[key] = [session_id]
+            bucket = self._buckets[key] = []
             heapq.heappush(self._bucket_keys, key)
-        else:
-            bucket.append(session_id)
+        bucket.append(session_id)
+        # Deadlines come in runs (now + the same idle timeout): the next one likely lands here.
+        # key / _SLOTS is exact, so this range is exactly the bucket's.
+        self._fill, self._fill_from, self._fill_until = bucket, key / _SLOTS, (key + 1) / _SLOTS
 
     def _rescheduled(self, old: Session, new: Session) -> None:
         # Every live session with a deadline has an entry at or before it. A deadline that moved
@@ -262,6 +272,8 @@ class MemoryStore(Store):
         """Move the entries of every bucket up to ``key`` into the exact heap."""
         keys, buckets, sessions = self._bucket_keys, self._buckets, self._sessions
         self._poured = max(self._poured, key)
+        if self._fill_from * _SLOTS <= self._poured:
+            self._fill_from, self._fill_until = 0.0, 0.0  # that bucket is about to be poured
         while keys and keys[0] <= key:
             for sid in buckets.pop(heapq.heappop(keys)):
                 session = sessions.get(sid)
@@ -311,6 +323,9 @@ class MemoryStore(Store):
     # sessions
 
     async def create(self, session: Session, rules: CreateRules) -> Session:
+        return self._create(session, rules)
+
+    def _create(self, session: Session, rules: CreateRules) -> Session:
         sid = session.id
         sessions = self._sessions
         if sid in sessions:
@@ -349,8 +364,12 @@ class MemoryStore(Store):
                 _add(self._by_label.setdefault(name, {}), value, sid)
             if unique:
                 self._hold_unique(session, unique)
-        if session.expires_at is not None:
-            self._schedule(session.expires_at, sid)
+        deadline = session.expires_at
+        if deadline is not None:
+            if self._fill_from <= deadline < self._fill_until:
+                self._fill.append(sid)
+            else:
+                self._schedule(deadline, sid)
         self.events.append(EventKind.CREATED, session.created_at, session)
         return session
 
@@ -431,6 +450,32 @@ class MemoryStore(Store):
             for state, n in states.items()
             if n
         }
+
+    def _touch(self, session_id: str, now: float) -> Session:
+        """``modify`` with ``Change(now=now, touch=True)``, without building the change."""
+        old = self._sessions.get(session_id)
+        if old is None or old.ended_at is not None:
+            raise SessionNotFound(session_id)
+        idle = old.idle_timeout
+        if idle is not None and not old.active_requests:  # the common case of expires_at()
+            deadline: float | None = now + idle
+            if old.ttl is not None:
+                deadline = min(now + idle, old.created_at + old.ttl)
+        else:
+            deadline = expires_at(
+                created_at=old.created_at,
+                last_activity_at=now,
+                idle_timeout=idle,
+                ttl=old.ttl,
+                active_requests=old.active_requests,
+            )
+        new = _replace(
+            old, last_activity_at=now, updated_at=now, expires_at=deadline, version=old.version + 1
+        )
+        self._sessions[session_id] = new
+        if deadline is not None and (old.expires_at is None or deadline < old.expires_at):
+            self._schedule(deadline, session_id)
+        return new
 
     async def modify(self, session_id: str, change: Change) -> Session:
         old = self._live_session(session_id)
