@@ -40,6 +40,7 @@ from .._models import (
     EventKind,
     HistoryRecord,
     Page,
+    ReadOnlyDict,
     Session,
     expires_at,
 )
@@ -54,6 +55,7 @@ _decode = msgspec.json.decode
 _Members: TypeAlias = "str | list[str] | SortedList[str]"
 _FEW = 64  # past this many, a key's ids move to a SortedList
 _SLOTS = 16  # deadline buckets per second
+_LABEL_SETS = 4096  # distinct label mappings shared at most (past this, the cache starts over)
 
 
 class _History:
@@ -172,6 +174,7 @@ class MemoryStore(Store):
         self._by_parent: dict[str, _Members] = {}
         self._by_label: dict[str, dict[str, _Members]] = {}  # name → value → ids
         self._unique: dict[tuple[str, str, str], str] = {}
+        self._label_sets: dict[tuple[tuple[str, str], ...], ReadOnlyDict] = {}
         self._census: dict[str, dict[str, int]] = {}  # namespace → state → live sessions
         self._live = 0
         self._buckets: dict[int, list[str]] = {}  # int(deadline * _SLOTS) → ids
@@ -291,6 +294,17 @@ class MemoryStore(Store):
             return None
         return session
 
+    def _shared(self, labels: Mapping[str, str]) -> ReadOnlyDict:
+        """One read-only mapping for all sessions created with these labels: most sessions carry
+        one of a few label sets, and a dict per session would be a third of its memory."""
+        key = tuple(labels.items())
+        shared = self._label_sets.get(key)
+        if shared is None:
+            if len(self._label_sets) >= _LABEL_SETS:
+                self._label_sets.clear()
+            shared = self._label_sets[key] = ReadOnlyDict(labels)
+        return shared
+
     # unique labels
 
     def _check_unique(
@@ -345,8 +359,10 @@ class MemoryStore(Store):
                     f"(limit {rules.max_sessions_per_user})"
                 )
         unique = rules.unique_labels
-        if unique and session.labels:
-            self._check_unique(session.namespace, session.labels, unique, sid)
+        if session.labels:
+            if unique:
+                self._check_unique(session.namespace, session.labels, unique, sid)
+            session = _replace(session, labels=self._shared(session.labels))
         sessions[sid] = session
         self._live += 1
         namespace = session.namespace
