@@ -284,8 +284,9 @@ class MemoryStore(Store):
                     self._schedule(session.expires_at, sid)
 
     def _due_session(self, deadline: float, session_id: str) -> Session | None:
-        """The session of a heap entry if it is live, unclaimed and still due at ``deadline``;
-        an entry whose deadline moved later is queued again."""
+        """The session of a heap entry for ``deadline`` if it is live, unclaimed and its deadline
+        is still that one (or earlier); an entry whose deadline moved later is queued again at
+        its new place, so sessions are claimed in the order of their real deadlines."""
         session = self._sessions.get(session_id)
         if session is None or session.end_reason is not None or session.expires_at is None:
             return None
@@ -565,8 +566,8 @@ class MemoryStore(Store):
         heap = self._due
         claimed: list[Session] = []
         while heap and heap[0][0] <= now and len(claimed) < limit:
-            _, sid = heapq.heappop(heap)
-            session = self._due_session(now, sid)
+            deadline, sid = heapq.heappop(heap)
+            session = self._due_session(deadline, sid)
             if session is not None:
                 claimed.append(self._claim(session, "expired", now, moves))
         return claimed
