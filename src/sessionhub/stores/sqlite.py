@@ -32,7 +32,7 @@ process, also after a restart (the last ``event_buffer`` events are loaded on op
 a reader missed exactly. ``purge`` keeps the newest ``event_retention`` events in the table.
 
 Files. The schema version is ``PRAGMA user_version`` (and ``application_id`` marks the file as
-sessionhub's). Opening a file this store must not use raises ``StoreUnavailable``, writes nothing and
+sessionhub's); a file of an older version is upgraded when opened, in one transaction. Opening a file this store must not use raises ``StoreUnavailable``, writes nothing and
 leaves the file as it was: a newer schema version, another application's database, a file that is not
 a database, a corrupt one (``PRAGMA quick_check`` on open, skip it with ``quick_check=False`` for huge
 files you trust), a read-only one (no write permission bit, even for root, or one SQLite cannot
@@ -52,6 +52,7 @@ import secrets
 import sqlite3
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -88,10 +89,19 @@ logger = logging.getLogger("sessionhub.sqlite")
 T = TypeVar("T")
 Synchronous = Literal["normal", "full", "extra"]
 
-#: ``PRAGMA user_version`` of the schema below; files of a newer version are refused.
-SCHEMA_VERSION: Final = 1
+#: ``PRAGMA user_version`` of the schema below; files of a newer version are refused, files of an
+#: older one are upgraded on open.
+SCHEMA_VERSION: Final = 2
 #: ``PRAGMA application_id``: "SHub", so that another program's SQLite file is never taken for ours.
 APPLICATION_ID: Final = 0x53487562
+
+# History is one b-tree keyed by (session, seq): an append writes one page of it, not also a rowid
+# index and a kind index (a read by kind walks the session's records).
+_HISTORY_TABLE: Final = """CREATE TABLE {name} (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID"""
 
 # Column conventions: user_id and parent_id are kept only while a session is live (and label rows
 # exist only for live sessions), so their indexes hold live sessions alone, as Query documents;
@@ -132,12 +142,7 @@ _SCHEMA: Final = (
         session_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
         PRIMARY KEY (session_id, key)
     )""",
-    """CREATE TABLE history (
-        session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
-        payload BLOB NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    )""",
-    "CREATE INDEX history_kind ON history (session_id, kind, seq)",
+    _HISTORY_TABLE.format(name="history"),
     """CREATE TABLE history_counts (
         session_id TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
         PRIMARY KEY (session_id, kind)
@@ -153,6 +158,16 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID""",
 )
 
+#: The statements that bring a file of each older schema version to the next one.
+_UPGRADES: Final = {
+    1: (  # version 2: history WITHOUT ROWID and without its kind index
+        _HISTORY_TABLE.format(name="history_v2"),
+        "INSERT INTO history_v2 SELECT session_id, seq, kind, at, payload FROM history",
+        "DROP TABLE history",
+        "ALTER TABLE history_v2 RENAME TO history",
+    ),
+}
+
 _encode = json_encoder.encode
 _decode_session = msgspec.json.Decoder(Session).decode
 _decode_json = msgspec.json.decode
@@ -160,6 +175,8 @@ _replace = msgspec.structs.replace
 
 #: An event as the worker thread hands it to the loop: (row id, kind, at, session).
 _Row = tuple[int, str, float, Session | None]
+#: A write waiting for the worker: the function, its arguments, and where its outcome goes.
+_Write = tuple[Callable[..., Any], tuple[Any, ...], "Future[Any]"]
 
 
 class _SharedLog(EventLog):
@@ -246,6 +263,7 @@ class SQLiteStore(Store):
         self._fed = 0  # row id of the newest event handed to the loop
         self._pending: list[_Row] = []  # events the current transaction appended
         self._outbox: list[_Row] = []  # committed events the loop has not been given yet
+        self._writes: deque[_Write] = deque()  # writes submitted, not yet run (see _write)
         self._next_sweep = 0.0  # when to look for orphaned claims next (monotonic)
 
     @classmethod
@@ -285,6 +303,7 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._executor is not None:
             return
+        self._writes.clear()  # submitted to a worker that closed before running them
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionhub-sqlite")
         try:
@@ -397,8 +416,77 @@ class SQLiteStore(Store):
         return await self._submit(self._in_read_transaction, fn, *args)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` in one write transaction, holding the database's write lock throughout."""
-        return await self._submit(self._in_write_transaction, fn, *args)
+        """Run ``fn`` in a write transaction, holding the database's write lock throughout.
+
+        Writes that queue up while the worker is busy share its next transaction: one commit (one
+        fsync with ``synchronous="full"``) for all of them. Each runs in a savepoint of its own,
+        so one that fails is undone alone, and every caller is answered after the commit.
+        """
+        if self._executor is None:  # not open: _submit refuses it
+            return await self._submit(self._in_write_transaction, fn, *args)
+        write: Future[T] = Future()
+        self._writes.append((fn, args, write))
+        return await self._submit(self._queued_write, write)
+
+    def _queued_write(self, write: Future[T]) -> T:
+        """The worker side of ``_write``: run every queued write, unless an earlier call has
+        already run this one with its own."""
+        if not write.done():
+            batch = []
+            while self._writes:
+                batch.append(self._writes.popleft())
+            if len(batch) == 1:
+                fn, args, only = batch[0]
+                try:
+                    only.set_result(self._in_write_transaction(fn, *args))
+                except BaseException as exc:  # handed to the caller, whatever it is
+                    only.set_exception(exc)
+            else:
+                self._write_batch(batch)
+        return write.result()
+
+    def _write_batch(self, batch: list[_Write]) -> None:
+        db = self._db
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for fn, args, write in batch:
+                outcomes.append((write, *self._in_savepoint(fn, args)))
+            rows = self._pending
+            if rows and rows[0][0] != self._fed + 1:
+                # Other processes committed events since our last read: ours come after them.
+                rows = self._events_between(self._fed, rows[0][0]) + rows
+            db.execute("COMMIT")
+        except BaseException as exc:  # nothing of the batch is committed: every write fails
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for _, _, write in batch:
+                write.set_exception(exc)
+            return
+        finally:
+            self._pending = []
+        self._hand_over(rows)
+        for write, value, error in outcomes:
+            if error is None:
+                write.set_result(value)
+            else:
+                write.set_exception(error)
+
+    def _in_savepoint(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:
+        """``fn``'s result and error; a failed ``fn`` leaves the transaction as it found it."""
+        db, mark = self._db, len(self._pending)
+        db.execute("SAVEPOINT write")
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            if not db.in_transaction:
+                raise  # SQLite ended the whole transaction: the batch fails
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+            del self._pending[mark:]
+            return None, exc
+        db.execute("RELEASE write")
+        return value, None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -548,13 +636,18 @@ class SQLiteStore(Store):
                 raise self._refuse(f"the file is corrupt ({'; '.join(problems)})")
 
     def _create_schema(self, db: sqlite3.Connection) -> None:
-        # Checked again under the write lock: another process may have just created it.
-        if db.execute("PRAGMA user_version").fetchone()[0] != 0:
+        # Checked again under the write lock: another process may have just created or upgraded it.
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
-        for statement in _SCHEMA:
-            db.execute(statement)
-        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for older in range(version, SCHEMA_VERSION):
+            for statement in _UPGRADES[older]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {older + 1}")
 
     def _recent_events(self) -> list[_Row]:
         """The newest ``event_buffer`` events, so that subscribers resume across a restart."""
