@@ -1,8 +1,9 @@
 """Files of schema version 1 are upgraded on open, with their history intact.
 
-Version 1 kept history in a rowid table with a separate kind index; version 2 keeps it in one
-``WITHOUT ROWID`` b-tree. The version-1 file is made the way version 1 made it: the statements below
-are version 1's ``history`` table and index, verbatim.
+Version 1 kept history in a rowid table with a separate kind index, and its counts in a table of
+their own; version 2 keeps history in one ``WITHOUT ROWID`` b-tree and the counts in the session's
+row. The version-1 file is laid out as version 1 did it: the statements below are version 1's
+``history`` table, index and ``history_counts`` table, verbatim.
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ V1_HISTORY = (
         PRIMARY KEY (session_id, seq)
     )""",
     "CREATE INDEX history_kind ON history (session_id, kind, seq)",
+    """CREATE TABLE history_counts (
+        session_id TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
+        PRIMARY KEY (session_id, kind)
+    ) WITHOUT ROWID""",
 )
 
 
@@ -31,6 +36,11 @@ def _as_version_1(path: Path) -> None:
             conn.execute(statement)
         conn.execute("INSERT INTO history SELECT * FROM history_new")
         conn.execute("DROP TABLE history_new")
+        conn.execute(
+            "INSERT INTO history_counts SELECT s.id, c.key, c.value "
+            "FROM sessions AS s, json_each(s.history_counts) AS c"
+        )
+        conn.execute("ALTER TABLE sessions DROP COLUMN history_counts")
         conn.execute("PRAGMA user_version = 1")
     conn.close()
 
@@ -38,7 +48,10 @@ def _as_version_1(path: Path) -> None:
 def _history_layout(path: Path) -> tuple[int, list[str]]:
     with sqlite3.connect(path) as conn:
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        sql = conn.execute("SELECT sql FROM sqlite_master WHERE tbl_name = 'history'").fetchall()
+        sql = conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL "
+            "AND tbl_name IN ('history', 'history_counts')"
+        ).fetchall()
     conn.close()
     return version, [row[0] for row in sql]
 
@@ -53,6 +66,7 @@ async def test_a_version_1_file_is_upgraded_with_its_history(tmp_path: Path) -> 
         before = await log.read(limit=100)
     _as_version_1(path)
     assert _history_layout(path)[0] == 1
+    assert len(_history_layout(path)[1]) == 3  # table, kind index, counts table
 
     async with SessionHub(SQLiteStore(path)) as hub:
         log = hub.history("s1")
@@ -67,5 +81,5 @@ async def test_a_version_1_file_is_upgraded_with_its_history(tmp_path: Path) -> 
 
     version, statements = _history_layout(path)
     assert version == SCHEMA_VERSION == 2
-    assert len(statements) == 1  # the table alone: no kind index
+    assert len(statements) == 1  # the table alone: no kind index, no counts table
     assert statements[0].rstrip().endswith("WITHOUT ROWID")

@@ -96,7 +96,8 @@ SCHEMA_VERSION: Final = 2
 APPLICATION_ID: Final = 0x53487562
 
 # History is one b-tree keyed by (session, seq): an append writes one page of it, not also a rowid
-# index and a kind index (a read by kind walks the session's records).
+# index and a kind index (a read by kind walks the session's records). Its counts per kind are a
+# JSON object in the session's row, which every append rewrites anyway (activity).
 _HISTORY_TABLE: Final = """CREATE TABLE {name} (
         session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
         payload BLOB NOT NULL,
@@ -118,7 +119,8 @@ _SCHEMA: Final = (
         deadline     REAL,
         claimed_by   TEXT,
         retain_until REAL,
-        record       BLOB NOT NULL
+        record       BLOB NOT NULL,
+        history_counts TEXT
     )""",
     "CREATE INDEX sessions_namespace ON sessions (namespace, id)",
     "CREATE INDEX sessions_user ON sessions (user_id, id) WHERE user_id IS NOT NULL",
@@ -143,10 +145,6 @@ _SCHEMA: Final = (
         PRIMARY KEY (session_id, key)
     )""",
     _HISTORY_TABLE.format(name="history"),
-    """CREATE TABLE history_counts (
-        session_id TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
-        PRIMARY KEY (session_id, kind)
-    ) WITHOUT ROWID""",
     """CREATE TABLE events (
         id      INTEGER PRIMARY KEY AUTOINCREMENT,
         kind    TEXT NOT NULL,
@@ -160,11 +158,16 @@ _SCHEMA: Final = (
 
 #: The statements that bring a file of each older schema version to the next one.
 _UPGRADES: Final = {
-    1: (  # version 2: history WITHOUT ROWID and without its kind index
+    1: (  # version 2: history WITHOUT ROWID, no kind index, counts in the session's row
         _HISTORY_TABLE.format(name="history_v2"),
         "INSERT INTO history_v2 SELECT session_id, seq, kind, at, payload FROM history",
         "DROP TABLE history",
         "ALTER TABLE history_v2 RENAME TO history",
+        "ALTER TABLE sessions ADD COLUMN history_counts TEXT",
+        "UPDATE sessions SET history_counts = (SELECT json_group_object(kind, n) FROM "
+        "history_counts AS c WHERE c.session_id = sessions.id) "
+        "WHERE id IN (SELECT session_id FROM history_counts)",
+        "DROP TABLE history_counts",
     ),
 }
 
@@ -994,7 +997,6 @@ class SQLiteStore(Store):
         for table, column in (
             ("data", "session_id"),
             ("history", "session_id"),
-            ("history_counts", "session_id"),
             ("sessions", "id"),
         ):
             self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", params)
@@ -1145,12 +1147,12 @@ class SQLiteStore(Store):
             "INSERT INTO history (session_id, seq, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
             (session_id, seq, kind, now, payload),
         )
+        counts = self._history_counts(session_id)
+        counts[kind] = counts.get(kind, 0) + 1
         db.execute(
-            "INSERT INTO history_counts (session_id, kind, n) VALUES (?, ?, 1) "
-            "ON CONFLICT (session_id, kind) DO UPDATE SET n = n + 1",
-            (session_id, kind),
+            "UPDATE sessions SET history_counts = ? WHERE id = ?", (_encode(counts), session_id)
         )
-        self._refresh(session, now)
+        self._refresh(session, now)  # the same row: the same page
         return HistoryRecord(seq=seq, kind=kind, at=now, payload=_decode_json(payload))
 
     async def history_read(
@@ -1191,11 +1193,13 @@ class SQLiteStore(Store):
         return await self._read(self._history_counts, session_id)
 
     def _history_counts(self, session_id: str) -> dict[str, int]:
-        self._readable(session_id)
-        rows = self._db.execute(
-            "SELECT kind, n FROM history_counts WHERE session_id = ?", (session_id,)
-        )
-        return dict(rows.fetchall())
+        row = self._db.execute(
+            "SELECT history_counts FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        counts: dict[str, int] = {} if row[0] is None else _decode_json(row[0])
+        return counts
 
     # events
 
