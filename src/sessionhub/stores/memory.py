@@ -55,6 +55,8 @@ _decode = msgspec.json.decode
 _Members: TypeAlias = "str | list[str] | SortedList[str]"
 _FEW = 64  # past this many, a key's ids move to a SortedList
 _SLOTS = 16  # deadline buckets per second
+_RUN = 4096  # a namespace listing sorts its new ids this many at a time
+_MAX_RUNS = 1024  # past this many sorted runs, a listing merges them into one
 _LABEL_SETS = 4096  # distinct label mappings shared at most (past this, the cache starts over)
 
 
@@ -110,50 +112,62 @@ def _after(members: _Members, cursor: str | None) -> Iterator[str]:
 
 
 class _Listing:
-    """The ids of one namespace's sessions (live and retained), sorted only when read.
+    """The ids of one namespace's sessions (live and retained), in sorted runs.
 
-    Creates append to ``fresh``; a session that leaves only bumps ``stale``. Reading sorts the
-    fresh ids in (a run appended to a sorted run: one merge) and, once most ids are stale, keeps
-    only those still in the namespace. An id may appear twice (deleted, then created again):
-    readers skip repeats and check every id against its record.
+    Creates append to ``fresh``, and every ``_RUN`` ids are sorted into a run of their own: a
+    create costs an append and a share of one small sort, never a sorted insert, and a read merges
+    the runs lazily (a page costs one bisection per run, and a few hundred runs hold a million
+    ids). A session that leaves only bumps ``stale``; once most ids are stale, each run keeps only
+    the ids still in the namespace. An id may appear twice (deleted, then created again): readers
+    skip repeats and check every id against its record.
     """
 
-    __slots__ = ("fresh", "ids", "stale")
+    __slots__ = ("fresh", "runs", "stale")
 
     def __init__(self) -> None:
-        self.ids: list[str] = []
+        self.runs: list[list[str]] = []
         self.fresh: list[str] = []
         self.stale = 0
 
+    def seal(self) -> None:
+        """Sort the fresh ids into a run (and merge the runs once there are too many)."""
+        if self.fresh:
+            self.fresh.sort()
+            self.runs.append(self.fresh)
+            self.fresh = []
+            if len(self.runs) > _MAX_RUNS:
+                self.runs = [list(heapq.merge(*self.runs))]
+
     def drop(self, belongs: Callable[[str], bool]) -> None:
         self.stale += 1
-        if self.stale > 1024 and 2 * self.stale > len(self.ids) + len(self.fresh):
+        if self.stale > _RUN and 2 * self.stale > self._size():
             self._compact(belongs)
 
-    def ordered(self, belongs: Callable[[str], bool]) -> list[str]:
-        if self.fresh:
-            self.ids += self.fresh
-            self.fresh = []
-            self.ids.sort()
-        if self.stale > 64 and 2 * self.stale > len(self.ids):
+    def after(self, cursor: str | None, belongs: Callable[[str], bool]) -> Iterator[str]:
+        """The ids past ``cursor`` in id order, each once (stale ones included)."""
+        self.seal()
+        if self.stale > 64 and 2 * self.stale > self._size():
             self._compact(belongs)
-        return self.ids
+        tails = [
+            itertools.islice(run, 0 if cursor is None else bisect_right(run, cursor), None)
+            for run in self.runs
+        ]
+        return _once(tails[0] if len(tails) == 1 else heapq.merge(*tails))
+
+    def _size(self) -> int:
+        return sum(map(len, self.runs)) + len(self.fresh)
 
     def _compact(self, belongs: Callable[[str], bool]) -> None:
-        ids = self.ids + self.fresh
-        ids.sort()
-        kept: list[str] = []
-        for sid in ids:
-            if (not kept or sid != kept[-1]) and belongs(sid):
-                kept.append(sid)
-        self.ids, self.fresh, self.stale = kept, [], 0
+        self.seal()
+        runs = ([sid for sid in run if belongs(sid)] for run in self.runs)  # still sorted
+        self.runs = [run for run in runs if run]
+        self.stale = 0
 
 
-def _after_in(ids: list[str], cursor: str | None) -> Iterator[str]:
-    """The ids of a sorted list past ``cursor``, each once."""
-    start = 0 if cursor is None else bisect_right(ids, cursor)
+def _once(ids: Iterable[str]) -> Iterator[str]:
+    """Sorted ids without repeats."""
     last = None
-    for sid in itertools.islice(ids, start, None):
+    for sid in ids:
         if sid != last:
             yield sid
             last = sid
@@ -371,7 +385,10 @@ class MemoryStore(Store):
         listing = self._listings.get(namespace)
         if listing is None:
             listing = self._listings[namespace] = _Listing()
-        listing.fresh.append(sid)
+        fresh = listing.fresh
+        fresh.append(sid)
+        if len(fresh) >= _RUN:
+            listing.seal()
         if user is not None:
             _add(self._by_user, user, sid)
         if session.parent_id is not None or session.labels:
@@ -411,14 +428,12 @@ class MemoryStore(Store):
             names: Iterable[str] = (query.namespace,)
         else:
             names = list(self._listings)
-        ordered = [
-            self._listings[name].ordered(self._belongs_to(name))
+        listed = [
+            self._listings[name].after(cursor, self._belongs_to(name))
             for name in names
             if name in self._listings
         ]
-        if len(ordered) == 1:
-            return _after_in(ordered[0], cursor)
-        return heapq.merge(*(_after_in(ids, cursor) for ids in ordered))
+        return listed[0] if len(listed) == 1 else heapq.merge(*listed)
 
     @staticmethod
     def _matches(session: Session, query: Query) -> bool:
