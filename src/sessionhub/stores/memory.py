@@ -4,9 +4,10 @@ Every operation runs without an ``await`` inside, so on one event loop each is a
 construction. The structures are chosen so that the common case costs next to nothing:
 
 - Sessions live in one dict, id → the ``Session`` record itself (one object per session).
-- A namespace's listing is a plain list of ids, sorted only when someone lists: creates append,
-  removals only count, and a read sorts what was appended since the last one (and drops what left,
-  once that is most of it). Readers check every id against the record, so stale ids are harmless.
+- A namespace's listing is a few hundred sorted runs of ids: creates append, every 4,096 new ids
+  are sorted into a run, removals only count (the ids that left are dropped once they are most of
+  the listing), and a read merges the runs lazily. Readers check every id against the record, so
+  stale ids are harmless.
 - The user, parent and label indexes map a key to its live sessions: the id itself for one
   session, a sorted list for a few, a ``SortedList`` only past ``_FEW``.
 - Deadlines sit in buckets of 1/16 s (a list of ids each), and only the buckets that come due are
