@@ -170,7 +170,7 @@ class Arrivals:
 
 async def subscriber(port: int, ready: asyncio.Event, arrivals: Arrivals) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"GET /v1/events?kinds=created HTTP/1.1\r\nHost: bench\r\n\r\n")
+    writer.write(b"GET /v1/events?kinds=created HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
     await writer.drain()
     ready.set()
     try:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ValidationError
+from ._errors import ValidationError, quoted
 from ._limits import check_key, check_limit, check_name, encode_json
 from ._models import DataEntry, HistoryRecord
 
@@ -20,7 +20,7 @@ __all__ = ["SessionData", "SessionHistory"]
 
 def _expected(value: int | None) -> int | None:
     if value is not None and (type(value) is not int or value < 0):
-        raise ValidationError(f"expected_version must be an integer >= 0, got {value!r}")
+        raise ValidationError(f"expected_version must be an integer >= 0, got {quoted(value)}")
     return value
 
 
@@ -92,7 +92,7 @@ class SessionHistory:
         """A page of records in reading order. ``after`` is the last ``seq`` you have read: the
         page continues past it (below it, when ``newest_first``)."""
         if after is not None and (type(after) is not int or after < 0):
-            raise ValidationError(f"after must be a sequence number >= 0, got {after!r}")
+            raise ValidationError(f"after must be a sequence number >= 0, got {quoted(after)}")
         await self._hub.get(self.session_id)
         return await self._hub.store.history_read(
             self.session_id,

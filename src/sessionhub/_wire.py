@@ -12,8 +12,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ._metrics import MetricsSnapshot
-from ._models import DataEntry, HistoryRecord
+from ._metrics import MetricsSnapshot, MinuteCount
+from ._models import DataEntry, HistoryRecord, Session
 
 __all__ = [
     "Census",
@@ -30,7 +30,10 @@ __all__ = [
     "HistoryCounts",
     "HistoryItems",
     "IncrBody",
+    "Lease",
+    "LeaseBody",
     "LinkBody",
+    "Released",
     "Stats",
     "TransitionBody",
     "UpdateBody",
@@ -102,6 +105,13 @@ class DataBody(_Body):
     expected_version: _NewOrVersion | None = None
 
 
+class LeaseBody(_Body):
+    """``POST /v1/sessions/{id}/requests``: count a request in flight until it is released
+    (``DELETE /v1/sessions/{id}/requests/{lease_id}``) or, if abandoned, for ``lease`` seconds."""
+
+    lease: Annotated[float, Meta(gt=0)] = 60.0
+
+
 class HistoryBody(_Body):
     """``POST /v1/sessions/{id}/history``: append one record."""
 
@@ -118,6 +128,20 @@ class ErrorAnswer(msgspec.Struct):
     """Every error answer: ``{"error": {"code", "message"}}``."""
 
     error: ErrorBody
+
+
+class Lease(msgspec.Struct):
+    """The answer to ``POST /v1/sessions/{id}/requests`` (201): the session counts the request."""
+
+    lease_id: str
+    expires_in: float
+    session: Session
+
+
+class Released(msgspec.Struct):
+    """The answer to ``DELETE /v1/sessions/{id}/requests/{lease_id}``."""
+
+    session: Session
 
 
 class Ended(msgspec.Struct):
@@ -146,6 +170,15 @@ class Census(msgspec.Struct):
     count: int
 
 
+class Minute(msgspec.Struct):
+    """Sessions created and ended during the wall-clock minute starting at ``minute`` (Unix
+    seconds)."""
+
+    minute: float
+    created: int
+    ended: int
+
+
 class Stats(msgspec.Struct):
     """``GET /v1/stats``: the server hub's ``metrics()``."""
 
@@ -159,6 +192,7 @@ class Stats(msgspec.Struct):
     expiry_lateness_sum: float
     expiry_lateness_max: float
     subscribers: int
+    per_minute: list[Minute] = []  # the last 60 minutes, oldest first
 
     @classmethod
     def of(cls, snapshot: MetricsSnapshot) -> Stats:
@@ -173,6 +207,7 @@ class Stats(msgspec.Struct):
             expiry_lateness_sum=snapshot.expiry_lateness_sum,
             expiry_lateness_max=snapshot.expiry_lateness_max,
             subscribers=snapshot.subscribers,
+            per_minute=[Minute(m.minute, m.created, m.ended) for m in snapshot.per_minute],
         )
 
     def snapshot(self) -> MetricsSnapshot:
@@ -187,6 +222,7 @@ class Stats(msgspec.Struct):
             expiry_lateness_sum=self.expiry_lateness_sum,
             expiry_lateness_max=self.expiry_lateness_max,
             subscribers=self.subscribers,
+            per_minute=tuple(MinuteCount(m.minute, m.created, m.ended) for m in self.per_minute),
         )
 
 

@@ -1,41 +1,25 @@
-"""sessionhub.compat.morgan: seed 003's documented examples and behaviour, through the compat API.
-
-Time is a ManualClock wherever expiry is asserted: the test moves it and calls ``hub.expire_due()``
-(what the hub's expiry task does at each deadline), so no assertion depends on the machine's speed.
-One test lets the real expiry task do it, waiting on an event with a generous limit.
+"""sessionhub.compat.morgan: every behaviour Morgan's session management page documents, written as a
+Morgan user writes it, on every store (see conftest.py for the clock and the stores).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import uuid
-import warnings
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
-from starlette.applications import Starlette
-from starlette.exceptions import HTTPException, StarletteDeprecationWarning
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.exceptions import HTTPException
 
 from sessionhub import ManualClock, SessionHub, SessionNotFound
 from sessionhub import Session as HubSession
-from sessionhub.compat import morgan
 from sessionhub.compat.morgan import (
     Session,
     SessionManager,
     get_session_manager,
     initialize_session_manager,
 )
-
-with warnings.catch_warnings():  # Starlette asks for httpx2 in its test client; httpx is pinned
-    warnings.simplefilter("ignore", StarletteDeprecationWarning)
-    from starlette.testclient import TestClient
 
 HOUR = 3600.0
 METRIC_KEYS = {
@@ -46,34 +30,6 @@ METRIC_KEYS = {
     "session_timeout_minutes",
     "max_concurrent_requests",
 }
-
-
-@pytest.fixture(autouse=True)
-def no_global_manager() -> Iterator[None]:
-    """Each test starts without a global manager, and leaves none behind."""
-    saved = morgan._session_manager
-    morgan._session_manager = None
-    yield
-    morgan._session_manager = saved
-
-
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(1_750_000_000.0)
-
-
-@pytest.fixture
-async def manager(clock: ManualClock) -> AsyncIterator[SessionManager]:
-    """The seed's "Basic Session Creation" setup, on a manual clock."""
-    manager = initialize_session_manager(
-        session_timeout_minutes=60,
-        cleanup_interval_seconds=300,
-        max_concurrent_requests=100,
-        clock=clock,
-    )
-    await manager.start()
-    yield manager
-    await manager.stop()
 
 
 async def hub_record(manager: SessionManager, session_id: str) -> HubSession:
@@ -154,11 +110,10 @@ async def test_get_session_returns_it_and_refreshes_activity(
     created = await manager.create_session(user_id="user-123", metadata={"n": 1})
     clock.advance(HOUR - 1)
     session = await manager.get_session(created.session_id)
-    assert session is not None
-    assert session.session_id == created.session_id
+    assert session is created  # the manager's one object for that session, as in Morgan
     assert session.metadata == {"n": 1}
-    assert session.created_at == created.created_at
     assert session.last_activity == at(clock)
+    assert (await hub_record(manager, created.session_id)).last_activity_at == clock()
     # The refresh restarted the idle timeout: the original deadline passes without expiry.
     clock.advance(2)
     await manager.hub.expire_due()
@@ -177,12 +132,9 @@ async def test_get_session_by_user(manager: SessionManager, clock: ManualClock) 
     other = await manager.create_session(user_id="user-456")
     clock.advance(10)
     found = await manager.get_session_by_user("user-123")
-    assert found is not None
-    assert found.session_id == mine.session_id
+    assert found is mine
     assert found.last_activity == at(clock)
-    found_other = await manager.get_session_by_user("user-456")
-    assert found_other is not None
-    assert found_other.session_id == other.session_id
+    assert await manager.get_session_by_user("user-456") is other
     assert await manager.get_session_by_user("nobody") is None
     assert await manager.get_session_by_user("") is None
 
@@ -215,18 +167,14 @@ async def test_track_request(manager: SessionManager, clock: ManualClock) -> Non
     created = await manager.create_session(user_id="user-123")
     clock.advance(5)
     async with manager.track_request(created.session_id) as session:
-        assert session.session_id == created.session_id
+        assert session is created
         assert len(session.active_requests) == 1
         assert session.has_active_requests()
         assert session.last_activity == at(clock)
         assert (await hub_record(manager, created.session_id)).active_requests == 1
-        during = await manager.get_session(created.session_id)
-        assert during is not None
-        assert during.active_requests == session.active_requests
-    after = await manager.get_session(created.session_id)
-    assert after is not None
-    assert after.active_requests == set()
-    assert not after.has_active_requests()
+        assert await manager.get_session(created.session_id) is session
+    assert session.active_requests == set()
+    assert not session.has_active_requests()
     assert (await hub_record(manager, created.session_id)).active_requests == 0
 
 
@@ -479,19 +427,17 @@ async def test_start_twice_stop_twice_and_restart(clock: ManualClock) -> None:
 async def test_session_data_is_isolated(manager: SessionManager) -> None:
     a = await manager.create_session(user_id="a", metadata={"cart": {"items": [1]}})
     b = await manager.create_session(user_id="b", metadata={"cart": {"items": [2]}})
-    a.metadata["cart"]["items"].append(99)  # a snapshot: changing it changes nothing stored
+    a.metadata["cart"]["items"].append(99)
     a.metadata["new"] = True
     again = await manager.get_session(a.session_id)
-    assert again is not None
-    assert again.metadata == {"cart": {"items": [1]}}
-    again.metadata["cart"]["items"].append(98)
-    third = await manager.get_session(a.session_id)
-    assert third is not None
-    assert third.metadata == {"cart": {"items": [1]}}
+    assert again is a
+    assert again.metadata == {"cart": {"items": [1, 99]}, "new": True}
     other = await manager.get_session(b.session_id)
-    assert other is not None
+    assert other is b
     assert other.metadata == {"cart": {"items": [2]}}
     assert other.user_id == "b"
+    assert (await hub_record(manager, a.session_id)).details == a.metadata
+    assert (await hub_record(manager, b.session_id)).details == {"cart": {"items": [2]}}
 
 
 async def test_requests_and_cleanup_are_isolated(manager: SessionManager) -> None:
@@ -612,127 +558,44 @@ async def test_connection_count_reads_the_hub_counter(manager: SessionManager) -
 
 
 def test_the_session_dataclass() -> None:
+    """Unbound (built by hand, as Morgan's tests do), a Session is a plain object."""
     now = datetime.now(UTC)
     session = Session(session_id="s1", last_activity=now - timedelta(minutes=61))
     assert session.metadata == {}
     assert session.active_requests == set()
+    assert session.connection_count == 0
     assert session.is_expired(60)
-    assert not session.is_expired(60, now=now - timedelta(minutes=2))
+    assert not session.is_expired(62)
     assert not session.has_active_requests()
-    session.active_requests.add("r1")
+    session.add_request("r1")
     assert session.has_active_requests()
+    assert not session.is_expired(60)  # add_request updated the activity
+    session.remove_request("r1")
+    assert not session.has_active_requests()
+    session.update_activity()
+    assert session.last_activity >= now
     assert Session(session_id="s2").metadata is not Session(session_id="s3").metadata
+    twin = Session(session_id="s2", created_at=now, last_activity=now)
+    assert twin == Session(session_id="s2", created_at=now, last_activity=now)  # by value
+    assert [f.name for f in dataclasses.fields(Session)] == [
+        "session_id",
+        "user_id",
+        "conversation_id",
+        "created_at",
+        "last_activity",
+        "metadata",
+        "connection_count",
+        "active_requests",
+    ]
 
 
 async def test_invalid_arguments_raise_value_error(manager: SessionManager) -> None:
     with pytest.raises(ValueError, match="JSON"):
         await manager.create_session(metadata={"when": object()})
     with pytest.raises(ValueError, match="user_id"):
-        await manager.create_session(user_id="has a space")
+        await manager.create_session(user_id=123)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="session_timeout_minutes"):
         SessionManager(session_timeout_minutes=0)
     with pytest.raises(ValueError, match="clock"):
         SessionManager(hub=SessionHub(), clock=ManualClock())
     assert manager.get_metrics()["total_sessions_created"] == 0
-
-
-# Integration with FastAPI (the same pattern on Starlette, which FastAPI is built on)
-
-
-async def process_message(session: Session, message: str) -> str:
-    return f"{message} ({len(session.active_requests)} in flight, {session.metadata['client']})"
-
-
-def create_app() -> Starlette:
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        manager = initialize_session_manager()  # startup
-        await manager.start()
-        app.state.session_manager = manager
-        yield
-        await app.state.session_manager.stop()  # shutdown
-
-    async def new_session(request: Request) -> JSONResponse:
-        manager: SessionManager = request.app.state.session_manager
-        if manager.get_active_session_count() >= manager.max_concurrent_requests:
-            raise HTTPException(503, "Server at capacity, please try again later")
-        body: dict[str, Any] = await request.json()
-        session = await manager.create_session(user_id=body["user_id"], metadata=body["metadata"])
-        return JSONResponse({"session_id": session.session_id})
-
-    async def show_session(request: Request) -> JSONResponse:
-        manager: SessionManager = request.app.state.session_manager
-        session = await manager.get_session(request.path_params["session_id"])
-        if not session:
-            raise HTTPException(status_code=404, detail="Session not found")
-        return JSONResponse({"user_id": session.user_id, "metadata": session.metadata})
-
-    async def chat(request: Request) -> JSONResponse:
-        manager: SessionManager = request.app.state.session_manager
-        session_id = request.query_params["session_id"]
-        message = request.query_params["message"]
-        try:
-            async with manager.track_request(session_id) as session:
-                response = await process_message(session, message)
-                return JSONResponse({"response": response})
-        except ValueError as e:
-            raise HTTPException(status_code=404, detail=str(e)) from e
-
-    async def websocket_endpoint(websocket: WebSocket) -> None:
-        manager: SessionManager = websocket.app.state.session_manager
-        session_id = websocket.path_params["session_id"]
-        await websocket.accept()
-        try:
-            while (text := await websocket.receive_text()) != "bye":
-                await websocket.send_text(text.upper())
-        finally:
-            await manager.delete_session(session_id)  # clean up the session on disconnect
-        await websocket.close()
-
-    return Starlette(
-        routes=[
-            Route("/api/sessions", new_session, methods=["POST"]),
-            Route("/api/sessions/{session_id}", show_session),
-            Route("/api/chat", chat, methods=["POST"]),
-            WebSocketRoute("/ws/{session_id}", websocket_endpoint),
-        ],
-        lifespan=lifespan,
-    )
-
-
-def test_web_integration() -> None:
-    app = create_app()
-    with TestClient(app) as client:
-        manager: SessionManager = app.state.session_manager
-        assert get_session_manager() is manager
-        created = client.post(
-            "/api/sessions", json={"user_id": "u1", "metadata": {"client": "web"}}
-        )
-        sid = created.json()["session_id"]
-        other = client.post("/api/sessions", json={"user_id": "u2", "metadata": {"client": "cli"}})
-        other_sid = other.json()["session_id"]
-        assert manager.get_active_session_count() == 2  # sync, from another thread
-
-        answer = client.post("/api/chat", params={"session_id": sid, "message": "hi"})
-        assert answer.status_code == 200
-        assert answer.json() == {"response": "hi (1 in flight, web)"}
-        shown = client.get(f"/api/sessions/{other_sid}")
-        assert shown.json() == {"user_id": "u2", "metadata": {"client": "cli"}}
-
-        missing = client.post("/api/chat", params={"session_id": "nope", "message": "hi"})
-        assert missing.status_code == 404
-        assert missing.text == "Session not found: nope"
-        assert client.get("/api/sessions/nope").status_code == 404
-
-        with client.websocket_connect(f"/ws/{sid}") as ws:
-            ws.send_text("hello")
-            assert ws.receive_text() == "HELLO"
-            ws.send_text("bye")
-            with pytest.raises(WebSocketDisconnect):
-                ws.receive_text()  # the server closes after deleting the session
-        assert client.get(f"/api/sessions/{sid}").status_code == 404
-        assert client.get(f"/api/sessions/{other_sid}").status_code == 200
-        assert manager.get_metrics()["total_sessions_cleaned"] == 1
-    # Shutdown stopped the manager, which removed the remaining session.
-    assert manager.get_metrics()["active_sessions"] == 0
-    assert manager.get_metrics()["total_sessions_cleaned"] == 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -85,6 +85,12 @@ class ServerMetrics:
             "sessionhub_http_request_duration_seconds",
             "HTTP requests by method, route and status.",
             ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.unencodable = Counter(
+            "sessionhub_http_unencodable",
+            "Sessions and events that could not be encoded as JSON, left out of an answer.",
+            ["what"],
             registry=self.registry,
         )
 

@@ -244,10 +244,12 @@ local function claim(sk, h, flat, reason, now, moves, claimer)
 end
 
 -- Data and history writes are activity: slide the idle deadline like a touch.
-local REFRESH_FIELDS = {'id', 'en', 'ca', 'it', 'ttl', 'ar', 'v', 'dq', 'ea'}
+-- A session claimed for its end ('er' set) accepts no activity.
+local REFRESH_FIELDS = {'id', 'en', 'er', 'ca', 'it', 'ttl', 'ar', 'v', 'dq', 'ea'}
 local function live_fields(sk)
   local h = fields(sk, REFRESH_FIELDS)
   if h.id == nil or h.en ~= nil then fail('NOTFOUND') end
+  if h.er ~= nil then fail('ENDING') end
   return h
 end
 
@@ -338,6 +340,7 @@ counters, pos = take_list(pos, true)
 
 local h, flat = load(sk)
 if h == nil or h.en ~= nil then fail('NOTFOUND') end
+if h.er ~= nil then fail('ENDING') end
 local sid = h.id
 local version = tonumber(h.v)
 if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then fail('VERSION', h.v) end
@@ -398,12 +401,22 @@ if tonumber(ARGV[7]) > 0 and max_requests and requests > max_requests then
   fail('TOOMANY', h.ar or '0')
 end
 
--- Every check passed: from here on the function only writes.
+-- Every check passed but the counters': from here on the function only writes.
 local w = writer()
+-- HINCRBY, not Lua arithmetic: counters are exact signed 64-bit integers (Lua numbers are
+-- doubles), and HINCRBY refuses an overflow without writing. Counters go first, so one that
+-- overflows undoes the others and the function fails having changed nothing.
 for i = 1, #counters, 2 do
-  -- HINCRBY, not Lua arithmetic: counters are exact 64-bit integers, Lua numbers are doubles.
   local field = 'c:' .. counters[i]
-  w.shown[field] = fint(redis.call('HINCRBY', sk, field, counters[i + 1]))
+  local reply = redis.pcall('HINCRBY', sk, field, counters[i + 1])
+  if type(reply) == 'table' and reply.err then
+    for j = 1, i - 2, 2 do
+      local done = 'c:' .. counters[j]
+      if h[done] == nil then redis.call('HDEL', sk, done) else redis.call('HSET', sk, done, h[done]) end
+    end
+    fail('OVERFLOW', counters[i], h[field] or '0', counters[i + 1])
+  end
+  w.shown[field] = redis.call('HGET', sk, field)  -- the exact text, not the double HINCRBY gave
 end
 
 local function choose(arg, old)

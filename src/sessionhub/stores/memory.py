@@ -35,6 +35,8 @@ from .._errors import (
     QuotaExceeded,
     SessionNotFound,
     VersionConflict,
+    quoted,
+    shortened,
 )
 from .._models import (
     DataEntry,
@@ -45,7 +47,7 @@ from .._models import (
     Session,
     expires_at,
 )
-from ._base import Change, CreateRules, Query, Store, apply_change
+from ._base import Change, CreateRules, Query, Store, apply_change, ending
 
 __all__ = ["MemoryStore"]
 
@@ -260,6 +262,13 @@ class MemoryStore(Store):
             raise SessionNotFound(session_id)
         return session
 
+    def _active_session(self, session_id: str) -> Session:
+        """A live session that is not being ended: one that accepts activity."""
+        session = self._live_session(session_id)
+        if session.end_reason is not None:
+            raise ending(session_id)
+        return session
+
     # deadlines
 
     def _schedule(self, deadline: float, session_id: str) -> None:
@@ -333,7 +342,7 @@ class MemoryStore(Store):
             holder = self._unique.get((namespace, name, value))
             if holder is not None and holder != session_id:
                 raise DuplicateSession(
-                    f"label {name}={value} is held by live session {holder} in {namespace}"
+                    f"label {shortened(name)}={shortened(value)} is held by live session {holder} in {namespace}"
                 )
 
     def _hold_unique(self, session: Session, names: Any) -> None:
@@ -485,10 +494,13 @@ class MemoryStore(Store):
         }
 
     def _touch(self, session_id: str, now: float) -> Session:
-        """``modify`` with ``Change(now=now, touch=True)``, without building the change."""
+        """``modify`` with ``Change(now=now, touch=True)``, without building the change (and
+        under the same rules: a session ended or being ended accepts no touch)."""
         old = self._sessions.get(session_id)
         if old is None or old.ended_at is not None:
             raise SessionNotFound(session_id)
+        if old.end_reason is not None:
+            raise ending(session_id)
         idle = old.idle_timeout
         if idle is not None and not old.active_requests:  # the common case of expires_at()
             deadline: float | None = now + idle
@@ -685,13 +697,13 @@ class MemoryStore(Store):
     ) -> None:
         if expected is not None and expected != current:
             raise VersionConflict(
-                f"data key {key!r} of session {session_id} is at version {current}, not {expected}"
+                f"data key {quoted(key)} of session {session_id} is at version {current}, not {expected}"
             )
 
     async def data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
     ) -> DataEntry:
-        self._live_session(session_id)
+        self._active_session(session_id)
         data = self._data.setdefault(session_id, {})
         current = data.get(key, (b"", 0))[1]
         self._check_data_version(session_id, key, current, expected_version)
@@ -702,7 +714,7 @@ class MemoryStore(Store):
     async def data_delete(
         self, session_id: str, key: str, expected_version: int | None, now: float
     ) -> bool:
-        self._live_session(session_id)
+        self._active_session(session_id)
         data = self._data.get(session_id, {})
         if key not in data:
             self._check_data_version(session_id, key, 0, expected_version)
@@ -725,7 +737,7 @@ class MemoryStore(Store):
     async def history_append(
         self, session_id: str, kind: str, payload: bytes, now: float
     ) -> HistoryRecord:
-        self._live_session(session_id)
+        self._active_session(session_id)
         history = self._history.get(session_id)
         if history is None:
             history = self._history[session_id] = _History()

@@ -68,6 +68,8 @@ from .._errors import (
     StoreUnavailable,
     ValidationError,
     VersionConflict,
+    quoted,
+    shortened,
 )
 from .._events import EventLog
 from .._models import (
@@ -80,7 +82,7 @@ from .._models import (
     expires_at,
     json_encoder,
 )
-from ._base import Change, CreateRules, Query, Store, apply_change
+from ._base import DECODE_ERRORS, Change, CreateRules, Query, Store, apply_change, ending
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -196,7 +198,9 @@ class _SharedLog(EventLog):
             if row_id < self.next_seq:
                 continue  # fed already
             self.skip_to(row_id, at)
-            self.append(kind, at, session)  # its id is its number: the row id
+            # Its id is its number (the row id); a row that cannot be decoded comes as a MISSED
+            # kind without a session, which the ring holds as a one-event ``missed`` marker.
+            self.append(kind, at, session)
 
 
 def _deadline(session: Session) -> float | None:
@@ -544,10 +548,16 @@ class SQLiteStore(Store):
             sql += " AND id < ?"
             params += (before,)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-        return [
-            (row_id, kind, at, None if raw is None else _decode_session(raw))
-            for row_id, kind, at, raw in rows
-        ]
+        return [self._event_row(*row) for row in rows]
+
+    def _event_row(self, row_id: int, kind: str, at: float, raw: bytes | None) -> _Row:
+        """An event as read from the table; one that cannot be decoded becomes a ``missed``
+        marker, so the stream goes on past it."""
+        try:
+            return row_id, kind, at, None if raw is None else _decode_session(raw)
+        except DECODE_ERRORS as exc:
+            self.damaged(f"event {row_id}", exc)
+            return row_id, EventKind.MISSED, at, None
 
     def _tail(self) -> None:
         """Hand the loop every event committed since the last one it got."""
@@ -675,12 +685,35 @@ class SQLiteStore(Store):
 
     def _record(self, session_id: str) -> Session | None:
         row = self._db.execute("SELECT record FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return None if row is None else _decode_session(row[0])
+        return None if row is None else self._decoded(session_id, row[0])
+
+    def _decoded(self, session_id: str, raw: bytes) -> Session:
+        try:
+            return _decode_session(raw)
+        except DECODE_ERRORS as exc:
+            raise self.damaged(f"session {session_id}", exc) from None
+
+    def _listed(self, rows: Iterable[tuple[str, bytes]]) -> list[Session]:
+        """The sessions of ``(id, record)`` rows; damaged records are skipped (and counted)."""
+        sessions = []
+        for session_id, raw in rows:
+            try:
+                sessions.append(_decode_session(raw))
+            except DECODE_ERRORS as exc:
+                self.damaged(f"session {session_id}", exc)
+        return sessions
 
     def _live(self, session_id: str) -> Session:
         session = self._record(session_id)
         if session is None or session.ended_at is not None:
             raise SessionNotFound(session_id)
+        return session
+
+    def _active(self, session_id: str) -> Session:
+        """A live session that is not being ended: one that accepts activity."""
+        session = self._live(session_id)
+        if session.end_reason is not None:
+            raise ending(session_id)
         return session
 
     def _readable(self, session_id: str) -> None:
@@ -716,7 +749,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is not None and row[0] != session_id:
                 raise DuplicateSession(
-                    f"label {name}={value} is held by live session {row[0]} in {namespace}"
+                    f"label {shortened(name)}={shortened(value)} is held by live session {row[0]} in {namespace}"
                 )
 
     def _hold_unique(self, session: Session, names: Iterable[str]) -> None:
@@ -816,12 +849,12 @@ class SQLiteStore(Store):
         return await self._submit(self._record, session_id)
 
     async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
-        sql, params = _select(query, "s.record", cursor)
+        sql, params = _select(query, "s.id, s.record", cursor)
         rows = await self._submit(self._fetch, f"{sql} LIMIT ?", (*params, limit + 1))
-        items = [_decode_session(raw) for (raw,) in rows]
-        more = len(items) > limit
-        del items[limit:]
-        return Page(items=items, cursor=items[-1].id if more else None)
+        more = len(rows) > limit
+        items = self._listed(rows[:limit])
+        # The cursor is the last id read, so a damaged record at the page's end is passed too.
+        return Page(items=items, cursor=rows[limit - 1][0] if more else None)
 
     def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         return self._db.execute(sql, params).fetchall()
@@ -931,10 +964,17 @@ class SQLiteStore(Store):
     ) -> list[Session]:
         db = self._db
         rows = db.execute(
-            "SELECT record FROM sessions WHERE deadline <= ? ORDER BY deadline, id LIMIT ?",
+            "SELECT id, record FROM sessions WHERE deadline <= ? ORDER BY deadline, id LIMIT ?",
             (now, limit),
         ).fetchall()
-        claimed = [self._claim(_decode_session(raw), "expired", now, moves) for (raw,) in rows]
+        due = self._listed(rows)
+        if len(due) < len(rows):  # damaged records: off the deadline index, or every pass stalls
+            kept = {session.id for session in due}
+            db.executemany(
+                "UPDATE sessions SET deadline = NULL WHERE id = ?",
+                [(sid,) for sid, _ in rows if sid not in kept],
+            )
+        claimed = [self._claim(session, "expired", now, moves) for session in due]
         if sweep and len(claimed) < limit:
             self._next_sweep = time.monotonic() + self.claim_lease / 4
             claimed += self._take_over_orphans(limit - len(claimed))
@@ -956,7 +996,7 @@ class SQLiteStore(Store):
         )
         if rows:
             logger.warning("taking over %d ends left unfinished by a stopped process", len(rows))
-        return [_decode_session(raw) for _, raw in rows]
+        return self._listed(rows)
 
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
@@ -1051,9 +1091,12 @@ class SQLiteStore(Store):
         row = self._db.execute(
             "SELECT value, version FROM data WHERE session_id = ? AND key = ?", (session_id, key)
         ).fetchone()
-        return (
-            None if row is None else DataEntry(key=key, value=_decode_json(row[0]), version=row[1])
-        )
+        if row is None:
+            return None
+        try:
+            return DataEntry(key=key, value=_decode_json(row[0]), version=row[1])
+        except DECODE_ERRORS as exc:
+            raise self.damaged(f"data value {key} of session {session_id}", exc) from None
 
     def _data_version(self, session_id: str, key: str, expected: int | None) -> int:
         """The key's current version (0 if absent), checked against ``expected``."""
@@ -1063,7 +1106,7 @@ class SQLiteStore(Store):
         current = 0 if row is None else int(row[0])
         if expected is not None and expected != current:
             raise VersionConflict(
-                f"data key {key!r} of session {session_id} is at version {current}, not {expected}"
+                f"data key {quoted(key)} of session {session_id} is at version {current}, not {expected}"
             )
         return current
 
@@ -1093,7 +1136,7 @@ class SQLiteStore(Store):
     def _data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
     ) -> DataEntry:
-        session = self._live(session_id)
+        session = self._active(session_id)
         version = self._data_version(session_id, key, expected_version) + 1
         self._db.execute(
             "INSERT OR REPLACE INTO data (session_id, key, value, version) VALUES (?, ?, ?, ?)",
@@ -1110,7 +1153,7 @@ class SQLiteStore(Store):
     def _data_delete(
         self, session_id: str, key: str, expected_version: int | None, now: float
     ) -> bool:
-        session = self._live(session_id)
+        session = self._active(session_id)
         if not self._data_version(session_id, key, expected_version):
             return False
         self._db.execute("DELETE FROM data WHERE session_id = ? AND key = ?", (session_id, key))
@@ -1125,7 +1168,13 @@ class SQLiteStore(Store):
         rows = self._db.execute(
             "SELECT key, value, version FROM data WHERE session_id = ? ORDER BY key", (session_id,)
         )
-        return [DataEntry(key=key, value=_decode_json(raw), version=v) for key, raw, v in rows]
+        entries = []
+        for key, raw, version in rows:
+            try:
+                entries.append(DataEntry(key=key, value=_decode_json(raw), version=version))
+            except DECODE_ERRORS as exc:
+                self.damaged(f"data value {key} of session {session_id}", exc)
+        return entries
 
     # history
 
@@ -1138,7 +1187,7 @@ class SQLiteStore(Store):
         self, session_id: str, kind: str, payload: bytes, now: float
     ) -> HistoryRecord:
         db = self._db
-        session = self._live(session_id)
+        session = self._active(session_id)
         last = db.execute(
             "SELECT seq FROM history WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
         ).fetchone()
@@ -1183,11 +1232,15 @@ class SQLiteStore(Store):
         else:
             sql += " AND seq > ? ORDER BY seq LIMIT ?"
             params.append(after or 0)
-        rows = self._db.execute(sql, (*params, limit))
-        return [
-            HistoryRecord(seq=seq, kind=k, at=at, payload=_decode_json(raw))
-            for seq, k, at, raw in rows
-        ]
+        records = []
+        for seq, record_kind, at, raw in self._db.execute(sql, (*params, limit)):
+            try:
+                payload = _decode_json(raw)
+            except DECODE_ERRORS as exc:
+                self.damaged(f"history record {seq} of session {session_id}", exc)
+                continue
+            records.append(HistoryRecord(seq=seq, kind=record_kind, at=at, payload=payload))
+        return records
 
     async def history_counts(self, session_id: str) -> dict[str, int]:
         return await self._read(self._history_counts, session_id)
