@@ -247,7 +247,7 @@ class SessionHub:
         now = self.clock()
         session = Session(
             id=sid,
-            namespace=check_id(namespace, "namespace"),
+            namespace="default" if namespace == "default" else check_id(namespace, "namespace"),
             state=state,
             user_id=None if user_id is None else check_id(user_id, "user_id"),
             parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
@@ -264,9 +264,13 @@ class SessionHub:
             retention=None if retention is None else _retention(retention),
         )
         purged = False
+        create_now = self.store.create_now
         for _ in range(8):
             try:
-                created = await self.store.create(session, self._create_rules)
+                if create_now is not None:
+                    created = create_now(session, self._create_rules)
+                else:
+                    created = await self.store.create(session, self._create_rules)
                 break
             except DuplicateSession:
                 # The id may still be held by an ended session whose retention has passed but
@@ -294,7 +298,8 @@ class SessionHub:
         """The session (live, or ended and still retained); ``SessionNotFound`` otherwise."""
         if type(session_id) is not str:
             check_id(session_id)
-        session = await self.store.get(session_id)
+        get_now = self.store.get_now
+        session = get_now(session_id) if get_now else await self.store.get(session_id)
         if session is None or (
             session.ended_at is not None and self._retain_until(session) <= self.clock()
         ):
@@ -457,7 +462,19 @@ class SessionHub:
 
     async def touch(self, session_id: str) -> Session:
         """A heartbeat: refresh activity, so the idle timeout starts again."""
-        return await self._modify(session_id, Change(now=self.clock(), touch=True))
+        touch_now = self.store.touch_now
+        if touch_now is None or type(session_id) is not str:
+            return await self._modify(session_id, Change(now=self.clock(), touch=True))
+        try:
+            session = touch_now(session_id, self.clock())
+        except SessionNotFound:
+            check_id(session_id)  # a malformed id is invalid, not missing (off the hot path)
+            raise
+        # self._scheduled(session), with its common case (a later deadline, no pass) inlined.
+        deadline = session.expires_at
+        if deadline is not None and (deadline < self._wake_at or self._in_pass):
+            self._scheduled(session)
+        return session
 
     async def incr(self, session_id: str, counter: str, by: int = 1) -> int:
         """Add ``by`` to a counter atomically (activity too); the counter's new value.

@@ -292,29 +292,28 @@ class _StreamEventLog(EventLog):
     whose tailer is a moment behind) resumes from now on.
     """
 
-    def _position(self, after: str | None) -> int:
-        if after is None or after in self._seq_of:
-            return super()._position(after)
+    def position(self, after: str | None) -> int:
+        if after is None or self.seq_of(after) is not None:
+            return super().position(after)
         wanted = _stream_id(after)
         if wanted is None:
-            return super()._position(after)
-        oldest = max(self._next - self.capacity, 1)
+            return super().position(after)
+        oldest, newest = self.oldest_seq, self.next_seq - 1
         held = [
             (seq, parsed)
-            for seq in (oldest, self._next - 1)
+            for seq in (oldest, newest)
             if seq >= 1
-            and (event := self._ring[seq % self.capacity]) is not None
+            and (event := self.event_at(seq)) is not None
             and (parsed := _stream_id(event.id)) is not None
         ]
         if len(held) < 2 or wanted >= held[1][1]:
-            return self._next - 1
+            return newest
         if wanted < held[0][1]:
             return oldest - 2  # the reader is told it missed events before the oldest held
-        low, high = oldest, self._next - 1  # the last event at or before ``wanted``
+        low, high = oldest, newest  # the last event at or before ``wanted``
         while low < high:
             middle = (low + high + 1) // 2
-            event = self._ring[middle % self.capacity]
-            parsed = _stream_id(event.id) if event is not None else None
+            parsed = _stream_id(self.id_of(middle))
             if parsed is not None and parsed <= wanted:
                 low = middle
             else:
