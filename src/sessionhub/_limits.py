@@ -117,6 +117,10 @@ def check_key(value: object) -> str:
     return value
 
 
+# Longer than any deployment lives, short enough that a deadline stays a finite, exact float.
+MAX_SECONDS: Final = 1e12
+
+
 def check_timeout(value: object, what: str) -> float | None:
     if value is None:
         return None
@@ -125,9 +129,11 @@ def check_timeout(value: object, what: str) -> float | None:
         or isinstance(value, bool)
         or not math.isfinite(value)
         or value <= 0
+        or value >= MAX_SECONDS
     ):
         raise ValidationError(
-            f"{what} must be a positive number of seconds or None, got {quoted(value)}"
+            f"{what} must be a positive number of seconds below {MAX_SECONDS:.0e} or None, "
+            f"got {quoted(value)}"
         )
     return float(value)
 

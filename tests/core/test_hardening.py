@@ -454,3 +454,20 @@ async def test_a_hook_that_runs_expiry_does_not_deadlock(
     assert (await hub.metrics()).hook_failures_total == 0
     clock.advance(10)
     assert await hub.expire_due() == 1  # and later passes still run
+
+
+@pytest.mark.parametrize("seconds", [1e12, 7.9e307, 1.7976931348623157e308])
+async def test_timeouts_past_the_bound_are_refused_and_create_nothing(
+    hub: SessionHub, seconds: float
+) -> None:
+    # Found by schemathesis: ttl and idle_timeout near the float limit made an infinite deadline
+    # that the memory store could not schedule (a 500 over HTTP).
+    for options in ({"ttl": seconds}, {"idle_timeout": seconds}):
+        with pytest.raises(ValidationError, match="below"):
+            await hub.create(**options)
+    assert await hub.count() == 0
+    session = await hub.create(ttl=9e11, idle_timeout=9e11)  # just inside: a finite deadline
+    assert session.expires_at is not None
+    with pytest.raises(ValidationError):
+        await hub.update(session.id, ttl=seconds)
+    assert (await hub.get(session.id)).ttl == 9e11

@@ -111,14 +111,17 @@ def chromium_path() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="session")
+# Playwright's sync API keeps its event loop running on this thread while it is open, and no
+# asyncio test can run beside it: so it lives for one module at a time, and the modules of this
+# folder run back to back on one xdist worker (group "browser", scripts/test's --dist loadgroup).
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright, chromium_path: str) -> Iterator[Browser]:
     launched = playwright.chromium.launch(executable_path=chromium_path, args=CHROMIUM_ARGS)
     yield launched

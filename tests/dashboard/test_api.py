@@ -8,11 +8,14 @@ import time
 import uuid
 
 import httpx
+import pytest
 
 from sessionhub._metrics import MINUTES_KEPT, HubMetrics
 from tests.server.conftest import WAIT
 
 from .conftest import Served, session_path
+
+pytestmark = pytest.mark.xdist_group("browser")  # see conftest: one worker, back to back
 
 
 def test_root_and_ui_redirect_to_the_page_which_is_public(token_server: Served) -> None:

@@ -7,9 +7,12 @@ import json
 import re
 import uuid
 
+import pytest
 from playwright.sync_api import Locator, Page, expect
 
 from .conftest import Served, Watched, session_path, ui_url
+
+pytestmark = pytest.mark.xdist_group("browser")  # see conftest: one worker, back to back
 
 expect.set_options(timeout=20_000)
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 from urllib.parse import urlsplit
 
+import pytest
 from playwright.sync_api import expect
 
 from .conftest import TOKEN, Served, Watched, session_path, ui_url
 from .test_live import filter_namespace, open_dashboard, pair, row
+
+pytestmark = pytest.mark.xdist_group("browser")  # see conftest: one worker, back to back
 
 expect.set_options(timeout=20_000)
 

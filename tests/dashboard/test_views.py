@@ -5,10 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import pytest
 from playwright.sync_api import Page, expect
 
 from .conftest import Served, Watched, session_path, ui_url
 from .test_live import filter_namespace, open_dashboard, pair, row
+
+pytestmark = pytest.mark.xdist_group("browser")  # see conftest: one worker, back to back
 
 expect.set_options(timeout=20_000)
 

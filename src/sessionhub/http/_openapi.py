@@ -16,7 +16,7 @@ import msgspec
 
 from .. import _wire as wire
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
-from .._limits import REASON_PATTERN
+from .._limits import MAX_SECONDS, REASON_PATTERN
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
 from . import _bodies as bodies
 
@@ -56,7 +56,7 @@ _KEY: Final = {
     "description": "1-512 printable characters (other printable Unicode characters too).",
 }
 _INT64_MAX: Final = 2**63 - 1
-_POSITIVE: Final = {"exclusiveMinimum": 0}
+_POSITIVE: Final = {"exclusiveMinimum": 0, "exclusiveMaximum": MAX_SECONDS}
 _LABELS: Final = {
     "maxProperties": 64,
     "propertyNames": {"minLength": 1, "maxLength": 256},
