@@ -1,15 +1,20 @@
 """The real promptfoo (0.118 on Node 20) running ``examples/promptfoo`` with sessionhub as its
 session layer: against a real ``sessionhub serve`` (HTTP and gRPC), against the default SQLite
-file, two evals at once, pooling, and with sessionhub down."""
+file, two evals at once, pooling, with sessionhub down, and ``sessionhub watch``/``ls`` showing
+the evals while they run."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,82 @@ def server() -> Iterator[LocalServer]:
     served.wait_ready()
     yield served
     served.stop()
+
+
+class Watch:
+    """``sessionhub watch --namespace promptfoo`` (the real CLI) following the server while the
+    evals run. At each ``created`` event it prints, a ``sessionhub ls --namespace promptfoo`` is
+    taken too: what ``ls`` shows at that moment, while an eval runs."""
+
+    def __init__(self, server: LocalServer) -> None:
+        self.server = server
+        self.lines: list[str] = []
+        self.listings: list[list[dict[str, Any]]] = []  # each `ls --json` taken, its sessions
+        self._process = subprocess.Popen(
+            self._command("watch"), stdout=subprocess.PIPE, text=True, env=self._env()
+        )
+        self._reader = threading.Thread(target=self._follow, daemon=True)
+        self._reader.start()
+        self._wait_subscribed()
+
+    def _command(self, *args: str) -> list[str]:
+        cli = Path(sys.executable).with_name("sessionhub")  # the command a user types
+        return [str(cli), *args, "--namespace", NAMESPACE, "--url", self.server.url]
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
+        return {**env, "SESSIONHUB_TOKEN": self.server.token}  # not argv: others see that
+
+    def _wait_subscribed(self, timeout: float = 60.0) -> None:
+        """Until the server counts the watch's subscription: no eval may start before it."""
+        deadline = time.monotonic() + timeout
+        with sessionhub.Client(self.server.url, token=self.server.token) as client:
+            while client.metrics().subscribers < 1:
+                assert self._process.poll() is None, "sessionhub watch exited"
+                assert time.monotonic() < deadline, "sessionhub watch never subscribed"
+                time.sleep(0.05)
+
+    def _follow(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self.lines.append(line.rstrip("\n"))
+            if line.split()[1:2] == ["created"]:
+                self.listings.append(self._ls())
+
+    def _ls(self) -> list[dict[str, Any]]:
+        done = subprocess.run(
+            self._command("ls", "--json", "--limit", "1000"),
+            env=self._env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        items: list[dict[str, Any]] = json.loads(done.stdout)["items"]
+        return items
+
+    def events(self, session_id: str) -> list[list[str]]:
+        """The lines about one session, split: [time, kind, id, namespace, state, reason?]."""
+        return [line.split() for line in self.lines if f"  {session_id}  " in line]
+
+    def wait_ended(self, session_ids: Iterable[str], timeout: float = 120.0) -> None:
+        """Until the watch printed every one's ``ended`` (it may lag the eval a little)."""
+        deadline = time.monotonic() + timeout
+        while not all(["ended"] in (event[1:2] for event in self.events(s)) for s in session_ids):
+            assert time.monotonic() < deadline, "\n".join(self.lines[-50:])
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self._process.terminate()
+        self._process.wait(15)
+        self._reader.join(60)
+
+
+@pytest.fixture(scope="module")
+def watch(server: LocalServer) -> Iterator[Watch]:
+    watching = Watch(server)
+    yield watching
+    watching.stop()
 
 
 class Evals:
@@ -83,8 +164,9 @@ class Evals:
 
 @pytest.fixture(scope="module")
 def evals(
-    promptfoo: Path, server: LocalServer, tmp_path_factory: pytest.TempPathFactory
+    promptfoo: Path, server: LocalServer, watch: Watch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Evals]:
+    """The evals, with ``watch`` following the server before any starts."""
     started = Evals(promptfoo, server, tmp_path_factory.mktemp("evals"))
     if "PYTEST_XDIST_WORKER" not in os.environ:  # this process runs them all: start them at once
         started.start_all()
@@ -215,6 +297,32 @@ def test_pooled_sessions_are_leased_to_one_call_at_a_time(
             assert ended <= started, f"two calls held one pool session at once: {spans}"
     # three calls, two sessions: one of them served two calls, one after the other
     assert max(len(records) for records in observed.calls.values()) == 2
+
+
+def test_watch_and_ls_show_the_evals_on_the_server_while_they_run(
+    evals: Evals, server: LocalServer, watch: Watch
+) -> None:
+    """`sessionhub watch` followed the three evals on the server from before they started; an
+    `ls` was taken at each session it saw created."""
+    names = ("first", "second", "pool")
+    running = [evals[name] for name in names]  # all started before any is waited for
+    suites = dict(zip(names, (assert_completed(e.wait()) for e in running), strict=True))
+    members = [child.id for child in observe(server.url, suites["pool"], server.token).children]
+    assert len(members) == 2
+    # every session of the three evals, and the reason the watch shows it ended with
+    reasons = dict.fromkeys(suites.values(), "ended") | dict.fromkeys(members, "parent_ended")
+    watch.wait_ended(reasons)
+    for session_id, reason in reasons.items():
+        events = watch.events(session_id)
+        assert events[0][1:] == ["created", session_id, NAMESPACE, "ACTIVE"], events
+        assert events[-1][1:] == ["ended", session_id, NAMESPACE, "CLEANED", f"reason={reason}"]
+    # an `ls` taken while an eval ran listed its suite session, live, with its labels
+    for suite_id in suites.values():
+        listed = [item for items in watch.listings for item in items if item["id"] == suite_id]
+        assert listed, f"no sessionhub ls listed {suite_id} while its eval ran"
+        assert {item["state"] for item in listed} == {"ACTIVE"}
+        assert listed[0]["labels"][NAMESPACE] == "suite"
+        assert listed[0]["labels"]["suite"] == "sessionhub session lifecycle"
 
 
 def test_an_eval_whose_sessionhub_is_down_completes_with_a_warning(
