@@ -42,8 +42,6 @@ Params = list[tuple[str, str | int | float | bool | None]]
 
 #: Where ``sessionhub serve`` listens by default; ``SESSIONHUB_URL`` overrides it.
 DEFAULT_URL = "http://127.0.0.1:7480"
-#: How long the server counts a ``track_request`` block whose client vanished (seconds).
-DEFAULT_LEASE = 60.0
 
 
 def base_url(url: str | None) -> str:
