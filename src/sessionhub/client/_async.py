@@ -58,7 +58,7 @@ class AsyncClient(AsyncRemoteHub):
         )
 
     def __repr__(self) -> str:
-        return f"AsyncClient({self.url!r})"  # never the token
+        return f"AsyncClient({calls.shown_url(self.url)!r})"  # never the token or a password
 
     async def close(self) -> None:
         """Close the pooled connections."""

@@ -58,7 +58,7 @@ class Client:
         )
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"  # never the token
+        return f"Client({calls.shown_url(self.url)!r})"  # never the token or a password
 
     def __enter__(self) -> Client:
         self.start()

@@ -19,7 +19,6 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from .._hub import SessionHub
 from .._metrics import LATENESS_BUCKETS, MetricsSnapshot
@@ -80,7 +79,7 @@ class _HubCollector(Collector):
 
 #: ``prometheus_client``'s default histogram buckets (seconds), what ``/metrics`` has always shown.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
-_LE = [floatToGoString(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
+_LE = [str(bound) for bound in DURATION_BUCKETS] + ["+Inf"]
 _REQUESTS = "sessionhub_http_request_duration_seconds"
 
 
