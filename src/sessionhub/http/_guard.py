@@ -124,4 +124,6 @@ class BrowserGuard:
 
 def is_json(content_type: str) -> bool:
     """Whether a ``Content-Type`` names JSON (``application/json``, parameters allowed)."""
+    if content_type == "application/json":  # what nearly every client sends: nothing to parse
+        return True
     return content_type.split(";", 1)[0].strip().lower() == "application/json"
