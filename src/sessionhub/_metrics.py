@@ -8,13 +8,30 @@ from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["LATENESS_BUCKETS", "MINUTES_KEPT", "HubMetrics", "MetricsSnapshot", "MinuteCount"]
+__all__ = [
+    "CALLER_REASONS_KEPT",
+    "HUB_REASONS",
+    "LATENESS_BUCKETS",
+    "MINUTES_KEPT",
+    "OTHER_REASON",
+    "HubMetrics",
+    "MetricsSnapshot",
+    "MinuteCount",
+]
 
 #: Upper bounds (seconds) of the expiry-lateness histogram, as Prometheus buckets.
 LATENESS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: How many wall-clock minutes of created/ended counts a hub keeps (the current one included).
 MINUTES_KEPT = 60
+
+#: The end reasons the hub gives itself: each always counted under its own name.
+HUB_REASONS = frozenset({"ended", "expired", "parent_ended", "shutdown", "evicted"})
+#: How many distinct end reasons given by callers are counted under their own names; sessions
+#: ended with any later one are counted under ``OTHER_REASON`` (free text must not grow metrics).
+CALLER_REASONS_KEPT = 32
+OTHER_REASON = "other"
+_OWN_LABELS = HUB_REASONS | {OTHER_REASON}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,15 +86,29 @@ class MetricsSnapshot:
 
 
 class _Ended(Counter[str]):
-    """Sessions ended, by reason; each one also counts in its minute."""
+    """Sessions ended, by reason; each one also counts in its minute. End reasons are free text,
+    so the reasons counted are bounded (``ended_total`` and ``/metrics`` labels): the hub's own,
+    the first ``CALLER_REASONS_KEPT`` distinct reasons callers give, and ``other`` for the rest."""
 
     def __init__(self, minutes: _Minutes) -> None:
         super().__init__()
         self._minutes = minutes
+        self._caller_reasons = 0
+
+    def _label(self, reason: str) -> str:
+        if reason in self or reason in _OWN_LABELS or self._caller_reasons < CALLER_REASONS_KEPT:
+            return reason
+        return OTHER_REASON
+
+    def __getitem__(self, reason: str) -> int:
+        return super().__getitem__(self._label(reason))
 
     def __setitem__(self, reason: str, count: int) -> None:
-        self._minutes.add(ended=count - self[reason])
-        super().__setitem__(reason, count)
+        label = self._label(reason)
+        if label not in self and label not in _OWN_LABELS:
+            self._caller_reasons += 1
+        self._minutes.add(ended=count - super().__getitem__(label))
+        super().__setitem__(label, count)
 
 
 @dataclass(slots=True)

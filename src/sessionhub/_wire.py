@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from ._leases import DEFAULT_LEASE, MAX_LEASE
 from ._metrics import MetricsSnapshot, MinuteCount
 from ._models import DataEntry, HistoryRecord, Session
 
@@ -33,6 +34,7 @@ __all__ = [
     "Lease",
     "LeaseBody",
     "LinkBody",
+    "NoBody",
     "Released",
     "Stats",
     "TransitionBody",
@@ -49,6 +51,10 @@ _NewOrVersion = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
+
+
+class NoBody(_Body):
+    """A route that takes no input: nothing, or ``{}``."""
 
 
 class CreateBody(_Body):
@@ -107,9 +113,10 @@ class DataBody(_Body):
 
 class LeaseBody(_Body):
     """``POST /v1/sessions/{id}/requests``: count a request in flight until it is released
-    (``DELETE /v1/sessions/{id}/requests/{lease_id}``) or, if abandoned, for ``lease`` seconds."""
+    (``DELETE /v1/sessions/{id}/requests/{lease_id}``) or, if abandoned, for ``lease`` seconds
+    (at most a day: the document must not offer a lease the server refuses)."""
 
-    lease: Annotated[float, Meta(gt=0)] = 60.0
+    lease: Annotated[float, Meta(gt=0, le=MAX_LEASE)] = DEFAULT_LEASE
 
 
 class HistoryBody(_Body):
@@ -131,7 +138,9 @@ class ErrorAnswer(msgspec.Struct):
 
 
 class Lease(msgspec.Struct):
-    """The answer to ``POST /v1/sessions/{id}/requests`` (201): the session counts the request."""
+    """The answer to ``POST /v1/sessions/{id}/requests`` (201): the session counts the request.
+    Release it with ``DELETE .../requests/{lease_id}``; if it is not released within
+    ``expires_in`` seconds, it is released then."""
 
     lease_id: str
     expires_in: float

@@ -17,6 +17,7 @@ from prometheus_client.samples import Sample
 
 import sessionhub
 from sessionhub import Limits, Session
+from sessionhub._metrics import CALLER_REASONS_KEPT
 from sessionhub._models import DataEntry, HistoryRecord
 from sessionhub.http import create_app
 from sessionhub.http._routes import ROUTES
@@ -545,6 +546,22 @@ def test_metrics_label_templates_never_raw_paths_or_methods(
         ("OTHER", "/v1/sessions", "405"),
         ("GET", "/v1/sessions/{id}", "401"),
     }
+
+
+def test_end_reasons_counted_are_bounded_in_metrics_and_stats(http: httpx.Client) -> None:
+    reasons = [f"caller reason {n}" for n in range(CALLER_REASONS_KEPT + 8)]
+    reasons += ["caller reason 0", "evicted", "ended", "other"]  # a kept one, hub's own, "other"
+    for n, reason in enumerate(reasons):
+        json_of(http.post("/v1/sessions", json={"id": f"s{n}"}), 201)
+        json_of(http.delete(f"/v1/sessions/s{n}", params={"reason": reason}), 200)
+
+    kept = {f"caller reason {n}": 1 for n in range(CALLER_REASONS_KEPT)}
+    expected = {**kept, "caller reason 0": 2, "other": 8 + 1, "evicted": 1, "ended": 1}
+    ended = scrape(http)["sessionhub_sessions_ended"]
+    assert {s.labels["reason"]: s.value for s in ended if s.name.endswith("_total")} == expected
+    stats = json_of(http.get("/v1/stats"), 200)
+    assert stats["ended_total"] == expected
+    assert sum(minute["ended"] for minute in stats["per_minute"]) == len(reasons)
 
 
 # stopping

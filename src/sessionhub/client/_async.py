@@ -11,6 +11,7 @@ import httpx
 
 from .._errors import SessionHubError, SessionNotFound
 from .._hub import DEFAULT, _Default
+from .._leases import DEFAULT_LEASE
 from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
@@ -42,7 +43,7 @@ class AsyncClient(AsyncRemoteHub):
         token: str | None = None,
         timeout: float | None = 10.0,
         reconnect_attempts: int = 5,
-        request_lease: float = calls.DEFAULT_LEASE,
+        request_lease: float = DEFAULT_LEASE,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = calls.base_url(url)
@@ -57,7 +58,7 @@ class AsyncClient(AsyncRemoteHub):
         )
 
     def __repr__(self) -> str:
-        return f"AsyncClient({self.url!r})"  # never the token
+        return f"AsyncClient({calls.shown_url(self.url)!r})"  # never the token or a password
 
     async def close(self) -> None:
         """Close the pooled connections."""

@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import msgspec
@@ -34,6 +34,7 @@ __all__ = [
     "base_url",
     "default_token",
     "raise_for_response",
+    "shown_url",
     "to_json",
 ]
 
@@ -42,8 +43,6 @@ Params = list[tuple[str, str | int | float | bool | None]]
 
 #: Where ``sessionhub serve`` listens by default; ``SESSIONHUB_URL`` overrides it.
 DEFAULT_URL = "http://127.0.0.1:7480"
-#: How long the server counts a ``track_request`` block whose client vanished (seconds).
-DEFAULT_LEASE = 60.0
 
 
 def base_url(url: str | None) -> str:
@@ -51,7 +50,8 @@ def base_url(url: str | None) -> str:
     chosen = url if url is not None else os.environ.get("SESSIONHUB_URL") or DEFAULT_URL
     if not isinstance(chosen, str) or not chosen.startswith(("http://", "https://")):
         raise ValidationError(
-            f"a sessionhub server URL starts with http:// or https://, got {chosen!r}"
+            "a sessionhub server URL starts with http:// or https://, got "
+            + repr(shown_url(chosen) if isinstance(chosen, str) else chosen)
         )
     return chosen.rstrip("/")
 
@@ -73,9 +73,20 @@ def stream_timeout(timeout: float | None) -> httpx.Timeout:
     return httpx.Timeout(timeout, read=None)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as messages and reprs show it: without the credentials it may carry
+    (``http://user:pass@host`` shows as ``http://host``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def transport_error(url: str, exc: httpx.TransportError) -> StoreUnavailable:
     """The server could not be reached: to the caller it is the store being unavailable."""
-    return StoreUnavailable(f"cannot reach the sessionhub server at {url}: {exc!r}")
+    shown = shown_url(url)
+    detail = repr(exc).replace(url, shown)  # should the error quote the URL, quote it shown
+    return StoreUnavailable(f"cannot reach the sessionhub server at {shown}: {detail}")
 
 
 # answers

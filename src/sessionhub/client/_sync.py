@@ -12,6 +12,7 @@ import httpx
 
 from .._errors import SessionHubError, SessionNotFound
 from .._hub import DEFAULT, _Default
+from .._leases import DEFAULT_LEASE
 from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
@@ -42,7 +43,7 @@ class Client:
         token: str | None = None,
         timeout: float | None = 10.0,
         reconnect_attempts: int = 5,
-        request_lease: float = calls.DEFAULT_LEASE,
+        request_lease: float = DEFAULT_LEASE,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = calls.base_url(url)
@@ -57,7 +58,7 @@ class Client:
         )
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"  # never the token
+        return f"Client({calls.shown_url(self.url)!r})"  # never the token or a password
 
     def __enter__(self) -> Client:
         self.start()

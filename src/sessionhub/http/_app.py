@@ -14,7 +14,6 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Collection
-from typing import Any
 from urllib.parse import unquote
 
 from .. import _wire as wire
@@ -77,9 +76,11 @@ def create_app(
 
 
 class _Router:
-    """Templates grouped by segment count; a segment is a literal or a ``{parameter}``."""
+    """Templates grouped by segment count; a segment is a literal or a ``{parameter}``. A
+    template without parameters is also found by its raw path in ``fixed``, before any split."""
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.fixed = {r.template.encode(): r for r in routes if "{" not in r.template}
         self._by_length: dict[int, list[tuple[tuple[str | None, ...], Route]]] = defaultdict(list)
         for route in routes:
             parts = tuple(
@@ -129,7 +130,6 @@ class SessionHubApp:
         self._manage_hub = manage_hub
         self._router = _Router(ROUTES)
         self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
-        self._timers: dict[tuple[str, str, int], Any] = {}
         self._ui = Dashboard() if ui else None
 
     def __repr__(self) -> str:
@@ -188,17 +188,7 @@ class SessionHubApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
-        path, segments = _split(scope)
-        ui = self._ui is not None and self._ui.serves(path)
-        matched = None if ui else self._router.match(segments)
-        # What /metrics labels the request with: a template, never a raw path (no session id, and
-        # a scanner's guesses do not grow the label set).
-        if ui:
-            template = "/ui"
-        elif matched is not None:
-            template = matched[0].template
-        else:
-            template = path if path in _SPECIAL else _UNMATCHED
+        path, template, matched, ui = self._resolve(scope)
         cors: Headers = ()
         try:
             origin = _header(scope, b"origin")
@@ -222,6 +212,22 @@ class SessionHubApp:
             reply = _error_reply(500, "internal", "internal server error")
         await _send(send, reply, cors)
         self._observe(method, template, reply.status, time.perf_counter() - started)
+
+    def _resolve(self, scope: Scope) -> tuple[str, str, tuple[Route, list[str]] | None, bool]:
+        """The decoded path; what /metrics labels the request with (a template, never a raw path:
+        no session id, and a scanner's guesses do not grow the label set); the route and its
+        parameters; whether the dashboard serves it."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        fixed = self._router.fixed.get(raw)
+        if fixed is not None:  # /v1/sessions and the like: nothing to split or decode
+            return fixed.template, fixed.template, (fixed, []), False
+        path, segments = _split(raw)
+        if self._ui is not None and self._ui.serves(path):
+            return path, "/ui", None, True
+        matched = self._router.match(segments)
+        if matched is not None:
+            return path, matched[0].template, matched, False
+        return path, path if path in _SPECIAL else _UNMATCHED, None, False
 
     def _admit(self, scope: Scope, origin: str | None) -> Headers:
         """Refuse a foreign ``Host`` or ``Origin``; the CORS headers the answer carries."""
@@ -310,11 +316,7 @@ class SessionHubApp:
     def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:
             method = "OTHER"  # methods are any token a client sends: keep the label set bounded
-        key = (method, route, status)
-        timer = self._timers.get(key)
-        if timer is None:
-            timer = self._timers[key] = self.metrics.requests.labels(method, route, str(status))
-        timer.observe(seconds)
+        self.metrics.requests.observe(method, route, status, seconds)
 
 
 def _raw_header(scope: Scope, name: bytes) -> bytes | None:
@@ -330,9 +332,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None if value is None else value.decode("latin-1")
 
 
-def _split(scope: Scope) -> tuple[str, list[str]]:
+def _split(raw: bytes) -> tuple[str, list[str]]:
     """The decoded path and its segments, split before decoding so ``%2F`` stays inside one."""
-    raw: bytes = scope.get("raw_path") or scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
     segments = [
         unquote(part.decode("latin-1")) if b"%" in part else part.decode("latin-1")

@@ -22,6 +22,7 @@ Headers = tuple[tuple[bytes, bytes], ...]
 
 ALLOWED_HEADERS = b"Authorization, Content-Type, Last-Event-ID"
 _WILDCARD_BINDS = frozenset({"0.0.0.0", "::", ""})
+_VERDICTS_KEPT = 256
 
 
 def quoted(text: str, limit: int = 60) -> str:
@@ -56,6 +57,7 @@ class BrowserGuard:
         self._hosts = frozenset(_hostname(h.strip()).lower() for h in allow_hosts) | {"localhost"}
         self._any_origin = "*" in allow_origins
         self._origins = frozenset(o.strip().rstrip("/").lower() for o in allow_origins)
+        self._verdicts: dict[tuple[str, str], str | None] = {}  # (Host, address served) → refusal
 
     def host_refusal(self, scope: Scope, host: str | None) -> str | None:
         """Why ``host`` (the ``Host`` header) is refused, or ``None`` if it names this server:
@@ -63,11 +65,20 @@ class BrowserGuard:
         server bound to every interface, any IP address (a rebinding page sends a name)."""
         if host is None or self._any_host:
             return None
+        served = (scope.get("server") or ("",))[0] or ""
+        key = (host, served)
+        if key in self._verdicts:  # parsing an address on every request cost a fifth of a create
+            return self._verdicts[key]
+        verdict = self._host_verdict(host, served)
+        if len(self._verdicts) < _VERDICTS_KEPT:  # a scanner's made-up hosts do not grow it
+            self._verdicts[key] = verdict
+        return verdict
+
+    def _host_verdict(self, host: str, served: str) -> str | None:
         name = _hostname(host).lower()
         address = _ip(name)
         if name in self._hosts or (address is not None and address.is_loopback):
             return None
-        served = (scope.get("server") or ("",))[0] or ""
         if address is not None and (served in _WILDCARD_BINDS or _ip(served) == address):
             return None
         return (
@@ -113,4 +124,6 @@ class BrowserGuard:
 
 def is_json(content_type: str) -> bool:
     """Whether a ``Content-Type`` names JSON (``application/json``, parameters allowed)."""
+    if content_type == "application/json":  # what nearly every client sends: nothing to parse
+        return True
     return content_type.split(";", 1)[0].strip().lower() == "application/json"

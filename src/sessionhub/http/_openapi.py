@@ -18,7 +18,6 @@ from .. import _wire as wire
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from .._limits import MAX_SECONDS, REASON_PATTERN
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
-from . import _bodies as bodies
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
 
@@ -145,13 +144,13 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         summary="Start a request in flight (a lease): counted in `active_requests`, the session "
         "is not idle until it is released or the lease expires",
         status=201,
-        body=bodies.LeaseBody,
-        answer=bodies.Lease,
+        body=wire.LeaseBody,
+        answer=wire.Lease,
         errors=(400, 404, 429),
     ),
     ("DELETE", S + "/requests/{lease_id}"): Operation(
         summary="Release a request lease; 404 if it was released, expired or never given",
-        answer=bodies.Released,
+        answer=wire.Released,
     ),
     ("POST", S + "/transitions"): Operation(
         summary="Apply a lifecycle event",

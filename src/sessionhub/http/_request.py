@@ -126,29 +126,40 @@ class Request:
         """The whole body, refused with 413 past ``max_body`` bytes (checked while it arrives),
         and with 415 unless it is declared ``application/json`` (a web page cannot send that
         cross-origin without a CORS preflight)."""
-        content_type = self.header(b"content-type")
+        content_type: str | None = None
+        declared: bytes | None = None
+        for key, value in self.scope["headers"]:  # one pass for both
+            if key == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif key == b"content-length" and declared is None:
+                declared = value
         if content_type is not None and not is_json(content_type):
             raise _not_json(content_type)
-        declared = self.header(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise _too_large(self.max_body)
+        raw = await self._read()
+        if raw and content_type is None:
+            raise _not_json(None)
+        return raw
+
+    async def _read(self) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
                 break
-            chunk = message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
                 raise _too_large(self.max_body)
-            chunks.append(chunk)
             if not message.get("more_body", False):
+                if not chunks:  # the usual whole body in one message: nothing to join
+                    return chunk
+                chunks.append(chunk)
                 break
-        raw = b"".join(chunks)
-        if raw and content_type is None:
-            raise _not_json(None)
-        return raw
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def json(self, kind: type[T]) -> T:
         """The body decoded into ``kind``; an empty body is an empty object."""

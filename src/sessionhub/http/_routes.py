@@ -17,7 +17,6 @@ from .._errors import SessionNotFound, ValidationError
 from .._hub import DEFAULT, SessionHub, _Default
 from .._leases import RequestLeases
 from .._models import Page, Session, json_encoder
-from . import _bodies as wire_bodies
 from ._guard import quoted
 from ._prometheus import ServerMetrics
 from ._request import HttpRefusal, Reply, Request, json_reply
@@ -158,7 +157,7 @@ async def end_of_user(face: Face, request: Request) -> Reply:
 
 
 async def touch(face: Face, request: Request) -> Reply:
-    await request.json(wire_bodies.NoBody)  # a body with fields is refused, as elsewhere
+    await request.json(wire.NoBody)  # a body with fields is refused, as elsewhere
     return json_reply(await face.hub.touch(request.params[0]))
 
 
@@ -243,14 +242,14 @@ async def history_counts(face: Face, request: Request) -> Reply:
 
 
 async def lease_start(face: Face, request: Request) -> Reply:
-    body = await request.json(wire_bodies.LeaseBody)
+    body = await request.json(wire.LeaseBody)
     lease, session = await face.leases.start(request.params[0], body.lease)
-    return json_reply(wire_bodies.Lease(lease.id, lease.seconds, session), 201)
+    return json_reply(wire.Lease(lease.id, lease.seconds, session), 201)
 
 
 async def lease_release(face: Face, request: Request) -> Reply:
     session_id, lease_id = request.params
-    return json_reply(wire_bodies.Released(await face.leases.release(session_id, lease_id)))
+    return json_reply(wire.Released(await face.leases.release(session_id, lease_id)))
 
 
 # service
