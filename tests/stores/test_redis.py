@@ -176,17 +176,17 @@ async def test_every_store_operation_is_one_round_trip(
                 ),
             ),
             ("data_set", lambda: store.data_set("rt-1", "k", b'{"v":1}', None, now + 2)),
-            ("data_get", lambda: store.data_get("rt-1", "k")),
-            ("data_items", lambda: store.data_items("rt-1")),
+            ("data_get", lambda: store.data_get("rt-1", "k", now + 2)),
+            ("data_items", lambda: store.data_items("rt-1", now + 2)),
             ("data_delete", lambda: store.data_delete("rt-1", "k", None, now + 2)),
             ("history_append", lambda: store.history_append("rt-1", "m", b"1", now + 3)),
             (
                 "history_read",
                 lambda: store.history_read(
-                    "rt-1", after=None, limit=10, newest_first=True, kind="m"
+                    "rt-1", after=None, limit=10, newest_first=True, kind="m", now=now + 3
                 ),
             ),
-            ("history_counts", lambda: store.history_counts("rt-1")),
+            ("history_counts", lambda: store.history_counts("rt-1", now + 3)),
             ("next_deadline", store.next_deadline),
             ("claim_expired", lambda: store.claim_expired(now, MOVES, 100)),
             ("claim_end", lambda: store.claim_end("rt-1", "ended", now + 4, MOVES)),
@@ -206,6 +206,33 @@ async def test_every_store_operation_is_one_round_trip(
         assert after["function|load"] == before["function|load"]
     finally:
         await store.close()
+
+
+async def test_hub_container_reads_are_one_round_trip(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """A data or history read through the hub is its store read alone (no ``get`` first): one
+    FCALL, on a live session and on an ended one still retained."""
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    async with SessionHub(store, retention=60, auto_expire=False) as hub:
+        session = await hub.create()
+        await hub.data(session.id).set("k", 1)
+        await hub.history(session.id).append("m", 1)
+        reads: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("history.read", lambda: hub.history(session.id).read(limit=50, newest_first=True)),
+            ("history.counts", hub.history(session.id).counts),
+            ("data.get", lambda: hub.data(session.id).get("k")),
+            ("data.items", hub.data(session.id).items),
+        ]
+        for ended in (False, True):
+            if ended:
+                await hub.end(session.id)
+            for name, read in reads:
+                before, sent = await _calls(admin), store.round_trips
+                await read()
+                after = await _calls(admin)
+                assert store.round_trips - sent == 1, (name, ended)
+                assert after["fcall"] - before["fcall"] == 1, (name, ended)
 
 
 async def _calls(admin: RedisClient) -> Counter[str]:

@@ -13,6 +13,9 @@ Rules every implementation follows:
 
 - ``get`` returns live sessions and ended ones still retained; every other session operation treats an
   ended or unknown session as ``SessionNotFound``.
+- Data and history reads take ``now`` and see live sessions and ended ones retained past it (the
+  ``retain_until`` of ``finish_end``), even before ``purge`` removed them: the hub needs no ``get``
+  first, so a read is one round trip to a remote store.
 - A session claimed for its end (``end_reason`` set) accepts no activity: ``modify``, ``data_set``,
   ``data_delete`` and ``history_append`` raise ``SessionNotFound`` (``ending(session_id)``); reads
   still work.
@@ -254,8 +257,9 @@ class Store(abc.ABC):
     # data: one key → JSON value store per session; values travel as JSON bytes
 
     @abc.abstractmethod
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
-        """The entry, or ``None``; ``SessionNotFound`` if the session is neither live nor retained."""
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        """The entry, or ``None``; ``SessionNotFound`` if the session is neither live nor retained
+        at ``now``."""
 
     @abc.abstractmethod
     async def data_set(
@@ -271,7 +275,7 @@ class Store(abc.ABC):
         """Remove a key; whether it existed."""
 
     @abc.abstractmethod
-    async def data_items(self, session_id: str) -> list[DataEntry]:
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
         """Every entry of the session, ordered by key."""
 
     # history: an append-only log per session
@@ -291,12 +295,13 @@ class Store(abc.ABC):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
         """Records with ``seq`` past ``after`` (before it, when ``newest_first``), at most
         ``limit``, only of ``kind`` if given."""
 
     @abc.abstractmethod
-    async def history_counts(self, session_id: str) -> dict[str, int]:
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         """How many records of each kind, without reading them."""
 
     # events

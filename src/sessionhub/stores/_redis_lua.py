@@ -265,8 +265,15 @@ local function refresh(sk, h, now)
   commit(w, sk, h, {})
 end
 
-local function readable(sk)
-  if redis.call('EXISTS', sk) == 0 then fail('NOTFOUND') end
+-- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
+-- finish_end gave the 'retained' index), even before purge removes them.
+local function readable(sk, now)
+  local h = fields(sk, {'id', 'en'})
+  if h.id == nil then fail('NOTFOUND') end
+  if h.en ~= nil then
+    local kept = redis.call('ZSCORE', P .. 'retained', h.id)
+    if not kept or tonumber(kept) <= tonumber(now) then fail('NOTFOUND') end
+  end
 end
 """
 
@@ -687,9 +694,9 @@ if counting then return count end
 return out
 """
 
-# keys: session, data. args: prefix, key.
+# keys: session, data. args: prefix, key, now.
 _DATA_GET = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[3])
 return redis.call('HGET', KEYS[2], ARGV[2])
 """
 
@@ -723,9 +730,9 @@ refresh(KEYS[1], h, ARGV[4])
 return 1
 """
 
-# keys: session, data.
+# keys: session, data. args: prefix, now.
 _DATA_ITEMS = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 
@@ -739,9 +746,10 @@ refresh(KEYS[1], h, ARGV[4])
 return seq
 """
 
-# keys: session, history. args: prefix, after, limit, newest first, kind. Returns seq, record pairs.
+# keys: session, history. args: prefix, after, limit, newest first, kind, now. Returns seq, record
+# pairs.
 _HISTORY_READ = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[6])
 local limit = tonumber(ARGV[3])
 local kind = ARGV[5]
 local tag = kind .. '\t'
@@ -783,9 +791,9 @@ end
 return out
 """
 
-# keys: session, history counts.
+# keys: session, history counts. args: prefix, now.
 _HISTORY_COUNTS = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 

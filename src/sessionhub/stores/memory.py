@@ -201,6 +201,7 @@ class MemoryStore(Store):
         self._fill: list[str] = []  # the bucket last scheduled into, and the deadlines it takes
         self._fill_from, self._fill_until = 0.0, 0.0
         self._retained: list[tuple[float, str]] = []
+        self._retain_until: dict[str, float] = {}  # ended id → end of its retention
         self._data: dict[str, dict[str, tuple[bytes, int]]] = {}
         self._history: dict[str, _History] = {}
         self.create_now = self._create
@@ -623,6 +624,7 @@ class MemoryStore(Store):
         if retain_until > now:
             self._sessions[session_id] = ended  # still listed, with include_ended
             heapq.heappush(self._retained, (retain_until, session_id))
+            self._retain_until[session_id] = retain_until
         else:
             self._delete(session)
         return ended
@@ -630,6 +632,7 @@ class MemoryStore(Store):
     def _delete(self, session: Session) -> None:
         sid = session.id
         del self._sessions[sid]
+        self._retain_until.pop(sid, None)
         self._unlist(session)
         self._data.pop(sid, None)
         self._history.pop(sid, None)
@@ -663,8 +666,11 @@ class MemoryStore(Store):
 
     # data
 
-    def _readable(self, session_id: str) -> None:
-        if session_id not in self._sessions:
+    def _readable(self, session_id: str, now: float) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or (
+            session.ended_at is not None and self._retain_until[session_id] <= now
+        ):
             raise SessionNotFound(session_id)
 
     def _refresh(self, session_id: str, now: float) -> None:
@@ -685,8 +691,8 @@ class MemoryStore(Store):
         )
         self._sessions[session_id] = new
 
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
-        self._readable(session_id)
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        self._readable(session_id, now)
         item = self._data.get(session_id, {}).get(key)
         if item is None:
             return None
@@ -724,8 +730,8 @@ class MemoryStore(Store):
         self._refresh(session_id, now)
         return True
 
-    async def data_items(self, session_id: str) -> list[DataEntry]:
-        self._readable(session_id)
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
+        self._readable(session_id, now)
         data = self._data.get(session_id, {})
         return [
             DataEntry(key=key, value=_decode(raw), version=version)
@@ -754,8 +760,9 @@ class MemoryStore(Store):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
-        self._readable(session_id)
+        self._readable(session_id, now)
         history = self._history.get(session_id)
         if history is None:
             return []
@@ -776,7 +783,7 @@ class MemoryStore(Store):
                     break
         return out
 
-    async def history_counts(self, session_id: str) -> dict[str, int]:
-        self._readable(session_id)
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
+        self._readable(session_id, now)
         history = self._history.get(session_id)
         return dict(history.counts) if history else {}

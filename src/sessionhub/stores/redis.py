@@ -855,10 +855,10 @@ class RedisStore(Store):
 
     # data
 
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
         keys = [self._key("s", session_id), self._key("d", session_id)]
         try:
-            raw = await self._run("data_get", keys, (key,))
+            raw = await self._run("data_get", keys, (key, repr(float(now))))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         if raw is None:
@@ -893,10 +893,10 @@ class RedisStore(Store):
             self._refused(refusal, session_id, key=key, expected=expected_version)
         return bool(deleted)
 
-    async def data_items(self, session_id: str) -> list[DataEntry]:
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
         keys = [self._key("s", session_id), self._key("d", session_id)]
         try:
-            flat = await self._run("data_items", keys, ())
+            flat = await self._run("data_items", keys, (repr(float(now)),))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         entries = []
@@ -935,9 +935,16 @@ class RedisStore(Store):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
         keys = [self._key("s", session_id), self._key("h", session_id)]
-        args: list[Arg] = ["" if after is None else after, limit, int(newest_first), kind or ""]
+        args: list[Arg] = [
+            "" if after is None else after,
+            limit,
+            int(newest_first),
+            kind or "",
+            repr(float(now)),
+        ]
         try:
             flat = await self._run("history_read", keys, args)
         except _Refusal as refusal:
@@ -955,10 +962,10 @@ class RedisStore(Store):
             )
         return records
 
-    async def history_counts(self, session_id: str) -> dict[str, int]:
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         keys = [self._key("s", session_id), self._key("hc", session_id)]
         try:
-            flat = await self._run("history_counts", keys, ())
+            flat = await self._run("history_counts", keys, (repr(float(now)),))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}

@@ -716,11 +716,11 @@ class SQLiteStore(Store):
             raise ending(session_id)
         return session
 
-    def _readable(self, session_id: str) -> None:
-        if (
-            self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            is None
-        ):
+    def _readable(self, session_id: str, now: float) -> None:
+        row = self._db.execute(
+            "SELECT retain_until FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None or (row[0] is not None and row[0] <= now):
             raise SessionNotFound(session_id)
 
     def _census_add(self, namespace: str, state: str, delta: int) -> None:
@@ -1083,11 +1083,11 @@ class SQLiteStore(Store):
 
     # data
 
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
-        return await self._read(self._data_get, session_id, key)
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        return await self._read(self._data_get, session_id, key, now)
 
-    def _data_get(self, session_id: str, key: str) -> DataEntry | None:
-        self._readable(session_id)
+    def _data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        self._readable(session_id, now)
         row = self._db.execute(
             "SELECT value, version FROM data WHERE session_id = ? AND key = ?", (session_id, key)
         ).fetchone()
@@ -1160,11 +1160,11 @@ class SQLiteStore(Store):
         self._refresh(session, now)
         return True
 
-    async def data_items(self, session_id: str) -> list[DataEntry]:
-        return await self._read(self._data_items, session_id)
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
+        return await self._read(self._data_items, session_id, now)
 
-    def _data_items(self, session_id: str) -> list[DataEntry]:
-        self._readable(session_id)
+    def _data_items(self, session_id: str, now: float) -> list[DataEntry]:
+        self._readable(session_id, now)
         rows = self._db.execute(
             "SELECT key, value, version FROM data WHERE session_id = ? ORDER BY key", (session_id,)
         )
@@ -1212,13 +1212,22 @@ class SQLiteStore(Store):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
-        return await self._read(self._history_read, session_id, after, limit, newest_first, kind)
+        return await self._read(
+            self._history_read, session_id, after, limit, newest_first, kind, now
+        )
 
     def _history_read(
-        self, session_id: str, after: int | None, limit: int, newest_first: bool, kind: str | None
+        self,
+        session_id: str,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
-        self._readable(session_id)
+        self._readable(session_id, now)
         sql = "SELECT seq, kind, at, payload FROM history WHERE session_id = ?"
         params: list[object] = [session_id]
         if kind is not None:
@@ -1242,8 +1251,12 @@ class SQLiteStore(Store):
             records.append(HistoryRecord(seq=seq, kind=record_kind, at=at, payload=payload))
         return records
 
-    async def history_counts(self, session_id: str) -> dict[str, int]:
-        return await self._read(self._history_counts, session_id)
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
+        return await self._read(self._readable_history_counts, session_id, now)
+
+    def _readable_history_counts(self, session_id: str, now: float) -> dict[str, int]:
+        self._readable(session_id, now)
+        return self._history_counts(session_id)
 
     def _history_counts(self, session_id: str) -> dict[str, int]:
         row = self._db.execute(
