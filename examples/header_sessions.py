@@ -34,6 +34,21 @@ from sessionhub.middleware import HeaderSessionMiddleware
 HEADER = "x-mock-session"
 
 
+class BadRequest(Exception):
+    """Input the mock server cannot use: answered 400 with ``{"error": ...}``."""
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return await request.json()
+    except ValueError as exc:  # not JSON, or not UTF-8
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+
+
+async def _bad_request(request: Request, exc: Exception) -> JSONResponse:
+    return JSONResponse({"error": str(exc)}, status_code=400)
+
+
 def _session(request: Request) -> sessionhub.Session:
     session: sessionhub.Session = request.state.sessionhub_session
     return session
@@ -47,7 +62,9 @@ def _hub(request: Request) -> sessionhub.SessionHub | sessionhub.AsyncClient:
 async def add_stub(request: Request) -> JSONResponse:
     """Register the reply of a method, in this session only (GripMock's ``Stub(...).Commit()``)."""
     method = request.path_params["method"]
-    body: dict[str, Any] = await request.json()
+    body = await _json(request)
+    if not isinstance(body, dict) or "reply" not in body:
+        raise BadRequest('a stub is {"reply": <the reply>}')
     entry = await _hub(request).data(_session(request).id).set(f"stub:{method}", body["reply"])
     return JSONResponse({"method": method, "version": entry.version}, status_code=201)
 
@@ -57,7 +74,7 @@ async def call(request: Request) -> JSONResponse:
     method = request.path_params["method"]
     session_id = _session(request).id
     hub = _hub(request)
-    await hub.history(session_id).append(f"call:{method}", await request.json())
+    await hub.history(session_id).append(f"call:{method}", await _json(request))
     reply = await hub.data(session_id).get(f"stub:{method}")
     if reply is None:
         return JSONResponse({"error": f"no stub for {method} in this session"}, status_code=404)
@@ -100,7 +117,12 @@ def create_app(hub: sessionhub.SessionHub | sessionhub.AsyncClient | None = None
         Route("/verify/{method}", verify, methods=["GET"]),
         Route("/session", close, methods=["DELETE"]),
     ]
-    return Starlette(routes=routes, middleware=[middleware], lifespan=lifespan)
+    return Starlette(
+        routes=routes,
+        middleware=[middleware],
+        lifespan=lifespan,
+        exception_handlers={BadRequest: _bad_request},
+    )
 
 
 def main() -> None:

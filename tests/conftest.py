@@ -27,6 +27,29 @@ STORE_KINDS = [
 ]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--soak",
+        action="store_true",
+        help="long soak and fuzz runs (same as SESSIONHUB_SOAK=1); the default run is their short form",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("--soak"):
+        os.environ["SESSIONHUB_SOAK"] = "1"  # read by the tests that scale with it
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``slow`` run only in soak runs; each has a short form that always runs."""
+    if os.environ.get("SESSIONHUB_SOAK") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: runs with --soak or SESSIONHUB_SOAK=1")
+    for item in items:
+        if item.get_closest_marker("slow"):
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """One private redis-server per test process (so per xdist worker)."""

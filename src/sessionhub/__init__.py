@@ -12,6 +12,7 @@ from ._connect import connect
 from ._containers import SessionData, SessionHistory
 from ._errors import (
     CapacityExceeded,
+    DamagedRecord,
     DuplicateSession,
     PayloadTooLarge,
     QuotaExceeded,
@@ -40,6 +41,7 @@ __all__ = [
     "CapacityExceeded",
     "Client",
     "Clock",
+    "DamagedRecord",
     "DataEntry",
     "DuplicateSession",
     "EndHook",

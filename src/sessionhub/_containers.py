@@ -1,14 +1,16 @@
 """Each session's two private containers: ``data`` (key → JSON value) and ``history`` (a log).
 
 Both are handles bound to one session id; nothing in them is reachable through another id, and both
-are deleted with the session. Writes count as activity and slide the idle timeout.
+are deleted with the session. Writes count as activity and slide the idle timeout. Reads see live
+sessions and ended ones still retained; the store decides that with the read itself (given the
+hub's clock), so a read is one store operation.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ValidationError
+from ._errors import ValidationError, quoted
 from ._limits import check_key, check_limit, check_name, encode_json
 from ._models import DataEntry, HistoryRecord
 
@@ -20,7 +22,7 @@ __all__ = ["SessionData", "SessionHistory"]
 
 def _expected(value: int | None) -> int | None:
     if value is not None and (type(value) is not int or value < 0):
-        raise ValidationError(f"expected_version must be an integer >= 0, got {value!r}")
+        raise ValidationError(f"expected_version must be an integer >= 0, got {quoted(value)}")
     return value
 
 
@@ -43,8 +45,7 @@ class SessionData:
 
     async def entry(self, key: str) -> DataEntry | None:
         """The value with its version, or ``None``."""
-        await self._hub.get(self.session_id)
-        return await self._hub.store.data_get(self.session_id, check_key(key))
+        return await self._hub.store.data_get(self.session_id, check_key(key), self._hub.clock())
 
     async def set(self, key: str, value: Any, *, expected_version: int | None = None) -> DataEntry:
         raw = encode_json(value, "data value", self._hub.limits.max_data_value_bytes)
@@ -59,8 +60,7 @@ class SessionData:
         )
 
     async def entries(self) -> list[DataEntry]:
-        await self._hub.get(self.session_id)
-        return await self._hub.store.data_items(self.session_id)
+        return await self._hub.store.data_items(self.session_id, self._hub.clock())
 
     async def items(self) -> dict[str, Any]:
         return {entry.key: entry.value for entry in await self.entries()}
@@ -92,20 +92,19 @@ class SessionHistory:
         """A page of records in reading order. ``after`` is the last ``seq`` you have read: the
         page continues past it (below it, when ``newest_first``)."""
         if after is not None and (type(after) is not int or after < 0):
-            raise ValidationError(f"after must be a sequence number >= 0, got {after!r}")
-        await self._hub.get(self.session_id)
+            raise ValidationError(f"after must be a sequence number >= 0, got {quoted(after)}")
         return await self._hub.store.history_read(
             self.session_id,
             after=after,
             limit=check_limit(limit),
             newest_first=bool(newest_first),
             kind=None if kind is None else check_name(kind, "history kind"),
+            now=self._hub.clock(),
         )
 
     async def counts(self) -> dict[str, int]:
         """How many records of each kind, without reading them."""
-        await self._hub.get(self.session_id)
-        return await self._hub.store.history_counts(self.session_id)
+        return await self._hub.store.history_counts(self.session_id, self._hub.clock())
 
     async def count(self, kind: str | None = None) -> int:
         counts = await self.counts()

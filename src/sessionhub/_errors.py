@@ -6,10 +6,12 @@ and the gRPC status name, so that every face answers the same failure the same w
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import reprlib
+from typing import Any, ClassVar, Final
 
 __all__ = [
     "CapacityExceeded",
+    "DamagedRecord",
     "DuplicateSession",
     "PayloadTooLarge",
     "QuotaExceeded",
@@ -22,7 +24,33 @@ __all__ = [
     "ValidationError",
     "VersionConflict",
     "error_for_code",
+    "quoted",
+    "shortened",
 ]
+
+#: How much of a caller's value an error message quotes (ids, names, reasons, label values, ...).
+QUOTE_LIMIT: Final = 64
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = QUOTE_LIMIT + 2
+_SHORT.maxlist = _SHORT.maxtuple = _SHORT.maxset = _SHORT.maxdict = 6
+_SHORT.maxlevel = 3
+
+
+def quoted(value: object) -> str:
+    """A caller's value for an error message: its repr, cut to a short prefix, so that a 1.5 MB
+    id makes a short error, not a 1.5 MB one."""
+    if isinstance(value, (str, bytes)) and len(value) > QUOTE_LIMIT:
+        unit = "chars" if isinstance(value, str) else "bytes"
+        return f"{value[:QUOTE_LIMIT]!r}…({len(value)} {unit})"
+    return _SHORT.repr(value)
+
+
+def shortened(text: str) -> str:
+    """Caller-given text shown as it is in an error message, cut to a short prefix."""
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    return f"{text[:QUOTE_LIMIT]}…({len(text)} chars)"
 
 
 class SessionHubError(Exception):
@@ -56,7 +84,7 @@ class SessionNotFound(SessionHubError, LookupError):
     grpc_status = "NOT_FOUND"
 
     def __init__(self, session_id: str, message: str | None = None) -> None:
-        super().__init__(message or f"session not found: {session_id}")
+        super().__init__(message or f"session not found: {shortened(session_id)}")
         self.session_id = session_id
 
 
@@ -138,6 +166,15 @@ class StoreUnavailable(SessionHubError):
     grpc_status = "UNAVAILABLE"
 
 
+class DamagedRecord(SessionHubError):
+    """A stored record cannot be decoded (written before a limit existed, or damaged): reading it
+    fails, while listings and event streams skip it and go on."""
+
+    code = "damaged_record"
+    http_status = 500
+    grpc_status = "DATA_LOSS"
+
+
 _BY_CODE: dict[str, type[SessionHubError]] = {
     cls.code: cls
     for cls in (
@@ -152,6 +189,7 @@ _BY_CODE: dict[str, type[SessionHubError]] = {
         PayloadTooLarge,
         Unauthorized,
         StoreUnavailable,
+        DamagedRecord,
     )
 }
 

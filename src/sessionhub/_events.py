@@ -5,6 +5,12 @@ each subscriber keeps its own position and reads at its own pace. One that falls
 is not waited for: it gets a ``missed`` event saying how many it lost, then goes on from the oldest
 event still held. Stores that share a log between processes (SQLite, Redis) feed the events they
 tail into this ring, so subscribers everywhere see one ordered stream.
+
+Events are numbered 1, 2, ... in the order they arrive, and an event's id is its number unless the
+store brings its own (Redis stream ids). A store whose log has numbers of its own (SQLite row ids)
+keeps the two equal with ``skip_to``. The ring holds each event's fields in parallel lists, not a
+``SessionEvent`` with an id string per event: publishing allocates nothing, and readers build the
+events they read.
 """
 
 from __future__ import annotations
@@ -23,34 +29,81 @@ class EventLog:
         if capacity < 1:
             raise ValidationError("the event buffer must hold at least one event")
         self.capacity = capacity
-        self._ring: list[SessionEvent | None] = [None] * capacity
-        self._seq_of: dict[str, int] = {}  # event id → sequence, for the events in the ring
+        # Slot ``seq % capacity`` holds event ``seq``; a MISSED kind there is a one-event marker.
+        self._kinds: list[str | None] = [None] * capacity
+        self._ats: list[float] = [0.0] * capacity
+        self._sessions: list[Session | None] = [None] * capacity
+        self._ids: list[str | None] = [None] * capacity  # the store's own ids, when it brings them
+        self._seq_of: dict[str, int] = {}  # the store's own id → sequence, for those in the ring
         self._next = 1  # sequence number of the next event
         self._waiters: set[asyncio.Future[None]] = set()
         self._closed = False
 
     @property
+    def next_seq(self) -> int:
+        """The sequence number the next event gets."""
+        return self._next
+
+    @property
+    def oldest_seq(self) -> int:
+        """The sequence number of the oldest event the ring still holds (``next_seq`` if none)."""
+        return max(self._next - self.capacity, 1)
+
+    @property
     def last_id(self) -> str | None:
         """The id of the newest event, or ``None`` before the first."""
-        event = self._ring[(self._next - 1) % self.capacity] if self._next > 1 else None
-        return event.id if event else None
+        return self.id_of(self._next - 1) if self._next > 1 else None
+
+    def id_of(self, seq: int) -> str:
+        return self._ids[seq % self.capacity] or str(seq)
+
+    def seq_of(self, event_id: str) -> int | None:
+        """The sequence number of an event the ring holds under a store's own id, else ``None``."""
+        return self._seq_of.get(event_id)
+
+    def event_at(self, seq: int) -> SessionEvent | None:
+        """Event ``seq`` if the ring still holds it."""
+        if not self.oldest_seq <= seq < self._next:
+            return None
+        slot = seq % self.capacity
+        kind = self._kinds[slot]
+        if kind is None:
+            return None
+        event_id = self._ids[slot] or str(seq)
+        if kind == EventKind.MISSED:
+            return SessionEvent(id=event_id, kind=kind, at=self._ats[slot], missed=1)
+        return SessionEvent(
+            id=event_id, kind=kind, at=self._ats[slot], session=self._sessions[slot]
+        )
 
     def append(
         self, kind: str, at: float, session: Session | None, event_id: str | None = None
-    ) -> SessionEvent:
+    ) -> None:
         """Add an event; its id is its sequence number unless the store brings its own."""
         seq = self._next
-        event = SessionEvent(id=event_id or str(seq), kind=kind, at=at, session=session)
         slot = seq % self.capacity
-        old = self._ring[slot]
-        if old is not None:
-            del self._seq_of[old.id]
-        self._ring[slot] = event
-        self._seq_of[event.id] = seq
+        if self._seq_of:
+            old = self._ids[slot]
+            if old is not None:
+                del self._seq_of[old]
+        self._kinds[slot] = kind
+        self._ats[slot] = at
+        self._sessions[slot] = session
+        self._ids[slot] = event_id
+        if event_id is not None:
+            self._seq_of[event_id] = seq
         self._next = seq + 1
         if self._waiters:
             self._wake()
-        return event
+
+    def skip_to(self, seq: int, at: float) -> None:
+        """Number the next event ``seq``, for a store whose shared log numbers its events: the
+        numbers skipped are events this process never received (trimmed before it read them).
+        Those the ring still holds become ``missed`` markers of one event each, so that a reader
+        resuming across them is told exactly how many it lost."""
+        self._next = max(self._next, seq - self.capacity)
+        while self._next < seq:
+            self.append(EventKind.MISSED, at, None)
 
     def close(self) -> None:
         """End every subscription (after it has read what is already there)."""
@@ -66,8 +119,11 @@ class EventLog:
                 waiter.set_result(None)
         self._waiters.clear()
 
-    def _position(self, after: str | None) -> int:
-        """The sequence number a subscription resuming after ``after`` has already seen."""
+    def position(self, after: str | None) -> int:
+        """The sequence number a subscription resuming after ``after`` has already seen.
+
+        Stores whose ids order events in a way of their own (Redis stream ids) extend this to
+        place ids the ring no longer holds."""
         if after is None:
             return self._next - 1
         seq = self._seq_of.get(after)
@@ -81,22 +137,21 @@ class EventLog:
         """Events after ``after``, or after the newest one now. The position is taken here, not at
         the first iteration, so nothing that happens in between is lost; an unknown ``after``
         raises here too."""
-        return self._read(self._position(after))
+        return self._read(self.position(after))
 
     async def _read(self, position: int) -> AsyncGenerator[SessionEvent, None]:
         loop = asyncio.get_running_loop()
         while True:
             if position + 1 < self._next:
-                oldest = max(self._next - self.capacity, 1)
+                oldest = self.oldest_seq
                 if position + 1 < oldest:
                     missed = oldest - position - 1
                     position = oldest - 1
-                    first = self._ring[oldest % self.capacity]
-                    at = first.at if first else 0.0
+                    at = self._ats[oldest % self.capacity]
                     yield SessionEvent(id="", kind=EventKind.MISSED, at=at, missed=missed)
                     continue
                 position += 1
-                event = self._ring[position % self.capacity]
+                event = self.event_at(position)
                 assert event is not None
                 yield event
             elif self._closed:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import inspect
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping
@@ -26,16 +27,19 @@ from ._errors import (
     TransitionError,
     ValidationError,
     VersionConflict,
+    quoted,
 )
 from ._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from ._limits import (
     Limits,
     check_details,
     check_id,
+    check_int64,
     check_labels,
     check_limit,
     check_name,
     check_names,
+    check_reason,
     check_timeout,
 )
 from ._metrics import HubMetrics, MetricsSnapshot
@@ -62,6 +66,11 @@ DEFAULT: Final = _Default()
 EndHook = Callable[[Session, str], Awaitable[None] | None]
 _H = TypeVar("_H", bound=EndHook)
 _UNSET: Any = msgspec.UNSET
+#: Set while a task runs an expiry pass (and in the hooks it runs): a hook that calls
+#: ``expire_due`` must not wait for the pass that is waiting for it.
+_in_expiry_pass: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sessionhub_in_expiry_pass", default=False
+)
 
 
 class SessionHub:
@@ -117,8 +126,11 @@ class SessionHub:
         )
         self._reaper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._wake_at = float("inf")
+        self._wake_at = float("inf")  # when the sleeping expiry task wakes up by itself
+        self._in_pass = False  # the expiry task is in a pass: it reads the next deadline after
+        self._soonest = float("inf")  # the earliest deadline scheduled during that pass
         self._expiring = asyncio.Lock()
+        self._closing = False
         self._started = False
 
     def __repr__(self) -> str:
@@ -140,28 +152,39 @@ class SessionHub:
         await self.store.open()
         self.store.events.reopen()
         self._started = True
+        self._closing = False
         if self.auto_expire:  # off: the caller drives expiry with expire_due() (manual clocks)
             self._reaper = asyncio.create_task(self._reap_forever(), name="sessionhub-expiry")
 
     async def close(self) -> None:
-        """Stop expiry; with a memory store, end every live session (reason ``shutdown``)."""
+        """Stop expiry; with a memory store, end every live session (reason ``shutdown``).
+
+        An expiry pass in progress is not cut short: the ends it has claimed are finished (their
+        hooks run, each under ``hook_timeout``), so no session is left half-ended.
+        """
         if not self._started:
             return
         self._started = False
-        if self._reaper is not None:
-            self._reaper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaper
-            self._reaper = None
+        self._closing = True
+        reaper, self._reaper = self._reaper, None
+        if reaper is not None:
+            self._wake.set()  # the task leaves its sleep, or stops after the batch it is in
+            if reaper is not asyncio.current_task():  # not called by a hook of that pass
+                await reaper
         if self.store.ephemeral:
             await self.end_all("shutdown")
         self.store.events.close()
         await self.store.close()
 
-    async def end_all(self, reason: str = "ended") -> int:
-        """End every live session (children with their parents); how many this call ended."""
+    async def end_all(
+        self, reason: str = "ended", *, user_id: str | None = None, namespace: str | None = None
+    ) -> int:
+        """End every live session (children with their parents), or only those of ``user_id``
+        and/or ``namespace``; how many this call ended."""
+        check_name(reason, "reason")  # refused even when nothing would end
+        query = self._query(namespace, user_id, None, None, None, False)
         ended = 0
-        async for session in self._each(Query()):
+        async for session in self._each(query):
             ended += await self.end(session.id, reason)
         return ended
 
@@ -183,6 +206,7 @@ class SessionHub:
         self,
         session_id: str | None = None,
         *,
+        id: str | None = None,  # the field's name on every face
         namespace: str = "default",
         user_id: str | None = None,
         parent_id: str | None = None,
@@ -195,15 +219,21 @@ class SessionHub:
     ) -> Session:
         """Create a session (the id is allocated unless given) and emit ``created``.
 
+        The id may be given positionally or as ``id=`` (its name on every face), not both.
+
         ``activate=True`` walks the lifecycle from its initial state to its active one in the same
         atomic step, for sessions that have nothing to spawn. ``retention`` keeps this session
         readable for that many seconds after it ends (the hub's ``retention`` when ``None``).
         """
+        if id is not None:
+            if session_id is not None:
+                raise ValidationError("give the session id once: positionally or as id=")
+            session_id = id
         sid = self.id_factory() if session_id is None else check_id(session_id)
         lifecycle = self.lifecycle
         state = lifecycle.initial
         if type(activate) is not bool:
-            raise ValidationError(f"activate must be a bool, got {activate!r}")
+            raise ValidationError(f"activate must be a bool, got {quoted(activate)}")
         if activate:
             if not lifecycle.activate_path and lifecycle.active != state:
                 raise ValidationError(f"the lifecycle has no path to {lifecycle.active}")
@@ -217,7 +247,7 @@ class SessionHub:
         now = self.clock()
         session = Session(
             id=sid,
-            namespace=check_id(namespace, "namespace"),
+            namespace="default" if namespace == "default" else check_id(namespace, "namespace"),
             state=state,
             user_id=None if user_id is None else check_id(user_id, "user_id"),
             parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
@@ -234,9 +264,13 @@ class SessionHub:
             retention=None if retention is None else _retention(retention),
         )
         purged = False
+        create_now = self.store.create_now
         for _ in range(8):
             try:
-                created = await self.store.create(session, self._create_rules)
+                if create_now is not None:
+                    created = create_now(session, self._create_rules)
+                else:
+                    created = await self.store.create(session, self._create_rules)
                 break
             except DuplicateSession:
                 # The id may still be held by an ended session whose retention has passed but
@@ -264,7 +298,8 @@ class SessionHub:
         """The session (live, or ended and still retained); ``SessionNotFound`` otherwise."""
         if type(session_id) is not str:
             check_id(session_id)
-        session = await self.store.get(session_id)
+        get_now = self.store.get_now
+        session = get_now(session_id) if get_now else await self.store.get(session_id)
         if session is None or (
             session.ended_at is not None and self._retain_until(session) <= self.clock()
         ):
@@ -298,10 +333,19 @@ class SessionHub:
             namespace=None if namespace is None else check_id(namespace, "namespace"),
             user_id=None if user_id is None else check_id(user_id, "user_id"),
             parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
-            state=None if state is None else check_id(state, "state").upper(),
+            state=None if state is None else self._state(state),
             labels=None if not labels else check_labels(labels, Limits()),
             include_ended=bool(include_ended),
         )
+
+    def _state(self, state: object) -> str:
+        name = check_id(state, "state").upper()
+        if name not in self.lifecycle.states:
+            raise ValidationError(
+                f"unknown state {quoted(state)}: the lifecycle's states are "
+                f"{', '.join(sorted(self.lifecycle.states))}"
+            )
+        return name
 
     async def find(
         self,
@@ -418,13 +462,28 @@ class SessionHub:
 
     async def touch(self, session_id: str) -> Session:
         """A heartbeat: refresh activity, so the idle timeout starts again."""
-        return await self._modify(session_id, Change(now=self.clock(), touch=True))
+        touch_now = self.store.touch_now
+        if touch_now is None or type(session_id) is not str:
+            return await self._modify(session_id, Change(now=self.clock(), touch=True))
+        try:
+            session = touch_now(session_id, self.clock())
+        except SessionNotFound:
+            check_id(session_id)  # a malformed id is invalid, not missing (off the hot path)
+            raise
+        # self._scheduled(session), with its common case (a later deadline, no pass) inlined.
+        deadline = session.expires_at
+        if deadline is not None and (deadline < self._wake_at or self._in_pass):
+            self._scheduled(session)
+        return session
 
     async def incr(self, session_id: str, counter: str, by: int = 1) -> int:
-        """Add ``by`` to a counter atomically (activity too); the counter's new value."""
+        """Add ``by`` to a counter atomically (activity too); the counter's new value.
+
+        Counters are signed 64-bit integers: an increment past either end is refused with
+        ``ValidationError`` and changes nothing.
+        """
         check_name(counter, "counter name")
-        if type(by) is not int:
-            raise ValidationError(f"by must be an integer, got {by!r}")
+        check_int64(by, "by")
         change = Change(now=self.clock(), counters={counter: by}, touch=True)
         session = await self._modify(session_id, change)
         return session.counters[counter]
@@ -463,10 +522,15 @@ class SessionHub:
     async def end(self, session_id: str, reason: str = "ended") -> bool:
         """End a live session: terminate, end its children, run the hooks once, clean.
 
+        ``reason`` is free text (1-200 printable characters, any language, no control characters).
+        From the moment it is claimed until it has ended, the session accepts no activity:
+        ``touch``, ``incr``, ``update``, ``transition``, ``link``, data and history writes and
+        ``track_request`` raise ``SessionNotFound``; reads still work.
+
         Returns whether this call ended it: ``False`` when it had already ended, was being ended
         by another caller, or does not exist.
         """
-        return await self._end(check_id(session_id), check_name(reason, "reason")) is not None
+        return await self._end(check_id(session_id), check_reason(reason)) is not None
 
     async def _end(self, session_id: str, reason: str) -> Session | None:
         claimed = await self.store.claim_end(session_id, reason, self.clock(), self._terminate)
@@ -489,22 +553,33 @@ class SessionHub:
         The expiry task calls this at each deadline; tests that move a ``ManualClock`` call it to
         make expiry happen now. Passes of one hub run one at a time, so when this returns every
         session that was due has ended, also those another pass (the expiry task) had claimed.
+        Called from a cleanup hook of a pass, it returns 0 at once: that pass ends what is due.
         """
+        if _in_expiry_pass.get():
+            return 0  # called by a hook of a pass: that pass ends what is due
         ended = 0
         async with self._expiring:
-            while True:
-                now = self.clock()
-                claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
-                for session in claimed:
-                    if session.expires_at is not None:
-                        self._metrics.observe_lateness(now - session.expires_at)
-                for session in claimed:
-                    await self._finish(session)
-                ended += len(claimed)
-                if len(claimed) < self.expiry_batch:
-                    return ended
-                # A memory store never suspends: let other tasks run between batches.
-                await asyncio.sleep(0)
+            token = _in_expiry_pass.set(True)
+            try:
+                while True:
+                    claimed = await self._expire_batch()
+                    ended += claimed
+                    if claimed < self.expiry_batch or self._closing:
+                        return ended
+                    # A memory store never suspends: let other tasks run between batches.
+                    await asyncio.sleep(0)
+            finally:
+                _in_expiry_pass.reset(token)
+
+    async def _expire_batch(self) -> int:
+        now = self.clock()
+        claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
+        for session in claimed:
+            if session.expires_at is not None:
+                self._metrics.observe_lateness(now - session.expires_at)
+        for session in _children_first(claimed):
+            await self._finish(session)
+        return len(claimed)
 
     # hooks
 
@@ -563,6 +638,9 @@ class SessionHub:
     ) -> AsyncGenerator[SessionEvent, None]:
         """Events in order: from now on, or resumed after the event id ``after``.
 
+        ``kinds`` keeps only events of those kinds; ``None`` or an empty collection means every
+        kind (protobuf cannot tell an empty list from an absent one, so every face agrees on this).
+
         ``missed`` events (always delivered, whatever the filters) tell a subscriber that fell a
         whole buffer behind how many events it lost. Bad filters raise here, before any iteration.
         """
@@ -570,15 +648,16 @@ class SessionHub:
             check_id(namespace, "namespace")
         if session_id is not None:
             check_id(session_id)
+        if isinstance(kinds, str):
+            raise ValidationError(f"kinds must be a collection of event kinds, got {quoted(kinds)}")
         wanted = None
-        if kinds is not None:
-            if isinstance(kinds, str):
-                raise ValidationError(f"kinds must be a collection of event kinds, got {kinds!r}")
-            wanted = frozenset(check_names(list(kinds), "kinds"))
+        if kinds:  # None or empty: every kind
+            given = list(kinds) if isinstance(kinds, Collection) else kinds
+            wanted = frozenset(check_names(given, "kinds"))
             if unknown := wanted - EventKind.ALL:
-                raise ValidationError(f"unknown event kinds: {sorted(unknown)}")
+                raise ValidationError(f"unknown event kinds: {quoted(sorted(unknown))}")
         if after is not None and type(after) is not str:
-            raise ValidationError(f"after must be an event id string, got {after!r}")
+            raise ValidationError(f"after must be an event id string, got {quoted(after)}")
         # Subscribe now, not at the first iteration: events from here on are the caller's.
         return self._events(self.store.subscribe(after), namespace, wanted, session_id)
 
@@ -612,25 +691,34 @@ class SessionHub:
 
     def _scheduled(self, session: Session) -> None:
         deadline = session.expires_at
-        if deadline is not None and deadline < self._wake_at:
+        if deadline is None:
+            return
+        if self._in_pass:
+            # The pass reads the next deadline when it ends; one set meanwhile is remembered
+            # here rather than waking the task for a second pass at once.
+            self._soonest = min(self._soonest, deadline)
+        elif deadline < self._wake_at:
             self._wake.set()
 
     async def _reap_forever(self) -> None:
-        while True:
-            # While a pass runs, any new deadline sets the wake flag, so none is slept past.
+        while not self._closing:
             self._wake.clear()
-            self._wake_at = float("inf")
+            self._in_pass, self._soonest = True, float("inf")
             delay = self.poll_interval
             try:
                 await self.expire_due()
                 await self.store.purge(self.clock())
                 deadline = await self.store.next_deadline()
-                if deadline is not None:
-                    delay = min(max(deadline - self.clock(), 0.0), delay)
+                soonest = min(self._soonest, float("inf") if deadline is None else deadline)
+                delay = min(max(soonest - self.clock(), 0.0), delay)
             except StoreUnavailable as exc:
                 logger.warning("expiry paused, store unavailable: %s", exc)
             except Exception:
                 logger.exception("expiry pass failed; retrying")
+            finally:
+                self._in_pass = False
+            if self._closing:
+                return
             self._wake_at = self.clock() + delay
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
             # arrives as the wake flag is set, and close() would then wait for this task forever.
@@ -639,17 +727,32 @@ class SessionHub:
                     await self._wake.wait()
 
 
+def _children_first(batch: list[Session]) -> list[Session]:
+    """The batch ordered so that a session comes after its children and their descendants in it:
+    cleanup runs from the leaves up, also when a parent and its child expire together."""
+    by_id = {session.id: session for session in batch}
+
+    def depth(session: Session) -> int:
+        levels = 0
+        while session.parent_id in by_id and levels < len(batch):  # links never form a cycle
+            session = by_id[session.parent_id]
+            levels += 1
+        return levels
+
+    return sorted(batch, key=depth, reverse=True)
+
+
 def _retention(value: object) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 <= value < 1e12:
         raise ValidationError(
-            f"retention must be zero or a positive number of seconds, got {value!r}"
+            f"retention must be zero or a positive number of seconds, got {quoted(value)}"
         )
     return float(value)
 
 
 def _version(value: int | None) -> int | None:
     if value is not None and (type(value) is not int or value < 1):
-        raise ValidationError(f"expected_version must be a positive integer, got {value!r}")
+        raise ValidationError(f"expected_version must be a positive integer, got {quoted(value)}")
     return value
 
 

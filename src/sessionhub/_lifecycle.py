@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 
-from ._errors import TransitionError, ValidationError
+from ._errors import TransitionError, ValidationError, quoted
 
 __all__ = ["DEFAULT_LIFECYCLE", "Event", "Lifecycle", "State", "next_state"]
 
@@ -33,7 +33,9 @@ class Event(StrEnum):
 
 def _name(value: str) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValidationError(f"state and event names must be non-empty strings, got {value!r}")
+        raise ValidationError(
+            f"state and event names must be non-empty strings, got {quoted(value)}"
+        )
     return value.strip().upper()
 
 
@@ -119,7 +121,7 @@ class Lifecycle:
     def event_name(self, event: str) -> str:
         name = _name(event)
         if not any(ev == name for _, ev in self.transitions):
-            raise ValidationError(f"unknown lifecycle event: {event!r}")
+            raise ValidationError(f"unknown lifecycle event: {quoted(event)}")
         return name
 
     def is_live(self, state: str) -> bool:

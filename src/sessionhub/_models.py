@@ -24,9 +24,11 @@ __all__ = [
 ]
 
 
-class _EmptyMapping(dict[str, Any]):
-    """The one empty, read-only mapping that sessions without labels, details or counters share:
-    at a million sessions, three empty dicts each would cost more than the rest of the record."""
+class ReadOnlyDict(dict[str, Any]):
+    """A dict that refuses changes, for the mappings of sessions: a snapshot never changes, so
+    equal mappings can be one object. Sessions without labels, details or counters share
+    ``EMPTY`` (at a million sessions, three empty dicts each would cost more than the rest of the
+    record), and the memory store shares equal label mappings between sessions."""
 
     __slots__ = ()
 
@@ -36,8 +38,11 @@ class _EmptyMapping(dict[str, Any]):
     __setitem__ = __delitem__ = __ior__ = _read_only
     clear = pop = popitem = setdefault = update = _read_only
 
+    def __reduce__(self) -> tuple[type[ReadOnlyDict], tuple[dict[str, Any]]]:
+        return (type(self), (dict(self),))  # copy, deepcopy and pickle without item assignment
 
-EMPTY: Final[Mapping[str, Any]] = _EmptyMapping()
+
+EMPTY: Final[Mapping[str, Any]] = ReadOnlyDict()
 
 
 class Session(msgspec.Struct, frozen=True, gc=False, kw_only=True):

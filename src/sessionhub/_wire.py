@@ -12,8 +12,9 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from ._metrics import MetricsSnapshot
-from ._models import DataEntry, HistoryRecord
+from ._leases import DEFAULT_LEASE, MAX_LEASE
+from ._metrics import MetricsSnapshot, MinuteCount
+from ._models import DataEntry, HistoryRecord, Session
 
 __all__ = [
     "Census",
@@ -30,7 +31,11 @@ __all__ = [
     "HistoryCounts",
     "HistoryItems",
     "IncrBody",
+    "Lease",
+    "LeaseBody",
     "LinkBody",
+    "NoBody",
+    "Released",
     "Stats",
     "TransitionBody",
     "UpdateBody",
@@ -46,6 +51,10 @@ _NewOrVersion = Annotated[int, Meta(ge=0, le=2**63 - 1)]
 
 class _Body(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pass
+
+
+class NoBody(_Body):
+    """A route that takes no input: nothing, or ``{}``."""
 
 
 class CreateBody(_Body):
@@ -102,6 +111,14 @@ class DataBody(_Body):
     expected_version: _NewOrVersion | None = None
 
 
+class LeaseBody(_Body):
+    """``POST /v1/sessions/{id}/requests``: count a request in flight until it is released
+    (``DELETE /v1/sessions/{id}/requests/{lease_id}``) or, if abandoned, for ``lease`` seconds
+    (at most a day: the document must not offer a lease the server refuses)."""
+
+    lease: Annotated[float, Meta(gt=0, le=MAX_LEASE)] = DEFAULT_LEASE
+
+
 class HistoryBody(_Body):
     """``POST /v1/sessions/{id}/history``: append one record."""
 
@@ -118,6 +135,22 @@ class ErrorAnswer(msgspec.Struct):
     """Every error answer: ``{"error": {"code", "message"}}``."""
 
     error: ErrorBody
+
+
+class Lease(msgspec.Struct):
+    """The answer to ``POST /v1/sessions/{id}/requests`` (201): the session counts the request.
+    Release it with ``DELETE .../requests/{lease_id}``; if it is not released within
+    ``expires_in`` seconds, it is released then."""
+
+    lease_id: str
+    expires_in: float
+    session: Session
+
+
+class Released(msgspec.Struct):
+    """The answer to ``DELETE /v1/sessions/{id}/requests/{lease_id}``."""
+
+    session: Session
 
 
 class Ended(msgspec.Struct):
@@ -146,6 +179,15 @@ class Census(msgspec.Struct):
     count: int
 
 
+class Minute(msgspec.Struct):
+    """Sessions created and ended during the wall-clock minute starting at ``minute`` (Unix
+    seconds)."""
+
+    minute: float
+    created: int
+    ended: int
+
+
 class Stats(msgspec.Struct):
     """``GET /v1/stats``: the server hub's ``metrics()``."""
 
@@ -159,6 +201,7 @@ class Stats(msgspec.Struct):
     expiry_lateness_sum: float
     expiry_lateness_max: float
     subscribers: int
+    per_minute: list[Minute] = []  # the last 60 minutes, oldest first
 
     @classmethod
     def of(cls, snapshot: MetricsSnapshot) -> Stats:
@@ -173,6 +216,7 @@ class Stats(msgspec.Struct):
             expiry_lateness_sum=snapshot.expiry_lateness_sum,
             expiry_lateness_max=snapshot.expiry_lateness_max,
             subscribers=snapshot.subscribers,
+            per_minute=[Minute(m.minute, m.created, m.ended) for m in snapshot.per_minute],
         )
 
     def snapshot(self) -> MetricsSnapshot:
@@ -187,6 +231,7 @@ class Stats(msgspec.Struct):
             expiry_lateness_sum=self.expiry_lateness_sum,
             expiry_lateness_max=self.expiry_lateness_max,
             subscribers=self.subscribers,
+            per_minute=tuple(MinuteCount(m.minute, m.created, m.ended) for m in self.per_minute),
         )
 
 

@@ -1,9 +1,9 @@
 """The ``sessionhub`` command: ``serve``, and the client commands of ``_cli_commands``.
 
-Every ``serve`` option also reads a ``SESSIONHUB_*`` environment variable (``--store`` from
-``SESSIONHUB_STORE``, ``--max-sessions`` from ``SESSIONHUB_MAX_SESSIONS``, ...), so a container or a
-service unit configures the server without a command line. The token is best given that way: a
-command line is visible to every user of the machine.
+Every option also reads the environment variable ``SESSIONHUB_`` + its name (``--store`` from
+``SESSIONHUB_STORE``, ``--unique-label`` from ``SESSIONHUB_UNIQUE_LABEL``, ...; ``--help`` shows
+each), so a container or a service unit configures the server without a command line. The token is
+best given that way: a command line is visible to every user of the machine.
 """
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ import asyncio
 import ipaddress
 import logging
 import os
+import re
 import signal
 import socket
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from . import __version__
-from ._cli_commands import register
+from ._cli_commands import client_options, env_name, option, register, remember_client_options
 from ._errors import SessionHubError
 from ._hub import SessionHub
 from ._limits import Limits
@@ -56,135 +57,142 @@ SECONDS = Seconds()
 _COUNT = click.IntRange(min=1)
 
 
-def _env(name: str) -> str:
-    return "SESSIONHUB_" + name
+class Names(click.ParamType[str, Any]):
+    """A repeatable option's value; its environment variable takes a list, split on commas or
+    whitespace (``SESSIONHUB_ALLOW_ORIGIN="http://a.example, http://b.example"``)."""
+
+    name = "TEXT"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        return str(value)
+
+    def split_envvar_value(self, rv: str) -> Sequence[str]:
+        return [part for part in re.split(r"[\s,]+", rv) if part]
+
+
+NAMES = Names()
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="sessionhub")
-def cli() -> None:
+@client_options
+@click.pass_context
+def cli(ctx: click.Context, /, **given: Any) -> None:
     """sessionhub: sessions with a lifecycle, expiry, limits, hooks and events.
 
     `sessionhub serve` runs the server; the other commands talk to one (--url, SESSIONHUB_URL).
+    The options of those commands may come before the command too: `sessionhub --url URL ls`.
     """
+    remember_client_options(ctx, given)
 
 
 @cli.command("serve")
-@click.option(
+@option(
     "--store",
-    envvar=_env("STORE"),
     default="memory://",
     show_default=True,
     help="Store URL: memory://, sqlite:///path.db, redis://host:6379/0.",
 )
-@click.option("--host", envvar=_env("HOST"), default="127.0.0.1", show_default=True)
-@click.option(
-    "--port", envvar=_env("PORT"), type=click.IntRange(0, 65535), default=7480, show_default=True
+@option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address or host name to listen on (a name is resolved).",
 )
-@click.option(
+@option("--port", type=click.IntRange(0, 65535), default=7480, show_default=True)
+@option(
     "--token",
-    envvar=_env("TOKEN"),
     default=None,
-    help="Require `Authorization: Bearer <token>` (prefer the env SESSIONHUB_TOKEN).",
+    help="Require `Authorization: Bearer <token>`, at least 16 characters (prefer the "
+    "environment variable: a command line is visible to every user of the machine).",
 )
-@click.option(
-    "--insecure",
-    envvar=_env("INSECURE"),
-    is_flag=True,
-    help="Allow a non-loopback --host without a token.",
+@option("--insecure", is_flag=True, help="Allow a non-loopback --host without a token.")
+@option(
+    "--allow-host",
+    "allow_hosts",
+    type=NAMES,
+    multiple=True,
+    help="Also accept requests whose Host header names this (besides loopback names and the "
+    "address served); repeatable; * accepts any (turns off DNS-rebinding protection).",
 )
-@click.option(
+@option(
+    "--allow-origin",
+    "allow_origins",
+    type=NAMES,
+    multiple=True,
+    help="Accept cross-origin browser requests from this origin (e.g. http://localhost:3000) "
+    "and answer their CORS preflights; repeatable; * accepts any.",
+)
+@option(
     "--idle-timeout",
-    envvar=_env("IDLE_TIMEOUT"),
     type=SECONDS,
     default=1800.0,
     show_default=True,
     help="Default idle timeout of new sessions; slides with activity.",
 )
-@click.option(
+@option(
     "--ttl",
-    envvar=_env("TTL"),
     type=SECONDS,
     default=None,
     help="Default hard cap on a session's whole life.  [default: none]",
 )
-@click.option(
+@option(
     "--retention",
-    envvar=_env("RETENTION"),
     type=click.FloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Seconds an ended session stays readable.",
 )
-@click.option(
+@option(
     "--hook-timeout",
-    envvar=_env("HOOK_TIMEOUT"),
     type=click.FloatRange(min=0, min_open=True),
     default=30.0,
     show_default=True,
     help="Time limit of each cleanup hook.",
 )
-@click.option(
+@option(
     "--unique-label",
     "unique_labels",
-    envvar=_env("UNIQUE_LABELS"),
+    type=NAMES,
     multiple=True,
-    help="A label whose value at most one live session per namespace may hold (repeatable; "
-    "the env variable takes a space-separated list).",
+    help="A label whose value at most one live session per namespace may hold (repeatable).",
 )
-@click.option("--max-sessions", envvar=_env("MAX_SESSIONS"), type=_COUNT, default=None)
-@click.option(
-    "--max-sessions-per-user", envvar=_env("MAX_SESSIONS_PER_USER"), type=_COUNT, default=None
-)
-@click.option(
+@option("--max-sessions", type=_COUNT, default=None)
+@option("--max-sessions-per-user", type=_COUNT, default=None)
+@option(
     "--quota-policy",
-    envvar=_env("QUOTA_POLICY"),
     type=click.Choice(["reject", "evict_oldest"]),
     default="reject",
     show_default=True,
     help="What a create past --max-sessions-per-user does.",
 )
-@click.option(
-    "--max-requests-per-session",
-    envvar=_env("MAX_REQUESTS_PER_SESSION"),
-    type=_COUNT,
-    default=None,
-)
-@click.option(
-    "--max-body-bytes",
-    envvar=_env("MAX_BODY_BYTES"),
-    type=_COUNT,
-    default=2 * 1024 * 1024,
-    show_default=True,
-)
-@click.option(
+@option("--max-requests-per-session", type=_COUNT, default=None)
+@option("--max-body-bytes", type=_COUNT, default=2 * 1024 * 1024, show_default=True)
+@option(
     "--grpc-port",
-    envvar=_env("GRPC_PORT"),
     type=click.IntRange(0, 65535),
     default=7481,
     show_default=True,
     help="Port of the gRPC services (native sessionhub.v1 and the Stream API); 0 disables gRPC.",
 )
-@click.option("--no-grpc", envvar=_env("NO_GRPC"), is_flag=True, help="Do not serve gRPC.")
-@click.option(
+@option("--no-grpc", is_flag=True, help="Do not serve gRPC.")
+@option(
     "--stream-api/--no-stream-api",
-    envvar=_env("STREAM_API"),
     default=True,
     show_default=True,
     help="Serve the Stream API's SessionManagementService on the gRPC port (when off, its "
     "calls answer success = false).",
 )
-@click.option(
+@option(
     "--stream-api-retention",
-    envvar=_env("STREAM_API_RETENTION"),
     type=click.FloatRange(min=0),
     default=86400.0,
     show_default=True,
     help="Seconds a session ended through the Stream API stays queryable, marked complete.",
 )
-@click.option(
+@option("--no-ui", is_flag=True, help="Do not serve the dashboard at /ui.")
+@option(
     "--log-level",
-    envvar=_env("LOG_LEVEL"),
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
@@ -195,6 +203,8 @@ def serve(
     port: int,
     token: str | None,
     insecure: bool,
+    allow_hosts: Sequence[str],
+    allow_origins: Sequence[str],
     idle_timeout: float | None,
     ttl: float | None,
     retention: float,
@@ -209,6 +219,7 @@ def serve(
     no_grpc: bool,
     stream_api: bool,
     stream_api_retention: float,
+    no_ui: bool,
     log_level: str,
 ) -> None:
     """Serve HTTP/JSON, server-sent events, gRPC and Prometheus metrics.
@@ -216,18 +227,25 @@ def serve(
     gRPC (--grpc-port, 7481 by default) serves the native sessionhub.v1 service and the Stream
     API's SessionManagementService over the same hub, with the same token, on the same host.
 
-    Binds to loopback by default; another address needs --token (or --insecure). SIGTERM or
-    SIGINT stops it gracefully: requests in flight finish, and with the memory store every live
-    session ends with reason `shutdown`, its cleanup hooks run.
+    Binds to loopback by default; another address needs --token (or --insecure). Requests must
+    name this server in their Host header and come from no other web origin, unless allowed
+    (--allow-host, --allow-origin). SIGTERM or SIGINT stops it gracefully: requests in flight
+    finish, and with the memory store every live session ends with reason `shutdown`, its
+    cleanup hooks run.
     """
     from .http import create_app
 
     logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(message)s")
-    if not token and not insecure and not _is_loopback(host):
+    token = token or None
+    if token is not None and len(token) < MIN_TOKEN:
+        _fail(f"--token (SESSIONHUB_TOKEN) must be at least {MIN_TOKEN} characters", 2)
+    address = _resolve(host)
+    if not token and not insecure and not ipaddress.ip_address(address).is_loopback:
         raise click.UsageError(
             f"--host {host} is not a loopback address: give --token (SESSIONHUB_TOKEN) or, "
             "to serve it to anyone who can reach it, --insecure"
         )
+    _warn_unknown_variables()
     try:
         hub = SessionHub(
             store,
@@ -245,21 +263,23 @@ def serve(
         )
     except SessionHubError as exc:
         raise click.UsageError(exc.message) from None
-    app = create_app(hub, token=token or None, max_body_bytes=max_body_bytes)
-    _check_free(host, port)
-    if grpc_port and not no_grpc:
-        app = _beside_grpc(
-            app, host, port, grpc_port, token, stream_api, stream_api_retention, max_body_bytes
-        )
-    logger.info(
-        "sessionhub %s serving http://%s:%d (store %s%s)",
-        __version__,
-        f"[{host}]" if ":" in host else host,
-        port,
-        store.split("@")[-1],  # never a password from a store URL
-        ", token required" if token else "",
+    app = create_app(
+        hub,
+        token=token,
+        max_body_bytes=max_body_bytes,
+        allow_hosts=(host, *allow_hosts),
+        allow_origins=allow_origins,
+        ui=not no_ui,
     )
-    asyncio.run(run_server(app, host, port))
+    _check_free(address, port)
+    also = ""
+    if grpc_port and not no_grpc:
+        app, also = _beside_grpc(
+            app, address, port, grpc_port, token, stream_api, stream_api_retention, max_body_bytes
+        )
+    status = asyncio.run(_open_and_serve(app, hub, store, address, port, bool(token), also))
+    if status:
+        sys.exit(status)
     logger.info("sessionhub stopped")
     # Everything is closed. granian's embedded server can leave runtime threads that still reach
     # into Python while the interpreter finalizes, which aborts the process ("panic in a function
@@ -268,6 +288,43 @@ def serve(
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
+
+
+MIN_TOKEN = 16
+
+
+def _fail(message: str, status: int) -> NoReturn:
+    """One line on stderr, then exit: what an operator reads in a service log."""
+    click.echo(f"sessionhub: error: {message}", err=True)
+    sys.exit(status)
+
+
+def _public(store: str) -> str:
+    return store.split("@")[-1]  # never a password from a store URL
+
+
+async def _open_and_serve(
+    app: Any, hub: SessionHub, store: str, address: str, port: int, token: bool, also: str
+) -> int:
+    """Open the store before saying "serving": a dead one is one line and status 1."""
+    try:
+        await hub.start()
+    except Exception as exc:
+        reason = exc.message if isinstance(exc, SessionHubError) else str(exc) or repr(exc)
+        click.echo(f"sessionhub: error: cannot open the store {_public(store)}: {reason}", err=True)
+        return 1
+    logger.info(
+        "sessionhub %s serving http://%s:%d (store %s%s)",
+        __version__,
+        f"[{address}]" if ":" in address else address,
+        port,
+        _public(store),
+        ", token required" if token else "",
+    )
+    if also:
+        logger.info("serving %s", also)
+    await run_server(app, address, port)
+    return 0
 
 
 async def run_server(app: Any, host: str, port: int) -> None:
@@ -306,13 +363,30 @@ async def run_server(app: Any, host: str, port: int) -> None:
         await pending
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
+def _resolve(host: str) -> str:
+    """The IP address to listen on: ``host`` itself, or what the name resolves to (granian
+    takes addresses only)."""
+    bare = host.strip("[]")
     try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
+        return str(ipaddress.ip_address(bare))
     except ValueError:
-        return False
+        pass
+    try:
+        found = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        _fail(f"cannot resolve --host {host}: {exc.strerror or exc}", 2)
+    # a name such as localhost may resolve to ::1 and 127.0.0.1: prefer IPv4, as browsers do
+    addresses = sorted({str(info[4][0]) for info in found}, key=lambda a: ":" in a)
+    return addresses[0]
+
+
+def _warn_unknown_variables() -> None:
+    """A misspelt ``SESSIONHUB_*`` variable would otherwise be silently ignored."""
+    known = {env_name(name) for p in serve.params for name in p.opts if name.startswith("--")}
+    known |= {"SESSIONHUB_URL", "SESSIONHUB_TIMEOUT", "SESSIONHUB_GRPC_URL"}
+    for name in sorted(os.environ):
+        if name.startswith("SESSIONHUB_") and name not in known:
+            logger.warning("%s is not a sessionhub variable: ignored (see --help)", name)
 
 
 def _beside_grpc(
@@ -324,26 +398,18 @@ def _beside_grpc(
     stream_api: bool,
     stream_api_retention: float,
     max_body_bytes: int,
-) -> Any:
-    """``app`` with the gRPC server beside it (same hub, host and token), or ``app`` alone when
-    the default gRPC port is taken: only a port asked for explicitly must be free."""
+) -> tuple[Any, str]:
+    """``app`` with the gRPC server beside it (same hub, host and token), and what to log."""
     try:
         from .grpc import GrpcServer, serve_beside
     except ImportError as exc:
-        raise click.ClickException(
-            f"gRPC needs the grpc extra (pip install 'sessionhub[grpc]'), or --no-grpc: {exc}"
-        ) from None
-    source = click.get_current_context().get_parameter_source("grpc_port")
-    explicit = source not in (click.core.ParameterSource.DEFAULT, None)
+        _fail(f"gRPC needs the grpc extra (pip install 'sessionhub[grpc]'), or --no-grpc: {exc}", 2)
+    if grpc_port == port:
+        raise click.UsageError(f"--grpc-port {grpc_port} is the HTTP --port too")
     try:
-        if grpc_port == port:
-            raise click.UsageError(f"--grpc-port {grpc_port} is the HTTP --port too")
         _check_free(host, grpc_port)
     except click.ClickException as exc:
-        if explicit:
-            raise
-        logger.warning("not serving gRPC: %s (give --grpc-port, or --no-grpc)", exc.message)
-        return app
+        _fail(f"{exc.message} (for gRPC: give another --grpc-port, or --no-grpc)", 1)
     server = GrpcServer(
         app.hub,
         host=host,
@@ -354,12 +420,8 @@ def _beside_grpc(
         metrics=app.metrics,
         max_message_bytes=max_body_bytes,
     )
-    logger.info(
-        "serving gRPC on %s (sessionhub.v1%s)",
-        server.address,
-        ", Stream API" if stream_api else "; Stream API turned off",
-    )
-    return serve_beside(app, server)
+    services = "sessionhub.v1, Stream API" if stream_api else "sessionhub.v1; Stream API turned off"
+    return serve_beside(app, server), f"gRPC on {server.address} ({services})"
 
 
 def _check_free(host: str, port: int) -> None:

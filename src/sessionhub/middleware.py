@@ -11,7 +11,7 @@ This is how a shared test server gives each test its own world (GripMock's ``X-G
 the session is created on first use (unless ``create=False``), every request counts as a request in
 flight (``hub.track_request``), which refreshes the idle timeout at its start and end and holds expiry
 off while it runs. ``hub`` is an embedded ``SessionHub`` or an ``AsyncClient`` of a shared server
-(over HTTP, tracking is a touch at each end: see ``AsyncClient.track_request``).
+(whose ``track_request`` holds a request lease there, so the server counts the request too).
 """
 
 from __future__ import annotations

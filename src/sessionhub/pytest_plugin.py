@@ -11,7 +11,12 @@ Fixtures (all prefixed ``sessionhub_`` so they cannot collide with other plugins
 - ``sessionhub_session``: a fresh session per test, ended at teardown; its ``ttl``
   (``--sessionhub-ttl``, default 60 s) ends it anyway if the run dies before teardown;
 - ``sessionhub_suite_session``: one session for the whole run (promptfoo's beforeAll/afterAll),
-  kept alive by each test's setup (idle timeout ``--sessionhub-ttl``) and ended after the last test.
+  kept alive by each test's setup (idle timeout ``--sessionhub-ttl``) and ended after the last test;
+- ``sessionhub_remote_session``: GripMock's ``WithSession(t.Name())`` for a remote service that
+  binds requests to sessions by header (``HeaderSessionMiddleware``) over the run's server: a
+  ``RemoteSession`` named after the test (unique under xdist), with the ``header`` to send
+  (``--sessionhub-header``), its idle ``ttl`` (``--sessionhub-ttl``, refreshed by every request),
+  ended at teardown, and ``verify.assert_called(kind, times)`` over its history.
 
 Why sync fixtures: an embedded hub belongs to one event loop, while pytest-asyncio gives each test
 its own loop and sync tests have none. A server reached over HTTP has neither problem, so the
@@ -29,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -45,8 +51,9 @@ import pytest
 from ._errors import DuplicateSession, SessionHubError, SessionNotFound, StoreUnavailable
 from ._models import Session
 from .client import AsyncClient, Client
+from .middleware import DEFAULT_HEADER
 
-__all__ = ["LocalServer"]
+__all__ = ["LocalServer", "RemoteSession", "Verify"]
 
 _SUITE_ID = "sessionhub_suite_id"
 _URL = "sessionhub_url"
@@ -66,6 +73,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="bearer token of that server (env SESSIONHUB_TOKEN).",
     )
     group.addoption(
+        "--sessionhub-header",
+        default=DEFAULT_HEADER,
+        help=f"header that binds a request to its test's session (default {DEFAULT_HEADER}).",
+    )
+    group.addoption(
         "--sessionhub-ttl",
         type=float,
         default=60.0,
@@ -74,15 +86,24 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 class LocalServer:
-    """A private ``sessionhub serve`` on a free loopback port, for runs without a server URL."""
+    """A private ``sessionhub serve`` on a free loopback port, for runs without a server URL.
 
-    def __init__(self) -> None:
+    ``options`` go to ``sessionhub serve`` (``--retention``, ``--store``, ...); ``grpc=True`` also
+    serves gRPC, on another free port (``grpc_url``).
+    """
+
+    def __init__(self, *options: str, grpc: bool = False) -> None:
         self.token = secrets.token_urlsafe(24)
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        self.grpc_url = f"grpc://127.0.0.1:{_free_port()}" if grpc else None
         self._log = tempfile.TemporaryFile()  # noqa: SIM115 - lives as long as the server
         command = [sys.executable, "-m", "sessionhub", "serve", "--host", "127.0.0.1"]
-        command += ["--port", str(self.port), "--no-grpc"]  # HTTP is all the plugin needs
+        command += ["--port", str(self.port), *options]
+        if self.grpc_url is None:
+            command.append("--no-grpc")  # HTTP is all the plugin needs
+        else:
+            command += ["--grpc-port", self.grpc_url.rpartition(":")[2]]
         env = {**os.environ, "SESSIONHUB_TOKEN": self.token}  # not argv: other users see that
         self._process = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=env
@@ -269,3 +290,74 @@ def sessionhub_suite_session(
     yield session
     if not state.shared_suite:
         sessionhub_hub.end(state.suite_id)
+
+
+class Verify:
+    """Call counts of one session, from its history (GripMock's ``Verify().Method(...)``)."""
+
+    def __init__(self, hub: Client, session_id: str) -> None:
+        self.hub = hub
+        self.session_id = session_id
+
+    def calls(self, kind: str) -> int:
+        """How many history records of ``kind`` the session holds."""
+        return self.hub.history(self.session_id).count(kind)
+
+    def assert_called(self, kind: str, times: int) -> None:
+        """Fail the test unless the session recorded exactly ``times`` records of ``kind``."""
+        calls = self.calls(kind)
+        if calls != times:
+            raise AssertionError(
+                f"session {self.session_id}: expected {kind} to be called {times} time(s), "
+                f"it was called {calls} time(s)"
+            )
+
+
+@dataclass(frozen=True)
+class RemoteSession:
+    """A test's session on a shared remote service: send ``headers`` (or ``metadata`` over gRPC)
+    with every request; the service's ``HeaderSessionMiddleware`` binds them to it."""
+
+    id: str
+    header: str
+    ttl: float
+    hub: Client
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {self.header: self.id}
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str]]:
+        return ((self.header.lower(), self.id),)  # gRPC metadata keys are lowercase
+
+    @property
+    def verify(self) -> Verify:
+        return Verify(self.hub, self.id)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.:/\[\]=@+-]")
+
+
+def remote_session_id(nodeid: str) -> str:
+    """The test's name, made a valid session id, and a random suffix: two runs (or two xdist
+    workers, or a rerun) never share one."""
+    return f"{_UNSAFE.sub('_', nodeid)[:180]}-{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def sessionhub_remote_session(
+    request: pytest.FixtureRequest, pytestconfig: pytest.Config, sessionhub_hub: Client
+) -> Iterator[RemoteSession]:
+    """This test's session for a remote service shared by the run, ended at teardown."""
+    ttl = pytestconfig.stash[_STATE].ttl
+    session = sessionhub_hub.create(
+        remote_session_id(request.node.nodeid),
+        labels={"pytest": "remote"},
+        details={"test": request.node.nodeid},
+        idle_timeout=ttl,  # GripMock's idle TTL: every request bound to it refreshes it
+        activate=True,
+    )
+    header = pytestconfig.getoption("--sessionhub-header")
+    yield RemoteSession(session.id, header, ttl, sessionhub_hub)
+    sessionhub_hub.end(session.id)

@@ -1,5 +1,6 @@
 """``ThreadedServer``: the real sessionhub HTTP app (``sessionhub.http.create_app``) served by
-granian on a free loopback port, in a thread with its own event loop."""
+granian on a free loopback port, in a thread with its own event loop; with ``grpc=True`` the gRPC
+server runs beside it over the same hub, as ``sessionhub serve`` runs them."""
 
 from __future__ import annotations
 
@@ -7,14 +8,16 @@ import asyncio
 import secrets
 import socket
 import threading
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Coroutine, Mapping
+from typing import Any, TypeVar
 
 import httpx
 from granian.constants import Interfaces
 from granian.server.embed import Server
 
 from sessionhub import SessionHub
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -27,16 +30,31 @@ def free_port() -> int:
 class ThreadedServer:
     """Started on construction, ready when the constructor returns; ``stop()`` ends it."""
 
-    def __init__(self, *, app_options: Mapping[str, Any] | None = None, **hub_options: Any) -> None:
+    def __init__(
+        self,
+        *,
+        app_options: Mapping[str, Any] | None = None,
+        grpc: bool = False,
+        **hub_options: Any,
+    ) -> None:
         """``hub_options`` go to ``SessionHub``; ``app_options`` (``keepalive``,
-        ``max_body_bytes``, ...) to ``create_app``, beside the generated token."""
+        ``max_body_bytes``, ...) to ``create_app``, beside the generated token. With ``grpc``,
+        ``grpc_url`` is the gRPC server's (same hub and token)."""
         from sessionhub.http import create_app
 
         self.token = secrets.token_urlsafe(16)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.hub = SessionHub(**hub_options)
-        self._app = create_app(self.hub, token=self.token, **(app_options or {}))
+        self._app: Any = create_app(self.hub, token=self.token, **(app_options or {}))
+        self.grpc_url = ""
+        if grpc:
+            from sessionhub.grpc import GrpcServer, serve_beside
+
+            grpc_port = free_port()
+            self.grpc_url = f"grpc://127.0.0.1:{grpc_port}"
+            beside = GrpcServer(self.hub, port=grpc_port, token=self.token, grace=0.5)
+            self._app = serve_beside(self._app, beside)
         self._ready = threading.Event()
         self._failure: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -80,6 +98,11 @@ class ThreadedServer:
         server.stop()  # type: ignore[no-untyped-call]
         await self._app.shutdown()  # as `sessionhub serve` does: open event streams end too
         await task
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` in the server's event loop (where its hub lives) and return its result."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result(30)
 
     def stop(self) -> None:
         if self._loop is not None and self._stopping is not None and self._thread.is_alive():

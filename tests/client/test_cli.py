@@ -49,7 +49,7 @@ def test_create_then_ls_and_get_show_the_session(run: Invoke, sync_client: Clien
     assert rows["cli/1"][-1] == "role=auth"
     assert rows["cli-2"][1:4] == ["other", "CREATED", "-"]
     assert [row[0] for row in lines(run("ls", "--namespace", "other"))[1:]] == ["cli-2"]
-    assert [row[0] for row in lines(run("ls", "-l", "role=auth"))[1:]] == ["cli/1"]
+    assert [row[0] for row in lines(run("ls", "-l", "role:auth"))[1:]] == ["cli/1"]
     shown = {row[0]: row[1:] for row in lines(run("get", "cli-2"))}
     assert shown["namespace"] == ["other"]
     assert shown["details"] == ['{"note":"hi"}']
@@ -83,9 +83,10 @@ def test_json_output_is_machine_readable(run: Invoke) -> None:
 
 def test_end_reports_what_it_ended(run: Invoke, sync_client: Client) -> None:
     sync_client.create("to-end")
-    result = run("end", "to-end", "never-was", "--reason", "cli")
+    sync_client.create("also")
+    result = run("end", "to-end", "also", "--reason", "cli")
     assert result.exit_code == 0
-    assert lines(result) == [["ended", "to-end"], ["not", "live", "never-was"]]
+    assert lines(result) == [["ended", "to-end"], ["ended", "also"]]
     assert not sync_client.exists("to-end")
 
 

@@ -122,6 +122,26 @@ async def test_an_unreachable_server_is_store_unavailable(dead_url: str) -> None
     sync_client.close()
 
 
+async def test_store_unavailable_never_shows_the_urls_credentials_or_the_token(
+    dead_url: str,
+) -> None:
+    host = dead_url.removeprefix("http://")
+    url = f"http://ada:pa55word@{host}"
+    secrets = ("ada", "pa55word", "t0ken-secret")
+    client = AsyncClient(url, token="t0ken-secret", timeout=2)
+    with pytest.raises(sessionhub.StoreUnavailable) as async_error:
+        await client.get("x")
+    await client.close()
+    sync_client = Client(url + "/", token="t0ken-secret", timeout=2)
+    with pytest.raises(sessionhub.StoreUnavailable) as sync_error:
+        sync_client.create()
+    sync_client.close()
+    failures = [str(async_error.value), repr(client), str(sync_error.value), repr(sync_client)]
+    for shown in failures:
+        assert f"http://{host}" in shown, shown
+        assert not any(secret in shown for secret in secrets), shown
+
+
 @pytest.mark.parametrize("code", sorted(_BY_CODE))
 async def test_every_error_code_becomes_its_class(code: str) -> None:
     """Codes no HTTP endpoint can trigger here (too_many_requests comes from request tracking,

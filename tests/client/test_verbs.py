@@ -120,9 +120,9 @@ async def test_touch_incr_and_track_request_refresh_activity(client: AsyncClient
     assert await client.incr(session.id, "messages", 5) == 6
     assert await client.incr(session.id, "messages", -6) == 0
     async with client.track_request(session.id) as inside:
-        assert inside.id == session.id
+        assert (inside.id, inside.active_requests) == (session.id, 1)
     after = await client.get(session.id)
-    assert after.version > inside.version  # touched again on the way out
+    assert after.last_activity_at >= inside.last_activity_at  # released: activity again
     assert after.active_requests == 0
 
 

@@ -257,7 +257,17 @@ async def test_bad_update_arguments(hub: SessionHub, options: dict[str, Any]) ->
 
 @pytest.mark.parametrize(
     ("counter", "by"),
-    [("", 1), ("has space", 1), (5, 1), ("x" * 129, 1), ("n", 1.5), ("n", "1"), ("n", True)],
+    [
+        ("", 1),
+        ("has space", 1),
+        (5, 1),
+        ("x" * 129, 1),
+        ("n", 1.5),
+        ("n", "1"),
+        ("n", True),
+        ("n", 2**63),
+        ("n", -(2**63) - 1),
+    ],
     ids=repr,
 )
 async def test_bad_increments(hub: SessionHub, counter: Any, by: Any) -> None:
@@ -267,7 +277,21 @@ async def test_bad_increments(hub: SessionHub, counter: Any, by: Any) -> None:
             await hub.incr(sid, counter, by)
 
 
-@pytest.mark.parametrize("reason", ["", "two words", 5, "x" * 129])
+@pytest.mark.parametrize(
+    "reason",
+    [
+        "",
+        5,
+        None,
+        "x" * 201,
+        "new\nline",
+        "nul\x00",
+        "\x1b[31mred",
+        "tab\there",
+        "\u2028",
+        "\ud800",
+    ],
+)
 async def test_bad_end_reasons(hub: SessionHub, reason: Any) -> None:
     sid = await _prepared(hub)
     async with Snapshot(hub):
@@ -283,6 +307,8 @@ BAD_PAGES: list[dict[str, Any]] = [
     {"limit": "10"},
     {"limit": 2.0},
     {"state": ""},
+    {"state": "NOPE"},
+    {"state": "running"},
     {"namespace": "a b"},
     {"labels": {"a": 1}},
     {"parent_id": 3},

@@ -238,11 +238,20 @@ async def test_retained_containers_are_readable_not_writable(
     with pytest.raises(SessionNotFound):
         await hub.history(session.id).append("call")
     assert await hub.data(session.id).get("k") == "v"
-    clock.advance(31)
+    clock.advance(29.5)
+    assert await hub.data(session.id).items() == {"k": "v"}
+    assert [r.payload for r in await hub.history(session.id).read()] == [1]
+    clock.advance(0.5)  # retention ends: unreadable at once, though no purge ran yet
+    with pytest.raises(SessionNotFound):
+        await hub.get(session.id)
     with pytest.raises(SessionNotFound):
         await hub.data(session.id).get("k")
     with pytest.raises(SessionNotFound):
+        await hub.data(session.id).items()
+    with pytest.raises(SessionNotFound):
         await hub.history(session.id).read()
+    with pytest.raises(SessionNotFound):
+        await hub.history(session.id).counts()
 
 
 async def test_containers_of_unknown_sessions(hub: SessionHub) -> None:

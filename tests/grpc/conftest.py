@@ -21,7 +21,7 @@ from sessionhub.grpc import ERROR_CODE_KEY, GrpcServer
 from sessionhub.grpc.protos.ma.streaming.api.v1 import session_management_pb2_grpc as api_grpc
 from sessionhub.grpc.protos.sessionhub.v1 import sessionhub_pb2_grpc as pb_grpc
 
-TOKEN = "grpc-test-token"
+TOKEN = "grpc-test-token-0123"  # serve refuses tokens under 16 characters
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 

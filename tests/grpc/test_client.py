@@ -216,6 +216,9 @@ async def test_metrics_and_health(served: Served) -> None:
         await client.create(namespace="m")
         snapshot = await client.metrics()
         assert snapshot == await served.hub.metrics()
+        assert snapshot.per_minute  # the per-minute rates cross gRPC as they cross HTTP
+        assert sum(minute.created for minute in snapshot.per_minute) == 1
+        assert snapshot.per_minute == (await served.hub.metrics()).per_minute
         assert await client.health() == "ok"
 
 

@@ -100,9 +100,11 @@ async def test_both_ports_answer_over_one_hub_and_stop_gracefully(serve: Serve) 
     watch = native.Watch(pb.WatchRequest(), metadata=AUTH)
     await watch.initial_metadata()
     serve.process.send_signal(signal.SIGTERM)
-    async with asyncio.timeout(30):
-        assert await watch.code() == grpc.StatusCode.OK  # open streams end cleanly first
+    async with asyncio.timeout(30):  # the watcher reads the ends of shutdown, then status OK
+        ended = {(e.session.id, e.session.end_reason) async for e in watch if e.kind == "ended"}
+        assert await watch.code() == grpc.StatusCode.OK
         assert await serve.process.wait() == 0
+    assert ended == {("from-grpc", "shutdown"), (created.session_key, "shutdown")}
     assert "serving gRPC on" in await serve.output()
     await channel.close()
 

@@ -154,5 +154,6 @@ def test_fixtures_are_listed(pytester: pytest.Pytester) -> None:
             "*sessionhub_async_hub*",
             "*sessionhub_session*",
             "*sessionhub_suite_session*",
+            "*sessionhub_remote_session*",
         ]
     )

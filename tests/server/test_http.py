@@ -1,5 +1,5 @@
 """The HTTP face through raw HTTP against a real server: every route's status and JSON shape, every
-error of PRODUCT.md §8 as its status and exact body (changing nothing), reserved characters in ids,
+error the hub raises as its status and exact body (changing nothing), reserved characters in ids,
 /metrics, and the end of live sessions when the server stops."""
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from prometheus_client.samples import Sample
 
 import sessionhub
 from sessionhub import Limits, Session
+from sessionhub._metrics import CALLER_REASONS_KEPT
 from sessionhub._models import DataEntry, HistoryRecord
 from sessionhub.http import create_app
 from sessionhub.http._routes import ROUTES
@@ -38,9 +39,11 @@ STATS_KEYS = {
     "expiry_lateness_sum",
     "expiry_lateness_max",
     "subscribers",
+    "per_minute",
 }
 
 MakeServer = Callable[..., ThreadedServer]
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -104,6 +107,14 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
     assert spawned["state"] == "SPAWNING"
     counted = call("POST", S + "/counters/{name}", "/v1/sessions/s1/counters/calls", json={"by": 2})
     assert counted == {"value": 2}
+    leased = call("POST", S + "/requests", "/v1/sessions/s1/requests", 201, json={"lease": 30})
+    assert set(leased) == {"lease_id", "expires_in", "session"}
+    assert (leased["expires_in"], leased["session"]["active_requests"]) == (30.0, 1)
+    released = call(
+        "DELETE", S + "/requests/{lease_id}", f"/v1/sessions/s1/requests/{leased['lease_id']}"
+    )
+    assert set(released) == {"session"}
+    assert released["session"]["active_requests"] == 0
 
     call("POST", "/v1/sessions", "/v1/sessions", 201, json={"id": "c1"})
     child = call("POST", S + "/children", "/v1/sessions/s1/children", json={"child_id": "c1"})
@@ -131,6 +142,8 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
         "counts": {"call": 1}
     }
 
+    ended = call("DELETE", "/v1/users/{user_id}/sessions", "/v1/users/nobody/sessions")
+    assert ended == {"count": 0}
     stats = call("GET", "/v1/stats", "/v1/stats")
     assert set(stats) == STATS_KEYS
     assert stats["live_sessions"] == 2
@@ -156,8 +169,8 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
 @pytest.mark.parametrize(
     ("method", "path", "kwargs", "says"),
     [
-        ("POST", "/v1/sessions", {"content": b'{"id": "x"'}, "not valid JSON"),
-        ("POST", "/v1/sessions", {"content": b"[1, 2]"}, "invalid request body"),
+        ("POST", "/v1/sessions", {"content": b'{"id": "x"', "headers": JSON}, "not valid JSON"),
+        ("POST", "/v1/sessions", {"content": b"[1, 2]", "headers": JSON}, "invalid request body"),
         ("POST", "/v1/sessions", {"json": {"idd": "x"}}, "unknown field `idd`"),
         ("POST", "/v1/sessions", {"json": {"id": 5}}, "$.id"),
         ("POST", "/v1/sessions", {"json": {"activate": "yes"}}, "$.activate"),
@@ -324,7 +337,7 @@ def test_a_body_past_max_body_bytes_is_a_413_with_or_without_content_length(
     json_of(http.post("/v1/sessions", json={"id": "live"}), 201)
     before = snapshot(http, "live")
     big = b'{"value": "' + b"x" * 2000 + b'"}'
-    declared = http.put("/v1/sessions/live/data/k", content=big)
+    declared = http.put("/v1/sessions/live/data/k", content=big, headers=JSON)
     assert "larger than 1024 bytes" in assert_error(declared, 413, "payload_too_large")
 
     def chunks() -> Iterator[bytes]:  # no content-length: chunked, counted while it arrives
@@ -333,14 +346,18 @@ def test_a_body_past_max_body_bytes_is_a_413_with_or_without_content_length(
             yield b"x" * 256
         yield b'"}'
 
-    chunked = http.put("/v1/sessions/live/data/k", content=chunks())
+    chunked = http.put("/v1/sessions/live/data/k", content=chunks(), headers=JSON)
     assert chunked.request.headers.get("transfer-encoding") == "chunked"
     assert "content-length" not in chunked.request.headers
     assert_error(chunked, 413, "payload_too_large")
-    created = http.post("/v1/sessions", content=b'{"details": {"k": "' + b"y" * 1100 + b'"}}')
+    created = http.post(
+        "/v1/sessions", content=b'{"details": {"k": "' + b"y" * 1100 + b'"}}', headers=JSON
+    )
     assert_error(created, 413, "payload_too_large")
     assert snapshot(http, "live") == before
-    small = http.put("/v1/sessions/live/data/k", content=b'{"value": "' + b"x" * 900 + b'"}')
+    small = http.put(
+        "/v1/sessions/live/data/k", content=b'{"value": "' + b"x" * 900 + b'"}', headers=JSON
+    )
     assert json_of(small, 200)["version"] == 1  # the limit is the body, not more
 
 
@@ -529,6 +546,22 @@ def test_metrics_label_templates_never_raw_paths_or_methods(
         ("OTHER", "/v1/sessions", "405"),
         ("GET", "/v1/sessions/{id}", "401"),
     }
+
+
+def test_end_reasons_counted_are_bounded_in_metrics_and_stats(http: httpx.Client) -> None:
+    reasons = [f"caller reason {n}" for n in range(CALLER_REASONS_KEPT + 8)]
+    reasons += ["caller reason 0", "evicted", "ended", "other"]  # a kept one, hub's own, "other"
+    for n, reason in enumerate(reasons):
+        json_of(http.post("/v1/sessions", json={"id": f"s{n}"}), 201)
+        json_of(http.delete(f"/v1/sessions/s{n}", params={"reason": reason}), 200)
+
+    kept = {f"caller reason {n}": 1 for n in range(CALLER_REASONS_KEPT)}
+    expected = {**kept, "caller reason 0": 2, "other": 8 + 1, "evicted": 1, "ended": 1}
+    ended = scrape(http)["sessionhub_sessions_ended"]
+    assert {s.labels["reason"]: s.value for s in ended if s.name.endswith("_total")} == expected
+    stats = json_of(http.get("/v1/stats"), 200)
+    assert stats["ended_total"] == expected
+    assert sum(minute["ended"] for minute in stats["per_minute"]) == len(reasons)
 
 
 # stopping

@@ -62,7 +62,24 @@ def test_the_server_serves_the_document_of_its_hub(server: ThreadedServer) -> No
     assert served.status_code == 200
     assert served.json() == openapi_document(server.hub.lifecycle)
     event = served.json()["components"]["schemas"]["TransitionBody"]["properties"]["event"]
-    assert event["enum"] == ["ACTIVATE", "CLEAN", "SPAWN", "TERMINATE"]
+    assert event["examples"] == ["ACTIVATE", "CLEAN", "SPAWN", "TERMINATE"]
+
+
+@pytest.mark.parametrize("event", ["SPAWN", "spawn", "Spawn"])
+def test_the_document_and_the_server_agree_on_event_case(
+    server: ThreadedServer, event: str
+) -> None:
+    """The server takes lifecycle events in any case: the document's rule must say so."""
+    schema = openapi_document()["components"]["schemas"]["TransitionBody"]["properties"]["event"]
+    assert "enum" not in schema
+    assert re.fullmatch(schema["pattern"].strip("^$"), event)
+    assert not re.fullmatch(schema["pattern"].strip("^$"), "SPAWNX")
+    headers = {"Authorization": f"Bearer {server.token}"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=WAIT) as http:
+        assert http.post("/v1/sessions", json={"id": "case"}).status_code == 201
+        moved = http.post("/v1/sessions/case/transitions", json={"event": event})
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["state"] == "SPAWNING"
 
 
 # the fuzz run

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from click.testing import CliRunner, Result
 
+from sessionhub.cli import cli
 from tests.client.serving import free_port
 
 from .conftest import WAIT, SSEReader, assert_error, wait_until
@@ -135,7 +137,9 @@ def test_options_come_from_sessionhub_environment_variables(serve: Serve) -> Non
         assert first.json()["idle_timeout"] == 42.0
         assert http.post("/v1/sessions", json={}).status_code == 201
         assert_error(http.post("/v1/sessions", json={}), 503, "capacity_exceeded")
-        big = http.post("/v1/sessions", content=b" " * 3000)
+        big = http.post(
+            "/v1/sessions", content=b" " * 3000, headers={"Content-Type": "application/json"}
+        )
         assert_error(big, 413, "payload_too_large")
         assert http.get("/v1/count").json() == {"count": 2}
     with client(port, token=None) as anon:
@@ -168,6 +172,11 @@ def test_insecure_serves_a_non_loopback_host_without_a_token(serve: Serve) -> No
     with client(port, token=None) as anon:
         assert anon.post("/v1/sessions", json={"id": "open"}).status_code == 201
         assert anon.get("/v1/sessions/open").json()["id"] == "open"
+        # bound to every interface: any address of the machine is its own (a rebinding page
+        # sends a name, never an address)
+        assert anon.get("/v1/count", headers={"Host": f"192.0.2.10:{port}"}).status_code == 200
+        refused = anon.get("/v1/count", headers={"Host": f"rebound.example:{port}"})
+        assert_error(refused, 403, "forbidden")
     assert served.stop() == 0
     assert f"http://0.0.0.0:{port}" in served.output
 
@@ -188,8 +197,15 @@ def test_a_taken_port_is_a_clear_error(serve: Serve) -> None:
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (["--idle-timeout", "-1"], "'--idle-timeout': '-1' must be a positive number of seconds"),
-        (["--ttl", "soon"], "'--ttl': 'soon' is neither a number of seconds nor 'none'"),
+        (
+            ["--idle-timeout", "-1"],
+            "'--idle-timeout' (env var: 'SESSIONHUB_IDLE_TIMEOUT'): '-1' must be a positive "
+            "number of seconds",
+        ),
+        (
+            ["--ttl", "soon"],
+            "'--ttl' (env var: 'SESSIONHUB_TTL'): 'soon' is neither a number of seconds nor 'none'",
+        ),
         (["--store", "bogus://"], "unknown store scheme 'bogus'"),
         (["--port", "70000"], "'--port'"),
         (["--max-sessions", "0"], "'--max-sessions'"),
@@ -243,3 +259,148 @@ def test_a_signal_ends_live_sessions_for_the_subscribers_then_exits_0(
     assert "Traceback" not in text
     assert "panicked" not in text
     assert TOKEN not in text
+
+
+# starting: what fails, fails before "serving", in one line
+
+
+def one_line_error(served: Served, status: int) -> str:
+    assert served.wait_exit() == status
+    text = served.output
+    assert "serving" not in text
+    assert "Traceback" not in text
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, text
+    return errors[0]
+
+
+def test_a_host_name_is_resolved_and_localhost_is_loopback(serve: Serve) -> None:
+    port = free_port()
+    served = serve("--host", "localhost", "--port", str(port))  # no token: loopback
+    served.wait_ready(f"http://127.0.0.1:{port}")
+    with httpx.Client(base_url=f"http://localhost:{port}", timeout=WAIT) as http:
+        assert http.post("/v1/sessions", json={"id": "named"}).status_code == 201
+    assert served.stop() == 0
+
+
+def test_a_short_token_is_refused_at_start(serve: Serve) -> None:
+    served = serve(env={"SESSIONHUB_TOKEN": "short-token"})  # 11 characters
+    line = one_line_error(served, 2)
+    assert "at least 16 characters" in line
+    assert "short-token" not in served.output
+
+
+@pytest.mark.parametrize(
+    "store",
+    ["redis://127.0.0.1:1/0", "sqlite:///no/such/directory/sessions.db"],
+    ids=["redis-nobody-listens", "sqlite-unopenable"],
+)
+def test_a_dead_store_fails_before_serving_in_one_line(serve: Serve, store: str) -> None:
+    served = serve("--store", store, "--port", str(free_port()))
+    line = one_line_error(served, 1)
+    assert store in line
+    assert "cannot open the store" in line
+
+
+def test_a_taken_grpc_port_fails_at_start_unless_grpc_is_off(serve: Serve) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        grpc_port = holder.getsockname()[1]
+        served = serve("--port", str(free_port()), "--grpc-port", str(grpc_port))
+        line = one_line_error(served, 1)
+        assert f"127.0.0.1:{grpc_port}" in line
+        assert "--no-grpc" in line
+        port = free_port()
+        served = serve(
+            "--port",
+            str(port),
+            env={"SESSIONHUB_GRPC_PORT": str(grpc_port), "SESSIONHUB_NO_GRPC": "1"},
+        )
+        served.wait_ready(f"http://127.0.0.1:{port}")
+        assert served.stop() == 0
+
+
+def test_every_option_reads_its_sessionhub_variable_shown_in_help(serve: Serve) -> None:
+    from sessionhub.cli import serve as command
+
+    served = serve("--help")
+    assert served.wait_exit() == 0
+    text = " ".join(served.output.split())  # help wraps lines
+    for param in command.params:
+        long = next(name for name in param.opts if name.startswith("--"))
+        variable = "SESSIONHUB_" + long[2:].replace("-", "_").upper()
+        assert param.envvar == variable, long
+        assert variable in text, variable
+
+
+def test_repeatable_options_take_a_list_from_their_variable(serve: Serve) -> None:
+    port = free_port()
+    served = serve(
+        env={
+            "SESSIONHUB_PORT": str(port),
+            "SESSIONHUB_UNIQUE_LABEL": "role, seat",
+            "SESSIONHUB_ALLOW_ORIGIN": "http://a.example http://b.example",
+            "SESSIONHUB_UNIQUE_LABELS": "misspelt",
+        }
+    )
+    served.wait_ready(f"http://127.0.0.1:{port}")
+    with client(port, token=None) as http:
+        for label in ("role", "seat"):
+            assert http.post("/v1/sessions", json={"labels": {label: "x"}}).status_code == 201
+            assert http.post("/v1/sessions", json={"labels": {label: "x"}}).status_code == 409
+        for origin in ("http://a.example", "http://b.example"):
+            answer = http.get("/v1/count", headers={"Origin": origin})
+            assert answer.headers["access-control-allow-origin"] == origin
+        assert http.get("/v1/count", headers={"Origin": "http://c.example"}).status_code == 403
+    assert served.stop() == 0
+    assert "SESSIONHUB_UNIQUE_LABELS is not a sessionhub variable" in served.output
+
+
+def test_a_bare_install_says_which_extra_to_install() -> None:
+    """Without the server extra, `import click` fails: one line, status 2, no traceback."""
+    blocked = "import sys; sys.modules['click'] = None; from sessionhub.__main__ import main; "
+    done = subprocess.run(
+        [sys.executable, "-c", blocked + "sys.exit(main(['ls']))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        "sessionhub: the command needs the server extra (click is not installed): "
+        "pip install 'sessionhub[server]'"
+    ]
+
+
+def sessionhub_command(*args: str) -> Result:
+    """The `sessionhub` command, in this process (click's runner), without SESSIONHUB_*."""
+    clean = {k: None for k in os.environ if k.startswith("SESSIONHUB_")}
+    return CliRunner().invoke(cli, list(args), env=clean)
+
+
+def test_the_cli_speaks_grpc_to_a_served_hub(serve: Serve) -> None:
+    port, grpc_port = free_port(), free_port()
+    served = serve(
+        "--port", str(port), env={"SESSIONHUB_TOKEN": TOKEN, "SESSIONHUB_GRPC_PORT": str(grpc_port)}
+    )
+    served.wait_ready(f"http://127.0.0.1:{port}")
+    grpc_url = f"grpc://127.0.0.1:{grpc_port}"
+    wait_until(
+        lambda: sessionhub_command("stats", "--url", grpc_url, "--token", TOKEN).exit_code == 0,
+        "the gRPC port",
+    )
+    made = sessionhub_command("--url", grpc_url, "--token", TOKEN, "create", "--id", "via-grpc")
+    assert made.exit_code == 0, made.output
+    assert made.stdout.strip() == "via-grpc"
+    listed = sessionhub_command("ls", "--url", grpc_url, "--token", TOKEN)
+    assert listed.exit_code == 0, listed.output
+    assert [line.split()[0] for line in listed.stdout.splitlines()[1:]] == ["via-grpc"]
+    gone = sessionhub_command("end", "via-grpc", "--url", grpc_url, "--token", TOKEN)
+    assert (gone.exit_code, gone.stdout.split()) == (0, ["ended", "via-grpc"])
+    again = sessionhub_command("end", "via-grpc", "--url", grpc_url, "--token", TOKEN)
+    assert again.exit_code == 1
+    assert again.stderr.strip() == "error: not_found: session not live: via-grpc"
+    assert served.stop() == 0

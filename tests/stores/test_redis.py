@@ -24,9 +24,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from sessionhub import (
+    DamagedRecord,
     DuplicateSession,
     EventKind,
     ManualClock,
@@ -174,17 +176,17 @@ async def test_every_store_operation_is_one_round_trip(
                 ),
             ),
             ("data_set", lambda: store.data_set("rt-1", "k", b'{"v":1}', None, now + 2)),
-            ("data_get", lambda: store.data_get("rt-1", "k")),
-            ("data_items", lambda: store.data_items("rt-1")),
+            ("data_get", lambda: store.data_get("rt-1", "k", now + 2)),
+            ("data_items", lambda: store.data_items("rt-1", now + 2)),
             ("data_delete", lambda: store.data_delete("rt-1", "k", None, now + 2)),
             ("history_append", lambda: store.history_append("rt-1", "m", b"1", now + 3)),
             (
                 "history_read",
                 lambda: store.history_read(
-                    "rt-1", after=None, limit=10, newest_first=True, kind="m"
+                    "rt-1", after=None, limit=10, newest_first=True, kind="m", now=now + 3
                 ),
             ),
-            ("history_counts", lambda: store.history_counts("rt-1")),
+            ("history_counts", lambda: store.history_counts("rt-1", now + 3)),
             ("next_deadline", store.next_deadline),
             ("claim_expired", lambda: store.claim_expired(now, MOVES, 100)),
             ("claim_end", lambda: store.claim_end("rt-1", "ended", now + 4, MOVES)),
@@ -204,6 +206,33 @@ async def test_every_store_operation_is_one_round_trip(
         assert after["function|load"] == before["function|load"]
     finally:
         await store.close()
+
+
+async def test_hub_container_reads_are_one_round_trip(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """A data or history read through the hub is its store read alone (no ``get`` first): one
+    FCALL, on a live session and on an ended one still retained."""
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
+    async with SessionHub(store, retention=60, auto_expire=False) as hub:
+        session = await hub.create()
+        await hub.data(session.id).set("k", 1)
+        await hub.history(session.id).append("m", 1)
+        reads: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("history.read", lambda: hub.history(session.id).read(limit=50, newest_first=True)),
+            ("history.counts", hub.history(session.id).counts),
+            ("data.get", lambda: hub.data(session.id).get("k")),
+            ("data.items", hub.data(session.id).items),
+        ]
+        for ended in (False, True):
+            if ended:
+                await hub.end(session.id)
+            for name, read in reads:
+                before, sent = await _calls(admin), store.round_trips
+                await read()
+                after = await _calls(admin)
+                assert store.round_trips - sent == 1, (name, ended)
+                assert after["fcall"] - before["fcall"] == 1, (name, ended)
 
 
 async def _calls(admin: RedisClient) -> Counter[str]:
@@ -519,3 +548,62 @@ def test_three_processes_end_each_session_exactly_once(
         elif kind == EventKind.ENDED:
             assert holder.pop(slot) == sid
     assert taken >= slots
+
+
+# records written before the JSON nesting bound existed
+
+DEEP = "[" * 5000 + "]" * 5000  # msgspec (like any recursive decoder) cannot decode this
+
+
+async def _poison(admin: RedisClient, prefix: str, session_id: str) -> None:
+    """Give a session details nested 5,000 deep and make it due, add an event carrying it, and
+    give session ``a`` such a data value and history record, as a sessionhub without the nesting
+    bound could have written them."""
+    key = f"{prefix}s:{{{session_id}}}"
+    await admin.call("HSET", key, 'd:"v"', DEEP, "dq", "0")
+    await admin.call("ZADD", f"{prefix}deadlines", 0, session_id)
+    flat = await admin.call("HGETALL", key)
+    snapshot = msgspec.msgpack.encode(flat)
+    await admin.call("XADD", f"{prefix}events", "*", "k", "updated", "a", "0", "s", snapshot)
+    await admin.call("HSET", f"{prefix}d:{{a}}", "deep", "1:" + DEEP)
+    await admin.call("RPUSH", f"{prefix}h:{{a}}", "call\t0\t" + DEEP)
+
+
+async def test_a_record_that_cannot_be_decoded_breaks_nothing_else(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    clock = ManualClock()
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, clock=clock, auto_expire=False, idle_timeout=60) as hub:
+        for sid in ("a", "poisoned", "z"):
+            await hub.create(sid)
+        await hub.data("a").set("k", 1)
+        await hub.history("a").append("call", 1)
+        events = hub.subscribe()
+        await _poison(admin, prefix, "poisoned")
+
+        # the stream goes on past the poisoned event
+        await hub.create("b")
+        event = await next_event(events)
+        assert (event.kind, event.session is not None and event.session.id) == ("created", "b")
+
+        # listings skip it (also when it ends a page), reads of it say what is wrong
+        assert [s.id for s in (await hub.find()).items] == ["a", "b", "z"]
+        page = await hub.find(limit=1, cursor="b")
+        assert (page.items, page.cursor) == ([], "poisoned")
+        assert [s.id for s in (await hub.find(cursor="poisoned")).items] == ["z"]
+        with pytest.raises(DamagedRecord, match="session poisoned"):
+            await hub.get("poisoned")
+        assert (await hub.get("a")).id == "a"
+        assert await hub.data("a").items() == {"k": 1}
+        with pytest.raises(DamagedRecord, match="data value deep of session a"):
+            await hub.data("a").get("deep")
+        assert [r.payload for r in await hub.history("a").read()] == [1]
+
+        # expiry passes go on for the others, and do not pick the damaged record again
+        clock.advance(61)
+        assert await hub.expire_due() == 3
+        assert await hub.expire_due() == 0
+        assert store.damaged_records >= 4
+        await events.aclose()

@@ -9,6 +9,7 @@ test runs about a thousand sessions; ``SESSIONHUB_SOAK=1`` makes it ten thousand
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from sessionhub import (
+    DamagedRecord,
     DuplicateSession,
     EventKind,
     ManualClock,
@@ -434,3 +436,79 @@ async def test_durability_setting_is_applied(db: Path) -> None:
             assert await store._submit(store._fetch, "PRAGMA journal_mode", ()) == [("wal",)]
         finally:
             await store.close()
+
+
+# records written before the JSON nesting bound existed
+
+DEEP = b"[" * 5000 + b"]" * 5000  # msgspec (like any recursive decoder) cannot decode this
+
+
+def _poison(db: Path, session_id: str) -> None:
+    """Give a session details nested 5,000 deep, add an event carrying it, and give session
+    ``a`` such a data value and history record, as a sessionhub without the nesting bound could
+    have written them."""
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn, conn:
+        (record,) = conn.execute(
+            "SELECT record FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        poisoned = bytes(record).replace(b'"details":{}', b'"details":{"v":' + DEEP + b"}")
+        assert poisoned != record
+        conn.execute(
+            "UPDATE sessions SET record = ?, deadline = 0 WHERE id = ?", (poisoned, session_id)
+        )
+        conn.execute("INSERT INTO events (kind, at, session) VALUES ('updated', 0, ?)", (poisoned,))
+        # and a data value and a history record of another session
+        conn.execute(
+            "INSERT INTO data (session_id, key, value, version) VALUES ('a', 'deep', ?, 1)", (DEEP,)
+        )
+        conn.execute(
+            "INSERT INTO history (session_id, seq, kind, at, payload) VALUES ('a', 2, 'call', 0, ?)",
+            (DEEP,),
+        )
+
+
+async def test_a_record_that_cannot_be_decoded_breaks_nothing_else(db: Path) -> None:
+    clock = ManualClock()
+    store = SQLiteStore(db, poll_interval=0.01)
+    async with SessionHub(store, clock=clock, auto_expire=False, idle_timeout=60) as hub:
+        for sid in ("a", "poisoned", "z"):
+            await hub.create(sid)
+        await hub.data("a").set("k", 1)
+        await hub.history("a").append("call", 1)
+        events = hub.subscribe()
+        _poison(db, "poisoned")
+
+        # the stream goes on past the poisoned event: a one-event gap, then the next event
+        await hub.create("b")
+        got = [await next_event(events), await next_event(events)]
+        assert [(e.kind, e.missed) for e in got] == [(EventKind.MISSED, 1), (EventKind.CREATED, 0)]
+        assert got[1].session is not None
+        assert got[1].session.id == "b"
+
+        # listings skip it (also when it ends a page), reads of it say what is wrong
+        assert [s.id for s in (await hub.find()).items] == ["a", "b", "z"]
+        page = await hub.find(limit=2)
+        assert [s.id for s in page.items] == ["a", "b"]
+        assert page.cursor is not None
+        page = await hub.find(limit=1, cursor="b")
+        assert (page.items, page.cursor) == ([], "poisoned")
+        assert [s.id for s in (await hub.find(cursor="poisoned")).items] == ["z"]
+        with pytest.raises(DamagedRecord, match="session poisoned"):
+            await hub.get("poisoned")
+        assert (await hub.get("a")).id == "a"
+        assert await hub.data("a").items() == {"k": 1}
+        with pytest.raises(DamagedRecord, match="data value deep of session a"):
+            await hub.data("a").get("deep")
+        assert [r.payload for r in await hub.history("a").read()] == [1]
+
+        # expiry passes go on for the others, and do not pick the damaged record again
+        clock.advance(61)
+        assert await hub.expire_due() == 4 - 1
+        assert await hub.expire_due() == 0
+        assert store.damaged_records >= 3
+    async with SessionHub(SQLiteStore(db), clock=clock, auto_expire=False) as hub:
+        resumed = hub.subscribe(after="1")  # a restart reads the poisoned event again: skipped
+        kinds = [(await next_event(resumed)).kind for _ in range(4)]
+        assert EventKind.MISSED in kinds
+        await resumed.aclose()
+    await events.aclose()

@@ -9,13 +9,15 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._errors import SessionNotFound
+from .._errors import SessionHubError, SessionNotFound
 from .._hub import DEFAULT, _Default
+from .._leases import DEFAULT_LEASE
 from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
 from . import _calls as calls
 from ._calls import Call
+from ._remote import AsyncRemoteHub, RemoteDataHandle, RemoteHistoryHandle
 from ._sse import EventStreamParser, backoff
 
 __all__ = ["AsyncClient", "AsyncRemoteData", "AsyncRemoteHistory"]
@@ -24,12 +26,14 @@ T = TypeVar("T")
 _JSON = {"Content-Type": "application/json"}
 
 
-class AsyncClient:
+class AsyncClient(AsyncRemoteHub):
     """A sessionhub server seen as a hub: ``async with AsyncClient(url, token=...) as hub:``.
 
     Same verbs, arguments and exceptions as ``SessionHub``; one pooled HTTP connection set is reused
     by every call. ``url`` defaults to ``SESSIONHUB_URL`` (else ``http://127.0.0.1:7480``) and
     ``token`` to ``SESSIONHUB_TOKEN``. A server that cannot be reached raises ``StoreUnavailable``.
+    ``request_lease`` bounds how long the server counts a ``track_request`` block whose process
+    died before releasing it (seconds).
     """
 
     def __init__(
@@ -39,11 +43,13 @@ class AsyncClient:
         token: str | None = None,
         timeout: float | None = 10.0,
         reconnect_attempts: int = 5,
+        request_lease: float = DEFAULT_LEASE,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.url = calls.base_url(url)
         self.timeout = timeout
         self.reconnect_attempts = reconnect_attempts
+        self.request_lease = request_lease
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=calls.headers_for(calls.default_token(token)),
@@ -52,18 +58,7 @@ class AsyncClient:
         )
 
     def __repr__(self) -> str:
-        return f"AsyncClient({self.url!r})"  # never the token
-
-    async def __aenter__(self) -> AsyncClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Check that the server answers (``StoreUnavailable`` if not), as a hub opens its store."""
-        await self.health()
+        return f"AsyncClient({calls.shown_url(self.url)!r})"  # never the token or a password
 
     async def close(self) -> None:
         """Close the pooled connections."""
@@ -119,13 +114,6 @@ class AsyncClient:
 
     async def get(self, session_id: str) -> Session:
         return await self._run(calls.get(session_id))
-
-    async def exists(self, session_id: str) -> bool:
-        try:
-            session = await self.get(session_id)
-        except SessionNotFound:
-            return False
-        return session.ended_at is None
 
     async def find(
         self,
@@ -211,16 +199,19 @@ class AsyncClient:
 
     @contextlib.asynccontextmanager
     async def track_request(self, session_id: str) -> AsyncIterator[Session]:
-        """Activity around a block: over HTTP there is no request-tracking endpoint, so this
-        touches the session on entry and on exit. The idle timeout is refreshed at both ends, but
-        the server does not count the block in ``active_requests`` nor hold expiry off during it;
-        keep blocks shorter than the idle timeout (the middleware, in the server, does count)."""
-        session = await self.touch(session_id)
+        """Count a request in flight on the server for the block's duration: a request lease
+        taken on entry and released on exit, whatever happens in the block (if this process dies
+        first, the lease runs out after ``request_lease`` seconds)."""
+        lease = await self._run(calls.take_lease(session_id, self.request_lease))
+        release = calls.release_lease(session_id, lease.lease_id)
         try:
-            yield session
-        finally:
-            with contextlib.suppress(SessionNotFound):
-                await self.touch(session_id)
+            yield lease.session
+        except BaseException:
+            with contextlib.suppress(SessionHubError):  # the block's error is the one to see
+                await self._run(release)
+            raise
+        with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing is held
+            await self._run(release)
 
     async def end(self, session_id: str, reason: str = "ended") -> bool:
         return await self._run(calls.end(session_id, reason))
@@ -235,6 +226,44 @@ class AsyncClient:
     def history(self, session_id: str) -> AsyncRemoteHistory:
         check_id(session_id)
         return AsyncRemoteHistory(self, session_id)
+
+    async def _data_entry(self, session_id: str, key: str) -> DataEntry | None:
+        try:
+            return await self._run(calls.data_get(session_id, key))
+        except SessionNotFound:
+            await self.get(session_id)  # a 404 means no key, or no session: which?
+            return None
+
+    async def _data_set(
+        self, session_id: str, key: str, value: Any, expected_version: int | None
+    ) -> DataEntry:
+        return await self._run(calls.data_set(session_id, key, value, expected_version))
+
+    async def _data_delete(self, session_id: str, key: str, expected_version: int | None) -> bool:
+        return await self._run(calls.data_delete(session_id, key, expected_version))
+
+    async def _data_entries(self, session_id: str) -> list[DataEntry]:
+        return await self._run(calls.data_items(session_id))
+
+    async def _history_append(self, session_id: str, kind: str, payload: Any) -> HistoryRecord:
+        return await self._run(calls.history_append(session_id, kind, payload))
+
+    async def _history_read(
+        self,
+        session_id: str,
+        *,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+    ) -> list[HistoryRecord]:
+        call = calls.history_read(
+            session_id, after=after, limit=limit, newest_first=newest_first, kind=kind
+        )
+        return await self._run(call)
+
+    async def _history_counts(self, session_id: str) -> dict[str, int]:
+        return await self._run(calls.history_counts(session_id))
 
     # events and metrics
 
@@ -287,69 +316,13 @@ class AsyncClient:
         return await self._run(calls.metrics())
 
 
-class AsyncRemoteData:
+class AsyncRemoteData(RemoteDataHandle):
     """``client.data(id)``: the session's key → JSON value store, as ``SessionData``."""
 
-    __slots__ = ("_client", "session_id")
-
-    def __init__(self, client: AsyncClient, session_id: str) -> None:
-        self._client = client
-        self.session_id = session_id
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        entry = await self.entry(key)
-        return default if entry is None else entry.value
-
-    async def entry(self, key: str) -> DataEntry | None:
-        try:
-            return await self._client._run(calls.data_get(self.session_id, key))
-        except SessionNotFound:
-            await self._client.get(self.session_id)  # a 404 means no key, or no session: which?
-            return None
-
-    async def set(self, key: str, value: Any, *, expected_version: int | None = None) -> DataEntry:
-        return await self._client._run(
-            calls.data_set(self.session_id, key, value, expected_version)
-        )
-
-    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        return await self._client._run(calls.data_delete(self.session_id, key, expected_version))
-
-    async def entries(self) -> list[DataEntry]:
-        return await self._client._run(calls.data_items(self.session_id))
-
-    async def items(self) -> dict[str, Any]:
-        return {entry.key: entry.value for entry in await self.entries()}
+    __slots__ = ()
 
 
-class AsyncRemoteHistory:
+class AsyncRemoteHistory(RemoteHistoryHandle):
     """``client.history(id)``: the session's append-only log, as ``SessionHistory``."""
 
-    __slots__ = ("_client", "session_id")
-
-    def __init__(self, client: AsyncClient, session_id: str) -> None:
-        self._client = client
-        self.session_id = session_id
-
-    async def append(self, kind: str, payload: Any = None) -> HistoryRecord:
-        return await self._client._run(calls.history_append(self.session_id, kind, payload))
-
-    async def read(
-        self,
-        *,
-        after: int | None = None,
-        limit: int = 100,
-        newest_first: bool = False,
-        kind: str | None = None,
-    ) -> list[HistoryRecord]:
-        call = calls.history_read(
-            self.session_id, after=after, limit=limit, newest_first=newest_first, kind=kind
-        )
-        return await self._client._run(call)
-
-    async def counts(self) -> dict[str, int]:
-        return await self._client._run(calls.history_counts(self.session_id))
-
-    async def count(self, kind: str | None = None) -> int:
-        counts = await self.counts()
-        return sum(counts.values()) if kind is None else counts.get(kind, 0)
+    __slots__ = ()

@@ -10,11 +10,12 @@ import os
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, NoReturn, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import msgspec
 
+from .. import _wire as wire
 from .._errors import (
     SessionHubError,
     SessionNotFound,
@@ -27,7 +28,15 @@ from .._limits import check_id, check_key, encode_json
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session
 
-__all__ = ["DEFAULT_URL", "Call", "base_url", "default_token", "raise_for_response"]
+__all__ = [
+    "DEFAULT_URL",
+    "Call",
+    "base_url",
+    "default_token",
+    "raise_for_response",
+    "shown_url",
+    "to_json",
+]
 
 T = TypeVar("T")
 Params = list[tuple[str, str | int | float | bool | None]]
@@ -41,7 +50,8 @@ def base_url(url: str | None) -> str:
     chosen = url if url is not None else os.environ.get("SESSIONHUB_URL") or DEFAULT_URL
     if not isinstance(chosen, str) or not chosen.startswith(("http://", "https://")):
         raise ValidationError(
-            f"a sessionhub server URL starts with http:// or https://, got {chosen!r}"
+            "a sessionhub server URL starts with http:// or https://, got "
+            + repr(shown_url(chosen) if isinstance(chosen, str) else chosen)
         )
     return chosen.rstrip("/")
 
@@ -63,68 +73,23 @@ def stream_timeout(timeout: float | None) -> httpx.Timeout:
     return httpx.Timeout(timeout, read=None)
 
 
+def shown_url(url: str) -> str:
+    """``url`` as messages and reprs show it: without the credentials it may carry
+    (``http://user:pass@host`` shows as ``http://host``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
 def transport_error(url: str, exc: httpx.TransportError) -> StoreUnavailable:
     """The server could not be reached: to the caller it is the store being unavailable."""
-    return StoreUnavailable(f"cannot reach the sessionhub server at {url}: {exc!r}")
+    shown = shown_url(url)
+    detail = repr(exc).replace(url, shown)  # should the error quote the URL, quote it shown
+    return StoreUnavailable(f"cannot reach the sessionhub server at {shown}: {detail}")
 
 
 # answers
-
-
-class _ErrorBody(msgspec.Struct):
-    code: str
-    message: str
-
-
-class _ErrorAnswer(msgspec.Struct):
-    error: _ErrorBody
-
-
-class _Ended(msgspec.Struct):
-    ended: bool
-
-
-class _Deleted(msgspec.Struct):
-    deleted: bool
-
-
-class _Value(msgspec.Struct):
-    value: int
-
-
-class _Count(msgspec.Struct):
-    count: int
-
-
-class _DataItems(msgspec.Struct):
-    items: list[DataEntry]
-
-
-class _HistoryItems(msgspec.Struct):
-    items: list[HistoryRecord]
-
-
-class _Counts(msgspec.Struct):
-    counts: dict[str, int]
-
-
-class _Census(msgspec.Struct):
-    namespace: str
-    state: str
-    count: int
-
-
-class _Stats(msgspec.Struct):
-    live_sessions: int
-    sessions: list[_Census]
-    created_total: int
-    ended_total: dict[str, int]
-    hook_calls_total: int
-    hook_failures_total: int
-    expiry_lateness_buckets: list[int]
-    expiry_lateness_sum: float
-    expiry_lateness_max: float
-    subscribers: int
 
 
 def _decoder(kind: type[T]) -> Callable[[bytes], T]:
@@ -135,28 +100,14 @@ _session = _decoder(Session)
 _page = _decoder(Page)
 _data_entry = _decoder(DataEntry)
 _record = _decoder(HistoryRecord)
-_error_answer = _decoder(_ErrorAnswer)
+_lease = _decoder(wire.Lease)
+_error_answer = _decoder(wire.ErrorAnswer)
+_stats = _decoder(wire.Stats)
 
 
 def _field(kind: type[Any], name: str) -> Callable[[bytes], Any]:
     decode = _decoder(kind)
     return lambda raw: getattr(decode(raw), name)
-
-
-def _metrics(raw: bytes) -> MetricsSnapshot:
-    stats = msgspec.json.decode(raw, type=_Stats)
-    return MetricsSnapshot(
-        live_sessions=stats.live_sessions,
-        sessions={(c.namespace, c.state): c.count for c in stats.sessions},
-        created_total=stats.created_total,
-        ended_total=stats.ended_total,
-        hook_calls_total=stats.hook_calls_total,
-        hook_failures_total=stats.hook_failures_total,
-        expiry_lateness_buckets=tuple(stats.expiry_lateness_buckets),
-        expiry_lateness_sum=stats.expiry_lateness_sum,
-        expiry_lateness_max=stats.expiry_lateness_max,
-        subscribers=stats.subscribers,
-    )
 
 
 def raise_for_response(response: httpx.Response, session_id: str | None = None) -> NoReturn:
@@ -194,16 +145,28 @@ class Call(Generic[T]):
 
 
 def _seg(value: str) -> str:
-    return quote(value, safe="")
+    """One path segment: percent-encoded, and the dot segments ``.`` and ``..`` spelt ``%2E``
+    (a URL library removes them as relative references, so ``get("..")`` would reach ``/v1``)."""
+    segment = quote(value, safe="")
+    return segment.replace(".", "%2E") if segment in (".", "..") else segment
 
 
 def _session_path(session_id: str, *rest: str) -> str:
     return "/".join(("/v1/sessions", _seg(check_id(session_id)), *rest))
 
 
+def to_json(value: Any, what: str) -> bytes:
+    """JSON to send; a value nested too deeply to encode is refused as any other non-JSON value
+    is (``ValidationError``), not raised as Python's ``RecursionError``."""
+    try:
+        return encode_json(value, what, None)
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply to encode as JSON") from None
+
+
 def _body(fields: Mapping[str, Any]) -> bytes:
     """JSON of the fields given (``DEFAULT`` ones are left out, so the server applies its own)."""
-    return encode_json({k: v for k, v in fields.items() if v is not DEFAULT}, "request body", None)
+    return to_json({k: v for k, v in fields.items() if v is not DEFAULT}, "request body")
 
 
 def _filters(
@@ -295,7 +258,7 @@ def count(
     include_ended: bool,
 ) -> Call[int]:
     params = _filters(namespace, user_id, parent_id, state, labels, include_ended)
-    return Call("GET", "/v1/count", _field(_Count, "count"), params=params)
+    return Call("GET", "/v1/count", _field(wire.Count, "count"), params=params)
 
 
 def update(
@@ -343,7 +306,7 @@ def incr(session_id: str, counter: str, by: int) -> Call[int]:
     if not isinstance(counter, str) or not counter:
         raise ValidationError(f"counter name must be a non-empty string, got {counter!r}")
     path = _session_path(session_id, "counters", _seg(counter))
-    decode = _field(_Value, "value")
+    decode = _field(wire.Value, "value")
     return Call("POST", path, decode, body=_body({"by": by}), session_id=session_id)
 
 
@@ -351,8 +314,19 @@ def end(session_id: str, reason: str) -> Call[bool]:
     if not isinstance(reason, str):
         raise ValidationError(f"reason must be a string, got {reason!r}")
     path = _session_path(session_id)
-    decode = _field(_Ended, "ended")
+    decode = _field(wire.Ended, "ended")
     return Call("DELETE", path, decode, params=[("reason", reason)], session_id=session_id)
+
+
+def take_lease(session_id: str, lease: float) -> Call[wire.Lease]:
+    """A request in flight on the server until ``release_lease`` (or ``lease`` seconds)."""
+    path = _session_path(session_id, "requests")
+    return Call("POST", path, _lease, body=_body({"lease": lease}), session_id=session_id)
+
+
+def release_lease(session_id: str, lease_id: str) -> Call[Session]:
+    path = _session_path(session_id, "requests", _seg(lease_id))
+    return Call("DELETE", path, _field(wire.Released, "session"), session_id=session_id)
 
 
 def link(parent_id: str, child_id: str) -> Call[Session]:
@@ -363,7 +337,7 @@ def link(parent_id: str, child_id: str) -> Call[Session]:
 
 def data_items(session_id: str) -> Call[list[DataEntry]]:
     path = _session_path(session_id, "data")
-    return Call("GET", path, _field(_DataItems, "items"), session_id=session_id)
+    return Call("GET", path, _field(wire.DataItems, "items"), session_id=session_id)
 
 
 def data_get(session_id: str, key: str) -> Call[DataEntry]:
@@ -386,7 +360,7 @@ def data_delete(session_id: str, key: str, expected_version: int | None) -> Call
         [] if expected_version is None else [("expected_version", str(expected_version))]
     )
     path = _session_path(session_id, "data", _seg(check_key(key)))
-    decode = _field(_Deleted, "deleted")
+    decode = _field(wire.Deleted, "deleted")
     return Call("DELETE", path, decode, params=params, session_id=session_id)
 
 
@@ -405,21 +379,21 @@ def history_read(
     if kind is not None:
         params.append(("kind", kind))
     path = _session_path(session_id, "history")
-    decode = _field(_HistoryItems, "items")
+    decode = _field(wire.HistoryItems, "items")
     return Call("GET", path, decode, params=params, session_id=session_id)
 
 
 def history_counts(session_id: str) -> Call[dict[str, int]]:
     path = _session_path(session_id, "history", "counts")
-    return Call("GET", path, _field(_Counts, "counts"), session_id=session_id)
+    return Call("GET", path, _field(wire.HistoryCounts, "counts"), session_id=session_id)
 
 
 def metrics() -> Call[MetricsSnapshot]:
-    return Call("GET", "/v1/stats", _metrics)
+    return Call("GET", "/v1/stats", lambda raw: _stats(raw).snapshot())
 
 
 def health() -> Call[str]:
-    return Call("GET", "/healthz", lambda raw: str(msgspec.json.decode(raw)["status"]))
+    return Call("GET", "/healthz", _field(wire.Health, "status"))
 
 
 def events_params(
@@ -431,7 +405,8 @@ def events_params(
     if kinds is not None:
         if isinstance(kinds, str):
             raise ValidationError(f"kinds must be a collection of event kinds, got {kinds!r}")
-        params.append(("kinds", ",".join(kinds)))
+        if kinds:  # no kinds named: every kind, as the hub's `kinds=[]`
+            params.append(("kinds", ",".join(kinds)))
     if session_id is not None:
         params.append(("session_id", check_id(session_id)))
     return params

@@ -1,5 +1,5 @@
 """``Client``: the hub's verbs against a sessionhub server, blocking (for scripts, the CLI and sync
-tests). It mirrors ``Client`` line for line; both build their requests with ``_calls``."""
+tests). It mirrors ``AsyncClient`` line for line; both build their requests with ``_calls``."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._errors import SessionNotFound
+from .._errors import SessionHubError, SessionNotFound
 from .._hub import DEFAULT, _Default
+from .._leases import DEFAULT_LEASE
 from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
@@ -31,6 +32,8 @@ class Client:
     Same verbs, arguments and exceptions as ``SessionHub``; one pooled HTTP connection set is reused
     by every call. ``url`` defaults to ``SESSIONHUB_URL`` (else ``http://127.0.0.1:7480``) and
     ``token`` to ``SESSIONHUB_TOKEN``. A server that cannot be reached raises ``StoreUnavailable``.
+    ``request_lease`` bounds how long the server counts a ``track_request`` block whose process
+    died before releasing it (seconds).
     """
 
     def __init__(
@@ -40,11 +43,13 @@ class Client:
         token: str | None = None,
         timeout: float | None = 10.0,
         reconnect_attempts: int = 5,
+        request_lease: float = DEFAULT_LEASE,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
         self.url = calls.base_url(url)
         self.timeout = timeout
         self.reconnect_attempts = reconnect_attempts
+        self.request_lease = request_lease
         self._http = httpx.Client(
             base_url=self.url,
             headers=calls.headers_for(calls.default_token(token)),
@@ -53,7 +58,7 @@ class Client:
         )
 
     def __repr__(self) -> str:
-        return f"Client({self.url!r})"  # never the token
+        return f"Client({calls.shown_url(self.url)!r})"  # never the token or a password
 
     def __enter__(self) -> Client:
         self.start()
@@ -212,16 +217,19 @@ class Client:
 
     @contextlib.contextmanager
     def track_request(self, session_id: str) -> Iterator[Session]:
-        """Activity around a block: over HTTP there is no request-tracking endpoint, so this
-        touches the session on entry and on exit. The idle timeout is refreshed at both ends, but
-        the server does not count the block in ``active_requests`` nor hold expiry off during it;
-        keep blocks shorter than the idle timeout (the middleware, in the server, does count)."""
-        session = self.touch(session_id)
+        """Count a request in flight on the server for the block's duration: a request lease
+        taken on entry and released on exit, whatever happens in the block (if this process dies
+        first, the lease runs out after ``request_lease`` seconds)."""
+        lease = self._run(calls.take_lease(session_id, self.request_lease))
+        release = calls.release_lease(session_id, lease.lease_id)
         try:
-            yield session
-        finally:
-            with contextlib.suppress(SessionNotFound):
-                self.touch(session_id)
+            yield lease.session
+        except BaseException:
+            with contextlib.suppress(SessionHubError):  # the block's error is the one to see
+                self._run(release)
+            raise
+        with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing is held
+            self._run(release)
 
     def end(self, session_id: str, reason: str = "ended") -> bool:
         return self._run(calls.end(session_id, reason))

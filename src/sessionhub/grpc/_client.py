@@ -4,8 +4,9 @@
         session = await hub.create(user_id="ada")
 
 Same verbs, arguments, results and exceptions as ``SessionHub`` and the HTTP ``AsyncClient``. One
-channel (one HTTP/2 connection) carries every call. Unlike HTTP, ``track_request`` counts the block
-as a request in flight on the server (the ``Track`` call stays open for the block's duration).
+channel (one HTTP/2 connection) carries every call. ``track_request`` counts the block as a request
+in flight on the server (the ``Track`` call stays open for the block's duration; over HTTP a
+request lease does the same).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from .._errors import SessionHubError, SessionNotFound, StoreUnavailable, ValidationError
 from .._hub import DEFAULT, _Default
-from .._limits import check_id, encode_json
+from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
+from ..client._calls import to_json
+from ..client._remote import AsyncRemoteHub, RemoteDataHandle, RemoteHistoryHandle
 from ..client._sse import backoff
 from . import _convert as convert
 from ._status import error_from_rpc
@@ -66,10 +69,10 @@ def _message(factory: Callable[..., T], **fields: Any) -> T:
 
 
 def _json(value: Any, what: str) -> str:
-    return encode_json(value, what, None).decode()
+    return to_json(value, what).decode()
 
 
-class GrpcClient:
+class GrpcClient(AsyncRemoteHub):
     """A sessionhub server seen as a hub, over gRPC (see the module docstring).
 
     ``url`` is ``grpc://host:port`` (``grpcs://`` for TLS), by default ``SESSIONHUB_GRPC_URL``
@@ -104,17 +107,6 @@ class GrpcClient:
 
     def __repr__(self) -> str:
         return f"GrpcClient({self.url!r})"  # never the token
-
-    async def __aenter__(self) -> GrpcClient:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    async def start(self) -> None:
-        """Check that the server answers (``StoreUnavailable`` if not), as a hub opens its store."""
-        await self.health()
 
     async def close(self) -> None:
         """Close the channel."""
@@ -169,13 +161,6 @@ class GrpcClient:
             self._stub.Get, _message(pb.GetRequest, id=session_id), session_id
         )
         return convert.session_from_pb(answer)
-
-    async def exists(self, session_id: str) -> bool:
-        try:
-            session = await self.get(session_id)
-        except SessionNotFound:
-            return False
-        return session.ended_at is None
 
     async def find(
         self,
@@ -323,6 +308,69 @@ class GrpcClient:
         check_id(session_id)
         return GrpcRemoteHistory(self, session_id)
 
+    async def _data_entry(self, session_id: str, key: str) -> DataEntry | None:
+        request = _message(pb.DataGetRequest, id=session_id, key=key)
+        answer = await self._call(self._stub.DataGet, request, session_id)
+        return convert.data_entry_from_pb(answer.entry) if answer.HasField("entry") else None
+
+    async def _data_set(
+        self, session_id: str, key: str, value: Any, expected_version: int | None
+    ) -> DataEntry:
+        request = _message(
+            pb.DataSetRequest,
+            id=session_id,
+            key=key,
+            value_json=_json(value, "data value"),
+            expected_version=expected_version,
+        )
+        return convert.data_entry_from_pb(await self._call(self._stub.DataSet, request, session_id))
+
+    async def _data_delete(self, session_id: str, key: str, expected_version: int | None) -> bool:
+        request = _message(
+            pb.DataDeleteRequest, id=session_id, key=key, expected_version=expected_version
+        )
+        return bool((await self._call(self._stub.DataDelete, request, session_id)).deleted)
+
+    async def _data_entries(self, session_id: str) -> list[DataEntry]:
+        request = pb.DataListRequest(id=session_id)
+        answer = await self._call(self._stub.DataList, request, session_id)
+        return [convert.data_entry_from_pb(entry) for entry in answer.entries]
+
+    async def _history_append(self, session_id: str, kind: str, payload: Any) -> HistoryRecord:
+        request = _message(
+            pb.HistoryAppendRequest,
+            id=session_id,
+            kind=kind,
+            payload_json=_json(payload, "history record"),
+        )
+        return convert.record_from_pb(
+            await self._call(self._stub.HistoryAppend, request, session_id)
+        )
+
+    async def _history_read(
+        self,
+        session_id: str,
+        *,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+    ) -> list[HistoryRecord]:
+        request = _message(
+            pb.HistoryReadRequest,
+            id=session_id,
+            after=after,
+            limit=limit,
+            newest_first=newest_first,
+            kind=kind,
+        )
+        answer = await self._call(self._stub.HistoryRead, request, session_id)
+        return [convert.record_from_pb(record) for record in answer.records]
+
+    async def _history_counts(self, session_id: str) -> dict[str, int]:
+        request = pb.HistoryCountsRequest(id=session_id)
+        return dict((await self._call(self._stub.HistoryCounts, request, session_id)).counts)
+
     # events and metrics
 
     async def subscribe(
@@ -381,101 +429,13 @@ class GrpcClient:
         return convert.stats_from_pb(await self._call(self._stub.Stats, pb.StatsRequest()))
 
 
-class GrpcRemoteData:
+class GrpcRemoteData(RemoteDataHandle):
     """``client.data(id)``: the session's key → JSON value store, as ``SessionData``."""
 
-    __slots__ = ("_client", "session_id")
-
-    def __init__(self, client: GrpcClient, session_id: str) -> None:
-        self._client = client
-        self.session_id = session_id
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        entry = await self.entry(key)
-        return default if entry is None else entry.value
-
-    async def entry(self, key: str) -> DataEntry | None:
-        client = self._client
-        request = _message(pb.DataGetRequest, id=self.session_id, key=key)
-        answer = await client._call(client._stub.DataGet, request, self.session_id)
-        return convert.data_entry_from_pb(answer.entry) if answer.HasField("entry") else None
-
-    async def set(self, key: str, value: Any, *, expected_version: int | None = None) -> DataEntry:
-        client = self._client
-        request = _message(
-            pb.DataSetRequest,
-            id=self.session_id,
-            key=key,
-            value_json=_json(value, "data value"),
-            expected_version=expected_version,
-        )
-        answer = await client._call(client._stub.DataSet, request, self.session_id)
-        return convert.data_entry_from_pb(answer)
-
-    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        client = self._client
-        request = _message(
-            pb.DataDeleteRequest, id=self.session_id, key=key, expected_version=expected_version
-        )
-        answer = await client._call(client._stub.DataDelete, request, self.session_id)
-        return bool(answer.deleted)
-
-    async def entries(self) -> list[DataEntry]:
-        client = self._client
-        request = pb.DataListRequest(id=self.session_id)
-        answer = await client._call(client._stub.DataList, request, self.session_id)
-        return [convert.data_entry_from_pb(entry) for entry in answer.entries]
-
-    async def items(self) -> dict[str, Any]:
-        return {entry.key: entry.value for entry in await self.entries()}
+    __slots__ = ()
 
 
-class GrpcRemoteHistory:
+class GrpcRemoteHistory(RemoteHistoryHandle):
     """``client.history(id)``: the session's append-only log, as ``SessionHistory``."""
 
-    __slots__ = ("_client", "session_id")
-
-    def __init__(self, client: GrpcClient, session_id: str) -> None:
-        self._client = client
-        self.session_id = session_id
-
-    async def append(self, kind: str, payload: Any = None) -> HistoryRecord:
-        client = self._client
-        request = _message(
-            pb.HistoryAppendRequest,
-            id=self.session_id,
-            kind=kind,
-            payload_json=_json(payload, "history record"),
-        )
-        answer = await client._call(client._stub.HistoryAppend, request, self.session_id)
-        return convert.record_from_pb(answer)
-
-    async def read(
-        self,
-        *,
-        after: int | None = None,
-        limit: int = 100,
-        newest_first: bool = False,
-        kind: str | None = None,
-    ) -> list[HistoryRecord]:
-        client = self._client
-        request = _message(
-            pb.HistoryReadRequest,
-            id=self.session_id,
-            after=after,
-            limit=limit,
-            newest_first=newest_first,
-            kind=kind,
-        )
-        answer = await client._call(client._stub.HistoryRead, request, self.session_id)
-        return [convert.record_from_pb(record) for record in answer.records]
-
-    async def counts(self) -> dict[str, int]:
-        client = self._client
-        request = pb.HistoryCountsRequest(id=self.session_id)
-        answer = await client._call(client._stub.HistoryCounts, request, self.session_id)
-        return dict(answer.counts)
-
-    async def count(self, kind: str | None = None) -> int:
-        counts = await self.counts()
-        return sum(counts.values()) if kind is None else counts.get(kind, 0)
+    __slots__ = ()

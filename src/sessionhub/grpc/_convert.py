@@ -6,15 +6,19 @@ equals the one the hub returned (times as doubles, JSON values as JSON text: not
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
+from google.protobuf import json_format
 
-from .._errors import ValidationError
+from .._errors import SessionHubError, ValidationError
 from .._hub import DEFAULT, _Default
 from .._metrics import MetricsSnapshot
 from .._models import EMPTY, DataEntry, HistoryRecord, Page, Session, SessionEvent
+from .._wire import Stats
+from ._status import quote
 from .protos.sessionhub.v1 import sessionhub_pb2 as pb
 
 __all__ = [
@@ -42,8 +46,20 @@ _decode = msgspec.json.decode
 _EMPTY_OBJECT = "{}"
 
 
-def to_json(value: Any) -> str:
-    return _encode(value).decode()
+@contextlib.contextmanager
+def _sending(what: str) -> Iterator[None]:
+    """A record the hub holds but protobuf cannot carry (a counter past int64, JSON nested past
+    the encoder's depth) is a clear error for its reader, never an UNKNOWN status."""
+    try:
+        yield
+    except (ValueError, TypeError, RecursionError, msgspec.EncodeError) as exc:
+        raise SessionHubError(f"{what} cannot be sent over gRPC: {quote(str(exc))}") from None
+
+
+def to_json(value: Any, what: str = "a JSON value") -> str:
+    """JSON text of a value the hub holds (``SessionHubError`` if it cannot be encoded)."""
+    with _sending(what):
+        return _encode(value).decode()
 
 
 def from_json(text: str, what: str) -> Any:
@@ -51,7 +67,9 @@ def from_json(text: str, what: str) -> Any:
     try:
         return _decode(text)
     except msgspec.DecodeError as exc:
-        raise ValidationError(f"{what} is not valid JSON: {exc}") from None
+        raise ValidationError(f"{what} is not valid JSON: {quote(str(exc), 200)}") from None
+    except RecursionError:
+        raise ValidationError(f"{what} is nested too deeply") from None
 
 
 def details_arg(message: Any, field: str = "details_json") -> Mapping[str, Any] | None:
@@ -82,6 +100,11 @@ def timeout_pb(value: object) -> pb.Timeout | None:
 
 
 def session_pb(session: Session) -> pb.Session:
+    with _sending(f"session {quote(session.id)}"):
+        return _session_pb(session)
+
+
+def _session_pb(session: Session) -> pb.Session:
     details = session.details
     return pb.Session(
         id=session.id,
@@ -135,8 +158,16 @@ def session_from_pb(message: pb.Session) -> Session:
     )
 
 
-def page_pb(page: Page) -> pb.FindResponse:
-    return pb.FindResponse(items=[session_pb(s) for s in page.items], cursor=page.cursor)
+def page_pb(page: Page, skip: Callable[[SessionHubError], None]) -> pb.FindResponse:
+    """The page; a session that cannot be sent is left out (and ``skip`` told why), so one bad
+    record never takes a listing down for every other."""
+    items = []
+    for session in page.items:
+        try:
+            items.append(session_pb(session))
+        except SessionHubError as exc:
+            skip(exc)
+    return pb.FindResponse(items=items, cursor=page.cursor)
 
 
 def page_from_pb(message: pb.FindResponse) -> Page:
@@ -176,7 +207,8 @@ def filters_args(filters: pb.Filters) -> dict[str, Any]:
 
 
 def data_entry_pb(entry: DataEntry) -> pb.DataEntry:
-    return pb.DataEntry(key=entry.key, value_json=to_json(entry.value), version=entry.version)
+    value_json = to_json(entry.value, f"data entry {quote(entry.key)}")
+    return pb.DataEntry(key=entry.key, value_json=value_json, version=entry.version)
 
 
 def data_entry_from_pb(message: pb.DataEntry) -> DataEntry:
@@ -184,8 +216,9 @@ def data_entry_from_pb(message: pb.DataEntry) -> DataEntry:
 
 
 def record_pb(record: HistoryRecord) -> pb.HistoryRecord:
+    payload_json = to_json(record.payload, f"history record {record.seq}")
     return pb.HistoryRecord(
-        seq=record.seq, kind=record.kind, at=record.at, payload_json=to_json(record.payload)
+        seq=record.seq, kind=record.kind, at=record.at, payload_json=payload_json
     )
 
 
@@ -223,33 +256,12 @@ def event_from_pb(message: pb.Event) -> SessionEvent:
 
 
 def stats_pb(snapshot: MetricsSnapshot) -> pb.StatsResponse:
-    return pb.StatsResponse(
-        live_sessions=snapshot.live_sessions,
-        sessions=[
-            pb.Census(namespace=ns, state=state, count=n)
-            for (ns, state), n in sorted(snapshot.sessions.items())
-        ],
-        created_total=snapshot.created_total,
-        ended_total=snapshot.ended_total,
-        hook_calls_total=snapshot.hook_calls_total,
-        hook_failures_total=snapshot.hook_failures_total,
-        expiry_lateness_buckets=snapshot.expiry_lateness_buckets,
-        expiry_lateness_sum=snapshot.expiry_lateness_sum,
-        expiry_lateness_max=snapshot.expiry_lateness_max,
-        subscribers=snapshot.subscribers,
-    )
+    return pb.StatsResponse(**msgspec.to_builtins(Stats.of(snapshot)))
 
 
 def stats_from_pb(message: pb.StatsResponse) -> MetricsSnapshot:
-    return MetricsSnapshot(
-        live_sessions=message.live_sessions,
-        sessions={(c.namespace, c.state): c.count for c in message.sessions},
-        created_total=message.created_total,
-        ended_total=dict(message.ended_total),
-        hook_calls_total=message.hook_calls_total,
-        hook_failures_total=message.hook_failures_total,
-        expiry_lateness_buckets=tuple(message.expiry_lateness_buckets),
-        expiry_lateness_sum=message.expiry_lateness_sum,
-        expiry_lateness_max=message.expiry_lateness_max,
-        subscribers=message.subscribers,
+    """Decoded as the HTTP face's ``GET /v1/stats`` is: through the one ``Stats`` struct."""
+    fields = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
+    return msgspec.convert(fields, Stats, strict=False).snapshot()  # int64s come as strings

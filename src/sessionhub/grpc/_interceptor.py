@@ -13,8 +13,8 @@ The gRPC twin of ``sessionhub.middleware.HeaderSessionMiddleware`` (GripMock's
 ``x-gripmock-session``): the session is created on first use (unless ``create=False``) and made
 active; every call counts as a request in flight (``hub.track_request``) for its whole duration,
 streams included, which refreshes the idle timeout at its start and end and holds expiry off while it
-runs. ``hub`` is an embedded ``SessionHub`` or a client of a shared server (``AsyncClient``, or
-``GrpcClient``, whose ``track_request`` counts the request on the server too).
+runs. ``hub`` is an embedded ``SessionHub`` or a client of a shared server (``AsyncClient`` or
+``GrpcClient``: both count the request on the server too).
 """
 
 from __future__ import annotations

@@ -8,13 +8,15 @@ this face answers bad input exactly as the embedded hub raises it, as a gRPC sta
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .._errors import SessionHubError
+from .._errors import SessionHubError, ValidationError
 from .._hub import SessionHub
 from . import _convert as convert
-from ._status import abort, guarded
+from ._handlers import add_servicer
+from ._status import abort, guarded, quote
 from ._streams import EventStreams
 from .protos.sessionhub.v1 import sessionhub_pb2 as pb
 from .protos.sessionhub.v1 import sessionhub_pb2_grpc as pb_grpc
@@ -22,6 +24,7 @@ from .protos.sessionhub.v1 import sessionhub_pb2_grpc as pb_grpc
 __all__ = ["SERVICE_NAME", "SessionHubServicer"]
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["SessionHubService"].full_name
+logger = logging.getLogger("sessionhub.grpc")
 
 
 def _opt(message: Any, field: str) -> Any:
@@ -31,21 +34,27 @@ def _opt(message: Any, field: str) -> Any:
 class SessionHubServicer(pb_grpc.SessionHubServiceServicer):
     """``sessionhub.v1.SessionHubService`` over ``hub``; add it to a ``grpc.aio`` server with
     ``add_to_server``. ``streams`` holds the open ``Watch``/``Track`` calls (``GrpcServer`` ends
-    them when it stops)."""
+    them when it stops). ``unencodable`` counts the sessions and events left out of listings and
+    streams because protobuf cannot carry them (each is logged; a ``Get`` of one fails clearly)."""
 
     def __init__(self, hub: SessionHub, streams: EventStreams | None = None) -> None:
         self.hub = hub
         self.streams = streams if streams is not None else EventStreams()
+        self.unencodable = 0
         self._tracking: set[asyncio.Event] = set()
 
     def add_to_server(self, server: Any) -> None:
-        pb_grpc.add_SessionHubServiceServicer_to_server(self, server)
+        add_servicer(self, server, pb.DESCRIPTOR.services_by_name["SessionHubService"])
 
     def close(self) -> None:
         """End the open ``Watch`` and ``Track`` calls (the server is stopping)."""
         self.streams.close()
         for released in self._tracking:
             released.set()
+
+    def _skip(self, error: SessionHubError) -> None:
+        self.unencodable += 1
+        logger.warning("left out of a gRPC answer: %s", error.message)
 
     # sessions
 
@@ -76,7 +85,7 @@ class SessionHubServicer(pb_grpc.SessionHubServiceServicer):
             limit=request.limit if request.HasField("limit") else 100,
             cursor=_opt(request, "cursor"),
         )
-        return convert.page_pb(page)
+        return convert.page_pb(page, self._skip)
 
     @guarded
     async def Count(self, request: pb.CountRequest, context: Any) -> pb.CountResponse:
@@ -221,11 +230,19 @@ class SessionHubServicer(pb_grpc.SessionHubServiceServicer):
             )
         except SessionHubError as exc:
             await abort(context, exc)
+        except ValueError:  # an `after` the event log cannot even parse (thousands of digits)
+            error = ValidationError(f"after is not an event id: {quote(request.after)}")
+            await abort(context, error)
         try:
             async with self.streams.open(events) as feed:
                 await context.send_initial_metadata(())  # the subscription is live: say so
                 async for event in feed:
-                    yield convert.event_pb(event)
+                    try:
+                        message = convert.event_pb(event)
+                    except SessionHubError as exc:  # never end the stream over one record
+                        self._skip(exc)
+                        continue
+                    yield message
         except SessionHubError as exc:  # e.g. resuming after an event id the hub never gave
             await abort(context, exc)
 

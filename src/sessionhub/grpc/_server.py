@@ -3,10 +3,12 @@
     async with SessionHub() as hub, GrpcServer(hub, port=7481, token="s3cret") as server:
         ...  # clients call server.port
 
-The hub belongs to the caller, who starts it before and closes it after the server (``sessionhub
-serve`` shares it with the HTTP face: ``serve_beside`` ties the gRPC server to the HTTP app's
-lifespan). With a token, every call but health checks and reflection needs the metadata
-``authorization: Bearer <token>`` (compared in constant time), or ends UNAUTHENTICATED.
+The hub belongs to the caller, who starts it before the server. Closing it before stopping the
+server lets open ``Watch`` streams read the events of the hub's shutdown (the sessions it ends)
+before they end; ``sessionhub serve`` shares the hub with the HTTP face and ``serve_beside`` orders
+it so, tying the gRPC server to the HTTP app's lifespan. With a token, every call but health checks
+and reflection needs the metadata ``authorization: Bearer <token>`` (compared in constant time), or
+ends UNAUTHENTICATED.
 """
 
 from __future__ import annotations
@@ -227,8 +229,10 @@ Send = Callable[[Message], Awaitable[None]]
 
 class GrpcLifespan:
     """An ASGI app that runs ``server`` beside ``app``: the gRPC server starts once the app's
-    lifespan startup is complete (its hub is open) and stops, gracefully, when the lifespan
-    shutdown arrives, before the app closes its hub. Every other scope goes straight to ``app``."""
+    lifespan startup is complete (its hub is open) and stops, gracefully, once the app's lifespan
+    shutdown is complete (its hub closed): so ``Watch`` streams read the ``ended`` events of the
+    sessions the hub ends at shutdown, as SSE subscribers do, then end. Every other scope goes
+    straight to ``app``."""
 
     def __init__(
         self, app: Callable[[Scope, Receive, Send], Awaitable[None]], server: GrpcServer
@@ -240,24 +244,21 @@ class GrpcLifespan:
         return getattr(self.app, name)  # app.hub, app.metrics, ...
 
     async def shutdown(self) -> None:
-        """Begin a graceful stop (``sessionhub serve`` calls it on SIGTERM): the gRPC server
-        first, then the app's own ``shutdown`` if it has one (which may close the hub)."""
-        await self.server.stop()
+        """Begin a graceful stop (``sessionhub serve`` calls it on SIGTERM): the app's own
+        ``shutdown`` first, if it has one (which may close the hub: open streams read its last
+        events and end), then the gRPC server."""
         shutdown = getattr(self.app, "shutdown", None)
-        if shutdown is not None:
-            await shutdown()
+        try:
+            if shutdown is not None:
+                await shutdown()
+        finally:
+            await self.server.stop()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "lifespan":
             await self.app(scope, receive, send)
             return
         server = self.server
-
-        async def receive_lifespan() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.shutdown":
-                await server.stop()
-            return message
 
         async def send_lifespan(message: Message) -> None:
             if message["type"] == "lifespan.startup.complete":
@@ -267,9 +268,11 @@ class GrpcLifespan:
                     logger.error("the gRPC server did not start: %s", exc)
                     await send({"type": "lifespan.startup.failed", "message": f"gRPC: {exc}"})
                     return
+            elif message["type"] in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await server.stop()
             await send(message)
 
-        await self.app(scope, receive_lifespan, send_lifespan)
+        await self.app(scope, receive, send_lifespan)
 
 
 def serve_beside(app: Any, server: GrpcServer) -> GrpcLifespan:

@@ -20,11 +20,19 @@ from .._errors import (
     error_for_code,
 )
 
-__all__ = ["ERROR_CODE_KEY", "abort", "error_from_rpc", "refusing", "status_code"]
+__all__ = ["ERROR_CODE_KEY", "abort", "error_from_rpc", "quote", "refusing", "status_code"]
 
 ERROR_CODE_KEY = "sessionhub-error-code"
+#: The longest status message sent: bad input quoted whole could outgrow the metadata limit
+#: (a 100 KB id would come back as RESOURCE_EXHAUSTED about metadata size).
+MAX_MESSAGE = 512
 
 T = TypeVar("T")
+
+
+def quote(text: str, limit: int = 64) -> str:
+    """``text`` for a message: its first ``limit`` characters, then "…" if there was more."""
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def status_code(error: SessionHubError) -> Any:
@@ -35,7 +43,9 @@ def status_code(error: SessionHubError) -> Any:
 async def abort(context: Any, error: SessionHubError) -> NoReturn:
     """End the call with the error's status; never returns."""
     await context.abort(
-        status_code(error), error.message, trailing_metadata=((ERROR_CODE_KEY, error.code),)
+        status_code(error),
+        quote(error.message, MAX_MESSAGE),
+        trailing_metadata=((ERROR_CODE_KEY, error.code),),
     )
     raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
 

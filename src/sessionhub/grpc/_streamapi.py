@@ -14,7 +14,8 @@ server does (see ``streamapi-wire.md``):
 - sessions are created active, with no idle timeout (they last until ``EndSession``) and kept,
   marked complete, for ``retention`` seconds after they end; ending twice is a success that changes
   nothing (the hub ends a session once, so there is a single stop notification);
-- failures are in-band: ``success = false`` (the reason is logged at debug level), never a status;
+- failures are in-band: ``success = false`` (the reason is logged at debug level), never a status
+  (but bytes that are not a request message at all end INVALID_ARGUMENT, see ``_handlers``);
 - start/stop notifications are the hub's ``created``/``ended`` events of one data source (an empty
   data source: every one), from the moment the stream opened, for sessions of any face;
 - ``enabled = False`` turns the service off: unary calls answer ``success = false`` and the
@@ -39,7 +40,8 @@ from .._errors import SessionHubError, VersionConflict
 from .._hub import SessionHub
 from .._models import Session
 from ._convert import to_json
-from ._status import abort
+from ._handlers import add_servicer
+from ._status import abort, quote
 from ._streams import EventStreams
 from .protos.ma.streaming.api.v1 import session_management_pb2 as api
 from .protos.ma.streaming.api.v1 import session_management_pb2_grpc as api_grpc
@@ -122,7 +124,10 @@ def _version(session: Session) -> int:
 
 def _details(session: Session) -> dict[str, str]:
     """Details as the Stream API's string map (values set through other faces as JSON text)."""
-    return {k: v if isinstance(v, str) else to_json(v) for k, v in session.details.items()}
+    return {
+        k: v if isinstance(v, str) else to_json(v, f"detail {quote(k)}")
+        for k, v in session.details.items()
+    }
 
 
 def _unique(keys: Iterable[str]) -> list[str]:
@@ -155,7 +160,7 @@ class StreamApiServicer(api_grpc.SessionManagementServiceServicer):
         self.streams = streams if streams is not None else EventStreams()
 
     def add_to_server(self, server: Any) -> None:
-        api_grpc.add_SessionManagementServiceServicer_to_server(self, server)
+        add_servicer(self, server, api.DESCRIPTOR.services_by_name["SessionManagementService"])
 
     def close(self) -> None:
         """End the open notification streams (the server is stopping)."""

@@ -13,18 +13,21 @@ import hmac
 import logging
 import time
 from collections import defaultdict
-from typing import Any
+from collections.abc import Collection
 from urllib.parse import unquote
 
 from .. import _wire as wire
 from .._errors import SessionHubError, Unauthorized, ValidationError
 from .._hub import SessionHub
+from .._leases import RequestLeases
 from .._models import json_encoder
+from ._guard import BrowserGuard, Headers, quoted
 from ._openapi import OPERATIONS, openapi_document
 from ._prometheus import CONTENT_TYPE, ServerMetrics
-from ._request import Receive, Reply, Request, Scope, Send
-from ._routes import ROUTES, Handler, Route
+from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send
+from ._routes import ROUTES, Face, Handler, Route
 from ._sse import stream_events
+from ._ui import Dashboard
 
 __all__ = ["SessionHubApp", "create_app"]
 
@@ -46,12 +49,20 @@ def create_app(
     max_body_bytes: int = 2 * 1024 * 1024,
     keepalive: float = 15.0,
     manage_hub: bool = True,
+    allow_hosts: Collection[str] = (),
+    allow_origins: Collection[str] = (),
+    ui: bool = True,
 ) -> SessionHubApp:
     """The ASGI app serving ``hub``.
 
     ``token`` requires ``Authorization: Bearer <token>`` on every route but ``/healthz`` and
     ``/openapi.json``. With ``manage_hub`` the ASGI lifespan starts the hub and closes it at
     shutdown; pass ``False`` when the caller owns the hub's lifetime (several faces share it).
+
+    Beside a browser: the ``Host`` header must name a loopback address, ``localhost``, the
+    address served or one of ``allow_hosts``; a request whose ``Origin`` is not the server's own
+    is refused unless listed in ``allow_origins`` (which get CORS answers); ``*`` allows any.
+    With ``ui`` the dashboard is served at ``/ui/`` (public files; its API calls need the token).
     """
     return SessionHubApp(
         hub,
@@ -59,13 +70,17 @@ def create_app(
         max_body_bytes=max_body_bytes,
         keepalive=keepalive,
         manage_hub=manage_hub,
+        guard=BrowserGuard(allow_hosts, allow_origins),
+        ui=ui,
     )
 
 
 class _Router:
-    """Templates grouped by segment count; a segment is a literal or a ``{parameter}``."""
+    """Templates grouped by segment count; a segment is a literal or a ``{parameter}``. A
+    template without parameters is also found by its raw path in ``fixed``, before any split."""
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.fixed = {r.template.encode(): r for r in routes if "{" not in r.template}
         self._by_length: dict[int, list[tuple[tuple[str | None, ...], Route]]] = defaultdict(list)
         for route in routes:
             parts = tuple(
@@ -97,6 +112,8 @@ class SessionHubApp:
         max_body_bytes: int,
         keepalive: float,
         manage_hub: bool,
+        guard: BrowserGuard,
+        ui: bool = True,
     ) -> None:
         if token is not None and not (isinstance(token, str) and token):
             raise ValueError("token must be a non-empty string or None")
@@ -104,13 +121,16 @@ class SessionHubApp:
         self.metrics = ServerMetrics()
         self.closing = asyncio.Event()
         self._shutdown: asyncio.Future[None] | None = None
-        self._authorization = None if token is None else f"Bearer {token}".encode()
+        self._token = None if token is None else token.encode()
+        self._guard = guard
+        self.leases = RequestLeases(hub)
+        self._face = Face(hub, self.leases, self.metrics)
         self._max_body = max_body_bytes
         self._keepalive = keepalive
         self._manage_hub = manage_hub
         self._router = _Router(ROUTES)
         self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
-        self._timers: dict[tuple[str, str, int], Any] = {}
+        self._ui = Dashboard() if ui else None
 
     def __repr__(self) -> str:
         return f"SessionHubApp({self.hub!r})"  # never the token
@@ -159,6 +179,7 @@ class SessionHubApp:
         await asyncio.shield(self._shutdown)
 
     async def _close(self) -> None:
+        await self.leases.close()  # before the hub closes: releasing goes through it
         if self._manage_hub:
             await self.hub.close()  # ends every subscription, once it has read what is left
         else:
@@ -167,56 +188,120 @@ class SessionHubApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
         method: str = scope["method"]
-        path, segments = _split(scope)
-        matched = self._router.match(segments)
-        # What /metrics labels the request with: a template, never a raw path (no session id, and
-        # a scanner's guesses do not grow the label set).
-        if matched is not None:
-            template = matched[0].template
-        else:
-            template = path if path in _SPECIAL else _UNMATCHED
+        path, template, matched, ui = self._resolve(scope)
+        cors: Headers = ()
         try:
-            if path not in _PUBLIC:
-                self._authorize(scope)
-            if path == _EVENTS and method == "GET":
-                request = Request(scope, receive, [], self._max_body)
-                _check_query(request, path, method)
-                await stream_events(self.hub, request, send, self._keepalive, self.closing)
-                return
-            if matched is None:
-                reply = self._special(path, method)
-                if reply is None:
-                    reply = _error_reply(404, "not_found", f"no route {path}")
-                elif reply.status == 200:
-                    _check_query(Request(scope, receive, [], 0), path, method)
-                    if path == _METRICS:
-                        reply = Reply(200, await self.metrics.render(self.hub), CONTENT_TYPE)
+            origin = _header(scope, b"origin")
+            cors = self._admit(scope, origin)  # the dashboard too: no page for a rebinding Host
+            if ui:
+                assert self._ui is not None
+                reply = self._ui.reply(path, method)
+            elif method == "OPTIONS":
+                reply = self._options(path, matched, cors)
             else:
-                route, params = matched
-                handler: Handler | None = route.methods.get(method)
-                if handler is None:
-                    reply = _method_not_allowed(route, method)
-                else:
-                    request = Request(scope, receive, params, self._max_body)
-                    _check_query(request, route.template, method)
-                    reply = await handler(self.hub, request)
+                answer = await self._answer(scope, receive, send, method, path, matched, cors)
+                if answer is None:
+                    return  # an event stream, answered as it went
+                reply = answer
         except SessionHubError as exc:
             reply = _error_reply(exc.http_status, exc.code, exc.message)
+        except HttpRefusal as exc:
+            reply = _error_reply(exc.status, exc.code, exc.message)
         except Exception:
             logger.exception("internal error on %s %s", method, template)
             reply = _error_reply(500, "internal", "internal server error")
-        await _send(send, reply)
+        await _send(send, reply, cors)
         self._observe(method, template, reply.status, time.perf_counter() - started)
 
+    def _resolve(self, scope: Scope) -> tuple[str, str, tuple[Route, list[str]] | None, bool]:
+        """The decoded path; what /metrics labels the request with (a template, never a raw path:
+        no session id, and a scanner's guesses do not grow the label set); the route and its
+        parameters; whether the dashboard serves it."""
+        raw: bytes = scope.get("raw_path") or scope["path"].encode()
+        fixed = self._router.fixed.get(raw)
+        if fixed is not None:  # /v1/sessions and the like: nothing to split or decode
+            return fixed.template, fixed.template, (fixed, []), False
+        path, segments = _split(raw)
+        if self._ui is not None and self._ui.serves(path):
+            return path, "/ui", None, True
+        matched = self._router.match(segments)
+        if matched is not None:
+            return path, matched[0].template, matched, False
+        return path, path if path in _SPECIAL else _UNMATCHED, None, False
+
+    def _admit(self, scope: Scope, origin: str | None) -> Headers:
+        """Refuse a foreign ``Host`` or ``Origin``; the CORS headers the answer carries."""
+        host = _header(scope, b"host")
+        refusal = self._guard.host_refusal(scope, host)
+        if refusal is None:
+            refusal = self._guard.origin_refusal(scope, origin, host)
+        if refusal is not None:
+            raise HttpRefusal(403, "forbidden", refusal)
+        if origin is None or self._guard.same_origin(scope, origin, host):
+            return ()
+        return self._guard.cors_headers(origin)
+
+    def _options(self, path: str, matched: tuple[Route, list[str]] | None, cors: Headers) -> Reply:
+        """``OPTIONS``: the methods of the route, and for an allowed origin a CORS preflight
+        answer (a preflight carries no token: it is answered without one)."""
+        if matched is not None:
+            allowed = ", ".join(sorted(matched[0].methods))
+        elif path in _SPECIAL:
+            allowed = "GET"
+        else:
+            return _error_reply(404, "not_found", f"no route {quoted(path)}")
+        headers: Headers = ((b"allow", allowed.encode()),)
+        if cors:
+            headers += BrowserGuard.preflight_headers(allowed)
+        return Reply(204, b"", headers=headers)
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        method: str,
+        path: str,
+        matched: tuple[Route, list[str]] | None,
+        cors: Headers,
+    ) -> Reply | None:
+        if path not in _PUBLIC:
+            self._authorize(scope)
+        if path == _EVENTS and method == "GET":
+            request = Request(scope, receive, [], self._max_body)
+            _check_query(request, path, method)
+            await stream_events(
+                self.hub, request, send, self._keepalive, self.closing, self.metrics, cors
+            )
+            return None
+        if matched is None:
+            reply = self._special(path, method)
+            if reply is None:
+                return _error_reply(404, "not_found", f"no route {quoted(path)}")
+            if reply.status == 200:
+                _check_query(Request(scope, receive, [], 0), path, method)
+                if path == _METRICS:
+                    reply = Reply(200, await self.metrics.render(self.hub), CONTENT_TYPE)
+            return reply
+        route, params = matched
+        handler: Handler | None = route.methods.get(method)
+        if handler is None:
+            return _method_not_allowed(route, method)
+        request = Request(scope, receive, params, self._max_body)
+        _check_query(request, route.template, method)
+        return await handler(self._face, request)
+
     def _authorize(self, scope: Scope) -> None:
-        expected = self._authorization
+        """``Authorization: Bearer <token>``, the scheme in any case (RFC 7235), the token
+        compared in constant time."""
+        expected = self._token
         if expected is None:
             return
-        for key, value in scope["headers"]:
-            if key == b"authorization":
-                if hmac.compare_digest(value, expected):
-                    return
-                break
+        value = _raw_header(scope, b"authorization")
+        if value is not None:
+            scheme, _, credentials = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), expected):
+                return
         raise Unauthorized("a valid bearer token is required (Authorization: Bearer <token>)")
 
     def _special(self, path: str, method: str) -> Reply | None:
@@ -231,16 +316,24 @@ class SessionHubApp:
     def _observe(self, method: str, route: str, status: int, seconds: float) -> None:
         if method not in _METHODS:
             method = "OTHER"  # methods are any token a client sends: keep the label set bounded
-        key = (method, route, status)
-        timer = self._timers.get(key)
-        if timer is None:
-            timer = self._timers[key] = self.metrics.requests.labels(method, route, str(status))
-        timer.observe(seconds)
+        self.metrics.requests.observe(method, route, status, seconds)
 
 
-def _split(scope: Scope) -> tuple[str, list[str]]:
+def _raw_header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            found: bytes = value
+            return found
+    return None
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    value = _raw_header(scope, name)
+    return None if value is None else value.decode("latin-1")
+
+
+def _split(raw: bytes) -> tuple[str, list[str]]:
     """The decoded path and its segments, split before decoding so ``%2F`` stays inside one."""
-    raw: bytes = scope.get("raw_path") or scope["path"].encode()
     raw = raw.split(b"?", 1)[0]
     segments = [
         unquote(part.decode("latin-1")) if b"%" in part else part.decode("latin-1")
@@ -265,11 +358,17 @@ def _check_query(request: Request, template: str, method: str) -> None:
         if name not in known:
             accepted = ", ".join(sorted(known)) or "none"
             raise ValidationError(
-                f"unknown query parameter {name!r} for {method} {template} (accepted: {accepted})"
+                f"unknown query parameter {quoted(name)} for {method} {template} "
+                f"(accepted: {accepted})"
             )
 
 
+_MESSAGE_LIMIT = 500
+
+
 def _error_reply(status: int, code: str, message: str) -> Reply:
+    if len(message) > _MESSAGE_LIMIT:  # a message that quotes a huge input quotes its start
+        message = message[:_MESSAGE_LIMIT] + "..."
     return Reply(status, json_encoder.encode(wire.ErrorAnswer(wire.ErrorBody(code, message))))
 
 
@@ -287,13 +386,13 @@ def _method_not_allowed(route: Route, method: str) -> Reply:
     return reply._replace(headers=((b"allow", allowed.encode()),))  # RFC 9110: 405 names them
 
 
-async def _send(send: Send, reply: Reply) -> None:
-    headers = [
-        (b"content-type", reply.content_type),
-        (b"content-length", str(len(reply.body)).encode()),
-    ]
+async def _send(send: Send, reply: Reply, cors: Headers) -> None:
+    headers = [(b"content-length", str(len(reply.body)).encode())]
+    if reply.status != 204:
+        headers.append((b"content-type", reply.content_type))
     if reply.status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
     headers.extend(reply.headers)
+    headers.extend(cors)
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     await send({"type": "http.response.body", "body": reply.body})

@@ -8,6 +8,7 @@ below adds what types cannot say (query parameters, statuses). A test checks tha
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -15,6 +16,7 @@ import msgspec
 
 from .. import _wire as wire
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
+from .._limits import MAX_SECONDS, REASON_PATTERN
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
@@ -46,13 +48,14 @@ _STR: Final = {"type": "string"}
 _ID_PATTERN: Final = r"^[\x21-\x7e]{1,200}$"
 _ID: Final = {"type": "string", "pattern": _ID_PATTERN}
 _NAME: Final = {"type": "string", "pattern": r"^[A-Za-z0-9_.:/\-]{1,128}$"}
+_REASON: Final = {"type": "string", "pattern": f"^{REASON_PATTERN}$"}
 _KEY: Final = {
     "type": "string",
     "pattern": r"^[\x20-\x7e]{1,512}$",
     "description": "1-512 printable characters (other printable Unicode characters too).",
 }
 _INT64_MAX: Final = 2**63 - 1
-_POSITIVE: Final = {"exclusiveMinimum": 0}
+_POSITIVE: Final = {"exclusiveMinimum": 0, "exclusiveMaximum": MAX_SECONDS}
 _LABELS: Final = {
     "maxProperties": 64,
     "propertyNames": {"minLength": 1, "maxLength": 256},
@@ -62,7 +65,11 @@ _FILTERS: Final = (
     Param("namespace", _ID, "Only sessions of this namespace."),
     Param("user_id", _ID, "Only sessions of this user."),
     Param("parent_id", _ID, "Only children of this session."),
-    Param("state", _ID, "Only sessions in this lifecycle state."),
+    Param(
+        "state",
+        {"type": "string", "enum": sorted(DEFAULT_LIFECYCLE.states)},
+        "Only sessions in this lifecycle state (case-insensitive; others are a 400).",
+    ),
     Param(
         "label",
         {
@@ -103,6 +110,16 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         params=(*_FILTERS, _LIMIT, Param("cursor", _ID, "The `cursor` of the previous page.")),
         errors=(400, 413),  # 413: more or longer label filters than labels may be
     ),
+    ("DELETE", "/v1/users/{user_id}/sessions"): Operation(
+        summary="End every live session of a user (children with their parents); `count` is "
+        "how many this call ended",
+        answer=wire.Count,
+        params=(
+            Param("namespace", _ID, "Only sessions of this namespace."),
+            Param("reason", _NAME, "The end reason (default `ended`)."),
+        ),
+        errors=(400,),
+    ),
     ("GET", "/v1/count"): Operation(
         summary="Count the sessions a listing would give",
         answer=wire.Count,
@@ -119,10 +136,22 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
     ("DELETE", S): Operation(
         summary="End a session (hooks run once); `ended` is false if it had already ended",
         answer=wire.Ended,
-        params=(Param("reason", _NAME, "The end reason (default `ended`)."),),
+        params=(Param("reason", _REASON, "The end reason (default `ended`)."),),
         errors=(400,),
     ),
     ("POST", S + "/touch"): Operation(summary="Heartbeat: refresh activity", answer=Session),
+    ("POST", S + "/requests"): Operation(
+        summary="Start a request in flight (a lease): counted in `active_requests`, the session "
+        "is not idle until it is released or the lease expires",
+        status=201,
+        body=wire.LeaseBody,
+        answer=wire.Lease,
+        errors=(400, 404, 429),
+    ),
+    ("DELETE", S + "/requests/{lease_id}"): Operation(
+        summary="Release a request lease; 404 if it was released, expired or never given",
+        answer=wire.Released,
+    ),
     ("POST", S + "/transitions"): Operation(
         summary="Apply a lifecycle event",
         body=wire.TransitionBody,
@@ -205,24 +234,29 @@ _PUBLIC: Final = frozenset({"/healthz", "/openapi.json"})
 _ERRORS: Final = {
     400: "Invalid input",
     401: "Missing or wrong bearer token",
+    403: "A Host that does not name this server, or a cross-origin request from an origin not "
+    "allowed",
     404: "No such session (or data key)",
     405: "Method not allowed",
     409: "Invalid transition, duplicate, or version conflict",
     413: "Payload too large",
+    415: "A request body that is not declared application/json",
     429: "Quota or in-flight request limit reached",
     503: "Capacity reached, or the store is unavailable",
 }
 
 
-_PATH_PARAMS: Final = {"id": _ID, "name": _NAME, "key": _KEY}
+_PATH_PARAMS: Final = {"id": _ID, "user_id": _ID, "name": _NAME, "key": _KEY, "lease_id": _STR}
 
 
 def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
     """What the hub checks of each body field, beyond the JSON types of ``_wire``."""
+    names = sorted(set(events))
     event = {
         "type": "string",
-        "enum": sorted(set(events)),
-        "description": "A lifecycle event (case-insensitive).",
+        "pattern": "^(" + "|".join(_any_case(name) for name in names) + ")$",
+        "description": f"A lifecycle event, in any case: {', '.join(names)}.",
+        "examples": names,
     }
     retention = {"minimum": 0, "exclusiveMaximum": 1e12}
     return {
@@ -241,6 +275,11 @@ def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         "LinkBody": {"child_id": _ID},
         "HistoryBody": {"kind": _NAME},
     }
+
+
+def _any_case(name: str) -> str:
+    """A pattern matching ``name`` in any case (JSON-schema patterns have no flags)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in name)
 
 
 def _constrain(components: dict[str, Any], rules: dict[str, dict[str, dict[str, Any]]]) -> None:
@@ -289,11 +328,11 @@ def _operation(
         else {op.content_type: {}}
     )
     responses: dict[str, Any] = {str(op.status): {"description": "OK", "content": content}}
-    errors = set(op.errors) | {400, 500}  # 400: also an unknown query parameter
+    errors = set(op.errors) | {400, 403, 500}  # 400: also an unknown query parameter
     if template not in _PUBLIC:
         errors.add(401)
     if op.body is not None:
-        errors.add(413)  # a body past the server's size limit
+        errors |= {413, 415}  # a body past the server's size limit, or not JSON
     for status in sorted(errors):
         responses[str(status)] = {"$ref": f"#/components/responses/E{status}"}
     out["responses"] = responses

@@ -2,7 +2,8 @@
 
 The face is bare ASGI rather than a framework: routing must see the raw path (session ids may hold
 ``/``, ``%``, ``?`` and ``#``, sent percent-encoded), and a bare app is what keeps
-``GET /v1/sessions/{id}`` at the speed PRODUCT.md §10 asks for.
+``GET /v1/sessions/{id}`` fast (``benchmarks/bench_http.py`` measures it beside a bare Starlette
+route).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ import msgspec.inspect
 
 from .._errors import PayloadTooLarge, ValidationError
 from .._models import json_encoder
+from ._guard import is_json, quoted
 
-__all__ = ["JSON", "Receive", "Reply", "Request", "Scope", "Send", "json_reply"]
+__all__ = ["JSON", "HttpRefusal", "Receive", "Reply", "Request", "Scope", "Send", "json_reply"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -26,6 +28,16 @@ Send = Callable[[Message], Awaitable[None]]
 T = TypeVar("T")
 
 JSON = b"application/json"
+
+
+class HttpRefusal(Exception):
+    """A refusal of the HTTP face itself (no hub error says it): wrong media type, host, origin."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 class Reply(NamedTuple):
@@ -97,7 +109,9 @@ class Request:
         except ValueError:
             value = None
         if value is None or not -(2**63) <= value < 2**63:  # what every store can hold
-            raise ValidationError(f"query parameter {name} must be a 64-bit integer, got {raw!r}")
+            raise ValidationError(
+                f"query parameter {name} must be a 64-bit integer, got {quoted(raw)}"
+            )
         return value
 
     def bool_arg(self, name: str) -> bool:
@@ -106,40 +120,72 @@ class Request:
             return False
         if raw == "true":
             return True
-        raise ValidationError(f"query parameter {name} must be true or false, got {raw!r}")
+        raise ValidationError(f"query parameter {name} must be true or false, got {quoted(raw)}")
 
     async def body(self) -> bytes:
-        """The whole body, refused with 413 past ``max_body`` bytes (checked while it arrives)."""
-        declared = self.header(b"content-length")
+        """The whole body, refused with 413 past ``max_body`` bytes (checked while it arrives),
+        and with 415 unless it is declared ``application/json`` (a web page cannot send that
+        cross-origin without a CORS preflight)."""
+        content_type: str | None = None
+        declared: bytes | None = None
+        for key, value in self.scope["headers"]:  # one pass for both
+            if key == b"content-type" and content_type is None:
+                content_type = value.decode("latin-1")
+            elif key == b"content-length" and declared is None:
+                declared = value
+        if content_type is not None and not is_json(content_type):
+            raise _not_json(content_type)
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             raise _too_large(self.max_body)
+        raw = await self._read()
+        if raw and content_type is None:
+            raise _not_json(None)
+        return raw
+
+    async def _read(self) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await self.receive()
             if message["type"] != "http.request":
                 break
-            chunk = message.get("body", b"")
+            chunk: bytes = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
                 raise _too_large(self.max_body)
-            chunks.append(chunk)
             if not message.get("more_body", False):
+                if not chunks:  # the usual whole body in one message: nothing to join
+                    return chunk
+                chunks.append(chunk)
                 break
+            chunks.append(chunk)
         return b"".join(chunks)
 
     async def json(self, kind: type[T]) -> T:
         """The body decoded into ``kind``; an empty body is an empty object."""
         raw = await self.body()
         try:
-            return msgspec.json.decode(raw or b"{}", type=kind)
-        except msgspec.ValidationError as exc:
-            whole = _with_whole_numbers(raw, kind)
-            if whole is not None:
-                return whole
-            raise ValidationError(f"invalid request body: {exc}") from None
-        except msgspec.DecodeError as exc:
-            raise ValidationError(f"request body is not valid JSON: {exc}") from None
+            return _decode(raw or b"{}", kind)
+        except UnicodeDecodeError:
+            raise ValidationError("request body is not valid UTF-8") from None
+        except RecursionError:  # msgspec's own bound, deeper than the hub's
+            raise ValidationError("request body is nested too deeply") from None
+
+
+def _decode(raw: bytes, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(raw, type=kind)
+    except msgspec.ValidationError as exc:
+        whole = _with_whole_numbers(raw, kind)
+        if whole is not None:
+            return whole
+        raise ValidationError(f"invalid request body: {_short(str(exc))}") from None
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"request body is not valid JSON: {_short(str(exc))}") from None
+
+
+def _short(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 _INTEGER_FIELDS: dict[type[Any], frozenset[str]] = {}
@@ -185,7 +231,14 @@ def _with_whole_numbers(raw: bytes, kind: type[T]) -> T | None:
     try:
         return msgspec.convert({**value, **whole}, type=kind)
     except msgspec.ValidationError as exc:
-        raise ValidationError(f"invalid request body: {exc}") from None
+        raise ValidationError(f"invalid request body: {_short(str(exc))}") from None
+
+
+def _not_json(content_type: str | None) -> HttpRefusal:
+    got = "none" if content_type is None else quoted(content_type)
+    return HttpRefusal(
+        415, "unsupported_media_type", f"request bodies must be application/json, got {got}"
+    )
 
 
 def _too_large(limit: int) -> PayloadTooLarge:

@@ -8,13 +8,21 @@ log (and later receives a ``missed`` event) while the server and every other sub
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator
 
+from .._errors import ValidationError
 from .._hub import SessionHub
 from .._models import SessionEvent, json_encoder
+from ._guard import Headers, quoted
+from ._prometheus import ServerMetrics
 from ._request import Request, Send
 
-__all__ = ["stream_events"]
+__all__ = ["MAX_EVENT_ID", "stream_events"]
+
+logger = logging.getLogger("sessionhub.http")
+
+MAX_EVENT_ID = 64  # far longer than any store's ids (a Redis stream id is at most 41)
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -32,17 +40,34 @@ def encode_event(event: SessionEvent) -> bytes:
     )
 
 
+def _event_id(request: Request) -> str | None:
+    """Where to resume: ``Last-Event-ID`` (a reconnecting browser's), else ``?after=``."""
+    after = request.header(b"last-event-id") or request.arg("after")
+    if after is not None and len(after) > MAX_EVENT_ID:
+        raise ValidationError(
+            f"unknown event id {quoted(after, 20)}: event ids are at most {MAX_EVENT_ID} characters"
+        )
+    return after
+
+
 async def stream_events(
-    hub: SessionHub, request: Request, send: Send, keepalive: float, closing: asyncio.Event
+    hub: SessionHub,
+    request: Request,
+    send: Send,
+    keepalive: float,
+    closing: asyncio.Event,
+    metrics: ServerMetrics,
+    cors: Headers = (),
 ) -> None:
-    kinds = request.arg("kinds")
+    kinds = [k for k in (request.arg("kinds") or "").split(",") if k]
     events = hub.subscribe(  # raises on bad filters, before any byte is sent
         namespace=request.arg("namespace"),
-        kinds=None if kinds is None else [k for k in kinds.split(",") if k],
+        kinds=kinds or None,  # none named (or `kinds=`): every kind
         session_id=request.arg("session_id"),
-        after=request.header(b"last-event-id") or request.arg("after"),
+        after=_event_id(request),
     )
-    await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
+    headers = [*_HEADERS, *cors]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"retry: 1000\n\n", "more_body": True})
     queue: asyncio.Queue[SessionEvent] = asyncio.Queue(maxsize=64)
     pump = asyncio.create_task(_pump(events, queue))
@@ -52,7 +77,7 @@ async def stream_events(
         # closed), what the pump queued is still sent: the last events are the `ended` ones.
         while not stop.done():
             if not queue.empty():
-                frame = encode_event(queue.get_nowait())
+                frame = _frame(queue.get_nowait(), metrics)
             elif pump.done():
                 break
             else:
@@ -61,13 +86,14 @@ async def stream_events(
                     {getter, stop, pump}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
                 )
                 if getter in done:
-                    frame = encode_event(getter.result())
+                    frame = _frame(getter.result(), metrics)
                 else:
                     getter.cancel()
                     if done:
                         continue
                     frame = _KEEPALIVE
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if frame:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
     except OSError:
         pass  # the client went away mid-send: nothing to finish
@@ -76,6 +102,17 @@ async def stream_events(
             task.cancel()
         await asyncio.gather(pump, stop, return_exceptions=True)
         await events.aclose()
+
+
+def _frame(event: SessionEvent, metrics: ServerMetrics) -> bytes:
+    """The event's frame, or nothing when it cannot be encoded: logged, counted and skipped,
+    so that one bad session never cuts the stream (nor every stream after a reconnect)."""
+    try:
+        return encode_event(event)
+    except Exception:
+        logger.exception("event %s cannot be encoded: skipped", event.id)
+        metrics.unencodable.labels("event").inc()
+        return b""
 
 
 async def _pump(

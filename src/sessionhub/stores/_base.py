@@ -13,6 +13,17 @@ Rules every implementation follows:
 
 - ``get`` returns live sessions and ended ones still retained; every other session operation treats an
   ended or unknown session as ``SessionNotFound``.
+- Data and history reads take ``now`` and see live sessions and ended ones retained past it (the
+  ``retain_until`` of ``finish_end``), even before ``purge`` removed them: the hub needs no ``get``
+  first, so a read is one round trip to a remote store.
+- A session claimed for its end (``end_reason`` set) accepts no activity: ``modify``, ``data_set``,
+  ``data_delete`` and ``history_append`` raise ``SessionNotFound`` (``ending(session_id)``); reads
+  still work.
+- Counters are signed 64-bit integers: an increment past either end raises ``ValidationError``
+  (``counter_overflow``) and changes nothing.
+- A stored record that cannot be decoded (written before a limit existed, or damaged) never breaks
+  a listing, an expiry pass or the event stream: it is skipped there, logged once and counted in
+  ``damaged_records``; reading it directly raises ``DamagedRecord``.
 - Mutations append their event to the log in the same atomic step (``Change.emit`` says which kind).
 - A deadline is ``_models.expires_at`` of the new record, recomputed on every change.
 - Ending is two steps: ``claim_end``/``claim_expired`` mark sessions (the claimer alone runs hooks),
@@ -22,13 +33,24 @@ Rules every implementation follows:
 from __future__ import annotations
 
 import abc
+import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
-from .._errors import PayloadTooLarge, TooManyRequests, TransitionError, VersionConflict
+from .._errors import (
+    DamagedRecord,
+    PayloadTooLarge,
+    SessionNotFound,
+    TooManyRequests,
+    TransitionError,
+    ValidationError,
+    VersionConflict,
+    shortened,
+)
 from .._events import EventLog
+from .._limits import INT64_MAX, INT64_MIN
 from .._models import (
     EMPTY,
     DataEntry,
@@ -40,7 +62,40 @@ from .._models import (
     json_encoder,
 )
 
-__all__ = ["Change", "CreateRules", "Query", "Store", "apply_change"]
+__all__ = [
+    "DECODE_ERRORS",
+    "Change",
+    "CreateRules",
+    "Query",
+    "Store",
+    "apply_change",
+    "counter_overflow",
+    "ending",
+]
+
+logger = logging.getLogger("sessionhub.stores")
+
+#: What decoding a stored record may raise when the record is damaged or nests too deeply.
+DECODE_ERRORS: Final = (
+    msgspec.DecodeError,
+    RecursionError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+)
+
+
+def ending(session_id: str) -> SessionNotFound:
+    """The error of an activity on a session claimed for its end."""
+    return SessionNotFound(session_id, f"session is being ended: {shortened(session_id)}")
+
+
+def counter_overflow(name: str, value: int, delta: int) -> ValidationError:
+    return ValidationError(
+        f"counter {shortened(name)} at {value} cannot change by {delta}: counters are signed "
+        "64-bit integers"
+    )
 
 
 class Query(msgspec.Struct, frozen=True, kw_only=True):
@@ -110,6 +165,30 @@ class Store(abc.ABC):
 
     def __init__(self, *, event_buffer: int = 10_000) -> None:
         self.events = EventLog(event_buffer)
+        # Synchronous twins of ``create``, ``get`` and a touch (``modify`` with only
+        # ``Change(now=now, touch=True)``), set by stores whose operations never wait (memory):
+        # the hub calls them directly, so its hottest calls cost one coroutine instead of two.
+        # They follow every rule of what they twin (a session being ended refuses the touch).
+        self.create_now: Callable[[Session, CreateRules], Session] | None = None
+        self.get_now: Callable[[str], Session | None] | None = None
+        self.touch_now: Callable[[str, float], Session] | None = None
+        #: Stored records that could not be decoded and were skipped (each logged once).
+        self.damaged_records = 0
+        self._damaged_logged: set[str] = set()
+
+    def damaged(self, what: str, error: BaseException) -> DamagedRecord:
+        """Count a record that cannot be decoded, log it the first time, and return the error a
+        direct read of it raises. ``what`` names the record (``session <id>``, ...)."""
+        self.damaged_records += 1
+        if what not in self._damaged_logged and len(self._damaged_logged) < 10_000:
+            self._damaged_logged.add(what)
+            logger.error(
+                "%r: the stored %s cannot be decoded (%s); skipped",
+                self,
+                shortened(what),
+                type(error).__name__,
+            )
+        return DamagedRecord(f"the stored {shortened(what)} cannot be decoded")
 
     async def open(self) -> None:  # noqa: B027 - optional for stores with nothing to open
         """Connect, create the schema, start tailing the shared event log (idempotent)."""
@@ -178,8 +257,9 @@ class Store(abc.ABC):
     # data: one key → JSON value store per session; values travel as JSON bytes
 
     @abc.abstractmethod
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
-        """The entry, or ``None``; ``SessionNotFound`` if the session is neither live nor retained."""
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        """The entry, or ``None``; ``SessionNotFound`` if the session is neither live nor retained
+        at ``now``."""
 
     @abc.abstractmethod
     async def data_set(
@@ -195,7 +275,7 @@ class Store(abc.ABC):
         """Remove a key; whether it existed."""
 
     @abc.abstractmethod
-    async def data_items(self, session_id: str) -> list[DataEntry]:
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
         """Every entry of the session, ordered by key."""
 
     # history: an append-only log per session
@@ -215,12 +295,13 @@ class Store(abc.ABC):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
         """Records with ``seq`` past ``after`` (before it, when ``newest_first``), at most
         ``limit``, only of ``kind`` if given."""
 
     @abc.abstractmethod
-    async def history_counts(self, session_id: str) -> dict[str, int]:
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         """How many records of each kind, without reading them."""
 
     # events
@@ -253,6 +334,8 @@ def apply_change(
     order; ``check_unique`` raises ``DuplicateSession`` when merged labels would take a unique
     label another live session holds. The Redis store applies the same rules in Lua.
     """
+    if old.end_reason is not None:
+        raise ending(old.id)
     if change.expected_version is not None and change.expected_version != old.version:
         raise VersionConflict(
             f"session {old.id} is at version {old.version}, not {change.expected_version}"
@@ -291,7 +374,10 @@ def apply_change(
     if change.counters:
         counters = dict(counters)
         for name, delta in change.counters.items():
-            counters[name] = counters.get(name, 0) + delta
+            value = counters.get(name, 0)
+            if not INT64_MIN <= value + delta <= INT64_MAX:
+                raise counter_overflow(name, value, delta)
+            counters[name] = value + delta
     idle = old.idle_timeout if change.idle_timeout is msgspec.UNSET else change.idle_timeout
     ttl = old.ttl if change.ttl is msgspec.UNSET else change.ttl
     parent = old.parent_id if change.parent_id is msgspec.UNSET else change.parent_id

@@ -244,10 +244,12 @@ local function claim(sk, h, flat, reason, now, moves, claimer)
 end
 
 -- Data and history writes are activity: slide the idle deadline like a touch.
-local REFRESH_FIELDS = {'id', 'en', 'ca', 'it', 'ttl', 'ar', 'v', 'dq', 'ea'}
+-- A session claimed for its end ('er' set) accepts no activity.
+local REFRESH_FIELDS = {'id', 'en', 'er', 'ca', 'it', 'ttl', 'ar', 'v', 'dq', 'ea'}
 local function live_fields(sk)
   local h = fields(sk, REFRESH_FIELDS)
   if h.id == nil or h.en ~= nil then fail('NOTFOUND') end
+  if h.er ~= nil then fail('ENDING') end
   return h
 end
 
@@ -263,8 +265,15 @@ local function refresh(sk, h, now)
   commit(w, sk, h, {})
 end
 
-local function readable(sk)
-  if redis.call('EXISTS', sk) == 0 then fail('NOTFOUND') end
+-- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
+-- finish_end gave the 'retained' index), even before purge removes them.
+local function readable(sk, now)
+  local h = fields(sk, {'id', 'en'})
+  if h.id == nil then fail('NOTFOUND') end
+  if h.en ~= nil then
+    local kept = redis.call('ZSCORE', P .. 'retained', h.id)
+    if not kept or tonumber(kept) <= tonumber(now) then fail('NOTFOUND') end
+  end
 end
 """
 
@@ -338,6 +347,7 @@ counters, pos = take_list(pos, true)
 
 local h, flat = load(sk)
 if h == nil or h.en ~= nil then fail('NOTFOUND') end
+if h.er ~= nil then fail('ENDING') end
 local sid = h.id
 local version = tonumber(h.v)
 if ARGV[4] ~= '' and tonumber(ARGV[4]) ~= version then fail('VERSION', h.v) end
@@ -398,12 +408,22 @@ if tonumber(ARGV[7]) > 0 and max_requests and requests > max_requests then
   fail('TOOMANY', h.ar or '0')
 end
 
--- Every check passed: from here on the function only writes.
+-- Every check passed but the counters': from here on the function only writes.
 local w = writer()
+-- HINCRBY, not Lua arithmetic: counters are exact signed 64-bit integers (Lua numbers are
+-- doubles), and HINCRBY refuses an overflow without writing. Counters go first, so one that
+-- overflows undoes the others and the function fails having changed nothing.
 for i = 1, #counters, 2 do
-  -- HINCRBY, not Lua arithmetic: counters are exact 64-bit integers, Lua numbers are doubles.
   local field = 'c:' .. counters[i]
-  w.shown[field] = fint(redis.call('HINCRBY', sk, field, counters[i + 1]))
+  local reply = redis.pcall('HINCRBY', sk, field, counters[i + 1])
+  if type(reply) == 'table' and reply.err then
+    for j = 1, i - 2, 2 do
+      local done = 'c:' .. counters[j]
+      if h[done] == nil then redis.call('HDEL', sk, done) else redis.call('HSET', sk, done, h[done]) end
+    end
+    fail('OVERFLOW', counters[i], h[field] or '0', counters[i + 1])
+  end
+  w.shown[field] = redis.call('HGET', sk, field)  -- the exact text, not the double HINCRBY gave
 end
 
 local function choose(arg, old)
@@ -674,9 +694,9 @@ if counting then return count end
 return out
 """
 
-# keys: session, data. args: prefix, key.
+# keys: session, data. args: prefix, key, now.
 _DATA_GET = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[3])
 return redis.call('HGET', KEYS[2], ARGV[2])
 """
 
@@ -710,9 +730,9 @@ refresh(KEYS[1], h, ARGV[4])
 return 1
 """
 
-# keys: session, data.
+# keys: session, data. args: prefix, now.
 _DATA_ITEMS = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 
@@ -726,9 +746,10 @@ refresh(KEYS[1], h, ARGV[4])
 return seq
 """
 
-# keys: session, history. args: prefix, after, limit, newest first, kind. Returns seq, record pairs.
+# keys: session, history. args: prefix, after, limit, newest first, kind, now. Returns seq, record
+# pairs.
 _HISTORY_READ = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[6])
 local limit = tonumber(ARGV[3])
 local kind = ARGV[5]
 local tag = kind .. '\t'
@@ -770,9 +791,9 @@ end
 return out
 """
 
-# keys: session, history counts.
+# keys: session, history counts. args: prefix, now.
 _HISTORY_COUNTS = r"""
-readable(KEYS[1])
+readable(KEYS[1], ARGV[2])
 return redis.call('HGETALL', KEYS[2])
 """
 

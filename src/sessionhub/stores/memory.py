@@ -1,19 +1,30 @@
 """The memory store: one process, fastest, nothing survives the process.
 
 Every operation runs without an ``await`` inside, so on one event loop each is atomic by
-construction. Sessions live in one dict; listings walk sorted id indexes (one per namespace, user,
-parent and label value); deadlines sit in a heap with one entry per session, re-queued lazily when
-activity moved the deadline later, so a touch costs no heap work and expiring k of n sessions costs
-O(k log n).
+construction. The structures are chosen so that the common case costs next to nothing:
+
+- Sessions live in one dict, id → the ``Session`` record itself (one object per session).
+- A namespace's listing is a few hundred sorted runs of ids: creates append, every 4,096 new ids
+  are sorted into a run, removals only count (the ids that left are dropped once they are most of
+  the listing), and a read merges the runs lazily. Readers check every id against the record, so
+  stale ids are harmless.
+- The user, parent and label indexes map a key to its live sessions: the id itself for one
+  session, a sorted list for a few, a ``SortedList`` only past ``_FEW``.
+- Deadlines sit in buckets of 1/16 s (a list of ids each), and only the buckets that come due are
+  poured into a heap of exact ``(deadline, id)`` entries. A touch moves a deadline later and costs
+  no deadline work: the entry is re-queued when its bucket comes due. Expiring k sessions costs
+  O(k log k) plus one pass over the buckets they sat in.
+- Unique labels, quotas and subscribers cost nothing when the hub does not use them.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from bisect import bisect_left, bisect_right, insort
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeAlias
 
 import msgspec
 from sortedcontainers import SortedList
@@ -24,23 +35,32 @@ from .._errors import (
     QuotaExceeded,
     SessionNotFound,
     VersionConflict,
+    quoted,
+    shortened,
 )
 from .._models import (
     DataEntry,
     EventKind,
     HistoryRecord,
     Page,
+    ReadOnlyDict,
     Session,
     expires_at,
 )
-from ._base import Change, CreateRules, Query, Store, apply_change
+from ._base import Change, CreateRules, Query, Store, apply_change, ending
 
 __all__ = ["MemoryStore"]
 
 _replace = msgspec.structs.replace
 _decode = msgspec.json.decode
-_IndexKey = tuple[str, ...]
-_NOTHING: SortedList[str] = SortedList()
+
+#: The live sessions under one index key: the id alone, a few in a sorted list, or many.
+_Members: TypeAlias = "str | list[str] | SortedList[str]"
+_FEW = 64  # past this many, a key's ids move to a SortedList
+_SLOTS = 16  # deadline buckets per second
+_RUN = 4096  # a namespace listing sorts its new ids this many at a time
+_MAX_RUNS = 1024  # past this many sorted runs, a listing merges them into one
+_LABEL_SETS = 4096  # distinct label mappings shared at most (past this, the cache starts over)
 
 
 class _History:
@@ -51,14 +71,109 @@ class _History:
         self.counts: Counter[str] = Counter()
 
 
-def _index_keys(session: Session) -> Iterator[_IndexKey]:
-    yield ("ns", session.namespace)
-    if session.user_id is not None:
-        yield ("user", session.user_id)
-    if session.parent_id is not None:
-        yield ("parent", session.parent_id)
-    for name, value in session.labels.items():
-        yield ("label", name, value)
+def _add(index: dict[str, _Members], key: str, session_id: str) -> None:
+    members = index.get(key)
+    if members is None:
+        index[key] = session_id
+    elif isinstance(members, str):
+        index[key] = sorted((members, session_id))
+    elif isinstance(members, list):
+        insort(members, session_id)
+        if len(members) > _FEW:
+            index[key] = SortedList(members)
+    else:
+        members.add(session_id)
+
+
+def _remove(index: dict[str, _Members], key: str, session_id: str) -> None:
+    members = index[key]
+    if isinstance(members, str):
+        del index[key]
+    elif isinstance(members, list):
+        del members[bisect_left(members, session_id)]
+        if len(members) == 1:
+            index[key] = members[0]
+    else:
+        members.remove(session_id)
+        if len(members) <= _FEW // 2:
+            index[key] = list(members)
+
+
+def _size(members: _Members | None) -> int:
+    return 0 if members is None else 1 if type(members) is str else len(members)
+
+
+def _after(members: _Members, cursor: str | None) -> Iterator[str]:
+    """The ids of ``members`` past ``cursor``, in id order."""
+    if type(members) is str:
+        return iter(() if cursor is not None and members <= cursor else (members,))
+    if type(members) is list:
+        start = 0 if cursor is None else bisect_right(members, cursor)
+        return itertools.islice(members, start, None)
+    assert isinstance(members, SortedList)
+    return iter(members.irange(cursor, None, (False, False)))
+
+
+class _Listing:
+    """The ids of one namespace's sessions (live and retained), in sorted runs.
+
+    Creates append to ``fresh``, and every ``_RUN`` ids are sorted into a run of their own: a
+    create costs an append and a share of one small sort, never a sorted insert, and a read merges
+    the runs lazily (a page costs one bisection per run, and a few hundred runs hold a million
+    ids). A session that leaves only bumps ``stale``; once most ids are stale, each run keeps only
+    the ids still in the namespace. An id may appear twice (deleted, then created again): readers
+    skip repeats and check every id against its record.
+    """
+
+    __slots__ = ("fresh", "runs", "stale")
+
+    def __init__(self) -> None:
+        self.runs: list[list[str]] = []
+        self.fresh: list[str] = []
+        self.stale = 0
+
+    def seal(self) -> None:
+        """Sort the fresh ids into a run (and merge the runs once there are too many)."""
+        if self.fresh:
+            self.fresh.sort()
+            self.runs.append(self.fresh)
+            self.fresh = []
+            if len(self.runs) > _MAX_RUNS:
+                self.runs = [list(heapq.merge(*self.runs))]
+
+    def drop(self, belongs: Callable[[str], bool]) -> None:
+        self.stale += 1
+        if self.stale > _RUN and 2 * self.stale > self._size():
+            self._compact(belongs)
+
+    def after(self, cursor: str | None, belongs: Callable[[str], bool]) -> Iterator[str]:
+        """The ids past ``cursor`` in id order, each once (stale ones included)."""
+        self.seal()
+        if self.stale > 64 and 2 * self.stale > self._size():
+            self._compact(belongs)
+        tails = [
+            itertools.islice(run, 0 if cursor is None else bisect_right(run, cursor), None)
+            for run in self.runs
+        ]
+        return _once(tails[0] if len(tails) == 1 else heapq.merge(*tails))
+
+    def _size(self) -> int:
+        return sum(map(len, self.runs)) + len(self.fresh)
+
+    def _compact(self, belongs: Callable[[str], bool]) -> None:
+        self.seal()
+        runs = ([sid for sid in run if belongs(sid)] for run in self.runs)  # still sorted
+        self.runs = [run for run in runs if run]
+        self.stale = 0
+
+
+def _once(ids: Iterable[str]) -> Iterator[str]:
+    """Sorted ids without repeats."""
+    last = None
+    for sid in ids:
+        if sid != last:
+            yield sid
+            last = sid
 
 
 def _no_check(labels: Mapping[str, str]) -> None:
@@ -71,31 +186,76 @@ class MemoryStore(Store):
     def __init__(self, *, event_buffer: int = 10_000) -> None:
         super().__init__(event_buffer=event_buffer)
         self._sessions: dict[str, Session] = {}  # live and retained
-        self._indexes: dict[_IndexKey, SortedList[str]] = {}
+        self._listings: dict[str, _Listing] = {}  # namespace → its ids
+        self._by_user: dict[str, _Members] = {}
+        self._by_parent: dict[str, _Members] = {}
+        self._by_label: dict[str, dict[str, _Members]] = {}  # name → value → ids
         self._unique: dict[tuple[str, str, str], str] = {}
-        self._census: Counter[tuple[str, str]] = Counter()
+        self._label_sets: dict[tuple[tuple[str, str], ...], ReadOnlyDict] = {}
+        self._census: dict[str, dict[str, int]] = {}  # namespace → state → live sessions
         self._live = 0
-        self._deadlines: list[tuple[float, str]] = []
+        self._buckets: dict[int, list[str]] = {}  # int(deadline * _SLOTS) → ids
+        self._bucket_keys: list[int] = []  # heap of the keys of ``_buckets``
+        self._poured = -1  # buckets up to this key have been poured into ``_due``
+        self._due: list[tuple[float, str]] = []  # heap of exact deadlines
+        self._fill: list[str] = []  # the bucket last scheduled into, and the deadlines it takes
+        self._fill_from, self._fill_until = 0.0, 0.0
         self._retained: list[tuple[float, str]] = []
+        self._retain_until: dict[str, float] = {}  # ended id → end of its retention
         self._data: dict[str, dict[str, tuple[bytes, int]]] = {}
         self._history: dict[str, _History] = {}
+        self.create_now = self._create
+        self.get_now = self._sessions.get
+        self.touch_now = self._touch
 
     def __repr__(self) -> str:
         return f"MemoryStore(live={self._live})"
 
     # indexes
 
-    def _index_add(self, key: _IndexKey, session_id: str) -> None:
-        index = self._indexes.get(key)
-        if index is None:
-            index = self._indexes[key] = SortedList()
-        index.add(session_id)
+    def _index(self, session: Session) -> None:
+        """Enter a live session in the user, parent and label indexes."""
+        sid = session.id
+        if session.user_id is not None:
+            _add(self._by_user, session.user_id, sid)
+        if session.parent_id is not None:
+            _add(self._by_parent, session.parent_id, sid)
+        for name, value in session.labels.items():
+            _add(self._by_label.setdefault(name, {}), value, sid)
 
-    def _index_remove(self, key: _IndexKey, session_id: str) -> None:
-        index = self._indexes[key]
-        index.remove(session_id)
-        if not index:
-            del self._indexes[key]
+    def _unindex(self, session: Session) -> None:
+        sid = session.id
+        if session.user_id is not None:
+            _remove(self._by_user, session.user_id, sid)
+        if session.parent_id is not None:
+            _remove(self._by_parent, session.parent_id, sid)
+        for name, value in session.labels.items():
+            self._unlabel(name, value, sid)
+
+    def _unlabel(self, name: str, value: str, session_id: str) -> None:
+        values = self._by_label[name]
+        _remove(values, value, session_id)
+        if not values:
+            del self._by_label[name]
+
+    def _count_state(self, namespace: str, state: str, delta: int) -> None:
+        states = self._census.get(namespace)
+        if states is None:
+            states = self._census[namespace] = {}
+        states[state] = states.get(state, 0) + delta
+
+    def _belongs_to(self, namespace: str) -> Callable[[str], bool]:
+        sessions = self._sessions
+
+        def belongs(session_id: str) -> bool:
+            session = sessions.get(session_id)
+            return session is not None and session.namespace == namespace
+
+        return belongs
+
+    def _unlist(self, session: Session) -> None:
+        """The session's record is gone: its id in the namespace listing is stale now."""
+        self._listings[session.namespace].drop(self._belongs_to(session.namespace))
 
     def _live_session(self, session_id: str) -> Session:
         session = self._sessions.get(session_id)
@@ -103,14 +263,75 @@ class MemoryStore(Store):
             raise SessionNotFound(session_id)
         return session
 
-    def _schedule(self, old: Session | None, new: Session) -> None:
-        # One heap entry per session suffices while deadlines only move later (claim_expired
-        # re-queues those); a deadline that moved earlier needs an entry of its own.
+    def _active_session(self, session_id: str) -> Session:
+        """A live session that is not being ended: one that accepts activity."""
+        session = self._live_session(session_id)
+        if session.end_reason is not None:
+            raise ending(session_id)
+        return session
+
+    # deadlines
+
+    def _schedule(self, deadline: float, session_id: str) -> None:
+        if self._fill_from <= deadline < self._fill_until:
+            self._fill.append(session_id)
+            return
+        key = int(deadline * _SLOTS)
+        if key <= self._poured:
+            heapq.heappush(self._due, (deadline, session_id))
+            return
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = []
+            heapq.heappush(self._bucket_keys, key)
+        bucket.append(session_id)
+        # Deadlines come in runs (now + the same idle timeout): the next one likely lands here.
+        # key / _SLOTS is exact, so this range is exactly the bucket's.
+        self._fill, self._fill_from, self._fill_until = bucket, key / _SLOTS, (key + 1) / _SLOTS
+
+    def _rescheduled(self, old: Session, new: Session) -> None:
+        # Every live session with a deadline has an entry at or before it. A deadline that moved
+        # later keeps its entry (re-queued when it comes due); one that moved earlier needs one.
         deadline = new.expires_at
-        if deadline is not None and (
-            old is None or old.expires_at is None or deadline < old.expires_at
-        ):
-            heapq.heappush(self._deadlines, (deadline, new.id))
+        if deadline is not None and (old.expires_at is None or deadline < old.expires_at):
+            self._schedule(deadline, new.id)
+
+    def _pour(self, key: int) -> None:
+        """Move the entries of every bucket up to ``key`` into the exact heap."""
+        keys, buckets, sessions = self._bucket_keys, self._buckets, self._sessions
+        self._poured = max(self._poured, key)
+        if self._fill_from * _SLOTS <= self._poured:
+            self._fill_from, self._fill_until = 0.0, 0.0  # that bucket is about to be poured
+        while keys and keys[0] <= key:
+            for sid in buckets.pop(heapq.heappop(keys)):
+                session = sessions.get(sid)
+                if session is not None and session.expires_at is not None:
+                    self._schedule(session.expires_at, sid)
+
+    def _due_session(self, deadline: float, session_id: str) -> Session | None:
+        """The session of a heap entry for ``deadline`` if it is live, unclaimed and its deadline
+        is still that one (or earlier); an entry whose deadline moved later is queued again at
+        its new place, so sessions are claimed in the order of their real deadlines."""
+        session = self._sessions.get(session_id)
+        if session is None or session.end_reason is not None or session.expires_at is None:
+            return None
+        if session.expires_at > deadline:
+            self._schedule(session.expires_at, session_id)
+            return None
+        return session
+
+    def _shared(self, labels: Mapping[str, str]) -> ReadOnlyDict:
+        """One read-only mapping for all sessions created with these labels: most sessions carry
+        one of a few label sets, and a dict per session would be a third of its memory."""
+        key = tuple(labels.items())
+        shared = self._label_sets.get(key)
+        if shared is None:
+            if len(self._label_sets) >= _LABEL_SETS:
+                self._label_sets.clear()
+            shared = self._label_sets[key] = ReadOnlyDict(labels)
+        return shared
+
+    # unique labels
 
     def _check_unique(
         self, namespace: str, labels: Mapping[str, str], names: Any, session_id: str
@@ -122,7 +343,7 @@ class MemoryStore(Store):
             holder = self._unique.get((namespace, name, value))
             if holder is not None and holder != session_id:
                 raise DuplicateSession(
-                    f"label {name}={value} is held by live session {holder} in {namespace}"
+                    f"label {shortened(name)}={shortened(value)} is held by live session {holder} in {namespace}"
                 )
 
     def _hold_unique(self, session: Session, names: Any) -> None:
@@ -132,6 +353,8 @@ class MemoryStore(Store):
                 self._unique[session.namespace, name, value] = session.id
 
     def _release_unique(self, session: Session) -> None:
+        if not self._unique:
+            return
         for name, value in session.labels.items():
             key = (session.namespace, name, value)
             if self._unique.get(key) == session.id:
@@ -140,8 +363,12 @@ class MemoryStore(Store):
     # sessions
 
     async def create(self, session: Session, rules: CreateRules) -> Session:
+        return self._create(session, rules)
+
+    def _create(self, session: Session, rules: CreateRules) -> Session:
         sid = session.id
-        if sid in self._sessions:
+        sessions = self._sessions
+        if sid in sessions:
             raise DuplicateSession(f"session id already exists: {sid}")
         if session.parent_id is not None:
             parent = self._live_session(session.parent_id)
@@ -149,21 +376,45 @@ class MemoryStore(Store):
                 raise SessionNotFound(parent.id, f"parent session is ending: {parent.id}")
         if rules.max_sessions is not None and self._live >= rules.max_sessions:
             raise CapacityExceeded(f"the hub holds its maximum of {rules.max_sessions} sessions")
-        if rules.max_sessions_per_user is not None and session.user_id is not None:
-            owned = self._indexes.get(("user", session.user_id))
-            if owned is not None and len(owned) >= rules.max_sessions_per_user:
+        user = session.user_id
+        if rules.max_sessions_per_user is not None and user is not None:
+            owned = _size(self._by_user.get(user))
+            if owned >= rules.max_sessions_per_user:
                 raise QuotaExceeded(
-                    f"user {session.user_id} already has {len(owned)} live sessions "
+                    f"user {user} already has {owned} live sessions "
                     f"(limit {rules.max_sessions_per_user})"
                 )
-        self._check_unique(session.namespace, session.labels, rules.unique_labels, sid)
-        self._sessions[sid] = session
+        unique = rules.unique_labels
+        if session.labels:
+            if unique:
+                self._check_unique(session.namespace, session.labels, unique, sid)
+            session = _replace(session, labels=self._shared(session.labels))
+        sessions[sid] = session
         self._live += 1
-        self._census[session.namespace, session.state] += 1
-        for key in _index_keys(session):
-            self._index_add(key, sid)
-        self._hold_unique(session, rules.unique_labels)
-        self._schedule(None, session)
+        namespace = session.namespace
+        self._count_state(namespace, session.state, 1)
+        listing = self._listings.get(namespace)
+        if listing is None:
+            listing = self._listings[namespace] = _Listing()
+        fresh = listing.fresh
+        fresh.append(sid)
+        if len(fresh) >= _RUN:
+            listing.seal()
+        if user is not None:
+            _add(self._by_user, user, sid)
+        if session.parent_id is not None or session.labels:
+            if session.parent_id is not None:
+                _add(self._by_parent, session.parent_id, sid)
+            for name, value in session.labels.items():
+                _add(self._by_label.setdefault(name, {}), value, sid)
+            if unique:
+                self._hold_unique(session, unique)
+        deadline = session.expires_at
+        if deadline is not None:
+            if self._fill_from <= deadline < self._fill_until:
+                self._fill.append(sid)
+            else:
+                self._schedule(deadline, sid)
         self.events.append(EventKind.CREATED, session.created_at, session)
         return session
 
@@ -172,22 +423,28 @@ class MemoryStore(Store):
 
     def _candidates(self, query: Query, cursor: str | None) -> Iterator[str]:
         """Ids that may match, in id order after ``cursor``, from the narrowest index."""
-        narrow: list[_IndexKey] = []
+        narrow: list[_Members | None] = []
         if query.user_id is not None:
-            narrow.append(("user", query.user_id))
+            narrow.append(self._by_user.get(query.user_id))
         if query.parent_id is not None:
-            narrow.append(("parent", query.parent_id))
+            narrow.append(self._by_parent.get(query.parent_id))
         if query.labels:
-            narrow.extend(("label", name, value) for name, value in query.labels.items())
+            narrow.extend(
+                self._by_label.get(name, {}).get(value) for name, value in query.labels.items()
+            )
         if narrow:
-            indexes = [self._indexes.get(key, _NOTHING) for key in narrow]
-            return iter(min(indexes, key=len).irange(cursor, None, (False, False)))
-        kinds = ("ns", "ended") if query.include_ended else ("ns",)
+            smallest = min(narrow, key=_size)
+            return iter(()) if smallest is None else _after(smallest, cursor)
         if query.namespace is not None:
-            indexes = [self._indexes.get((kind, query.namespace), _NOTHING) for kind in kinds]
+            names: Iterable[str] = (query.namespace,)
         else:
-            indexes = [index for key, index in self._indexes.items() if key[0] in kinds]
-        return heapq.merge(*(index.irange(cursor, None, (False, False)) for index in indexes))
+            names = list(self._listings)
+        listed = [
+            self._listings[name].after(cursor, self._belongs_to(name))
+            for name in names
+            if name in self._listings
+        ]
+        return listed[0] if len(listed) == 1 else heapq.merge(*listed)
 
     @staticmethod
     def _matches(session: Session, query: Query) -> bool:
@@ -219,16 +476,52 @@ class MemoryStore(Store):
         if plain and query == Query():
             return self._live
         if plain and query == Query(namespace=query.namespace):
-            return len(self._indexes.get(("ns", query.namespace or ""), ()))
+            return sum(self._census.get(query.namespace or "", {}).values())
         if plain and query == Query(user_id=query.user_id):
-            return len(self._indexes.get(("user", query.user_id or ""), ()))
+            return _size(self._by_user.get(query.user_id or ""))
         sessions = self._sessions
         return sum(
-            1 for sid in self._candidates(query, None) if self._matches(sessions[sid], query)
+            1
+            for sid in self._candidates(query, None)
+            if (session := sessions.get(sid)) is not None and self._matches(session, query)
         )
 
     async def census(self) -> dict[tuple[str, str], int]:
-        return {key: n for key, n in self._census.items() if n}
+        return {
+            (namespace, state): n
+            for namespace, states in self._census.items()
+            for state, n in states.items()
+            if n
+        }
+
+    def _touch(self, session_id: str, now: float) -> Session:
+        """``modify`` with ``Change(now=now, touch=True)``, without building the change (and
+        under the same rules: a session ended or being ended accepts no touch)."""
+        old = self._sessions.get(session_id)
+        if old is None or old.ended_at is not None:
+            raise SessionNotFound(session_id)
+        if old.end_reason is not None:
+            raise ending(session_id)
+        idle = old.idle_timeout
+        if idle is not None and not old.active_requests:  # the common case of expires_at()
+            deadline: float | None = now + idle
+            if old.ttl is not None:
+                deadline = min(now + idle, old.created_at + old.ttl)
+        else:
+            deadline = expires_at(
+                created_at=old.created_at,
+                last_activity_at=now,
+                idle_timeout=idle,
+                ttl=old.ttl,
+                active_requests=old.active_requests,
+            )
+        new = _replace(
+            old, last_activity_at=now, updated_at=now, expires_at=deadline, version=old.version + 1
+        )
+        self._sessions[session_id] = new
+        if deadline is not None and (old.expires_at is None or deadline < old.expires_at):
+            self._schedule(deadline, session_id)
+        return new
 
     async def modify(self, session_id: str, change: Change) -> Session:
         old = self._live_session(session_id)
@@ -237,9 +530,9 @@ class MemoryStore(Store):
         if new.labels is not old.labels or new.parent_id != old.parent_id:
             self._reindex(old, new, change.unique_labels)
         if new.state != old.state:
-            self._census[old.namespace, old.state] -= 1
-            self._census[new.namespace, new.state] += 1
-        self._schedule(old, new)
+            self._count_state(old.namespace, old.state, -1)
+            self._count_state(new.namespace, new.state, 1)
+        self._rescheduled(old, new)
         if change.emit is not None:
             self.events.append(change.emit, change.now, new)
         return new
@@ -254,13 +547,21 @@ class MemoryStore(Store):
         return check
 
     def _reindex(self, old: Session, new: Session, unique_labels: Any) -> None:
-        before, after = set(_index_keys(old)), set(_index_keys(new))
-        for key in before - after:
-            self._index_remove(key, old.id)
-        for key in after - before:
-            self._index_add(key, new.id)
-        self._release_unique(old)
-        self._hold_unique(new, unique_labels)
+        sid = old.id
+        if new.parent_id != old.parent_id:
+            if old.parent_id is not None:
+                _remove(self._by_parent, old.parent_id, sid)
+            if new.parent_id is not None:
+                _add(self._by_parent, new.parent_id, sid)
+        if new.labels is not old.labels:
+            for name, value in old.labels.items():
+                if new.labels.get(name) != value:
+                    self._unlabel(name, value, sid)
+            for name, value in new.labels.items():
+                if old.labels.get(name) != value:
+                    _add(self._by_label.setdefault(name, {}), value, sid)
+            self._release_unique(old)
+            self._hold_unique(new, unique_labels)
 
     def _claim(
         self, session: Session, reason: str, now: float, moves: Mapping[str, str]
@@ -274,8 +575,8 @@ class MemoryStore(Store):
         )
         self._sessions[session.id] = claimed
         if claimed.state != session.state:
-            self._census[session.namespace, session.state] -= 1
-            self._census[session.namespace, claimed.state] += 1
+            self._count_state(session.namespace, session.state, -1)
+            self._count_state(session.namespace, claimed.state, 1)
         self.events.append(EventKind.TRANSITIONED, now, claimed)
         return claimed
 
@@ -290,17 +591,14 @@ class MemoryStore(Store):
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
     ) -> list[Session]:
-        heap, sessions = self._deadlines, self._sessions
+        self._pour(int(now * _SLOTS))
+        heap = self._due
         claimed: list[Session] = []
         while heap and heap[0][0] <= now and len(claimed) < limit:
-            _, sid = heapq.heappop(heap)
-            session = sessions.get(sid)
-            if session is None or session.end_reason is not None or session.expires_at is None:
-                continue
-            if session.expires_at > now:  # activity moved the deadline: queue it again
-                heapq.heappush(heap, (session.expires_at, sid))
-                continue
-            claimed.append(self._claim(session, "expired", now, moves))
+            deadline, sid = heapq.heappop(heap)
+            session = self._due_session(deadline, sid)
+            if session is not None:
+                claimed.append(self._claim(session, "expired", now, moves))
         return claimed
 
     async def finish_end(
@@ -318,37 +616,43 @@ class MemoryStore(Store):
             active_requests=0,
             version=session.version + 1,
         )
-        for key in _index_keys(session):
-            self._index_remove(key, session_id)
+        self._unindex(session)
         self._release_unique(session)
         self._live -= 1
-        self._census[session.namespace, session.state] -= 1
+        self._count_state(session.namespace, session.state, -1)
         self.events.append(EventKind.ENDED, now, ended)
         if retain_until > now:
-            self._sessions[session_id] = ended
-            self._index_add(("ended", ended.namespace), session_id)
+            self._sessions[session_id] = ended  # still listed, with include_ended
             heapq.heappush(self._retained, (retain_until, session_id))
+            self._retain_until[session_id] = retain_until
         else:
-            self._delete(session_id)
+            self._delete(session)
         return ended
 
-    def _delete(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
-        self._data.pop(session_id, None)
-        self._history.pop(session_id, None)
+    def _delete(self, session: Session) -> None:
+        sid = session.id
+        del self._sessions[sid]
+        self._retain_until.pop(sid, None)
+        self._unlist(session)
+        self._data.pop(sid, None)
+        self._history.pop(sid, None)
 
     async def next_deadline(self) -> float | None:
-        heap, sessions = self._deadlines, self._sessions
-        while heap:
-            deadline, sid = heap[0]
-            session = sessions.get(sid)
-            if session is None or session.end_reason is not None or session.expires_at is None:
-                heapq.heappop(heap)
-            elif session.expires_at > deadline:
-                heapq.heapreplace(heap, (session.expires_at, sid))
-            else:
-                return deadline
-        return None
+        heap = self._due
+        while True:
+            while heap:
+                deadline, sid = heap[0]
+                session = self._sessions.get(sid)
+                if session is None or session.end_reason is not None or session.expires_at is None:
+                    heapq.heappop(heap)
+                elif session.expires_at > deadline:  # moved later: queue it where it belongs now
+                    heapq.heappop(heap)
+                    self._schedule(session.expires_at, sid)
+                else:
+                    return deadline
+            if not self._bucket_keys:
+                return None
+            self._pour(self._bucket_keys[0])  # the earliest bucket holds the next deadline
 
     async def purge(self, now: float) -> int:
         heap, purged = self._retained, 0
@@ -356,15 +660,17 @@ class MemoryStore(Store):
             _, sid = heapq.heappop(heap)
             session = self._sessions.get(sid)
             if session is not None and session.ended_at is not None:
-                self._index_remove(("ended", session.namespace), sid)
-                self._delete(sid)
+                self._delete(session)
                 purged += 1
         return purged
 
     # data
 
-    def _readable(self, session_id: str) -> None:
-        if session_id not in self._sessions:
+    def _readable(self, session_id: str, now: float) -> None:
+        session = self._sessions.get(session_id)
+        if session is None or (
+            session.ended_at is not None and self._retain_until[session_id] <= now
+        ):
             raise SessionNotFound(session_id)
 
     def _refresh(self, session_id: str, now: float) -> None:
@@ -385,8 +691,8 @@ class MemoryStore(Store):
         )
         self._sessions[session_id] = new
 
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
-        self._readable(session_id)
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        self._readable(session_id, now)
         item = self._data.get(session_id, {}).get(key)
         if item is None:
             return None
@@ -397,13 +703,13 @@ class MemoryStore(Store):
     ) -> None:
         if expected is not None and expected != current:
             raise VersionConflict(
-                f"data key {key!r} of session {session_id} is at version {current}, not {expected}"
+                f"data key {quoted(key)} of session {session_id} is at version {current}, not {expected}"
             )
 
     async def data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
     ) -> DataEntry:
-        self._live_session(session_id)
+        self._active_session(session_id)
         data = self._data.setdefault(session_id, {})
         current = data.get(key, (b"", 0))[1]
         self._check_data_version(session_id, key, current, expected_version)
@@ -414,7 +720,7 @@ class MemoryStore(Store):
     async def data_delete(
         self, session_id: str, key: str, expected_version: int | None, now: float
     ) -> bool:
-        self._live_session(session_id)
+        self._active_session(session_id)
         data = self._data.get(session_id, {})
         if key not in data:
             self._check_data_version(session_id, key, 0, expected_version)
@@ -424,8 +730,8 @@ class MemoryStore(Store):
         self._refresh(session_id, now)
         return True
 
-    async def data_items(self, session_id: str) -> list[DataEntry]:
-        self._readable(session_id)
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
+        self._readable(session_id, now)
         data = self._data.get(session_id, {})
         return [
             DataEntry(key=key, value=_decode(raw), version=version)
@@ -437,7 +743,7 @@ class MemoryStore(Store):
     async def history_append(
         self, session_id: str, kind: str, payload: bytes, now: float
     ) -> HistoryRecord:
-        self._live_session(session_id)
+        self._active_session(session_id)
         history = self._history.get(session_id)
         if history is None:
             history = self._history[session_id] = _History()
@@ -454,8 +760,9 @@ class MemoryStore(Store):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
-        self._readable(session_id)
+        self._readable(session_id, now)
         history = self._history.get(session_id)
         if history is None:
             return []
@@ -476,7 +783,7 @@ class MemoryStore(Store):
                     break
         return out
 
-    async def history_counts(self, session_id: str) -> dict[str, int]:
-        self._readable(session_id)
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
+        self._readable(session_id, now)
         history = self._history.get(session_id)
         return dict(history.counts) if history else {}

@@ -128,10 +128,12 @@ from .._errors import (
     TransitionError,
     ValidationError,
     VersionConflict,
+    quoted,
+    shortened,
 )
 from .._events import EventLog
 from .._models import EMPTY, DataEntry, HistoryRecord, Page, Session, json_encoder
-from ._base import Change, CreateRules, Query, Store
+from ._base import DECODE_ERRORS, Change, CreateRules, Query, Store, counter_overflow, ending
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
 
@@ -197,6 +199,14 @@ def _decode_session(flat: Sequence[str]) -> Session:
         end_reason=get("er"),
         version=int(scalars["v"]),
     )
+
+
+def _flat_id(flat: Sequence[str]) -> str:
+    """The id in a record's fields, without decoding the rest."""
+    for i in range(0, len(flat), 2):
+        if flat[i] == "id":
+            return flat[i + 1]
+    return "?"
 
 
 def _json_key(key: str) -> str:
@@ -282,29 +292,28 @@ class _StreamEventLog(EventLog):
     whose tailer is a moment behind) resumes from now on.
     """
 
-    def _position(self, after: str | None) -> int:
-        if after is None or after in self._seq_of:
-            return super()._position(after)
+    def position(self, after: str | None) -> int:
+        if after is None or self.seq_of(after) is not None:
+            return super().position(after)
         wanted = _stream_id(after)
         if wanted is None:
-            return super()._position(after)
-        oldest = max(self._next - self.capacity, 1)
+            return super().position(after)
+        oldest, newest = self.oldest_seq, self.next_seq - 1
         held = [
             (seq, parsed)
-            for seq in (oldest, self._next - 1)
+            for seq in (oldest, newest)
             if seq >= 1
-            and (event := self._ring[seq % self.capacity]) is not None
+            and (event := self.event_at(seq)) is not None
             and (parsed := _stream_id(event.id)) is not None
         ]
         if len(held) < 2 or wanted >= held[1][1]:
-            return self._next - 1
+            return newest
         if wanted < held[0][1]:
             return oldest - 2  # the reader is told it missed events before the oldest held
-        low, high = oldest, self._next - 1  # the last event at or before ``wanted``
+        low, high = oldest, newest  # the last event at or before ``wanted``
         while low < high:
             middle = (low + high + 1) // 2
-            event = self._ring[middle % self.capacity]
-            parsed = _stream_id(event.id) if event is not None else None
+            parsed = _stream_id(self.id_of(middle))
             if parsed is not None and parsed <= wanted:
                 low = middle
             else:
@@ -515,8 +524,8 @@ class RedisStore(Store):
             try:
                 session = _decode_session(_msgpack_decode(values[5]))
                 append(values[1].decode(), float(values[3]), session, event_id)
-            except (IndexError, ValueError, KeyError, msgspec.DecodeError):
-                logger.error("skipping a malformed event %s in %s", event_id, self._events_key)
+            except DECODE_ERRORS as exc:
+                self.damaged(f"event {event_id}", exc)
             self._last_id = event_id
         if entries and self._last_id is not None:
             self._fed = _stream_id(self._last_id) or self._fed
@@ -663,7 +672,23 @@ class RedisStore(Store):
 
     async def get(self, session_id: str) -> Session | None:
         flat = await self._ops.call("HGETALL", self._key("s", session_id))
-        return _decode_session(flat) if flat else None
+        return self._decoded(flat) if flat else None
+
+    def _decoded(self, flat: Sequence[str]) -> Session:
+        try:
+            return _decode_session(flat)
+        except DECODE_ERRORS as exc:
+            raise self.damaged(f"session {_flat_id(flat)}", exc) from None
+
+    def _listed(self, flats: Sequence[Sequence[str]]) -> list[Session]:
+        """The sessions of records read; damaged ones are skipped (and counted)."""
+        sessions = []
+        for flat in flats:
+            try:
+                sessions.append(_decode_session(flat))
+            except DECODE_ERRORS as exc:
+                self.damaged(f"session {_flat_id(flat)}", exc)
+        return sessions
 
     def _query_args(self, query: Query, mode: str, limit: int, cursor: str | None) -> list[Arg]:
         labels = _pairs(query.labels)
@@ -682,10 +707,10 @@ class RedisStore(Store):
 
     async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
         flats = await self._run("find", (), self._query_args(query, "find", limit, cursor))
-        items = [_decode_session(flat) for flat in flats]
-        more = len(items) > limit
-        del items[limit:]
-        return Page(items=items, cursor=items[-1].id if more else None)
+        more = len(flats) > limit
+        items = self._listed(flats[:limit])
+        # The cursor is the last id read, so a damaged record at the page's end is passed too.
+        return Page(items=items, cursor=_flat_id(flats[limit - 1]) if more else None)
 
     async def count(self, query: Query) -> int:
         count: int = await self._run("find", (), self._query_args(query, "count", 0, None))
@@ -759,7 +784,7 @@ class RedisStore(Store):
             self._refused(refusal, session_id)
         if event_id:
             await self._delivered(event_id)
-        return _decode_session(flat)
+        return self._decoded(flat)
 
     async def claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
@@ -776,7 +801,7 @@ class RedisStore(Store):
             return None
         event_id, flat = reply
         await self._delivered(event_id)
-        return _decode_session(flat)
+        return self._decoded(flat)
 
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
@@ -798,7 +823,7 @@ class RedisStore(Store):
         event_ids = [event_id for event_id, _ in claimed if event_id]
         if event_ids:
             await self._delivered(event_ids[-1])
-        return [_decode_session(flat) for _, flat in claimed]
+        return self._listed([flat for _, flat in claimed])
 
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
@@ -814,7 +839,7 @@ class RedisStore(Store):
             return None
         event_id, flat = reply
         await self._delivered(event_id)
-        return _decode_session(flat)
+        return self._decoded(flat)
 
     async def next_deadline(self) -> float | None:
         score = await self._run("next_deadline", (), ())
@@ -830,16 +855,19 @@ class RedisStore(Store):
 
     # data
 
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
         keys = [self._key("s", session_id), self._key("d", session_id)]
         try:
-            raw = await self._run("data_get", keys, (key,))
+            raw = await self._run("data_get", keys, (key, repr(float(now))))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         if raw is None:
             return None
         version, _, value = raw.partition(":")
-        return DataEntry(key=key, value=_json_decode(value), version=int(version))
+        try:
+            return DataEntry(key=key, value=_json_decode(value), version=int(version))
+        except DECODE_ERRORS as exc:
+            raise self.damaged(f"data value {key} of session {session_id}", exc) from None
 
     async def data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
@@ -865,16 +893,21 @@ class RedisStore(Store):
             self._refused(refusal, session_id, key=key, expected=expected_version)
         return bool(deleted)
 
-    async def data_items(self, session_id: str) -> list[DataEntry]:
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
         keys = [self._key("s", session_id), self._key("d", session_id)]
         try:
-            flat = await self._run("data_items", keys, ())
+            flat = await self._run("data_items", keys, (repr(float(now)),))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         entries = []
         for i in range(0, len(flat), 2):
             version, _, value = flat[i + 1].partition(":")
-            entries.append(DataEntry(key=flat[i], value=_json_decode(value), version=int(version)))
+            try:
+                entry = DataEntry(key=flat[i], value=_json_decode(value), version=int(version))
+            except DECODE_ERRORS as exc:
+                self.damaged(f"data value {flat[i]} of session {session_id}", exc)
+                continue
+            entries.append(entry)
         entries.sort(key=lambda entry: entry.key)
         return entries
 
@@ -902,9 +935,16 @@ class RedisStore(Store):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
         keys = [self._key("s", session_id), self._key("h", session_id)]
-        args: list[Arg] = ["" if after is None else after, limit, int(newest_first), kind or ""]
+        args: list[Arg] = [
+            "" if after is None else after,
+            limit,
+            int(newest_first),
+            kind or "",
+            repr(float(now)),
+        ]
         try:
             flat = await self._run("history_read", keys, args)
         except _Refusal as refusal:
@@ -912,17 +952,20 @@ class RedisStore(Store):
         records = []
         for i in range(0, len(flat), 2):
             record_kind, at, payload = flat[i + 1].split("\t", 2)
+            try:
+                decoded = _json_decode(payload)
+            except DECODE_ERRORS as exc:
+                self.damaged(f"history record {flat[i]} of session {session_id}", exc)
+                continue
             records.append(
-                HistoryRecord(
-                    seq=flat[i], kind=record_kind, at=float(at), payload=_json_decode(payload)
-                )
+                HistoryRecord(seq=flat[i], kind=record_kind, at=float(at), payload=decoded)
             )
         return records
 
-    async def history_counts(self, session_id: str) -> dict[str, int]:
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         keys = [self._key("s", session_id), self._key("hc", session_id)]
         try:
-            flat = await self._run("history_counts", keys, ())
+            flat = await self._run("history_counts", keys, (repr(float(now)),))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
@@ -941,13 +984,18 @@ class RedisStore(Store):
         code, parts = refusal.code, refusal.args_
         if code == "NOTFOUND":
             raise SessionNotFound(parts[0] if parts else session_id) from None
+        if code == "ENDING":
+            raise ending(session_id) from None
+        if code == "OVERFLOW":
+            name, value, delta = parts
+            raise counter_overflow(name, int(value), int(delta)) from None
         if code == "DUPLABEL":
             name, value, holder, namespace = parts
             raise DuplicateSession(
-                f"label {name}={value} is held by live session {holder} in {namespace}"
+                f"label {shortened(name)}={shortened(value)} is held by live session {holder} in {namespace}"
             ) from None
         if code == "DATAVERSION":
             raise VersionConflict(
-                f"data key {key!r} of session {session_id} is at version {parts[0]}, not {expected}"
+                f"data key {quoted(key)} of session {session_id} is at version {parts[0]}, not {expected}"
             ) from None
         raise StoreUnavailable(f"unexpected refusal from the Redis store: {code} {parts}")

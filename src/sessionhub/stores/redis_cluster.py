@@ -82,13 +82,14 @@ from .._errors import (
 from .._events import EventLog
 from .._lifecycle import DEFAULT_LIFECYCLE
 from .._models import Page, Session
-from ._base import Change, CreateRules, Query
+from ._base import DECODE_ERRORS, Change, CreateRules, Query
 from ._cluster_lua import CLUSTER_FUNCTIONS, CLUSTER_LIBRARY
 from ._resp import Arg, RedisError
 from .redis import (
     _DEFAULT_PREFIX,
     RedisStore,
     _decode_session,
+    _flat_id,
     _msgpack_decode,
     _Refusal,
     _stream_id,
@@ -139,17 +140,17 @@ class _ClusterEventLog(EventLog):
     than all: from now on).
     """
 
-    def _position(self, after: str | None) -> int:
-        if after is None or after in self._seq_of:
-            return super()._position(after)
+    def position(self, after: str | None) -> int:
+        if after is None or self.seq_of(after) is not None:
+            return super().position(after)
         bucket, sep, raw = after.partition(":")
         wanted = _stream_id(raw)
         if not sep or wanted is None:
-            return super()._position(after)
-        oldest = max(self._next - self.capacity, 1)
+            return super().position(after)
+        oldest = self.oldest_seq
         best, seen_older, seen_any = None, False, False
-        for seq in range(oldest, self._next):
-            event = self._ring[seq % self.capacity]
+        for seq in range(oldest, self.next_seq):
+            event = self.event_at(seq)
             if event is None or not event.id.startswith(bucket + ":"):
                 continue
             seen_any = True
@@ -160,7 +161,7 @@ class _ClusterEventLog(EventLog):
             return best
         if seen_any and not seen_older:
             return oldest - 2  # older than everything held: the reader is told it missed some
-        return self._next - 1
+        return self.next_seq - 1
 
 
 def _split_hosts(netloc: str) -> tuple[str, list[ClusterNode]]:
@@ -420,13 +421,12 @@ class RedisClusterStore(RedisStore):
         append = self.events.append
         for raw_id, values in entries:
             stream_id = raw_id.decode()
+            event_id = f"{bucket}:{stream_id}"
             try:
                 session = _decode_session(_msgpack_decode(values[b"s"]))
-                append(values[b"k"].decode(), float(values[b"a"]), session, f"{bucket}:{stream_id}")
-            except (IndexError, ValueError, KeyError) as exc:
-                logger.error(
-                    "skipping a malformed event %s of bucket %d: %s", stream_id, bucket, exc
-                )
+                append(values[b"k"].decode(), float(values[b"a"]), session, event_id)
+            except DECODE_ERRORS as exc:
+                self.damaged(f"event {event_id}", exc)
             self._last_ids[bucket] = stream_id
         if entries:
             self._fed_at[bucket] = _stream_id(self._last_ids[bucket]) or self._fed_at[bucket]
@@ -524,7 +524,7 @@ class RedisClusterStore(RedisStore):
         record = await self._call("HGETALL", self._key("s", session_id))
         if not record:
             return None
-        return _decode_session([item for pair in record.items() for item in pair])
+        return self._decoded([item for pair in record.items() for item in pair])
 
     async def create(self, session: Session, rules: CreateRules) -> Session:
         elsewhere = session.parent_id is not None and (
@@ -739,13 +739,14 @@ class RedisClusterStore(RedisStore):
 
     async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
         args = self._query_args(query, "find", limit, cursor)
-        merged: list[Session] = []
+        merged: list[Sequence[str]] = []
         for flats in await self._each_bucket("find", args):
-            merged += (_decode_session(flat) for flat in flats)
-        merged.sort(key=lambda session: session.id)
+            merged += flats
+        merged.sort(key=_flat_id)
         more = len(merged) > limit
-        del merged[limit:]
-        return Page(items=merged, cursor=merged[-1].id if more else None)
+        items = self._listed(merged[:limit])
+        # The cursor is the last id read, so a damaged record at the page's end is passed too.
+        return Page(items=items, cursor=_flat_id(merged[limit - 1]) if more else None)
 
     async def count(self, query: Query) -> int:
         args = self._query_args(query, "count", 0, None)
@@ -823,4 +824,4 @@ class RedisClusterStore(RedisStore):
         if event_ids:
             _bucket_of_call.set(bucket)
             await self._delivered(event_ids[-1])
-        return [_decode_session(flat) for _, flat in claimed]
+        return self._listed([flat for _, flat in claimed])

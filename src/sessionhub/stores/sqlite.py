@@ -32,7 +32,7 @@ process, also after a restart (the last ``event_buffer`` events are loaded on op
 a reader missed exactly. ``purge`` keeps the newest ``event_retention`` events in the table.
 
 Files. The schema version is ``PRAGMA user_version`` (and ``application_id`` marks the file as
-sessionhub's). Opening a file this store must not use raises ``StoreUnavailable``, writes nothing and
+sessionhub's); a file of an older version is upgraded when opened, in one transaction. Opening a file this store must not use raises ``StoreUnavailable``, writes nothing and
 leaves the file as it was: a newer schema version, another application's database, a file that is not
 a database, a corrupt one (``PRAGMA quick_check`` on open, skip it with ``quick_check=False`` for huge
 files you trust), a read-only one (no write permission bit, even for root, or one SQLite cannot
@@ -52,6 +52,7 @@ import secrets
 import sqlite3
 import time
 import urllib.parse
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -67,6 +68,8 @@ from .._errors import (
     StoreUnavailable,
     ValidationError,
     VersionConflict,
+    quoted,
+    shortened,
 )
 from .._events import EventLog
 from .._models import (
@@ -79,7 +82,7 @@ from .._models import (
     expires_at,
     json_encoder,
 )
-from ._base import Change, CreateRules, Query, Store, apply_change
+from ._base import DECODE_ERRORS, Change, CreateRules, Query, Store, apply_change, ending
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -88,10 +91,20 @@ logger = logging.getLogger("sessionhub.sqlite")
 T = TypeVar("T")
 Synchronous = Literal["normal", "full", "extra"]
 
-#: ``PRAGMA user_version`` of the schema below; files of a newer version are refused.
-SCHEMA_VERSION: Final = 1
+#: ``PRAGMA user_version`` of the schema below; files of a newer version are refused, files of an
+#: older one are upgraded on open.
+SCHEMA_VERSION: Final = 2
 #: ``PRAGMA application_id``: "SHub", so that another program's SQLite file is never taken for ours.
 APPLICATION_ID: Final = 0x53487562
+
+# History is one b-tree keyed by (session, seq): an append writes one page of it, not also a rowid
+# index and a kind index (a read by kind walks the session's records). Its counts per kind are a
+# JSON object in the session's row, which every append rewrites anyway (activity).
+_HISTORY_TABLE: Final = """CREATE TABLE {name} (
+        session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
+        payload BLOB NOT NULL,
+        PRIMARY KEY (session_id, seq)
+    ) WITHOUT ROWID"""
 
 # Column conventions: user_id and parent_id are kept only while a session is live (and label rows
 # exist only for live sessions), so their indexes hold live sessions alone, as Query documents;
@@ -108,7 +121,8 @@ _SCHEMA: Final = (
         deadline     REAL,
         claimed_by   TEXT,
         retain_until REAL,
-        record       BLOB NOT NULL
+        record       BLOB NOT NULL,
+        history_counts TEXT
     )""",
     "CREATE INDEX sessions_namespace ON sessions (namespace, id)",
     "CREATE INDEX sessions_user ON sessions (user_id, id) WHERE user_id IS NOT NULL",
@@ -132,16 +146,7 @@ _SCHEMA: Final = (
         session_id TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, version INTEGER NOT NULL,
         PRIMARY KEY (session_id, key)
     )""",
-    """CREATE TABLE history (
-        session_id TEXT NOT NULL, seq INTEGER NOT NULL, kind TEXT NOT NULL, at REAL NOT NULL,
-        payload BLOB NOT NULL,
-        PRIMARY KEY (session_id, seq)
-    )""",
-    "CREATE INDEX history_kind ON history (session_id, kind, seq)",
-    """CREATE TABLE history_counts (
-        session_id TEXT NOT NULL, kind TEXT NOT NULL, n INTEGER NOT NULL,
-        PRIMARY KEY (session_id, kind)
-    ) WITHOUT ROWID""",
+    _HISTORY_TABLE.format(name="history"),
     """CREATE TABLE events (
         id      INTEGER PRIMARY KEY AUTOINCREMENT,
         kind    TEXT NOT NULL,
@@ -153,6 +158,21 @@ _SCHEMA: Final = (
     ) WITHOUT ROWID""",
 )
 
+#: The statements that bring a file of each older schema version to the next one.
+_UPGRADES: Final = {
+    1: (  # version 2: history WITHOUT ROWID, no kind index, counts in the session's row
+        _HISTORY_TABLE.format(name="history_v2"),
+        "INSERT INTO history_v2 SELECT session_id, seq, kind, at, payload FROM history",
+        "DROP TABLE history",
+        "ALTER TABLE history_v2 RENAME TO history",
+        "ALTER TABLE sessions ADD COLUMN history_counts TEXT",
+        "UPDATE sessions SET history_counts = (SELECT json_group_object(kind, n) FROM "
+        "history_counts AS c WHERE c.session_id = sessions.id) "
+        "WHERE id IN (SELECT session_id FROM history_counts)",
+        "DROP TABLE history_counts",
+    ),
+}
+
 _encode = json_encoder.encode
 _decode_session = msgspec.json.Decoder(Session).decode
 _decode_json = msgspec.json.decode
@@ -160,6 +180,8 @@ _replace = msgspec.structs.replace
 
 #: An event as the worker thread hands it to the loop: (row id, kind, at, session).
 _Row = tuple[int, str, float, Session | None]
+#: A write waiting for the worker: the function, its arguments, and where its outcome goes.
+_Write = tuple[Callable[..., Any], tuple[Any, ...], "Future[Any]"]
 
 
 class _SharedLog(EventLog):
@@ -167,32 +189,18 @@ class _SharedLog(EventLog):
 
     ``EventLog`` resolves an id that has already left its ring as one of its own sequence numbers,
     to tell the reader how many events it missed; numbering the ring by row id makes that exact
-    across processes and restarts. The ring must hold an event at every number of its window, so
-    rows this process never saw (trimmed before it read them, or before it started) become
-    ``missed`` markers of one event each.
+    across processes and restarts. Rows this process never saw (trimmed before it read them, or
+    before it started) become ``missed`` markers of one event each.
     """
 
     def feed(self, rows: Sequence[_Row]) -> None:
         for row_id, kind, at, session in rows:
-            if row_id < self._next:
+            if row_id < self.next_seq:
                 continue  # fed already
-            if row_id > self._next:
-                self._skip_to(row_id, rows[-1][0], at)
-            self.append(kind, at, session, str(row_id))
-
-    def _skip_to(self, row_id: int, last: int, at: float) -> None:
-        # Only the numbers still in the window once ``last`` is in need a marker.
-        self._next = max(self._next, last + 1 - self.capacity, 1)
-        while self._next < row_id:
-            seq = self._next
-            slot = seq % self.capacity
-            old = self._ring[slot]
-            if old is not None:
-                del self._seq_of[old.id]
-            marker = SessionEvent(id=str(seq), kind=EventKind.MISSED, at=at, missed=1)
-            self._ring[slot] = marker
-            self._seq_of[marker.id] = seq
-            self._next = seq + 1
+            self.skip_to(row_id, at)
+            # Its id is its number (the row id); a row that cannot be decoded comes as a MISSED
+            # kind without a session, which the ring holds as a one-event ``missed`` marker.
+            self.append(kind, at, session)
 
 
 def _deadline(session: Session) -> float | None:
@@ -262,6 +270,7 @@ class SQLiteStore(Store):
         self._fed = 0  # row id of the newest event handed to the loop
         self._pending: list[_Row] = []  # events the current transaction appended
         self._outbox: list[_Row] = []  # committed events the loop has not been given yet
+        self._writes: deque[_Write] = deque()  # writes submitted, not yet run (see _write)
         self._next_sweep = 0.0  # when to look for orphaned claims next (monotonic)
 
     @classmethod
@@ -301,6 +310,7 @@ class SQLiteStore(Store):
     async def open(self) -> None:
         if self._executor is not None:
             return
+        self._writes.clear()  # submitted to a worker that closed before running them
         loop = asyncio.get_running_loop()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sessionhub-sqlite")
         try:
@@ -413,8 +423,77 @@ class SQLiteStore(Store):
         return await self._submit(self._in_read_transaction, fn, *args)
 
     async def _write(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run ``fn`` in one write transaction, holding the database's write lock throughout."""
-        return await self._submit(self._in_write_transaction, fn, *args)
+        """Run ``fn`` in a write transaction, holding the database's write lock throughout.
+
+        Writes that queue up while the worker is busy share its next transaction: one commit (one
+        fsync with ``synchronous="full"``) for all of them. Each runs in a savepoint of its own,
+        so one that fails is undone alone, and every caller is answered after the commit.
+        """
+        if self._executor is None:  # not open: _submit refuses it
+            return await self._submit(self._in_write_transaction, fn, *args)
+        write: Future[T] = Future()
+        self._writes.append((fn, args, write))
+        return await self._submit(self._queued_write, write)
+
+    def _queued_write(self, write: Future[T]) -> T:
+        """The worker side of ``_write``: run every queued write, unless an earlier call has
+        already run this one with its own."""
+        if not write.done():
+            batch = []
+            while self._writes:
+                batch.append(self._writes.popleft())
+            if len(batch) == 1:
+                fn, args, only = batch[0]
+                try:
+                    only.set_result(self._in_write_transaction(fn, *args))
+                except BaseException as exc:  # handed to the caller, whatever it is
+                    only.set_exception(exc)
+            else:
+                self._write_batch(batch)
+        return write.result()
+
+    def _write_batch(self, batch: list[_Write]) -> None:
+        db = self._db
+        outcomes: list[tuple[Future[Any], Any, BaseException | None]] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            for fn, args, write in batch:
+                outcomes.append((write, *self._in_savepoint(fn, args)))
+            rows = self._pending
+            if rows and rows[0][0] != self._fed + 1:
+                # Other processes committed events since our last read: ours come after them.
+                rows = self._events_between(self._fed, rows[0][0]) + rows
+            db.execute("COMMIT")
+        except BaseException as exc:  # nothing of the batch is committed: every write fails
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            for _, _, write in batch:
+                write.set_exception(exc)
+            return
+        finally:
+            self._pending = []
+        self._hand_over(rows)
+        for write, value, error in outcomes:
+            if error is None:
+                write.set_result(value)
+            else:
+                write.set_exception(error)
+
+    def _in_savepoint(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[Any, Any]:
+        """``fn``'s result and error; a failed ``fn`` leaves the transaction as it found it."""
+        db, mark = self._db, len(self._pending)
+        db.execute("SAVEPOINT write")
+        try:
+            value = fn(*args)
+        except BaseException as exc:
+            if not db.in_transaction:
+                raise  # SQLite ended the whole transaction: the batch fails
+            db.execute("ROLLBACK TO write")
+            db.execute("RELEASE write")
+            del self._pending[mark:]
+            return None, exc
+        db.execute("RELEASE write")
+        return value, None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -469,10 +548,16 @@ class SQLiteStore(Store):
             sql += " AND id < ?"
             params += (before,)
         rows = self._db.execute(sql + " ORDER BY id LIMIT ?", (*params, limit)).fetchall()
-        return [
-            (row_id, kind, at, None if raw is None else _decode_session(raw))
-            for row_id, kind, at, raw in rows
-        ]
+        return [self._event_row(*row) for row in rows]
+
+    def _event_row(self, row_id: int, kind: str, at: float, raw: bytes | None) -> _Row:
+        """An event as read from the table; one that cannot be decoded becomes a ``missed``
+        marker, so the stream goes on past it."""
+        try:
+            return row_id, kind, at, None if raw is None else _decode_session(raw)
+        except DECODE_ERRORS as exc:
+            self.damaged(f"event {row_id}", exc)
+            return row_id, EventKind.MISSED, at, None
 
     def _tail(self) -> None:
         """Hand the loop every event committed since the last one it got."""
@@ -564,13 +649,18 @@ class SQLiteStore(Store):
                 raise self._refuse(f"the file is corrupt ({'; '.join(problems)})")
 
     def _create_schema(self, db: sqlite3.Connection) -> None:
-        # Checked again under the write lock: another process may have just created it.
-        if db.execute("PRAGMA user_version").fetchone()[0] != 0:
+        # Checked again under the write lock: another process may have just created or upgraded it.
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            for statement in _SCHEMA:
+                db.execute(statement)
+            db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             return
-        for statement in _SCHEMA:
-            db.execute(statement)
-        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        for older in range(version, SCHEMA_VERSION):
+            for statement in _UPGRADES[older]:
+                db.execute(statement)
+            db.execute(f"PRAGMA user_version = {older + 1}")
 
     def _recent_events(self) -> list[_Row]:
         """The newest ``event_buffer`` events, so that subscribers resume across a restart."""
@@ -595,7 +685,23 @@ class SQLiteStore(Store):
 
     def _record(self, session_id: str) -> Session | None:
         row = self._db.execute("SELECT record FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return None if row is None else _decode_session(row[0])
+        return None if row is None else self._decoded(session_id, row[0])
+
+    def _decoded(self, session_id: str, raw: bytes) -> Session:
+        try:
+            return _decode_session(raw)
+        except DECODE_ERRORS as exc:
+            raise self.damaged(f"session {session_id}", exc) from None
+
+    def _listed(self, rows: Iterable[tuple[str, bytes]]) -> list[Session]:
+        """The sessions of ``(id, record)`` rows; damaged records are skipped (and counted)."""
+        sessions = []
+        for session_id, raw in rows:
+            try:
+                sessions.append(_decode_session(raw))
+            except DECODE_ERRORS as exc:
+                self.damaged(f"session {session_id}", exc)
+        return sessions
 
     def _live(self, session_id: str) -> Session:
         session = self._record(session_id)
@@ -603,11 +709,18 @@ class SQLiteStore(Store):
             raise SessionNotFound(session_id)
         return session
 
-    def _readable(self, session_id: str) -> None:
-        if (
-            self._db.execute("SELECT 1 FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            is None
-        ):
+    def _active(self, session_id: str) -> Session:
+        """A live session that is not being ended: one that accepts activity."""
+        session = self._live(session_id)
+        if session.end_reason is not None:
+            raise ending(session_id)
+        return session
+
+    def _readable(self, session_id: str, now: float) -> None:
+        row = self._db.execute(
+            "SELECT retain_until FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None or (row[0] is not None and row[0] <= now):
             raise SessionNotFound(session_id)
 
     def _census_add(self, namespace: str, state: str, delta: int) -> None:
@@ -636,7 +749,7 @@ class SQLiteStore(Store):
             ).fetchone()
             if row is not None and row[0] != session_id:
                 raise DuplicateSession(
-                    f"label {name}={value} is held by live session {row[0]} in {namespace}"
+                    f"label {shortened(name)}={shortened(value)} is held by live session {row[0]} in {namespace}"
                 )
 
     def _hold_unique(self, session: Session, names: Iterable[str]) -> None:
@@ -736,12 +849,12 @@ class SQLiteStore(Store):
         return await self._submit(self._record, session_id)
 
     async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
-        sql, params = _select(query, "s.record", cursor)
+        sql, params = _select(query, "s.id, s.record", cursor)
         rows = await self._submit(self._fetch, f"{sql} LIMIT ?", (*params, limit + 1))
-        items = [_decode_session(raw) for (raw,) in rows]
-        more = len(items) > limit
-        del items[limit:]
-        return Page(items=items, cursor=items[-1].id if more else None)
+        more = len(rows) > limit
+        items = self._listed(rows[:limit])
+        # The cursor is the last id read, so a damaged record at the page's end is passed too.
+        return Page(items=items, cursor=rows[limit - 1][0] if more else None)
 
     def _fetch(self, sql: str, params: Sequence[object]) -> list[Any]:
         return self._db.execute(sql, params).fetchall()
@@ -851,10 +964,17 @@ class SQLiteStore(Store):
     ) -> list[Session]:
         db = self._db
         rows = db.execute(
-            "SELECT record FROM sessions WHERE deadline <= ? ORDER BY deadline, id LIMIT ?",
+            "SELECT id, record FROM sessions WHERE deadline <= ? ORDER BY deadline, id LIMIT ?",
             (now, limit),
         ).fetchall()
-        claimed = [self._claim(_decode_session(raw), "expired", now, moves) for (raw,) in rows]
+        due = self._listed(rows)
+        if len(due) < len(rows):  # damaged records: off the deadline index, or every pass stalls
+            kept = {session.id for session in due}
+            db.executemany(
+                "UPDATE sessions SET deadline = NULL WHERE id = ?",
+                [(sid,) for sid, _ in rows if sid not in kept],
+            )
+        claimed = [self._claim(session, "expired", now, moves) for session in due]
         if sweep and len(claimed) < limit:
             self._next_sweep = time.monotonic() + self.claim_lease / 4
             claimed += self._take_over_orphans(limit - len(claimed))
@@ -876,7 +996,7 @@ class SQLiteStore(Store):
         )
         if rows:
             logger.warning("taking over %d ends left unfinished by a stopped process", len(rows))
-        return [_decode_session(raw) for _, raw in rows]
+        return self._listed(rows)
 
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
@@ -917,7 +1037,6 @@ class SQLiteStore(Store):
         for table, column in (
             ("data", "session_id"),
             ("history", "session_id"),
-            ("history_counts", "session_id"),
             ("sessions", "id"),
         ):
             self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", params)
@@ -964,17 +1083,20 @@ class SQLiteStore(Store):
 
     # data
 
-    async def data_get(self, session_id: str, key: str) -> DataEntry | None:
-        return await self._read(self._data_get, session_id, key)
+    async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        return await self._read(self._data_get, session_id, key, now)
 
-    def _data_get(self, session_id: str, key: str) -> DataEntry | None:
-        self._readable(session_id)
+    def _data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
+        self._readable(session_id, now)
         row = self._db.execute(
             "SELECT value, version FROM data WHERE session_id = ? AND key = ?", (session_id, key)
         ).fetchone()
-        return (
-            None if row is None else DataEntry(key=key, value=_decode_json(row[0]), version=row[1])
-        )
+        if row is None:
+            return None
+        try:
+            return DataEntry(key=key, value=_decode_json(row[0]), version=row[1])
+        except DECODE_ERRORS as exc:
+            raise self.damaged(f"data value {key} of session {session_id}", exc) from None
 
     def _data_version(self, session_id: str, key: str, expected: int | None) -> int:
         """The key's current version (0 if absent), checked against ``expected``."""
@@ -984,7 +1106,7 @@ class SQLiteStore(Store):
         current = 0 if row is None else int(row[0])
         if expected is not None and expected != current:
             raise VersionConflict(
-                f"data key {key!r} of session {session_id} is at version {current}, not {expected}"
+                f"data key {quoted(key)} of session {session_id} is at version {current}, not {expected}"
             )
         return current
 
@@ -1014,7 +1136,7 @@ class SQLiteStore(Store):
     def _data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
     ) -> DataEntry:
-        session = self._live(session_id)
+        session = self._active(session_id)
         version = self._data_version(session_id, key, expected_version) + 1
         self._db.execute(
             "INSERT OR REPLACE INTO data (session_id, key, value, version) VALUES (?, ?, ?, ?)",
@@ -1031,22 +1153,28 @@ class SQLiteStore(Store):
     def _data_delete(
         self, session_id: str, key: str, expected_version: int | None, now: float
     ) -> bool:
-        session = self._live(session_id)
+        session = self._active(session_id)
         if not self._data_version(session_id, key, expected_version):
             return False
         self._db.execute("DELETE FROM data WHERE session_id = ? AND key = ?", (session_id, key))
         self._refresh(session, now)
         return True
 
-    async def data_items(self, session_id: str) -> list[DataEntry]:
-        return await self._read(self._data_items, session_id)
+    async def data_items(self, session_id: str, now: float) -> list[DataEntry]:
+        return await self._read(self._data_items, session_id, now)
 
-    def _data_items(self, session_id: str) -> list[DataEntry]:
-        self._readable(session_id)
+    def _data_items(self, session_id: str, now: float) -> list[DataEntry]:
+        self._readable(session_id, now)
         rows = self._db.execute(
             "SELECT key, value, version FROM data WHERE session_id = ? ORDER BY key", (session_id,)
         )
-        return [DataEntry(key=key, value=_decode_json(raw), version=v) for key, raw, v in rows]
+        entries = []
+        for key, raw, version in rows:
+            try:
+                entries.append(DataEntry(key=key, value=_decode_json(raw), version=version))
+            except DECODE_ERRORS as exc:
+                self.damaged(f"data value {key} of session {session_id}", exc)
+        return entries
 
     # history
 
@@ -1059,7 +1187,7 @@ class SQLiteStore(Store):
         self, session_id: str, kind: str, payload: bytes, now: float
     ) -> HistoryRecord:
         db = self._db
-        session = self._live(session_id)
+        session = self._active(session_id)
         last = db.execute(
             "SELECT seq FROM history WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
         ).fetchone()
@@ -1068,12 +1196,12 @@ class SQLiteStore(Store):
             "INSERT INTO history (session_id, seq, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
             (session_id, seq, kind, now, payload),
         )
+        counts = self._history_counts(session_id)
+        counts[kind] = counts.get(kind, 0) + 1
         db.execute(
-            "INSERT INTO history_counts (session_id, kind, n) VALUES (?, ?, 1) "
-            "ON CONFLICT (session_id, kind) DO UPDATE SET n = n + 1",
-            (session_id, kind),
+            "UPDATE sessions SET history_counts = ? WHERE id = ?", (_encode(counts), session_id)
         )
-        self._refresh(session, now)
+        self._refresh(session, now)  # the same row: the same page
         return HistoryRecord(seq=seq, kind=kind, at=now, payload=_decode_json(payload))
 
     async def history_read(
@@ -1084,13 +1212,22 @@ class SQLiteStore(Store):
         limit: int,
         newest_first: bool,
         kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
-        return await self._read(self._history_read, session_id, after, limit, newest_first, kind)
+        return await self._read(
+            self._history_read, session_id, after, limit, newest_first, kind, now
+        )
 
     def _history_read(
-        self, session_id: str, after: int | None, limit: int, newest_first: bool, kind: str | None
+        self,
+        session_id: str,
+        after: int | None,
+        limit: int,
+        newest_first: bool,
+        kind: str | None,
+        now: float,
     ) -> list[HistoryRecord]:
-        self._readable(session_id)
+        self._readable(session_id, now)
         sql = "SELECT seq, kind, at, payload FROM history WHERE session_id = ?"
         params: list[object] = [session_id]
         if kind is not None:
@@ -1104,21 +1241,31 @@ class SQLiteStore(Store):
         else:
             sql += " AND seq > ? ORDER BY seq LIMIT ?"
             params.append(after or 0)
-        rows = self._db.execute(sql, (*params, limit))
-        return [
-            HistoryRecord(seq=seq, kind=k, at=at, payload=_decode_json(raw))
-            for seq, k, at, raw in rows
-        ]
+        records = []
+        for seq, record_kind, at, raw in self._db.execute(sql, (*params, limit)):
+            try:
+                payload = _decode_json(raw)
+            except DECODE_ERRORS as exc:
+                self.damaged(f"history record {seq} of session {session_id}", exc)
+                continue
+            records.append(HistoryRecord(seq=seq, kind=record_kind, at=at, payload=payload))
+        return records
 
-    async def history_counts(self, session_id: str) -> dict[str, int]:
-        return await self._read(self._history_counts, session_id)
+    async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
+        return await self._read(self._readable_history_counts, session_id, now)
+
+    def _readable_history_counts(self, session_id: str, now: float) -> dict[str, int]:
+        self._readable(session_id, now)
+        return self._history_counts(session_id)
 
     def _history_counts(self, session_id: str) -> dict[str, int]:
-        self._readable(session_id)
-        rows = self._db.execute(
-            "SELECT kind, n FROM history_counts WHERE session_id = ?", (session_id,)
-        )
-        return dict(rows.fetchall())
+        row = self._db.execute(
+            "SELECT history_counts FROM sessions WHERE id = ?", (session_id,)
+        ).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        counts: dict[str, int] = {} if row[0] is None else _decode_json(row[0])
+        return counts
 
     # events
 

@@ -1171,6 +1171,7 @@ class StatsResponse(_message.Message):
     EXPIRY_LATENESS_SUM_FIELD_NUMBER: _builtins.int
     EXPIRY_LATENESS_MAX_FIELD_NUMBER: _builtins.int
     SUBSCRIBERS_FIELD_NUMBER: _builtins.int
+    PER_MINUTE_FIELD_NUMBER: _builtins.int
     live_sessions: _builtins.int
     created_total: _builtins.int
     hook_calls_total: _builtins.int
@@ -1184,6 +1185,10 @@ class StatsResponse(_message.Message):
     def ended_total(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]: ...
     @_builtins.property
     def expiry_lateness_buckets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def per_minute(self) -> _containers.RepeatedCompositeFieldContainer[Global___MinuteCount]:
+        """the last 60 wall-clock minutes, oldest first"""
+
     def __init__(
         self,
         *,
@@ -1197,14 +1202,42 @@ class StatsResponse(_message.Message):
         expiry_lateness_sum: _builtins.float = ...,
         expiry_lateness_max: _builtins.float = ...,
         subscribers: _builtins.int = ...,
+        per_minute: _abc.Iterable[Global___MinuteCount] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_total", b"created_total", "ended_total", b"ended_total", "expiry_lateness_buckets", b"expiry_lateness_buckets", "expiry_lateness_max", b"expiry_lateness_max", "expiry_lateness_sum", b"expiry_lateness_sum", "hook_calls_total", b"hook_calls_total", "hook_failures_total", b"hook_failures_total", "live_sessions", b"live_sessions", "sessions", b"sessions", "subscribers", b"subscribers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_total", b"created_total", "ended_total", b"ended_total", "expiry_lateness_buckets", b"expiry_lateness_buckets", "expiry_lateness_max", b"expiry_lateness_max", "expiry_lateness_sum", b"expiry_lateness_sum", "hook_calls_total", b"hook_calls_total", "hook_failures_total", b"hook_failures_total", "live_sessions", b"live_sessions", "per_minute", b"per_minute", "sessions", b"sessions", "subscribers", b"subscribers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StatsResponse: _TypeAlias = StatsResponse  # noqa: Y015
+
+@_typing.final
+class MinuteCount(_message.Message):
+    """Sessions created and ended during the wall-clock minute starting at `minute` (Unix seconds)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MINUTE_FIELD_NUMBER: _builtins.int
+    CREATED_FIELD_NUMBER: _builtins.int
+    ENDED_FIELD_NUMBER: _builtins.int
+    minute: _builtins.float
+    created: _builtins.int
+    ended: _builtins.int
+    def __init__(
+        self,
+        *,
+        minute: _builtins.float = ...,
+        created: _builtins.int = ...,
+        ended: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created", b"created", "ended", b"ended", "minute", b"minute"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MinuteCount: _TypeAlias = MinuteCount  # noqa: Y015
 
 @_typing.final
 class WatchRequest(_message.Message):

@@ -1,0 +1,219 @@
+"""The agent-framework adapters beside the frameworks' own session services, in one run.
+
+    uv run python benchmarks/bench_agents.py            # fuller run
+    uv run python benchmarks/bench_agents.py --quick    # a smoke run (the README's figures)
+
+Google ADK: ``SessionHubSessionService`` (memory, SQLite, Redis stores) beside ADK's
+``InMemorySessionService`` and ``DatabaseSessionService`` (SQLite through aiosqlite): create a
+session, append an event with a state delta, get a session's last 50 of 200 events, list one
+user's sessions among many. OpenAI Agents SDK: ``SessionHubSession`` (memory, SQLite, Redis)
+beside ``SQLiteSession`` (a file) and ``RedisSession``: add_items, get_items(50) of 200, pop_item.
+
+Redis is a private ``redis-server`` on a free port. Each line prints the milliseconds per
+operation and, for every peer, ``peer time / sessionhub time`` (above 1: sessionhub is faster).
+Absolute times on a shared 2-core machine are noise; compare the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_server
+
+from agents import SQLiteSession
+from agents.extensions.memory.redis_session import RedisSession
+from agents.items import TResponseInputItem
+from agents.memory import Session as AgentsSession
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.sessions import DatabaseSessionService, InMemorySessionService
+from google.adk.sessions.base_session_service import BaseSessionService, GetSessionConfig
+from tests.redis_server import RedisServer
+
+from sessionhub import SessionHub
+from sessionhub.integrations.adk import SessionHubSessionService
+from sessionhub.integrations.openai_agents import SessionHubSession
+
+Op = Callable[[int], Awaitable[object]]
+
+
+async def per_op_ms(n: int, op: Op) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        await op(i)
+    return (time.perf_counter() - started) * 1000 / n
+
+
+def report(what: str, ours: dict[str, float], peers: dict[str, float]) -> None:
+    best = min(ours.values())
+    worst = max(ours.values())
+    cells = "  ".join(f"{name} {ms:.3f}" for name, ms in ours.items())
+    ratios = "  ".join(
+        f"{name} {ms:.3f} ({ms / worst:.1f}-{ms / best:.1f}x)" for name, ms in peers.items()
+    )
+    print(f"{what:<28} sessionhub ms: {cells}\n{'':<28} peers ms (x): {ratios}")
+
+
+# ADK
+
+
+def adk_event(i: int) -> Event:
+    return Event(
+        author="agent",
+        invocation_id=f"inv-{i}",
+        actions=EventActions(state_delta={"turn": i, "user:last": i}),
+    )
+
+
+async def adk_figures(service: BaseSessionService, n: int, users: int) -> dict[str, float]:
+    app = f"bench-{uuid.uuid4().hex[:6]}"
+    figures: dict[str, float] = {}
+
+    async def create(i: int) -> object:
+        return await service.create_session(app_name=app, user_id=f"u{i % users}", state={"i": i})
+
+    figures["create_session"] = await per_op_ms(n, create)
+    session = await service.create_session(app_name=app, user_id="writer", session_id="long")
+
+    async def append(i: int) -> object:
+        return await service.append_event(session, adk_event(i))
+
+    figures["append_event"] = await per_op_ms(max(n, 200), append)
+    config = GetSessionConfig(num_recent_events=50)
+
+    async def get(i: int) -> object:
+        return await service.get_session(
+            app_name=app, user_id="writer", session_id="long", config=config
+        )
+
+    figures["get_session(last 50)"] = await per_op_ms(max(n // 10, 20), get)
+
+    async def list_user(i: int) -> object:
+        return await service.list_sessions(app_name=app, user_id=f"u{i % users}")
+
+    figures[f"list_sessions(user, {n // users} of {n})"] = await per_op_ms(
+        max(n // 20, 20), list_user
+    )
+    return figures
+
+
+async def adk_listing(n: int) -> None:
+    """A page of 100 of one app's n sessions (sessionhub, memory store) beside ADK's in-memory
+    ``list_sessions`` of the same app, which has no pages."""
+    reference = InMemorySessionService()
+    async with hub_on("memory://") as hub:
+        ours = SessionHubSessionService(hub)
+        for service in (reference, ours):
+            for i in range(n):
+                await service.create_session(app_name="big", user_id=f"u{i}", session_id=f"s{i}")
+
+        async def page(i: int) -> object:
+            return await ours.list_sessions_page(app_name="big", limit=100)
+
+        async def everything(i: int) -> object:
+            return await reference.list_sessions(app_name="big")
+
+        page_ms = await per_op_ms(20, page)
+        all_ms = await per_op_ms(5, everything)
+        print(
+            f"{'list, app of ' + str(n):<28} sessionhub list_sessions_page(100): {page_ms:.3f} ms"
+            f"  InMemory list_sessions (all): {all_ms:.3f} ms ({all_ms / page_ms:.0f}x)"
+        )
+
+
+# Agents SDK
+
+
+ITEM: TResponseInputItem = {"role": "user", "content": "hello there, how are you today?"}
+
+
+async def agents_figures(make: Callable[[str], AgentsSession], n: int) -> dict[str, float]:
+    session = make(f"bench-{uuid.uuid4().hex[:8]}")
+    figures: dict[str, float] = {}
+
+    async def add(i: int) -> object:
+        await session.add_items([ITEM])
+        return None
+
+    figures["add_items(1)"] = await per_op_ms(max(n, 200), add)
+
+    async def get(i: int) -> object:
+        return await session.get_items(50)
+
+    figures["get_items(50)"] = await per_op_ms(max(n // 10, 20), get)
+
+    async def pop(i: int) -> object:
+        return await session.pop_item()
+
+    figures["pop_item"] = await per_op_ms(max(n // 10, 20), pop)
+    return figures
+
+
+@asynccontextmanager
+async def hub_on(url: str) -> AsyncIterator[SessionHub]:
+    async with SessionHub(url, idle_timeout=None) as hub:
+        yield hub
+
+
+async def main(quick: bool) -> None:
+    n = 200 if quick else 2000
+    users = 20
+    redis = RedisServer()
+    folder = Path(tempfile.mkdtemp(prefix="bench-agents-"))
+    stores: dict[str, Callable[[], AbstractAsyncContextManager[SessionHub]]] = {
+        "memory": lambda: hub_on("memory://"),
+        "sqlite": lambda: hub_on(f"sqlite:///{folder}/hub.db"),
+        "redis": lambda: hub_on(f"{redis.url}?prefix=bench{uuid.uuid4().hex[:6]}:"),
+    }
+    try:
+        print(f"ADK {n} sessions, {users} users; times in ms per operation")
+        ours: dict[str, dict[str, float]] = {}
+        for name, opened in stores.items():
+            async with opened() as hub:
+                ours[name] = await adk_figures(SessionHubSessionService(hub), n, users)
+        peers = {"InMemory": await adk_figures(InMemorySessionService(), n, users)}
+        database = DatabaseSessionService(f"sqlite+aiosqlite:///{folder}/adk.db")
+        peers["Database(SQLite)"] = await adk_figures(database, n, users)
+        await database.close()
+        for what in peers["InMemory"]:
+            report(
+                what, {k: v[what] for k, v in ours.items()}, {k: v[what] for k, v in peers.items()}
+            )
+
+        await adk_listing(10_000 if quick else 100_000)
+
+        print("\nOpenAI Agents SDK; times in ms per operation")
+        ours = {}
+        for name, opened in stores.items():
+            async with opened() as hub:
+                ours[name] = await agents_figures(lambda sid: SessionHubSession(sid, hub), n)
+        sqlite_path = folder / "agents.db"
+        agents_peers: dict[str, Any] = {
+            "SQLiteSession": await agents_figures(lambda sid: SQLiteSession(sid, sqlite_path), n),
+            "RedisSession": await agents_figures(
+                lambda sid: RedisSession.from_url(sid, url=redis.url), n
+            ),
+        }
+        for what in agents_peers["SQLiteSession"]:
+            report(
+                what,
+                {k: v[what] for k, v in ours.items()},
+                {k: v[what] for k, v in agents_peers.items()},
+            )
+    finally:
+        redis.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run")
+    asyncio.run(main(parser.parse_args().quick))

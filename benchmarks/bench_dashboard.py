@@ -1,0 +1,237 @@
+"""The dashboard with 10,000 live sessions and a burst of events, in Debian's headless Chromium.
+
+    uv run python benchmarks/bench_dashboard.py            # 10,000 sessions, 500 events/s for 10 s
+    uv run python benchmarks/bench_dashboard.py --quick    # 2,000 sessions, 500 events/s for 3 s
+
+A real ``sessionhub serve`` subprocess; sessions are created over HTTP, then the page is opened
+and watched twice for the same time: quiet (the baseline), then while a client ends every session
+of one user after another (a mass sign-out), about ``--rate`` events per second on the page's
+stream.
+Printed, not asserted: time to the first table and overview render (performance marks), long
+tasks (PerformanceObserver ``longtask``: main-thread work over 50 ms), frame intervals
+(requestAnimationFrame), how long a click on Pause takes to show, and how many table rows and
+feed items the page holds (it must never render all sessions or every event).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from playwright.sync_api import Page, sync_playwright
+
+CHROMIUM = "/usr/bin/chromium"
+USERS = 500  # sessions are spread over this many users
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+# Installed in the page before its scripts run: what the main thread does, frame by frame.
+WATCH = """
+window.__bench = { longTasks: [], frames: [], watching: false };
+new PerformanceObserver((list) => {
+  if (!window.__bench.watching) return;
+  for (const entry of list.getEntries()) window.__bench.longTasks.push(entry.duration);
+}).observe({ type: "longtask", buffered: false });
+let last = performance.now();
+const frame = (now) => {
+  if (window.__bench.watching) window.__bench.frames.push(now - last);
+  last = now;
+  requestAnimationFrame(frame);
+};
+requestAnimationFrame(frame);
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
+    command = [sys.executable, "-m", "sessionhub", "serve", "--port", str(port)]
+    command += ["--grpc-port", "0", "--idle-timeout", "3600", "--log-level", "warning"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit(f"the server did not start:\n{log.read_text()}")
+
+
+def create_sessions(url: str, count: int) -> None:
+    def create(first: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            for i in range(first, count, 4):
+                body = {
+                    "id": f"bench-{i:05}",
+                    "namespace": ("chat", "jobs", "web", "batch")[i % 4],
+                    "user_id": f"user{i % USERS}",
+                    "labels": {"tier": "gold" if i % 7 == 0 else "free"},
+                }
+                client.post("/v1/sessions", json=body).raise_for_status()
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(create, range(4)))
+
+
+async def burst(url: str, users: int, rate: int, seconds: float) -> int:
+    """Events at about ``rate`` per second for ``seconds``: each user's sessions end at once
+    (``DELETE /v1/users/{user_id}/sessions``, a mass sign-out: two events per session, the
+    ``transitioned`` to TERMINATING and the ``ended``), user after user; how many were sent."""
+    sent = 0
+    user = 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        started = time.monotonic()
+        while time.monotonic() - started < seconds and user < users:
+            if sent < (time.monotonic() - started) * rate:
+                response = await client.delete(f"/v1/users/user{user}/sessions")
+                sent += 2 * response.json()["count"]
+                user += 1
+            else:
+                await asyncio.sleep(0.005)
+    return sent
+
+
+def idle(seconds: float) -> int:
+    time.sleep(seconds)
+    return 0  # events sent
+
+
+def watch(page: Page, action: Any) -> dict[str, Any]:
+    """Run ``action()`` while the page records long tasks and frames; a Pause click is timed."""
+    page.evaluate("window.__bench.longTasks = []; window.__bench.frames = []")
+    page.evaluate("window.__bench.watching = true")
+    started = time.monotonic()
+    sent = action()
+    elapsed = time.monotonic() - started
+    page.evaluate("window.__bench.watching = false")
+    click = page.evaluate(
+        """async () => {
+          const button = document.getElementById("fd-pause");
+          const before = button.textContent;
+          const t0 = performance.now();
+          button.click();
+          await new Promise((r) => requestAnimationFrame(() => setTimeout(r, 0)));
+          const ms = performance.now() - t0;
+          if (button.textContent !== before) button.click();
+          return ms;
+        }"""
+    )
+    bench = page.evaluate("window.__bench")
+    frames = sorted(bench["frames"]) or [0.0]
+    return {
+        "sent": sent,
+        "events_per_s": sent / elapsed,  # what a busy machine let the client send
+        "seconds": elapsed,
+        "long_tasks": len(bench["longTasks"]),
+        "long_task_ms": sum(bench["longTasks"]),
+        "frame_p50": statistics.median(frames),
+        "frame_p95": frames[int(0.95 * (len(frames) - 1))],
+        "frame_max": frames[-1],
+        "click_ms": click,
+        "rows": page.locator("#ss-rows tr").count(),
+        "feed": page.locator("#fd-list li").count(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--rate", type=int, default=500, help="events per second in the burst")
+    parser.add_argument("--sessions", type=int, help="live sessions (default 10,000; quick 2,000)")
+    parser.add_argument("--seconds", type=float, help="each phase (default 10; quick 3)")
+    args = parser.parse_args()
+    sessions = args.sessions or (2_000 if args.quick else 10_000)
+    seconds = args.seconds or (3.0 if args.quick else 10.0)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(port, Path(tmp) / "serve.log")
+        try:
+            started = time.monotonic()
+            create_sessions(url, sessions)
+            print(f"created {sessions:,} sessions in {time.monotonic() - started:.1f} s")
+            with sync_playwright() as driver:
+                browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.add_init_script(WATCH)
+                page.goto(url + "/ui/")
+                page.wait_for_function(
+                    "performance.getEntriesByName('sessionhub:table').length"
+                    " && performance.getEntriesByName('sessionhub:overview').length"
+                )
+                marks = page.evaluate(
+                    """() => ({
+                      ...Object.fromEntries(["sessionhub:table", "sessionhub:overview"]
+                        .map((n) => [n, performance.getEntriesByName(n)[0].startTime])),
+                      html: performance.getEntriesByType("navigation")[0].responseEnd,
+                    })"""
+                )
+                print(
+                    f"after navigation start: table {marks['sessionhub:table']:.0f} ms, "
+                    f"overview {marks['sessionhub:overview']:.0f} ms "
+                    f"(baseline: the HTML itself arrived at {marks['html']:.0f} ms)"
+                )
+                page.wait_for_function(
+                    "document.getElementById('stream-state').textContent === 'live'"
+                )
+                print("watching the page, quiet", flush=True)
+                quiet = watch(page, lambda: idle(seconds))
+                print("watching the page, during the burst", flush=True)
+                with ThreadPoolExecutor(1) as pool:  # Playwright's sync API owns this thread's loop
+                    loud = watch(
+                        page,
+                        lambda: pool.submit(
+                            asyncio.run, burst(url, USERS, args.rate, seconds)
+                        ).result(),
+                    )
+                browser.close()
+        finally:
+            server.terminate()
+            server.wait(30)
+    print(f"{seconds:.0f} s quiet, then {seconds:.0f} s sending {args.rate} events/s")
+    print(f"{'':>22} {'quiet':>10} {'burst':>10}")
+    for key, unit in [
+        ("sent", "events"),
+        ("events_per_s", "achieved"),
+        ("seconds", "s"),
+        ("long_tasks", ""),
+        ("long_task_ms", "ms"),
+        ("frame_p50", "ms"),
+        ("frame_p95", "ms"),
+        ("frame_max", "ms"),
+        ("click_ms", "ms"),
+        ("rows", ""),
+        ("feed", ""),
+    ]:
+        label = f"{key} ({unit})" if unit else key
+        print(f"{label:>22} {quiet[key]:>10.1f} {loud[key]:>10.1f}")
+
+
+if __name__ == "__main__":
+    main()

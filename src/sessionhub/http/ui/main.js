@@ -1,0 +1,129 @@
+// Wires the dashboard together: the token, the hash route (#/session/<id>), the event stream
+// (events are queued and applied once per animation frame) and the stats polling.
+
+import { ApiError, call, streamEvents, token } from "./api.js";
+import { $, serverClock, throttle } from "./dom.js";
+import { addToFeed, initFeed } from "./feed.js";
+import { renderOverview } from "./overview.js";
+import {
+  closeSession, initSessionView, openSession, refreshSoon, reloadHistorySoon, viewedSession,
+} from "./session.js";
+import { applyToTable, initSessions, reload as reloadTable } from "./sessions.js";
+
+const app = { needsToken: false, stopStream: null, queue: [], frame: 0 };
+
+function say(text, kind = "info") {
+  const box = $("message");
+  box.textContent = text;
+  box.className = `message ${kind}`;
+  box.hidden = !text;
+}
+
+function onError(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    app.needsToken = true;
+    showTokenState(token.get() ? "the token was refused: enter the right one" : "this server needs a token: enter it to see and act");
+    return;
+  }
+  say(error instanceof ApiError ? `${error.code}: ${error.message}` : String(error), "error");
+}
+
+function showTokenState(problem) {
+  const has = Boolean(token.get());
+  $("token-state").textContent = problem || (has ? "token set (this tab only)" : app.needsToken ? "" : "no token needed");
+  $("token-forget").hidden = !has;
+  if (problem) say(problem, "warn");
+}
+
+/** Actions need the token first when the server has one. */
+function canAct() {
+  if (app.needsToken && !token.get()) {
+    say("enter the token before acting on sessions", "warn");
+    return false;
+  }
+  return true;
+}
+
+const refreshStats = throttle(async () => {
+  try {
+    renderOverview(await call("GET", "/v1/stats"));
+  } catch (error) {
+    onError(error);
+  }
+}, 500);
+
+function enqueue(event) {
+  serverClock.observe(event.at);
+  app.queue.push(event);
+  if (!app.frame) app.frame = requestAnimationFrame(flush);
+}
+
+function flush() {
+  app.frame = 0;
+  const events = app.queue;
+  app.queue = [];
+  addToFeed(events);
+  applyToTable(events);
+  const viewed = viewedSession();
+  if (viewed !== null && events.some((e) => e.kind === "missed" || (e.session && e.session.id === viewed))) {
+    refreshSoon();
+    reloadHistorySoon();
+  }
+  refreshStats();
+}
+
+function connect() {
+  if (app.stopStream) app.stopStream();
+  app.stopStream = streamEvents(enqueue, (state) => {
+    $("stream-state").textContent = state;
+    $("stream-state").className = `badge ${state}`;
+    if (state === "unauthorized") onError(new ApiError(401, "unauthorized", "token needed"));
+    if (state === "live") {
+      // Whatever happened while not connected: read it all again.
+      refreshStats();
+      reloadTable();
+      if (viewedSession() !== null) refreshSoon();
+    }
+  });
+}
+
+function route() {
+  const match = location.hash.match(/^#\/session\/(.+)$/);
+  const id = match ? decodeURIComponent(match[1]) : null;
+  $("session-view").hidden = id === null;
+  $("overview").hidden = id !== null;
+  if (id === null) closeSession();
+  else openSession(id);
+}
+
+function start() {
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const value = $("token-input").value.trim();
+    $("token-input").value = "";
+    if (!value) return;
+    token.set(value);
+    app.needsToken = true;
+    say("");
+    showTokenState();
+    connect();
+    route();
+  });
+  $("token-forget").addEventListener("click", () => {
+    token.clear();
+    showTokenState("token forgotten");
+    connect();
+  });
+  initFeed();
+  initSessions(onError);
+  initSessionView({ onError, canAct, onDone: (text) => say(text, "ok") });
+  window.addEventListener("hashchange", route);
+  showTokenState();
+  route();
+  refreshStats(); // at once, not after the stream is up: the page is usable from the first answers
+  reloadTable();
+  connect();
+  setInterval(refreshStats, 5000); // the per-minute chart moves on even when nothing happens
+}
+
+start();

@@ -1,0 +1,557 @@
+"""Google ADK sessions kept in sessionhub: ``SessionHubSessionService``, a ``BaseSessionService``.
+
+    service = SessionHubSessionService("redis://localhost:6379/0", idle_timeout=3600)
+    runner = Runner(agent=agent, app_name="shop", session_service=service)
+
+It behaves as ADK's ``InMemorySessionService`` does (state prefixes, partial events skipped, temp
+state kept in memory only, ``GetSessionConfig`` filters, listing ordered by last update), and adds
+what sessionhub gives every session: idle timeout and ttl, cleanup hooks on expiry, a paginated
+listing, and many processes sharing one store or server.
+
+How an ADK session lives in the hub:
+
+- one hub session per ADK session, in the namespace ``adk:<app>``, owned by the ADK user (so the
+  hub's user index lists a user's sessions), with the ADK names in its details;
+- its data key ``adk`` is the *head*: the revision, the session-scoped state, the last update
+  time and the event of that revision. Appending an event is a compare-and-set of the head on its
+  version, so of two processes appending to the same revision one wins and the other gets ADK's
+  ``StaleSessionError``: histories never interleave, no write is lost;
+- each event is then a history record of kind ``event`` carrying its revision. A writer that dies
+  between the two steps leaves its event in the head, and the next writer records it first, so
+  every revision below the head's is in the history (readers drop the rare duplicate);
+- ``app:`` and ``user:`` state are data entries of one long-lived hub session per app and one per
+  (app, user), in the namespace ``adk-state:<app>``, shared by every session and process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
+from google.adk.events.event import Event
+from google.adk.platform import time as platform_time
+from google.adk.platform import uuid as platform_uuid
+from google.adk.sessions.base_session_service import (
+    BaseSessionService,
+    GetSessionConfig,
+    ListSessionsResponse,
+)
+from google.adk.sessions.session import Session
+from google.adk.sessions.state import State
+from pydantic import PrivateAttr
+
+from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, VersionConflict
+from .._hub import SessionHub
+from .._models import DataEntry
+from .._models import Session as HubSession
+from ._hubs import Hub, HubLink, hub_name
+
+__all__ = ["AdkSessionRef", "SessionHubSessionService"]
+
+_HEAD = "adk"
+_EVENT = "event"
+_PAGE = 1000  # the most records one history read returns
+_STALE = (
+    "The session has been modified in storage since it was loaded: another writer appended to "
+    "it. Reload it with get_session and try again."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class AdkSessionRef:
+    """The ADK names of a session, as cleanup hooks receive them."""
+
+    app_name: str
+    user_id: str
+    session_id: str
+
+
+AdkEndHook = Callable[[AdkSessionRef, str], Awaitable[None] | None]
+
+
+class _Head(msgspec.Struct, kw_only=True):
+    """The head of a session as stored, with the data version it was read at."""
+
+    version: int = 0
+    rev: int = 0
+    state: dict[str, Any] = msgspec.field(default_factory=dict)
+    time: float = 0.0
+    pending: str | None = None  # the event of this revision, as JSON
+
+    @classmethod
+    def of(cls, entry: DataEntry | None) -> _Head:
+        if entry is None:
+            return cls()
+        return msgspec.convert({**entry.value, "version": entry.version}, cls)
+
+
+class HubBackedSession(Session):
+    """An ADK ``Session`` that remembers the head it was read at, so that the next append is one
+    compare-and-set without reading the head again."""
+
+    _head: _Head | None = PrivateAttr(default=None)
+    # whether the head's own event is known to be in the history already
+    _recorded: bool = PrivateAttr(default=False)
+
+
+def _scoped(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``state`` split into (app, user, session) state, prefixes removed, temp keys dropped."""
+    app: dict[str, Any] = {}
+    user: dict[str, Any] = {}
+    session: dict[str, Any] = {}
+    for key, value in state.items():
+        if key.startswith(State.APP_PREFIX):
+            app[key.removeprefix(State.APP_PREFIX)] = value
+        elif key.startswith(State.USER_PREFIX):
+            user[key.removeprefix(State.USER_PREFIX)] = value
+        elif not key.startswith(State.TEMP_PREFIX):
+            session[key] = value
+    return app, user, session
+
+
+def _state_key(key: str) -> str:
+    """A data key for an app or user state key (the entry keeps the original beside its value)."""
+    if 1 <= len(key) <= 512 and key.isprintable():
+        return key
+    return hub_name(key)
+
+
+def _event_record(rev: int, event: str) -> dict[str, Any]:
+    # the event as its JSON text: pydantic parses that several times faster than a dict
+    return {"rev": rev, "event": event}
+
+
+class SessionHubSessionService(BaseSessionService):
+    """An ADK session service over a sessionhub hub, client, or store/server URL.
+
+    ``idle_timeout`` and ``ttl`` (seconds, ``None`` for never, the default as in ADK) apply to every
+    session this service creates; an expired session is gone, as if deleted, and the hooks given to
+    ``on_end`` run once for it.
+    """
+
+    def __init__(
+        self,
+        hub: Hub | str = "memory://",
+        *,
+        idle_timeout: float | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        self._link = HubLink(hub)
+        self.idle_timeout = idle_timeout
+        self.ttl = ttl
+
+    @property
+    def hub(self) -> Hub:
+        return self._link.hub
+
+    async def close(self) -> None:
+        """Close the hub if this service made it from a URL."""
+        await self._link.close()
+
+    async def __aenter__(self) -> SessionHubSessionService:
+        await self._link.ready()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # naming
+
+    @staticmethod
+    def _namespace(app_name: str) -> str:
+        return hub_name(f"adk:{app_name}")
+
+    @staticmethod
+    def _session_key(app_name: str, user_id: str, session_id: str) -> str:
+        return hub_name(f"adk:{app_name}", user_id, session_id)
+
+    # sessions
+
+    async def create_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        state: dict[str, Any] | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        hub = await self._link.ready()
+        session_id = (session_id.strip() if session_id else None) or platform_uuid.new_uuid()
+        key = self._session_key(app_name, user_id, session_id)
+        app_delta, user_delta, session_state = _scoped(state or {})
+        try:
+            await hub.create(
+                key,
+                namespace=self._namespace(app_name),
+                user_id=hub_name(user_id),
+                details={"adk": {"app": app_name, "user": user_id, "session": session_id}},
+                idle_timeout=self.idle_timeout,
+                ttl=self.ttl,
+            )
+        except DuplicateSession:
+            raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
+        await self._write_scoped(hub, app_name, user_id, app_delta, user_delta)
+        now = platform_time.get_time()
+        head = {"rev": 0, "state": session_state, "time": now, "pending": None}
+        entry = await hub.data(key).set(_HEAD, head, expected_version=0)
+        session = HubBackedSession(
+            id=session_id, app_name=app_name, user_id=user_id, state=session_state
+        )
+        session.last_update_time = now
+        session._head = _Head.of(entry)
+        session._recorded = True
+        await self._merge_scoped(hub, session)
+        return session
+
+    async def get_session(
+        self,
+        *,
+        app_name: str,
+        user_id: str,
+        session_id: str,
+        config: GetSessionConfig | None = None,
+    ) -> Session | None:
+        hub = await self._link.ready()
+        session_id = session_id.strip() if session_id else session_id
+        key = self._session_key(app_name, user_id, session_id)
+        try:
+            head = _Head.of(await hub.data(key).entry(_HEAD))
+            events, recorded = await self._recent_events(hub, key, head, config)
+        except SessionNotFound:
+            return None
+        session = HubBackedSession(
+            id=session_id,
+            app_name=app_name,
+            user_id=user_id,
+            state=dict(head.state),
+            events=events,
+            last_update_time=head.time,
+        )
+        session._head = head
+        session._recorded = recorded
+        await self._merge_scoped(hub, session)
+        return session
+
+    async def _recent_events(
+        self, hub: Hub, key: str, head: _Head, config: GetSessionConfig | None
+    ) -> tuple[list[Event], bool]:
+        """The events ``config`` asks for, oldest first, as of ``head``; and whether the head's
+        own event is in the history.
+
+        Walks the history from its newest record, taking revisions from the head's down while
+        ``num_recent_events`` and ``after_timestamp`` allow, exactly as ``InMemorySessionService``
+        cuts its list. Records of revisions past the head (appended since it was read) and
+        duplicates are skipped.
+        """
+        wanted = None if config is None else config.num_recent_events
+        after = None if config is None else config.after_timestamp
+        found: dict[int, str] = {}
+        recorded = head.rev == 0
+        taken: list[Event] = []
+        next_rev = head.rev
+        cursor: int | None = None
+        exhausted = False
+        while next_rev > 0 and (wanted is None or len(taken) < wanted):
+            if next_rev not in found and not exhausted:
+                size = _PAGE if wanted is None else min(_PAGE, wanted - len(taken) + 1)
+                page = await hub.history(key).read(
+                    after=cursor, limit=size, newest_first=True, kind=_EVENT
+                )
+                exhausted = len(page) < size
+                for record in page:
+                    cursor = record.seq
+                    rev = record.payload["rev"]
+                    if rev <= head.rev:
+                        found.setdefault(rev, record.payload["event"])
+                recorded = recorded or head.rev in found
+                continue
+            raw = found.pop(next_rev, None)
+            if raw is None:
+                if next_rev != head.rev or head.pending is None:
+                    break  # a revision is missing: return what is contiguous
+                raw = head.pending  # written by a writer that has not recorded it (yet)
+            event = Event.model_validate_json(raw)
+            if after is not None and event.timestamp < after:
+                break
+            taken.append(event)
+            next_rev -= 1
+        taken.reverse()
+        return taken, recorded
+
+    async def list_sessions(
+        self, *, app_name: str, user_id: str | None = None
+    ) -> ListSessionsResponse:
+        """Every session of the app (or of one user), without events, oldest update first."""
+        sessions: list[Session] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = await self.list_sessions_page(
+                app_name=app_name, user_id=user_id, limit=_PAGE, cursor=cursor
+            )
+            sessions.extend(page)
+            if cursor is None:
+                break
+        sessions.sort(key=lambda s: (s.last_update_time, s.user_id, s.id))
+        return ListSessionsResponse(sessions=sessions)
+
+    async def list_sessions_page(
+        self,
+        *,
+        app_name: str,
+        user_id: str | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> tuple[list[Session], str | None]:
+        """One page of the app's (or one user's) sessions, without events, in the hub's order;
+        pass the returned cursor back for the next page (``None`` after the last).
+
+        Unlike ``list_sessions`` it costs one page, whatever the number of sessions.
+        """
+        hub = await self._link.ready()
+        page = await hub.find(
+            namespace=self._namespace(app_name),
+            user_id=None if user_id is None else hub_name(user_id),
+            limit=limit,
+            cursor=cursor,
+        )
+        listed = [(record.id, names) for record in page.items if (names := _names(record))]
+        owners = sorted({names.user_id for _, names in listed})
+        # independent reads, made together: one wait for all of them on a remote store or server
+        app_state, heads, *user_states = await asyncio.gather(
+            self._scoped_state(hub, self._app_key(app_name)),
+            asyncio.gather(*(self._head_or_none(hub, key) for key, _ in listed)),
+            *(self._scoped_state(hub, self._user_key(app_name, owner)) for owner in owners),
+        )
+        states_of = dict(zip(owners, user_states, strict=True))
+        sessions: list[Session] = []
+        for (_, names), head in zip(listed, heads, strict=True):
+            if head is None:
+                continue  # ended since the page was read
+            state = dict(head.state)
+            state.update({State.APP_PREFIX + k: v for k, v in app_state.items()})
+            state.update({State.USER_PREFIX + k: v for k, v in states_of[names.user_id].items()})
+            sessions.append(
+                Session(
+                    id=names.session_id,
+                    app_name=app_name,
+                    user_id=names.user_id,
+                    state=state,
+                    last_update_time=head.time,
+                )
+            )
+        return sessions, page.cursor
+
+    @staticmethod
+    async def _head_or_none(hub: Hub, key: str) -> _Head | None:
+        try:
+            return _Head.of(await hub.data(key).entry(_HEAD))
+        except SessionNotFound:
+            return None
+
+    async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
+        hub = await self._link.ready()
+        session_id = session_id.strip() if session_id else session_id
+        await hub.end(self._session_key(app_name, user_id, session_id), "deleted")
+
+    async def get_user_state(self, *, app_name: str, user_id: str) -> dict[str, Any]:
+        hub = await self._link.ready()
+        return await self._scoped_state(hub, self._user_key(app_name, user_id))
+
+    # events
+
+    async def append_event(self, session: Session, event: Event) -> Event:
+        if event.partial:
+            return event
+        hub = await self._link.ready()
+        key = self._session_key(session.app_name, session.user_id, session.id)
+        self._apply_temp_state(session, event)
+        event = self._trim_temp_delta_state(event)
+        delta = event.actions.state_delta if event.actions else {}
+        app_delta, user_delta, session_delta = _scoped(delta or {})
+        try:
+            head = await self._writable_head(hub, key, session)
+            raw = event.model_dump_json(exclude_none=True)
+            if raw == head.pending:
+                return event  # an equal re-delivery of the last event: stored already, as in ADK
+            new_head = {
+                "rev": head.rev + 1,
+                "state": {**head.state, **session_delta},
+                "time": event.timestamp,
+                "pending": raw,
+            }
+            recorded = True
+            try:
+                entry = await hub.data(key).set(_HEAD, new_head, expected_version=head.version)
+                await self._record(hub, key, head, entry, raw, session)
+            except VersionConflict:
+                entry = await self._retried(hub, key, raw)
+                recorded = False  # the first attempt may have died before recording it
+        except SessionNotFound:
+            raise SessionNotFoundError(f"Session {session.id} not found.") from None
+        await self._write_scoped(hub, session.app_name, session.user_id, app_delta, user_delta)
+        self._commit_event_to_session(session, event)
+        session.last_update_time = event.timestamp
+        if isinstance(session, HubBackedSession):
+            session._head = _Head.of(entry)
+            session._recorded = recorded
+        return event
+
+    @staticmethod
+    async def _record(
+        hub: Hub, key: str, head: _Head, entry: DataEntry, raw: str, session: Session
+    ) -> None:
+        """Record the event the head now holds; if the history refuses it (too large), put the
+        head back as it was, so the event is refused whole and the session goes on without it."""
+        try:
+            await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
+        except PayloadTooLarge:
+            old = {"rev": head.rev, "state": head.state, "time": head.time, "pending": head.pending}
+            restored = await hub.data(key).set(_HEAD, old, expected_version=entry.version)
+            if isinstance(session, HubBackedSession):
+                session._head = _Head.of(restored)
+            raise
+
+    @staticmethod
+    async def _retried(hub: Hub, key: str, raw: str) -> DataEntry:
+        """After a lost compare-and-set: the head, if its event is this very one (a retry of an
+        append whose answer was lost); ``StaleSessionError`` if another writer got there first."""
+        entry = await hub.data(key).entry(_HEAD)
+        if entry is None or _Head.of(entry).pending != raw:
+            raise StaleSessionError(_STALE)
+        return entry
+
+    async def _writable_head(self, hub: Hub, key: str, session: Session) -> _Head:
+        """The head the caller's session stands on, its event recorded in the history.
+
+        A session read by this service knows its head; the stored one must still be it (checked
+        by the compare-and-set). Another session object is checked as ADK's database service
+        checks one: stale if the store was updated after it.
+        """
+        known = None
+        if isinstance(session, HubBackedSession):
+            if session._head is not None and session._recorded:
+                return session._head
+            known = session._head
+        head = _Head.of(await hub.data(key).entry(_HEAD))
+        if known is not None and known.version != head.version:
+            raise StaleSessionError(_STALE)
+        if known is None and head.time > session.last_update_time:
+            raise StaleSessionError(_STALE)
+        if head.pending is not None and not await self._recorded(hub, key, head):
+            # its writer died, or has not recorded it yet: record it before moving past it
+            await hub.history(key).append(_EVENT, _event_record(head.rev, head.pending))
+        return head
+
+    @staticmethod
+    async def _recorded(hub: Hub, key: str, head: _Head) -> bool:
+        newest = await hub.history(key).read(limit=1, newest_first=True, kind=_EVENT)
+        return bool(newest) and newest[0].payload["rev"] >= head.rev
+
+    # app and user state
+
+    @staticmethod
+    def _app_key(app_name: str) -> str:
+        return hub_name(f"adk-app:{app_name}")
+
+    @staticmethod
+    def _user_key(app_name: str, user_id: str) -> str:
+        return hub_name(f"adk-user:{app_name}", user_id)
+
+    async def _scoped_state(self, hub: Hub, key: str) -> dict[str, Any]:
+        try:
+            entries = await hub.data(key).entries()
+        except SessionNotFound:
+            return {}
+        return {entry.value[0]: entry.value[1] for entry in entries}
+
+    async def _merge_scoped(self, hub: Hub, session: Session) -> None:
+        """Put the app and user state into ``session.state`` under their prefixes."""
+        app_state, user_state = await asyncio.gather(
+            self._scoped_state(hub, self._app_key(session.app_name)),
+            self._scoped_state(hub, self._user_key(session.app_name, session.user_id)),
+        )
+        session.state.update({State.APP_PREFIX + k: v for k, v in app_state.items()})
+        session.state.update({State.USER_PREFIX + k: v for k, v in user_state.items()})
+
+    async def _write_scoped(
+        self,
+        hub: Hub,
+        app_name: str,
+        user_id: str,
+        app_delta: Mapping[str, Any],
+        user_delta: Mapping[str, Any],
+    ) -> None:
+        if app_delta:
+            await self._write_state(hub, self._app_key(app_name), app_name, None, app_delta)
+        if user_delta:
+            await self._write_state(
+                hub, self._user_key(app_name, user_id), app_name, user_id, user_delta
+            )
+
+    async def _write_state(
+        self,
+        hub: Hub,
+        key: str,
+        app_name: str,
+        user_id: str | None,
+        delta: Mapping[str, Any],
+    ) -> None:
+        """Write each key of ``delta`` (last writer wins per key, as in ADK) into the scope's hub
+        session, made on first use; it never expires."""
+        for name, value in delta.items():
+            try:
+                await hub.data(key).set(_state_key(name), [name, value])
+            except SessionNotFound:
+                await self._create_scope(hub, key, app_name, user_id)
+                await hub.data(key).set(_state_key(name), [name, value])
+
+    async def _create_scope(self, hub: Hub, key: str, app_name: str, user_id: str | None) -> None:
+        scope = {"app": app_name} if user_id is None else {"app": app_name, "user": user_id}
+        with contextlib.suppress(DuplicateSession):  # another writer made it first
+            await hub.create(
+                key,
+                namespace=hub_name(f"adk-state:{app_name}"),
+                details={"adk_state": scope},
+                idle_timeout=None,
+                ttl=None,
+            )
+
+    # expiry hooks
+
+    def on_end(self, hook: AdkEndHook) -> AdkEndHook:
+        """Run ``hook(ref, reason)`` (sync or async) once when an ADK session of this hub ends:
+        ``expired`` past its idle timeout or ttl, ``deleted`` by ``delete_session``, ... .
+
+        Hooks run in the process that owns the hub, so this needs an embedded ``SessionHub``
+        (for a server, register them on the server's hub).
+        """
+        hub = self._link.hub
+        if not isinstance(hub, SessionHub):
+            raise TypeError("cleanup hooks run where the hub runs: give the service a SessionHub")
+
+        async def translated(ended: HubSession, reason: str) -> None:
+            names = _names(ended)
+            if names is None:
+                return
+            outcome = hook(names, reason)
+            if inspect.isawaitable(outcome):
+                await outcome
+
+        hub.on_end(translated)
+        return hook
+
+
+def _names(record: HubSession) -> AdkSessionRef | None:
+    """The ADK names of a hub session this service made, or ``None`` for any other session."""
+    names = record.details.get("adk")
+    if not isinstance(names, dict):
+        return None
+    return AdkSessionRef(app_name=names["app"], user_id=names["user"], session_id=names["session"])

@@ -1,0 +1,190 @@
+"""OpenAI Agents SDK sessions kept in sessionhub: ``SessionHubSession`` implements the SDK's
+``Session`` protocol.
+
+    session = SessionHubSession("chat-42", "http://127.0.0.1:8700", user_id="ada", ttl=86400)
+    result = await Runner.run(agent, "Hello", session=session)
+
+A conversation is one hub session (namespace ``openai-agents``, owned by ``user_id``, with labels
+and metadata), and each item one record of its history, in order. The history is append-only, so
+``pop_item`` and ``clear_session`` append markers instead of deleting: a ``pop`` record removes the
+newest item still there when it was appended, a ``clear`` record everything before it. Each marker
+is one atomic append, so two tasks (or processes) popping at once always pop two different items.
+Readers walk the history from its newest record, applying the markers as they meet them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from agents.items import TResponseInputItem
+from agents.memory.session_settings import SessionSettings, resolve_session_limit
+
+from .._errors import DuplicateSession, SessionNotFound
+from .._models import HistoryRecord
+from .._models import Session as HubSession
+from ._hubs import Hub, HubLink, hub_name
+
+__all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
+
+NAMESPACE = "openai-agents"
+_ITEM, _POP, _CLEAR = "item", "pop", "clear"
+_PAGE = 1000  # the most records one history read returns
+
+
+class SessionHubSession:
+    """A conversation of the OpenAI Agents SDK, kept in a sessionhub hub, client or URL.
+
+    The hub session is made on the first write, with ``user_id`` as its owner, ``labels`` and
+    ``metadata`` (its details), and ``idle_timeout`` / ``ttl`` in seconds (``None``: never). Once
+    it expires or is ended, the conversation is empty and the next write starts it again.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        hub: Hub | str = "memory://",
+        *,
+        user_id: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idle_timeout: float | None = None,
+        ttl: float | None = None,
+        session_settings: SessionSettings | None = None,
+    ) -> None:
+        self.session_id = session_id
+        self.session_settings: SessionSettings | None = session_settings or SessionSettings()
+        self.user_id = user_id
+        self.labels = dict(labels or {})
+        self.metadata = dict(metadata or {})
+        self.idle_timeout = idle_timeout
+        self.ttl = ttl
+        self._link = HubLink(hub)
+        self._key = hub_name(session_id)
+
+    @property
+    def hub(self) -> Hub:
+        return self._link.hub
+
+    async def close(self) -> None:
+        """Close the hub if this session made it from a URL."""
+        await self._link.close()
+
+    # the Session protocol
+
+    async def get_items(self, limit: int | None = None) -> list[TResponseInputItem]:
+        """The conversation, oldest first; with a limit (or ``session_settings.limit``) only the
+        newest ``limit`` items. A limit of 0 gives nothing, a negative one everything (as the
+        SDK's ``SQLiteSession``)."""
+        wanted = resolve_session_limit(limit, self.session_settings)
+        if wanted is not None and wanted < 0:
+            wanted = None
+        if wanted == 0:
+            return []
+        hub = await self._link.ready()
+        items: list[TResponseInputItem] = []
+        try:
+            async for record in self._visible(hub, before=None, expected=wanted):
+                items.append(record.payload)
+                if wanted is not None and len(items) >= wanted:
+                    break
+        except SessionNotFound:
+            return []
+        items.reverse()
+        return items
+
+    async def add_items(self, items: list[TResponseInputItem]) -> None:
+        if not items:
+            return
+        hub = await self._link.ready()
+        try:
+            await self._append_all(hub, items)
+        except SessionNotFound:
+            await self._start(hub)
+            await self._append_all(hub, items)
+
+    async def pop_item(self) -> TResponseInputItem | None:
+        """Remove and return the newest item (``None`` when there is none), atomically: the
+        ``pop`` record's place in the history decides which item it removed."""
+        hub = await self._link.ready()
+        try:
+            marker = await hub.history(self._key).append(_POP)
+        except SessionNotFound:
+            return None
+        async for record in self._visible(hub, before=marker.seq, expected=1):  # newest before it
+            payload: TResponseInputItem = record.payload
+            return payload
+        return None
+
+    async def clear_session(self) -> None:
+        hub = await self._link.ready()
+        try:
+            await hub.history(self._key).append(_CLEAR)
+        except SessionNotFound:
+            return
+
+    # beyond the protocol
+
+    async def end(self, reason: str = "ended") -> bool:
+        """End the hub session now (its cleanup hooks run); whether this call ended it."""
+        hub = await self._link.ready()
+        return await hub.end(self._key, reason)
+
+    async def _start(self, hub: Hub) -> None:
+        with contextlib.suppress(DuplicateSession):  # another writer started it first
+            await hub.create(
+                self._key,
+                namespace=NAMESPACE,
+                user_id=None if self.user_id is None else hub_name(self.user_id),
+                labels=self.labels,
+                details={**self.metadata, "openai_agents": {"session_id": self.session_id}},
+                idle_timeout=self.idle_timeout,
+                ttl=self.ttl,
+            )
+
+    async def _append_all(self, hub: Hub, items: list[TResponseInputItem]) -> None:
+        history = hub.history(self._key)
+        for item in items:
+            await history.append(_ITEM, item)
+
+    async def _visible(
+        self, hub: Hub, *, before: int | None, expected: int | None
+    ) -> AsyncIterator[HistoryRecord]:
+        """The items in the conversation as of the record ``before`` (now, when ``None``), newest
+        first; ``expected`` is how many the caller wants (``None``: all), to size the first read.
+
+        Walking back, each ``pop`` removes the next item not removed yet and a ``clear`` ends the
+        walk: the same items a forward replay of the markers leaves.
+        """
+        history = hub.history(self._key)
+        cursor = before
+        pops = 0
+        size = _PAGE if expected is None else min(_PAGE, expected + 1)
+        while True:
+            page = await history.read(after=cursor, limit=size, newest_first=True)
+            for record in page:
+                if record.kind == _CLEAR:
+                    return
+                if record.kind == _POP:
+                    pops += 1
+                elif record.kind == _ITEM:
+                    if pops:
+                        pops -= 1
+                    else:
+                        yield record
+            if len(page) < size:
+                return
+            cursor = page[-1].seq
+            size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
+
+
+async def list_conversations(
+    hub: Hub, *, user_id: str, limit: int = 100, cursor: str | None = None
+) -> tuple[list[HubSession], str | None]:
+    """One page of a user's live conversations (their hub sessions, with labels and metadata);
+    pass the cursor back for the next page (``None`` after the last)."""
+    page = await hub.find(
+        namespace=NAMESPACE, user_id=hub_name(user_id), limit=limit, cursor=cursor
+    )
+    return page.items, page.cursor

@@ -1,0 +1,304 @@
+"""``SessionHubSessionService`` beyond the differential test: a real ADK ``Runner`` with a non-LLM
+agent read back from another process, stale writers, two processes appending to one session,
+expiry with its hook, shared app/user state, paginated listing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import AsyncGenerator
+from pathlib import Path
+
+import pytest
+from google.adk.agents.base_agent import BaseAgent
+from google.adk.agents.invocation_context import InvocationContext
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from google.adk.runners import Runner
+from google.genai import types
+
+from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub
+from sessionhub.integrations.adk import AdkSessionRef, SessionHubSessionService
+
+from .conftest import OpenHub
+
+
+class CountingAgent(BaseAgent):
+    """A non-LLM agent: answers with a count it keeps in session, user and app state."""
+
+    async def _run_async_impl(self, ctx: InvocationContext) -> AsyncGenerator[Event, None]:
+        turns = int(ctx.session.state.get("turns", 0)) + 1
+        yield Event(
+            author=self.name,
+            invocation_id=ctx.invocation_id,
+            content=types.Content(role="model", parts=[types.Part(text=f"turn {turns}")]),
+            actions=EventActions(
+                state_delta={
+                    "turns": turns,
+                    "user:seen": turns,
+                    "app:agent": self.name,
+                    "temp:scratch": "never stored",
+                }
+            ),
+        )
+
+
+async def run_python(script: str, *args: str) -> str:
+    """Run ``script`` in another Python process; what it printed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", script, *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0
+    return out.decode()
+
+
+def say(text: str) -> types.Content:
+    return types.Content(role="user", parts=[types.Part(text=text)])
+
+
+READ_BACK = """
+import asyncio, json, sys
+from sessionhub import SessionHub
+from sessionhub.integrations.adk import SessionHubSessionService
+
+async def main() -> None:
+    async with SessionHub(sys.argv[1], idle_timeout=None) as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.get_session(app_name="counter", user_id="ada", session_id="s1")
+        assert session is not None
+        texts = [part.text for e in session.events if e.content for part in e.content.parts or []]
+        print(json.dumps({"state": session.state, "texts": texts}))
+
+asyncio.run(main())
+"""
+
+
+async def test_adk_runner_persists_through_sessionhub(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/adk.db"
+    async with SessionHub(url, idle_timeout=None) as hub:
+        service = SessionHubSessionService(hub)
+        runner = Runner(
+            agent=CountingAgent(name="counter"), app_name="counter", session_service=service
+        )
+        await service.create_session(app_name="counter", user_id="ada", session_id="s1")
+        for text in ("one", "two", "three"):
+            async for _ in runner.run_async(user_id="ada", session_id="s1", new_message=say(text)):
+                pass
+    seen = json.loads(await run_python(READ_BACK, url))
+    assert seen["texts"] == ["one", "turn 1", "two", "turn 2", "three", "turn 3"]
+    assert seen["state"] == {"turns": 3, "user:seen": 3, "app:agent": "counter"}
+
+
+async def test_adk_stale_copy_is_refused(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        first = await service.create_session(app_name="a", user_id="u", session_id="s")
+        second = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert second is not None
+        await service.append_event(
+            first, Event(author="x", actions=EventActions(state_delta={"k": 1}))
+        )
+        with pytest.raises(StaleSessionError):
+            await service.append_event(
+                second, Event(author="y", actions=EventActions(state_delta={"k": 2}))
+            )
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert stored.state == {"k": 1}
+        assert [event.author for event in stored.events] == ["x"]
+
+
+async def test_adk_racing_creates_of_one_id_make_one_session(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        outcomes = await asyncio.gather(
+            *(
+                service.create_session(
+                    app_name="a", user_id="u", session_id="same", state={"by": i}
+                )
+                for i in range(6)
+            ),
+            return_exceptions=True,
+        )
+        made = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, AlreadyExistsError)]
+        assert len(made) == 1
+        assert len(refused) == 5
+        stored = await service.get_session(app_name="a", user_id="u", session_id="same")
+        assert stored is not None
+        assert stored.state == made[0].state
+
+
+async def test_adk_event_too_large_for_the_history_is_refused_whole() -> None:
+    async with SessionHub(idle_timeout=None, limits=Limits(max_history_record_bytes=2000)) as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", session_id="s")
+        big = Event(
+            author="x", content=types.Content(role="model", parts=[types.Part(text="x" * 5000)])
+        )
+        with pytest.raises(PayloadTooLarge):
+            await service.append_event(session, big)
+        await service.append_event(
+            session, Event(author="y", actions=EventActions(state_delta={"k": 1}))
+        )
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert [e.author for e in stored.events] == ["y"]
+        assert stored.state == {"k": 1}
+
+
+async def test_adk_redelivered_event_is_stored_once(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", session_id="s")
+        copy = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert copy is not None
+        event = Event(author="x", actions=EventActions(state_delta={"k": 1}))
+        await service.append_event(session, event)
+        await service.append_event(session, event)  # the same event again, as a retrying caller
+        await service.append_event(copy, event)  # a copy that never saw the first answer
+        assert [e.id for e in copy.events] == [event.id]
+        await service.append_event(copy, Event(author="y"))  # and it can go on from there
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert [e.author for e in stored.events] == ["x", "y"]
+
+
+async def test_adk_stale_copies_in_tasks_never_interleave(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        await service.create_session(app_name="a", user_id="u", session_id="s")
+
+        async def writer(name: str) -> int:
+            written = 0
+            while written < 10:
+                session = await service.get_session(app_name="a", user_id="u", session_id="s")
+                assert session is not None
+                try:
+                    event = Event(
+                        author=name, actions=EventActions(state_delta={name: written + 1})
+                    )
+                    await service.append_event(session, event)
+                    written += 1
+                except StaleSessionError:
+                    await asyncio.sleep(0)
+            return written
+
+        assert list(await asyncio.gather(writer("p"), writer("q"))) == [10, 10]
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert stored.state == {"p": 10, "q": 10}
+        for name in ("p", "q"):  # each writer's events are all there, in its own order
+            assert [e.actions.state_delta[name] for e in stored.events if e.author == name] == list(
+                range(1, 11)
+            )
+
+
+WRITER = """
+import asyncio, sys
+from google.adk.errors._stale_session_error import StaleSessionError
+from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.events.event import Event
+from google.adk.events.event_actions import EventActions
+from sessionhub import SessionHub
+from sessionhub.integrations.adk import SessionHubSessionService
+
+async def main(url: str, name: str, count: int) -> None:
+    async with SessionHub(url, idle_timeout=None) as hub:
+        service = SessionHubSessionService(hub)
+        written = stale = 0
+        while written < count:
+            session = await service.get_session(app_name="a", user_id="u", session_id="s")
+            event = Event(author=name, actions=EventActions(state_delta={name: written + 1}))
+            try:
+                await service.append_event(session, event)
+                written += 1
+            except StaleSessionError:
+                stale += 1
+        print(stale)
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_adk_two_processes_append_to_one_session(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/shared.db"
+    async with SessionHub(url, idle_timeout=None) as hub:
+        service = SessionHubSessionService(hub)
+        await service.create_session(app_name="a", user_id="u", session_id="s")
+        writers = [
+            await asyncio.create_subprocess_exec(
+                sys.executable, "-c", WRITER, url, name, "25", stdout=asyncio.subprocess.PIPE
+            )
+            for name in ("p", "q")
+        ]
+        for writer in writers:
+            await asyncio.wait_for(writer.communicate(), 120)
+            assert writer.returncode == 0
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert stored.state == {"p": 25, "q": 25}
+        assert len(stored.events) == 50
+        for name in ("p", "q"):
+            assert [e.actions.state_delta[name] for e in stored.events if e.author == name] == list(
+                range(1, 26)
+            )
+
+
+async def test_adk_idle_session_expires_and_its_hook_runs_once() -> None:
+    clock = ManualClock(1000.0)
+    async with SessionHub(clock=clock, auto_expire=False) as hub:
+        service = SessionHubSessionService(hub, idle_timeout=60)
+        ended: list[tuple[AdkSessionRef, str]] = []
+        service.on_end(lambda ref, reason: ended.append((ref, reason)))
+        idle = await service.create_session(app_name="app", user_id="ada l.", session_id="idle one")
+        busy = await service.create_session(app_name="app", user_id="ada l.", session_id="busy")
+        await service.append_event(
+            idle, Event(author="x", actions=EventActions(state_delta={"user:k": 1}))
+        )
+        clock.advance(50)
+        await service.append_event(busy, Event(author="x"))
+        clock.advance(20)
+        assert await hub.expire_due() == 1
+        assert await hub.expire_due() == 0
+        assert ended == [(AdkSessionRef("app", "ada l.", "idle one"), "expired")]
+        assert (
+            await service.get_session(app_name="app", user_id="ada l.", session_id="idle one")
+            is None
+        )
+        listed = await service.list_sessions(app_name="app", user_id="ada l.")
+        assert [s.id for s in listed.sessions] == ["busy"]
+        # user state outlives the session that wrote it, as in ADK
+        assert await service.get_user_state(app_name="app", user_id="ada l.") == {"k": 1}
+
+
+async def test_adk_paginated_listing(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        for i in range(7):
+            await service.create_session(app_name="paged", user_id=f"u{i % 2}", session_id=f"s{i}")
+        seen: list[str] = []
+        cursor = None
+        while True:
+            page, cursor = await service.list_sessions_page(
+                app_name="paged", user_id="u0", limit=3, cursor=cursor
+            )
+            assert len(page) <= 3
+            seen += [session.id for session in page]
+            if cursor is None:
+                break
+        assert sorted(seen) == ["s0", "s2", "s4", "s6"]
+
+
+async def test_adk_service_over_a_url(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/own.db"
+    async with SessionHubSessionService(url) as service:
+        await service.create_session(app_name="a", user_id="u", session_id="s", state={"app:v": 1})
+    async with SessionHubSessionService(url) as service:
+        session = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert session is not None
+        assert session.state == {"app:v": 1}

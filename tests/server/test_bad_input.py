@@ -1,0 +1,165 @@
+"""Bad input at the HTTP door is a 400 with a short message, never a 500 (issue 8's reproductions,
+sent as they were against a real server), and one record that cannot be encoded never fails a
+listing or an event stream for the other sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any
+
+import httpx
+import pytest
+
+from sessionhub import Session
+from sessionhub.stores._base import CreateRules
+from tests.client.serving import ThreadedServer
+
+from .conftest import SSEReader, assert_error, snapshot
+
+JSON = {"Content-Type": "application/json"}
+SHORT = 1000  # bytes: an error answer quotes at most a prefix of what it refuses
+
+
+def nested(depth: int) -> bytes:
+    return b"[" * depth + b"]" * depth
+
+
+def on_server(server: ThreadedServer, work: Coroutine[Any, Any, Any]) -> Any:
+    """Run ``work`` in the server's own event loop (where its hub lives)."""
+    loop = server._loop
+    assert loop is not None
+    return asyncio.run_coroutine_threadsafe(work, loop).result(30)
+
+
+def test_invalid_utf8_in_a_body_is_a_400(http: httpx.Client) -> None:
+    before = snapshot(http)
+    for body in (b'{"id": "\xff\xfe"}', b'{"details": {"k": "\xc3"}}'):
+        message = assert_error(
+            http.post("/v1/sessions", content=body, headers=JSON), 400, "invalid"
+        )
+        assert "UTF-8" in message
+    assert snapshot(http) == before
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "template"),
+    [
+        ("POST", "/v1/sessions", b'{"details": {"deep": %s}}'),
+        ("PUT", "/v1/sessions/live/data/k", b'{"value": %s}'),
+        ("POST", "/v1/sessions/live/history", b'{"kind": "call", "payload": %s}'),
+        ("PATCH", "/v1/sessions/live", b'{"details": {"deep": %s}}'),
+    ],
+    ids=["create", "data-set", "history-append", "update"],
+)
+def test_deep_nesting_is_a_400_on_every_write(
+    http: httpx.Client, method: str, path: str, template: bytes
+) -> None:
+    assert http.post("/v1/sessions", json={"id": "live"}).status_code == 201
+    before = snapshot(http, "live")
+    # deeper than the JSON decoder goes (the hub's own, lower bound is checked by the hub's tests)
+    for depth in (5000, 100_000):
+        response = http.request(method, path, content=template % nested(depth), headers=JSON)
+        message = assert_error(response, 400, "invalid")
+        assert "nest" in message or "deep" in message, message
+        assert len(response.content) < SHORT
+    assert snapshot(http, "live") == before
+    assert http.get("/v1/sessions").status_code == 200
+
+
+@pytest.mark.parametrize("where", ["Last-Event-ID", "after"])
+def test_an_event_id_of_thousands_of_digits_is_a_short_400(http: httpx.Client, where: str) -> None:
+    huge = "9" * 4301
+    if where == "after":
+        response = http.get("/v1/events", params={"after": huge})
+    else:
+        response = http.get("/v1/events", headers={"Last-Event-ID": huge})
+    message = assert_error(response, 400, "invalid")
+    assert "event id" in message
+    assert len(response.content) < SHORT
+    assert http.get("/v1/stats").json()["subscribers"] == 0
+
+
+def test_a_huge_id_gets_a_short_error(http: httpx.Client) -> None:
+    huge = "x" * 1_500_000
+    response = http.post("/v1/sessions", json={"id": huge})
+    assert_error(response, 400, "invalid")
+    assert len(response.content) < SHORT
+    response = http.get("/v1/sessions", params={"label": "k" * 60_000})
+    assert_error(response, 400, "invalid")
+    assert len(response.content) < SHORT
+
+
+def test_touch_refuses_a_body_as_other_routes_do(http: httpx.Client) -> None:
+    assert http.post("/v1/sessions", json={"id": "live"}).status_code == 201
+    before = snapshot(http, "live")
+    message = assert_error(http.post("/v1/sessions/live/touch", json={"ttl": 5}), 400, "invalid")
+    assert "ttl" in message
+    assert_error(
+        http.post("/v1/sessions/live/touch", content=b"x", headers={"Content-Type": "text/plain"}),
+        415,
+        "unsupported_media_type",
+    )
+    assert snapshot(http, "live") == before
+    assert http.post("/v1/sessions/live/touch").status_code == 200
+    assert http.post("/v1/sessions/live/touch", json={}).status_code == 200
+
+
+def test_an_empty_kinds_filter_means_every_kind(server: ThreadedServer, http: httpx.Client) -> None:
+    reader = SSEReader(server.url, server.token, params={"kinds": ""})
+    try:
+        reader.wait_live()
+        http.post("/v1/sessions", json={"id": "seen"})
+        http.delete("/v1/sessions/seen")
+        reader.wait_for(
+            lambda events: {"created", "ended"} <= {e["event"] for e in events}, "every kind"
+        )
+    finally:
+        reader.close()
+
+
+def _unencodable(session_id: str) -> Session:
+    """A session as an older version or another writer may have stored it: nested deeper than
+    any encoder goes (the hub refuses such details at its door)."""
+    deep: Any = []
+    for _ in range(5000):
+        deep = [deep]
+    now = 1.0
+    return Session(
+        id=session_id,
+        namespace="default",
+        state="CREATED",
+        details={"deep": deep},
+        created_at=now,
+        updated_at=now,
+        last_activity_at=now,
+        idle_timeout=None,
+        ttl=None,
+    )
+
+
+def test_a_session_that_cannot_be_encoded_fails_no_listing_and_no_stream(
+    server: ThreadedServer, http: httpx.Client
+) -> None:
+    reader = SSEReader(server.url, server.token)
+    try:
+        reader.wait_live()
+        assert http.post("/v1/sessions", json={"id": "before"}).status_code == 201
+        on_server(server, server.hub.store.create(_unencodable("poison"), CreateRules()))
+        assert http.post("/v1/sessions", json={"id": "after"}).status_code == 201
+        reader.wait_for(
+            lambda events: any(e["data"]["session"]["id"] == "after" for e in events),
+            "the event after the bad one",
+        )
+        assert [e["data"]["session"]["id"] for e in reader.events()] == ["before", "after"]
+        assert not reader.closed
+    finally:
+        reader.close()
+    alone = http.get("/v1/sessions/poison")
+    assert "session 'poison' cannot be sent" in assert_error(alone, 500, "internal")
+    listed = http.get("/v1/sessions")
+    assert listed.status_code == 200, listed.text
+    assert sorted(s["id"] for s in listed.json()["items"]) == ["after", "before"]
+    metrics = http.get("/metrics").text
+    assert 'sessionhub_http_unencodable_total{what="event"} 1.0' in metrics
+    assert 'sessionhub_http_unencodable_total{what="session"} 2.0' in metrics
