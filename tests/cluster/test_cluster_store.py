@@ -19,9 +19,16 @@ import msgspec
 import pytest
 import redis
 
-from sessionhub import SessionEvent, SessionHub, SessionNotFound, StoreUnavailable
+from sessionhub import (
+    DamagedRecord,
+    ManualClock,
+    SessionEvent,
+    SessionHub,
+    SessionNotFound,
+    StoreUnavailable,
+)
 from sessionhub.stores import store_from_url
-from sessionhub.stores.redis_cluster import RedisClusterStore
+from sessionhub.stores.redis_cluster import RedisClusterStore, bucket_tags
 
 from .cluster_server import RedisClusterServer
 
@@ -251,3 +258,66 @@ async def test_no_child_outlives_a_parent_ended_while_it_was_created(
     finally:
         await creator.close()
         await ender.close()
+
+
+# records written before the JSON nesting bound existed, or damaged
+
+DEEP = "[" * 5000 + "]" * 5000  # msgspec (like any recursive decoder) cannot decode this
+
+
+def _poison(cluster: RedisClusterServer, store: RedisClusterStore, session_id: str) -> None:
+    """Give a session details nested 5,000 deep and make it due, add an event carrying it to its
+    bucket's stream, and give session ``a`` such a data value and history record."""
+    admin = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0], decode_responses=True)
+    try:
+        bucket = f"{store.prefix}{{{bucket_tags(store.buckets)[store.bucket(session_id)]}}}:"
+        key = f"{bucket}s:{{{session_id}}}"
+        admin.hset(key, mapping={'d:"v"': DEEP, "dq": "0"})
+        admin.zadd(f"{bucket}deadlines", {session_id: 0})
+        snapshot = msgspec.msgpack.encode(
+            [item for pair in admin.hgetall(key).items() for item in pair]
+        )
+        admin.xadd(f"{bucket}events", {"k": "updated", "a": "0", "s": snapshot})
+        a_bucket = f"{store.prefix}{{{bucket_tags(store.buckets)[store.bucket('a')]}}}:"
+        admin.hset(f"{a_bucket}d:{{a}}", "deep", "1:" + DEEP)
+        admin.rpush(f"{a_bucket}h:{{a}}", "call\t0\t" + DEEP)
+    finally:
+        admin.close()
+
+
+async def test_a_record_that_cannot_be_decoded_breaks_nothing_else(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    clock = ManualClock()
+    store = RedisClusterStore(redis_cluster.url, prefix=_prefix(), buckets=6)
+    async with SessionHub(store, clock=clock, auto_expire=False, idle_timeout=60) as hub:
+        for sid in ("a", "poisoned", "z"):
+            await hub.create(sid)
+        await hub.data("a").set("k", 1)
+        await hub.history("a").append("call", 1)
+        events = hub.subscribe()
+        _poison(redis_cluster, store, "poisoned")
+
+        # the stream goes on past the poisoned event
+        await hub.create("b")
+        event = await asyncio.wait_for(anext(events), 10)
+        assert (event.kind, event.session is not None and event.session.id) == ("created", "b")
+
+        # listings over the buckets skip it (also when it ends a page), reads of it say so
+        assert [s.id for s in (await hub.find()).items] == ["a", "b", "z"]
+        page = await hub.find(limit=1, cursor="b")
+        assert (page.items, page.cursor) == ([], "poisoned")
+        assert [s.id for s in (await hub.find(cursor="poisoned")).items] == ["z"]
+        with pytest.raises(DamagedRecord, match="session poisoned"):
+            await hub.get("poisoned")
+        assert await hub.data("a").items() == {"k": 1}
+        with pytest.raises(DamagedRecord, match="data value deep of session a"):
+            await hub.data("a").get("deep")
+        assert [r.payload for r in await hub.history("a").read()] == [1]
+
+        # expiry passes go on for the others, and do not pick the damaged record again
+        clock.advance(61)
+        assert await hub.expire_due() == 3
+        assert await hub.expire_due() == 0
+        assert store.damaged_records >= 4
+        await events.aclose()

@@ -112,7 +112,8 @@ async def test_expiry_is_earliest_first_across_batches(
     make_hub: MakeHub, clock: ManualClock, request: pytest.FixtureRequest
 ) -> None:
     hub = await make_hub(idle_timeout=None, expiry_batch=7)
-    if type(hub.store).__name__ == "RedisStore":
+    # The cluster store runs the Redis store's expiry function in each bucket: the same limitation.
+    if type(hub.store).__name__ in ("RedisStore", "RedisClusterStore"):
         request.applymarker(
             pytest.mark.xfail(
                 strict=True,

@@ -781,7 +781,33 @@ class RedisClusterStore(RedisStore):
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
     ) -> list[Session]:
-        """The earliest ``limit`` due entries over all buckets, each bucket claiming its share."""
+        """The earliest ``limit`` due entries over all buckets, each bucket claiming its share.
+
+        A deadline entry can be stale (activity moved the session later; the bucket's function
+        queues it again instead of claiming it), so a round can claim less than the entries read:
+        rounds repeat until ``limit`` are claimed or nothing is due, as the hub takes a short batch
+        to mean that nothing more is due."""
+        sweep = time.monotonic() >= self._next_sweep
+        if sweep:
+            self._next_sweep = time.monotonic() + self.claim_lease / 4
+        claimed: list[Session] = []
+        while len(claimed) < limit:
+            shares = await self._due_shares(now, limit - len(claimed))
+            calls = [
+                self._claim_in(bucket, now, moves, share, sweep)
+                for bucket, share in enumerate(shares)
+                if share or sweep
+            ]
+            for part in await asyncio.gather(*calls):
+                claimed += part
+            sweep = False
+            if not any(shares):
+                break
+        claimed.sort(key=lambda s: (s.expires_at if s.expires_at is not None else now, s.id))
+        return claimed
+
+    async def _due_shares(self, now: float, limit: int) -> list[int]:
+        """How many of the earliest ``limit`` due deadline entries each bucket holds."""
         due = await asyncio.gather(
             *(
                 self._call("ZRANGEBYSCORE", p + "deadlines", "-inf", repr(float(now)),
@@ -795,19 +821,7 @@ class RedisClusterStore(RedisStore):
         shares = [0] * self.buckets
         for _, bucket in heapq.nsmallest(limit, entries):
             shares[bucket] += 1
-        sweep = time.monotonic() >= self._next_sweep
-        if sweep:
-            self._next_sweep = time.monotonic() + self.claim_lease / 4
-        calls = [
-            self._claim_in(bucket, now, moves, share, sweep)
-            for bucket, share in enumerate(shares)
-            if share or sweep
-        ]
-        claimed: list[Session] = []
-        for part in await asyncio.gather(*calls):
-            claimed += part
-        claimed.sort(key=lambda s: (s.expires_at if s.expires_at is not None else now, s.id))
-        return claimed
+        return shares
 
     async def _claim_in(
         self, bucket: int, now: float, moves: Mapping[str, str], share: int, sweep: bool
