@@ -8,6 +8,7 @@ together, and a primary killed under load.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import subprocess
 import sys
@@ -159,7 +160,9 @@ async def test_a_killed_primary_fails_over_and_the_hubs_resume() -> None:
             try:
                 session = await hub.create(f"{name}-{i}", ttl=1.0)
                 acknowledged.append(session.id)
-                await hub.touch(session.id)
+                # a create that stalled over the outage can expire before its touch
+                with contextlib.suppress(SessionNotFound):
+                    await hub.touch(session.id)
             except StoreUnavailable:
                 refused += 1
                 await asyncio.sleep(0.05)
