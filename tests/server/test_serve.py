@@ -330,7 +330,7 @@ def test_every_option_reads_its_sessionhub_variable_shown_in_help(serve: Serve) 
     for param in command.params:
         long = next(name for name in param.opts if name.startswith("--"))
         variable = "SESSIONHUB_" + long[2:].replace("-", "_").upper()
-        names = param.envvar if isinstance(param.envvar, list) else [param.envvar]
+        names = list(param.envvar) if isinstance(param.envvar, list) else [str(param.envvar)]
         assert names[0] == variable, long  # the rule first; a documented alias may follow
         for name in names:
             assert name in text, name
