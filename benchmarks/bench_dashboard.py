@@ -178,7 +178,10 @@ def main() -> None:
             print(f"created {sessions:,} sessions in {time.monotonic() - started:.1f} s")
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page = browser.new_page(
+                    viewport={"width": 1400, "height": 1000},
+                    bypass_csp=True,  # wait_for_function evaluates strings; the page itself is untouched
+                )
                 page.add_init_script(WATCH)
                 page.goto(url + "/ui/")
                 page.wait_for_function(

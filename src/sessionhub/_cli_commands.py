@@ -51,10 +51,12 @@ def env_name(option: str) -> str:
     return "SESSIONHUB_" + option.lstrip("-").split("/")[0].replace("-", "_").upper()
 
 
-def option(*decls: str, **attrs: Any) -> Callable[[FC], FC]:
-    """``click.option`` whose environment variable follows ``env_name`` and shows in --help."""
+def option(*decls: str, also_env: Sequence[str] = (), **attrs: Any) -> Callable[[FC], FC]:
+    """``click.option`` whose environment variable follows ``env_name`` and shows in --help;
+    ``also_env`` are further names it answers to (the first one set wins)."""
     long = next(d for d in decls if d.startswith("--"))
-    return click.option(*decls, envvar=env_name(long), show_envvar=True, **attrs)
+    envvar = [env_name(long), *also_env] if also_env else env_name(long)
+    return click.option(*decls, envvar=envvar, show_envvar=True, **attrs)
 
 
 # shared options and output

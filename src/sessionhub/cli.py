@@ -110,6 +110,7 @@ def cli(ctx: click.Context, /, **given: Any) -> None:
 @option(
     "--allow-host",
     "allow_hosts",
+    also_env=("SESSIONHUB_ALLOW_HOSTS",),
     type=NAMES,
     multiple=True,
     help="Also accept requests whose Host header names this (besides loopback names and the "
@@ -118,6 +119,7 @@ def cli(ctx: click.Context, /, **given: Any) -> None:
 @option(
     "--allow-origin",
     "allow_origins",
+    also_env=("SESSIONHUB_ALLOW_ORIGINS",),
     type=NAMES,
     multiple=True,
     help="Accept cross-origin browser requests from this origin (e.g. http://localhost:3000) "
@@ -383,6 +385,7 @@ def _resolve(host: str) -> str:
 def _warn_unknown_variables() -> None:
     """A misspelt ``SESSIONHUB_*`` variable would otherwise be silently ignored."""
     known = {env_name(name) for p in serve.params for name in p.opts if name.startswith("--")}
+    known |= {name for p in serve.params if isinstance(p.envvar, list) for name in p.envvar}
     known |= {"SESSIONHUB_URL", "SESSIONHUB_TIMEOUT", "SESSIONHUB_GRPC_URL"}
     for name in sorted(os.environ):
         if name.startswith("SESSIONHUB_") and name not in known:

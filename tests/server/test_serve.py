@@ -330,8 +330,10 @@ def test_every_option_reads_its_sessionhub_variable_shown_in_help(serve: Serve) 
     for param in command.params:
         long = next(name for name in param.opts if name.startswith("--"))
         variable = "SESSIONHUB_" + long[2:].replace("-", "_").upper()
-        assert param.envvar == variable, long
-        assert variable in text, variable
+        names = list(param.envvar) if isinstance(param.envvar, list) else [str(param.envvar)]
+        assert names[0] == variable, long  # the rule first; a documented alias may follow
+        for name in names:
+            assert name in text, name
 
 
 def test_repeatable_options_take_a_list_from_their_variable(serve: Serve) -> None:
@@ -404,3 +406,27 @@ def test_the_cli_speaks_grpc_to_a_served_hub(serve: Serve) -> None:
     assert again.exit_code == 1
     assert again.stderr.strip() == "error: not_found: session not live: via-grpc"
     assert served.stop() == 0
+
+
+def test_allowed_hosts_and_origins_come_from_the_environment_too(serve: Serve) -> None:
+    # The plural names are the documented ones; the singular follow SESSIONHUB_<OPTION>.
+    port = free_port()
+    served = serve(
+        "--port",
+        str(port),
+        "--no-grpc",
+        env={
+            "SESSIONHUB_ALLOW_HOSTS": "hub.internal,hub.example",
+            "SESSIONHUB_ALLOW_ORIGINS": "http://friend.example",
+        },
+    )
+    url = f"http://127.0.0.1:{port}"
+    served.wait_ready(url)
+    with httpx.Client(base_url=url, timeout=WAIT) as http:
+        assert http.get("/v1/count", headers={"Host": "hub.internal"}).status_code == 200
+        assert http.get("/v1/count", headers={"Host": "hub.example"}).status_code == 200
+        assert http.get("/v1/count", headers={"Host": "evil.example"}).status_code == 403
+        friend = http.get("/v1/count", headers={"Origin": "http://friend.example"})
+        assert friend.status_code == 200
+        assert friend.headers["access-control-allow-origin"] == "http://friend.example"
+        assert http.get("/v1/count", headers={"Origin": "http://evil.example"}).status_code == 403
