@@ -8,6 +8,7 @@ hub's clock), so a read is one store operation.
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError, quoted
@@ -17,7 +18,7 @@ from ._models import DataEntry, HistoryRecord
 if TYPE_CHECKING:
     from ._hub import SessionHub
 
-__all__ = ["SessionData", "SessionHistory"]
+__all__ = ["DataReads", "HistoryCounts", "SessionData", "SessionHistory"]
 
 
 def _expected(value: int | None) -> int | None:
@@ -26,7 +27,42 @@ def _expected(value: int | None) -> int | None:
     return value
 
 
-class SessionData:
+class DataReads(abc.ABC):
+    """The reads every data handle (the hub's, a client's) derives from ``entry`` and ``entries``."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def entry(self, key: str) -> DataEntry | None:
+        """The value with its version, or ``None``."""
+
+    @abc.abstractmethod
+    async def entries(self) -> list[DataEntry]:
+        """Every entry, in key order."""
+
+    async def get(self, key: str, default: Any = None) -> Any:
+        entry = await self.entry(key)
+        return default if entry is None else entry.value
+
+    async def items(self) -> dict[str, Any]:
+        return {entry.key: entry.value for entry in await self.entries()}
+
+
+class HistoryCounts(abc.ABC):
+    """What every history handle derives from ``counts``."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """How many records of each kind, without reading them."""
+
+    async def count(self, kind: str | None = None) -> int:
+        counts = await self.counts()
+        return sum(counts.values()) if kind is None else counts.get(check_name(kind, "kind"), 0)
+
+
+class SessionData(DataReads):
     """``hub.data(id)``: a key → JSON value store with compare-and-set by version.
 
     Every key has a version that starts at 1 and grows with each write. ``expected_version=0``
@@ -39,12 +75,7 @@ class SessionData:
         self._hub = hub
         self.session_id = session_id
 
-    async def get(self, key: str, default: Any = None) -> Any:
-        entry = await self.entry(key)
-        return default if entry is None else entry.value
-
     async def entry(self, key: str) -> DataEntry | None:
-        """The value with its version, or ``None``."""
         return await self._hub.store.data_get(self.session_id, check_key(key), self._hub.clock())
 
     async def set(self, key: str, value: Any, *, expected_version: int | None = None) -> DataEntry:
@@ -62,11 +93,8 @@ class SessionData:
     async def entries(self) -> list[DataEntry]:
         return await self._hub.store.data_items(self.session_id, self._hub.clock())
 
-    async def items(self) -> dict[str, Any]:
-        return {entry.key: entry.value for entry in await self.entries()}
 
-
-class SessionHistory:
+class SessionHistory(HistoryCounts):
     """``hub.history(id)``: an append-only log of ``{seq, kind, at, payload}`` records."""
 
     __slots__ = ("_hub", "session_id")
@@ -103,9 +131,4 @@ class SessionHistory:
         )
 
     async def counts(self) -> dict[str, int]:
-        """How many records of each kind, without reading them."""
         return await self._hub.store.history_counts(self.session_id, self._hub.clock())
-
-    async def count(self, kind: str | None = None) -> int:
-        counts = await self.counts()
-        return sum(counts.values()) if kind is None else counts.get(check_name(kind, "kind"), 0)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import abc
 from typing import Any, Self
 
+from .._containers import DataReads, HistoryCounts
 from .._errors import SessionNotFound
 from .._models import DataEntry, HistoryRecord, Session
 
@@ -80,7 +81,7 @@ class AsyncRemoteHub(abc.ABC):
     async def _history_counts(self, session_id: str) -> dict[str, int]: ...
 
 
-class RemoteDataHandle:
+class RemoteDataHandle(DataReads):
     """``client.data(id)``: the session's key → JSON value store, as ``SessionData``."""
 
     __slots__ = ("_client", "session_id")
@@ -88,10 +89,6 @@ class RemoteDataHandle:
     def __init__(self, client: AsyncRemoteHub, session_id: str) -> None:
         self._client = client
         self.session_id = session_id
-
-    async def get(self, key: str, default: Any = None) -> Any:
-        entry = await self.entry(key)
-        return default if entry is None else entry.value
 
     async def entry(self, key: str) -> DataEntry | None:
         return await self._client._data_entry(self.session_id, key)
@@ -105,11 +102,8 @@ class RemoteDataHandle:
     async def entries(self) -> list[DataEntry]:
         return await self._client._data_entries(self.session_id)
 
-    async def items(self) -> dict[str, Any]:
-        return {entry.key: entry.value for entry in await self.entries()}
 
-
-class RemoteHistoryHandle:
+class RemoteHistoryHandle(HistoryCounts):
     """``client.history(id)``: the session's append-only log, as ``SessionHistory``."""
 
     __slots__ = ("_client", "session_id")
@@ -135,7 +129,3 @@ class RemoteHistoryHandle:
 
     async def counts(self) -> dict[str, int]:
         return await self._client._history_counts(self.session_id)
-
-    async def count(self, kind: str | None = None) -> int:
-        counts = await self.counts()
-        return sum(counts.values()) if kind is None else counts.get(kind, 0)

@@ -17,9 +17,7 @@ The library is named ``sessionhub_cluster_<hash>`` so it can sit beside the sing
 
 from __future__ import annotations
 
-import hashlib
-
-from ._redis_lua import _BODIES, _DATA_VERSION, _LIB
+from ._redis_lua import _BODIES, build_library
 
 __all__ = ["CLUSTER_FUNCTIONS", "CLUSTER_LIBRARY"]
 
@@ -58,26 +56,5 @@ _CLUSTER_BODIES = {
 }
 
 
-def _library() -> tuple[str, dict[str, str]]:
-    parts = [_LIB, _DATA_VERSION]
-    for name, body in _CLUSTER_BODIES.items():
-        parts.append(f"local function op_{name}()\n{body}\nend\n")
-    parts.append(
-        "local function entry(body)\n"
-        "  return function(keys, args)\n"
-        "    KEYS, ARGV, P = keys, args, args[1]\n"
-        "    return body()\n"
-        "  end\n"
-        "end\n"
-    )
-    code = "".join(parts)
-    version = hashlib.sha1(code.encode()).hexdigest()[:12]
-    names = {name: f"shc{version}_{name}" for name in _CLUSTER_BODIES}
-    registrations = "".join(
-        f"redis.register_function('{names[name]}', entry(op_{name}))\n" for name in _CLUSTER_BODIES
-    )
-    return f"#!lua name=sessionhub_cluster_{version}\n{code}{registrations}", names
-
-
-CLUSTER_LIBRARY, CLUSTER_FUNCTIONS = _library()
+CLUSTER_LIBRARY, _, CLUSTER_FUNCTIONS = build_library(_CLUSTER_BODIES, "sessionhub_cluster", "shc")
 """The library's code for ``FUNCTION LOAD`` on every primary, and each operation's function name."""

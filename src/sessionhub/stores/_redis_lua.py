@@ -30,8 +30,9 @@ Conventions:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 
-__all__ = ["FUNCTIONS", "LIBRARY", "VERSION"]
+__all__ = ["FUNCTIONS", "LIBRARY", "VERSION", "build_library"]
 
 _LIB = r"""
 -- Set on entry to every function: Redis runs one function at a time, to the end.
@@ -816,10 +817,15 @@ _BODIES: dict[str, str] = {
 }
 
 
-def _library() -> tuple[str, str, dict[str, str]]:
+def build_library(
+    bodies: Mapping[str, str], name: str, function_prefix: str
+) -> tuple[str, str, dict[str, str]]:
+    """A Functions library of ``bodies`` (each an operation's Lua, with the shared helpers in
+    scope): its code for ``FUNCTION LOAD``, its version (a hash of the code, in every name, so
+    hubs of another version load theirs beside it) and each operation's function name."""
     parts = [_LIB, _DATA_VERSION]
-    for name, body in _BODIES.items():
-        parts.append(f"local function op_{name}()\n{body}\nend\n")
+    for op, body in bodies.items():
+        parts.append(f"local function op_{op}()\n{body}\nend\n")
     parts.append(
         "local function entry(body)\n"
         "  return function(keys, args)\n"
@@ -830,12 +836,12 @@ def _library() -> tuple[str, str, dict[str, str]]:
     )
     code = "".join(parts)
     version = hashlib.sha1(code.encode()).hexdigest()[:12]
-    names = {name: f"sh{version}_{name}" for name in _BODIES}
+    names = {op: f"{function_prefix}{version}_{op}" for op in bodies}
     registrations = "".join(
-        f"redis.register_function('{names[name]}', entry(op_{name}))\n" for name in _BODIES
+        f"redis.register_function('{names[op]}', entry(op_{op}))\n" for op in bodies
     )
-    return f"#!lua name=sessionhub_{version}\n{code}{registrations}", version, names
+    return f"#!lua name={name}_{version}\n{code}{registrations}", version, names
 
 
-LIBRARY, VERSION, FUNCTIONS = _library()
+LIBRARY, VERSION, FUNCTIONS = build_library(_BODIES, "sessionhub", "sh")
 """The library's code for ``FUNCTION LOAD``, its version hash, and each operation's function name."""
