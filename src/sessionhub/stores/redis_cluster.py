@@ -60,6 +60,7 @@ import contextlib
 import contextvars
 import heapq
 import logging
+import os
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -176,6 +177,24 @@ def _split_hosts(netloc: str) -> tuple[str, list[ClusterNode]]:
             raise ValidationError(f"malformed Redis Cluster URL: {exc}") from None
         nodes.append(ClusterNode(parts.hostname or "127.0.0.1", port))
     return userinfo + at, nodes
+
+
+_CONNECTION_CODE = (
+    os.path.join("redis", "asyncio", "connection.py"),
+    os.path.join("asyncio", "streams.py"),
+    os.path.join("asyncio", "selector_events.py"),
+)
+
+
+def _closed_writer_race(exc: BaseException) -> bool:
+    """Whether ``exc`` is redis-py's write on a connection the peer has just closed: redis-py 8.1
+    lets it escape as ``AttributeError``/``TypeError`` instead of ``ConnectionError``
+    (redis/redis-py#4287, #3546; seen here while a primary fails over). Only an error raised in
+    that connection code counts, so a bug of ours is never mistaken for a lost connection."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    return frame is not None and frame.tb_frame.f_code.co_filename.endswith(_CONNECTION_CODE)
 
 
 class RedisClusterStore(RedisStore):
@@ -303,6 +322,10 @@ class RedisClusterStore(RedisStore):
             raise StoreUnavailable(
                 f"the Redis Cluster is unreachable: {type(exc).__name__}: {exc}"
             ) from None
+        except (AttributeError, TypeError) as exc:
+            if not _closed_writer_race(exc):
+                raise
+            raise StoreUnavailable(f"the Redis Cluster connection was lost: {exc}") from None
 
     # lifetime
 
