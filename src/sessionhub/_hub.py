@@ -359,7 +359,13 @@ class SessionHub:
         limit: int = 100,
         cursor: str | None = None,
     ) -> Page:
-        """A page of matching sessions in id order; pass ``page.cursor`` back for the next."""
+        """A page of matching sessions in id order; pass ``page.cursor`` back for the next.
+
+        ``include_ended`` also lists ended sessions still retained, alone or with ``namespace``
+        and ``state``. Filters by user, parent or label read indexes of live sessions only (an
+        ending session leaves them at once, so they stay small): with those, ended sessions are
+        not listed.
+        """
         query = self._query(namespace, user_id, parent_id, state, labels, include_ended)
         if cursor is not None:
             check_id(cursor, "cursor")

@@ -82,7 +82,8 @@ _FILTERS: Final = (
     Param(
         "include_ended",
         {"type": "boolean"},
-        "Also list ended sessions still retained (with `namespace`).",
+        "Also list ended sessions still retained (alone or with `namespace` and `state`; with "
+        "`user_id`, `parent_id` or `label` only live sessions are listed).",
     ),
 )
 _LIMIT: Final = Param(
