@@ -61,6 +61,7 @@ async def serve_sessionhub(port: int) -> None:
 
 
 async def serve_starlette(port: int) -> None:
+    import msgspec
     from starlette.applications import Starlette
     from starlette.requests import Request
     from starlette.responses import Response
@@ -70,16 +71,20 @@ async def serve_starlette(port: int) -> None:
     from sessionhub._models import json_encoder
 
     hub = SessionHub(idle_timeout=None)  # only to make the very same JSON as sessionhub serves
-    session = json_encoder.encode(
-        await hub.create(SESSION_ID, user_id="ada", labels={"role": "bench"}, details={"n": 1})
+    created = await hub.create(
+        SESSION_ID, user_id="ada", labels={"role": "bench"}, details={"n": 1}
     )
+    session = json_encoder.encode(created)
 
     async def get(request: Request) -> Response:
         return Response(session, media_type="application/json")
 
     async def create(request: Request) -> Response:
-        await request.body()
-        return Response(session, status_code=201, media_type="application/json")
+        # The same JSON work as sessionhub's route, minus the hub: parse the body, encode a reply.
+        msgspec.json.decode(await request.body())
+        return Response(
+            json_encoder.encode(created), status_code=201, media_type="application/json"
+        )
 
     app = Starlette(
         routes=[
