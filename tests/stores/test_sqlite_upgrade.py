@@ -80,6 +80,6 @@ async def test_a_version_1_file_is_upgraded_with_its_history(tmp_path: Path) -> 
         assert (await log.append("call", {"i": 30})).seq == 31
 
     version, statements = _history_layout(path)
-    assert version == SCHEMA_VERSION == 2
+    assert version == SCHEMA_VERSION == 3
     assert len(statements) == 1  # the table alone: no kind index, no counts table
     assert statements[0].rstrip().endswith("WITHOUT ROWID")

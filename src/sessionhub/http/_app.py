@@ -24,7 +24,7 @@ from .._models import json_encoder
 from ._guard import BrowserGuard, Headers, quoted
 from ._openapi import OPERATIONS, openapi_document
 from ._prometheus import CONTENT_TYPE, ServerMetrics
-from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send
+from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send, header_map
 from ._routes import ROUTES, Face, Handler, Route
 from ._sse import stream_events
 from ._ui import Dashboard
@@ -137,10 +137,40 @@ class SessionHubApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "http":
-            await self._http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
+        if kind != "http":
+            if kind == "lifespan":
+                await self._lifespan(receive, send)
+            return
+        # An HTTP request, answered here rather than in a method of its own: one coroutine less
+        # on every request.
+        started = time.perf_counter()
+        method: str = scope["method"]
+        path, template, matched, ui = self._resolve(scope)
+        headers = header_map(scope)
+        cors: Headers = ()
+        try:
+            cors = self._admit(scope, headers)  # the dashboard too: no page for a rebinding Host
+            if ui:
+                assert self._ui is not None
+                reply = self._ui.reply(path, method)
+            elif method == "OPTIONS":
+                reply = self._options(path, matched, cors)
+            else:
+                answer = await self._answer(
+                    scope, receive, send, method, path, matched, cors, headers
+                )
+                if answer is None:
+                    return  # an event stream, answered as it went
+                reply = answer
+        except SessionHubError as exc:
+            reply = _error_reply(exc.http_status, exc.code, exc.message)
+        except HttpRefusal as exc:
+            reply = _error_reply(exc.status, exc.code, exc.message)
+        except Exception:
+            logger.exception("internal error on %s %s", method, template)
+            reply = _error_reply(500, "internal", "internal server error")
+        await _send(send, reply, cors)
+        self._observe(method, template, reply.status, time.perf_counter() - started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -185,34 +215,6 @@ class SessionHubApp:
         else:
             self.closing.set()
 
-    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
-        method: str = scope["method"]
-        path, template, matched, ui = self._resolve(scope)
-        cors: Headers = ()
-        try:
-            origin = _header(scope, b"origin")
-            cors = self._admit(scope, origin)  # the dashboard too: no page for a rebinding Host
-            if ui:
-                assert self._ui is not None
-                reply = self._ui.reply(path, method)
-            elif method == "OPTIONS":
-                reply = self._options(path, matched, cors)
-            else:
-                answer = await self._answer(scope, receive, send, method, path, matched, cors)
-                if answer is None:
-                    return  # an event stream, answered as it went
-                reply = answer
-        except SessionHubError as exc:
-            reply = _error_reply(exc.http_status, exc.code, exc.message)
-        except HttpRefusal as exc:
-            reply = _error_reply(exc.status, exc.code, exc.message)
-        except Exception:
-            logger.exception("internal error on %s %s", method, template)
-            reply = _error_reply(500, "internal", "internal server error")
-        await _send(send, reply, cors)
-        self._observe(method, template, reply.status, time.perf_counter() - started)
-
     def _resolve(self, scope: Scope) -> tuple[str, str, tuple[Route, list[str]] | None, bool]:
         """The decoded path; what /metrics labels the request with (a template, never a raw path:
         no session id, and a scanner's guesses do not grow the label set); the route and its
@@ -229,9 +231,11 @@ class SessionHubApp:
             return path, matched[0].template, matched, False
         return path, path if path in _SPECIAL else _UNMATCHED, None, False
 
-    def _admit(self, scope: Scope, origin: str | None) -> Headers:
+    def _admit(self, scope: Scope, headers: dict[bytes, bytes]) -> Headers:
         """Refuse a foreign ``Host`` or ``Origin``; the CORS headers the answer carries."""
-        host = _header(scope, b"host")
+        raw_host, raw_origin = headers.get(b"host"), headers.get(b"origin")
+        host = None if raw_host is None else raw_host.decode("latin-1")
+        origin = None if raw_origin is None else raw_origin.decode("latin-1")
         refusal = self._guard.host_refusal(scope, host)
         if refusal is None:
             refusal = self._guard.origin_refusal(scope, origin, host)
@@ -264,11 +268,12 @@ class SessionHubApp:
         path: str,
         matched: tuple[Route, list[str]] | None,
         cors: Headers,
+        headers: dict[bytes, bytes],
     ) -> Reply | None:
-        if path not in _PUBLIC:
-            self._authorize(scope)
+        if self._token is not None and path not in _PUBLIC:
+            self._authorize(headers)
         if path == _EVENTS and method == "GET":
-            request = Request(scope, receive, [], self._max_body)
+            request = Request(scope, receive, [], self._max_body, headers)
             _check_query(request, path, method)
             await stream_events(
                 self.hub, request, send, self._keepalive, self.closing, self.metrics, cors
@@ -279,7 +284,7 @@ class SessionHubApp:
             if reply is None:
                 return _error_reply(404, "not_found", f"no route {quoted(path)}")
             if reply.status == 200:
-                _check_query(Request(scope, receive, [], 0), path, method)
+                _check_query(Request(scope, receive, [], 0, headers), path, method)
                 if path == _METRICS:
                     reply = Reply(200, await self.metrics.render(self.hub), CONTENT_TYPE)
             return reply
@@ -287,17 +292,17 @@ class SessionHubApp:
         handler: Handler | None = route.methods.get(method)
         if handler is None:
             return _method_not_allowed(route, method)
-        request = Request(scope, receive, params, self._max_body)
+        request = Request(scope, receive, params, self._max_body, headers)
         _check_query(request, route.template, method)
         return await handler(self._face, request)
 
-    def _authorize(self, scope: Scope) -> None:
+    def _authorize(self, headers: dict[bytes, bytes]) -> None:
         """``Authorization: Bearer <token>``, the scheme in any case (RFC 7235), the token
         compared in constant time."""
         expected = self._token
         if expected is None:
             return
-        value = _raw_header(scope, b"authorization")
+        value = headers.get(b"authorization")
         if value is not None:
             scheme, _, credentials = value.strip().partition(b" ")
             if scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), expected):
@@ -317,19 +322,6 @@ class SessionHubApp:
         if method not in _METHODS:
             method = "OTHER"  # methods are any token a client sends: keep the label set bounded
         self.metrics.requests.observe(method, route, status, seconds)
-
-
-def _raw_header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            found: bytes = value
-            return found
-    return None
-
-
-def _header(scope: Scope, name: bytes) -> str | None:
-    value = _raw_header(scope, name)
-    return None if value is None else value.decode("latin-1")
 
 
 def _split(raw: bytes) -> tuple[str, list[str]]:
@@ -387,12 +379,19 @@ def _method_not_allowed(route: Route, method: str) -> Reply:
 
 
 async def _send(send: Send, reply: Reply, cors: Headers) -> None:
-    headers = [(b"content-length", str(len(reply.body)).encode())]
-    if reply.status != 204:
-        headers.append((b"content-type", reply.content_type))
-    if reply.status == 401:
-        headers.append((b"www-authenticate", b"Bearer"))
-    headers.extend(reply.headers)
-    headers.extend(cors)
-    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
-    await send({"type": "http.response.body", "body": reply.body})
+    status, body = reply.status, reply.body
+    if status == 204:
+        headers = [(b"content-length", str(len(body)).encode())]
+    else:
+        headers = [
+            (b"content-length", str(len(body)).encode()),
+            (b"content-type", reply.content_type),
+        ]
+        if status == 401:
+            headers.append((b"www-authenticate", b"Bearer"))
+    if reply.headers:
+        headers += reply.headers
+    if cors:
+        headers += cors
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

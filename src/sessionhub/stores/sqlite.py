@@ -93,7 +93,7 @@ Synchronous = Literal["normal", "full", "extra"]
 
 #: ``PRAGMA user_version`` of the schema below; files of a newer version are refused, files of an
 #: older one are upgraded on open.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 #: ``PRAGMA application_id``: "SHub", so that another program's SQLite file is never taken for ours.
 APPLICATION_ID: Final = 0x53487562
 
@@ -108,8 +108,8 @@ _HISTORY_TABLE: Final = """CREATE TABLE {name} (
 
 # Column conventions: user_id and parent_id are kept only while a session is live (and label rows
 # exist only for live sessions), so their indexes hold live sessions alone, as Query documents;
-# deadline is expires_at while the session is live and unclaimed, so the earliest one is the next
-# to expire; record is the whole Session as JSON, what every read returns.
+# deadline is set while the session is live and unclaimed, to its expires_at or, once activity moved
+# that later, to an earlier one (the expiry claim sets it right when it comes due); record is the whole Session as JSON, what every read returns.
 _SCHEMA: Final = (
     """CREATE TABLE sessions (
         id           TEXT PRIMARY KEY,
@@ -171,6 +171,9 @@ _UPGRADES: Final = {
         "WHERE id IN (SELECT session_id FROM history_counts)",
         "DROP TABLE history_counts",
     ),
+    # version 3: the deadline column may lag behind a deadline that activity moved later; a
+    # process of version 2 would claim such a session early, so it must not open the file.
+    2: (),
 }
 
 _encode = json_encoder.encode
@@ -781,8 +784,32 @@ class SQLiteStore(Store):
         )
         self._db.executemany(sql, [(name, value, session.id) for name, value in labels.items()])
 
-    def _save(self, session: Session, claimed_by: str | None = None) -> None:
-        """Write a live session's record and the columns derived from it."""
+    def _save(
+        self, session: Session, claimed_by: str | None = None, replaces: Session | None = None
+    ) -> None:
+        """Write a live session's record and the columns derived from it.
+
+        Given the record it ``replaces``, a deadline that only moved later (activity) leaves the
+        deadline column as it was: an index page less per write, and the column stays a lower
+        bound, which the expiry claim corrects when it comes due (``_due_rows``).
+        """
+        deadline = _deadline(session)
+        if replaces is not None and deadline is not None:
+            earlier = _deadline(replaces)
+            if earlier is not None and deadline >= earlier:
+                self._db.execute(
+                    "UPDATE sessions SET user_id = ?, parent_id = ?, state = ?, "
+                    "claimed_by = coalesce(?, claimed_by), record = ? WHERE id = ?",
+                    (
+                        session.user_id,
+                        session.parent_id,
+                        session.state,
+                        claimed_by,
+                        _encode(session),
+                        session.id,
+                    ),
+                )
+                return
         self._db.execute(
             "UPDATE sessions SET user_id = ?, parent_id = ?, state = ?, deadline = ?, "
             "claimed_by = coalesce(?, claimed_by), record = ? WHERE id = ?",
@@ -790,7 +817,7 @@ class SQLiteStore(Store):
                 session.user_id,
                 session.parent_id,
                 session.state,
-                _deadline(session),
+                deadline,
                 claimed_by,
                 _encode(session),
                 session.id,
@@ -896,7 +923,7 @@ class SQLiteStore(Store):
             self._check_unique(old.namespace, labels, change.unique_labels, session_id)
 
         new = apply_change(old, change, check_unique)
-        self._save(new)
+        self._save(new, replaces=old)
         if new.labels != old.labels:
             gone = {
                 name: value for name, value in old.labels.items() if new.labels.get(name) != value
@@ -963,10 +990,7 @@ class SQLiteStore(Store):
         self, now: float, moves: Mapping[str, str], limit: int, sweep: bool
     ) -> list[Session]:
         db = self._db
-        rows = db.execute(
-            "SELECT id, record FROM sessions WHERE deadline <= ? ORDER BY deadline, id LIMIT ?",
-            (now, limit),
-        ).fetchall()
+        rows = self._due_rows(now, limit)
         due = self._listed(rows)
         if len(due) < len(rows):  # damaged records: off the deadline index, or every pass stalls
             kept = {session.id for session in due}
@@ -979,6 +1003,32 @@ class SQLiteStore(Store):
             self._next_sweep = time.monotonic() + self.claim_lease / 4
             claimed += self._take_over_orphans(limit - len(claimed))
         return claimed
+
+    def _due_rows(self, now: float, limit: int) -> list[tuple[str, bytes]]:
+        """Up to ``limit`` ``(id, record)`` rows due at ``now``, earliest first.
+
+        A deadline column that lags behind its record (activity moved the deadline later, see
+        ``_save``) is set right and the rows read again: claims stay earliest-first, and a
+        session is never claimed before its deadline.
+        """
+        db = self._db
+        while True:
+            rows = db.execute(
+                "SELECT id, record, deadline FROM sessions WHERE deadline <= ? "
+                "ORDER BY deadline, id LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            moved = []
+            for sid, raw, column in rows:
+                try:
+                    deadline = _deadline(_decode_session(raw))
+                except DECODE_ERRORS:
+                    continue  # the caller takes damaged records off the deadline index
+                if deadline != column:
+                    moved.append((deadline, sid))
+            if not moved:
+                return [(sid, raw) for sid, raw, _ in rows]
+            db.executemany("UPDATE sessions SET deadline = ? WHERE id = ?", moved)
 
     def _take_over_orphans(self, limit: int) -> list[Session]:
         """Claims whose claimer stopped its heartbeat: finish them here (their hooks may run a
@@ -1042,6 +1092,7 @@ class SQLiteStore(Store):
             self._db.executemany(f"DELETE FROM {table} WHERE {column} = ?", params)
 
     async def next_deadline(self) -> float | None:
+        # Possibly early (a lagging column): the pass that wakes then sets the column right.
         rows = await self._submit(
             self._fetch,
             "SELECT deadline FROM sessions WHERE deadline IS NOT NULL ORDER BY deadline LIMIT 1",
@@ -1113,7 +1164,8 @@ class SQLiteStore(Store):
     def _refresh(self, session: Session, now: float) -> None:
         """Data and history writes are activity: slide the idle deadline like a touch."""
         self._save(
-            _replace(
+            replaces=session,
+            session=_replace(
                 session,
                 last_activity_at=now,
                 updated_at=now,
@@ -1125,7 +1177,7 @@ class SQLiteStore(Store):
                     active_requests=session.active_requests,
                 ),
                 version=session.version + 1,
-            )
+            ),
         )
 
     async def data_set(
