@@ -79,57 +79,57 @@ local function hset_many(key, flat)
   end
 end
 
--- Writes to one session hash, collected so that they cost one HSET and at most one HDEL, and the
--- new record can be returned without reading it again ('shown' holds values written otherwise).
-local function writer()
-  return {order = {}, values = {}, drops = {}, shown = {}}
+-- Writes to one session hash, collected so that they cost one HSET and at most one HDEL. The
+-- record read ('flat', as HGETALL listed it; empty when only some fields were read) is edited in
+-- place into the new record, so it is returned without reading it again or copying it: changed
+-- fields keep their place, new ones follow in the order HSET adds them. A put wins over a drop of
+-- the same field, whichever comes first.
+local function writer(h, flat)
+  local at = {}
+  for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+  return {h = h, flat = flat, at = at, sets = {}, written = {}, gone = {}}
+end
+local function show(w, field, value)
+  -- Into the returned record only (a value written otherwise, such as by HINCRBY).
+  local i = w.at[field]
+  if i then
+    w.flat[i] = value
+  else
+    local flat = w.flat
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
+    w.at[field] = #flat
+  end
 end
 local function put(w, field, value)
-  if w.values[field] == nil then w.order[#w.order + 1] = field end
-  w.values[field] = value
-  w.drops[field] = nil
+  local sets = w.sets
+  sets[#sets + 1] = field
+  sets[#sets + 1] = value
+  w.written[field] = true
+  w.gone[field] = nil
+  show(w, field, value)
 end
 local function drop(w, field)
-  if w.values[field] == nil then w.drops[field] = true end
+  if not w.written[field] and w.h[field] ~= nil then w.gone[field] = true end
 end
-local function preview(w, h, flat)
-  -- The record as HGETALL would list it after the writes: changed fields keep their place,
-  -- new ones follow in the order HSET added them.
-  local out = {}
+local function result(w)
+  -- The record as HGETALL would list it after the writes.
+  if next(w.gone) == nil then return w.flat end
+  local out, flat, gone = {}, w.flat, w.gone
   for i = 1, #flat, 2 do
-    local field = flat[i]
-    if not w.drops[field] then
-      out[#out + 1] = field
-      out[#out + 1] = w.values[field] or w.shown[field] or flat[i + 1]
-    end
-  end
-  for _, field in ipairs(w.order) do
-    if h[field] == nil then
-      out[#out + 1] = field
-      out[#out + 1] = w.values[field]
-    end
-  end
-  for field, value in pairs(w.shown) do
-    if h[field] == nil and w.values[field] == nil then
-      out[#out + 1] = field
-      out[#out + 1] = value
+    if not gone[flat[i]] then
+      out[#out + 1] = flat[i]
+      out[#out + 1] = flat[i + 1]
     end
   end
   return out
 end
-local function commit(w, key, h, flat)
-  local sets = {}
-  for _, field in ipairs(w.order) do
-    sets[#sets + 1] = field
-    sets[#sets + 1] = w.values[field]
-  end
-  if #sets > 0 then hset_many(key, sets) end
+local function commit(w, key)
+  if #w.sets > 0 then hset_many(key, w.sets) end
   local gone = {}
-  for field in pairs(w.drops) do
-    if h[field] ~= nil then gone[#gone + 1] = field end
-  end
+  for field in pairs(w.gone) do gone[#gone + 1] = field end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-  return preview(w, h, flat)
+  return result(w)
 end
 
 local function label_key(name, value)
@@ -187,9 +187,8 @@ end
 -- comes due, claim_expired finds the real deadline later and queues it again. Only a deadline
 -- earlier than the queued one (a shorter ttl, requests released) writes the index, which keeps
 -- touch, data and history writes on the session's own keys.
-local function schedule(w, sid, dq, ea)
+local function schedule(w, sid, dq, ea, score)
   if ea ~= nil and (dq == nil or ea < tonumber(dq)) then
-    local score = fnum(ea)
     redis.call('ZADD', P .. 'deadlines', score, sid)
     put(w, 'dq', score)
   end
@@ -228,7 +227,7 @@ end
 -- process that stopped heartbeating can be taken over (see claim_expired).
 local function claim(sk, h, flat, reason, now, moves, claimer)
   local state = moved(moves, h.st) or h.st
-  local w = writer()
+  local w = writer(h, flat)
   put(w, 'st', state)
   put(w, 'er', reason)
   put(w, 'cb', claimer)
@@ -240,7 +239,7 @@ local function claim(sk, h, flat, reason, now, moves, claimer)
     census(h.ns, state, 1)
   end
   unschedule(w, h.id, h.dq)
-  local new = commit(w, sk, h, flat)
+  local new = commit(w, sk)
   return {emit('transitioned', now, new), new}
 end
 
@@ -257,13 +256,19 @@ end
 local function refresh(sk, h, now)
   local ea = deadline(tonumber(h.ca), tonumber(now), tonumber(h.it), tonumber(h.ttl),
     tonumber(h.ar or '0'))
-  local w = writer()
+  local w = writer(h, {})
   put(w, 'la', now)
   put(w, 'ua', now)
   put(w, 'v', fint(tonumber(h.v) + 1))
-  if ea ~= nil then put(w, 'ea', fnum(ea)) else drop(w, 'ea') end
-  schedule(w, h.id, h.dq, ea)
-  commit(w, sk, h, {})
+  local score = nil
+  if ea ~= nil then
+    score = fnum(ea)
+    put(w, 'ea', score)
+  else
+    drop(w, 'ea')
+  end
+  schedule(w, h.id, h.dq, ea, score)
+  commit(w, sk)
 end
 
 -- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
@@ -410,7 +415,7 @@ if tonumber(ARGV[7]) > 0 and max_requests and requests > max_requests then
 end
 
 -- Every check passed but the counters': from here on the function only writes.
-local w = writer()
+local w = writer(h, flat)
 -- HINCRBY, not Lua arithmetic: counters are exact signed 64-bit integers (Lua numbers are
 -- doubles), and HINCRBY refuses an overflow without writing. Counters go first, so one that
 -- overflows undoes the others and the function fails having changed nothing.
@@ -424,7 +429,7 @@ for i = 1, #counters, 2 do
     end
     fail('OVERFLOW', counters[i], h[field] or '0', counters[i + 1])
   end
-  w.shown[field] = redis.call('HGET', sk, field)  -- the exact text, not the double HINCRBY gave
+  show(w, field, redis.call('HGET', sk, field))  -- the exact text, not the double HINCRBY gave
 end
 
 local function choose(arg, old)
@@ -449,7 +454,13 @@ for name, value in pairs({it = it, ttl = ttl, p = parent}) do put(w, name, value
 if it == nil then drop(w, 'it') end
 if ttl == nil then drop(w, 'ttl') end
 if parent == nil then drop(w, 'p') end
-if ea == nil then drop(w, 'ea') else put(w, 'ea', fnum(ea)) end
+local score = nil
+if ea == nil then
+  drop(w, 'ea')
+else
+  score = fnum(ea)
+  put(w, 'ea', score)
+end
 for _, k in ipairs(labels_del) do drop(w, 'l:' .. k) end
 for i = 1, #labels_set, 2 do put(w, 'l:' .. labels_set[i], labels_set[i + 1]) end
 for _, k in ipairs(details_del) do drop(w, 'd:' .. k) end
@@ -477,11 +488,63 @@ if state ~= h.st then
   census(h.ns, h.st, -1)
   census(h.ns, state, 1)
 end
-schedule(w, sid, h.dq, ea)
-local new = commit(w, sk, h, flat)
+schedule(w, sid, h.dq, ea, score)
+local new = commit(w, sk)
 local event_id = ''
 if ARGV[14] ~= '' then event_id = emit(ARGV[14], now, new) end
 return {event_id, new}
+"""
+
+# args: prefix, now. ``modify`` with only a touch (a heartbeat, the hottest write): the same
+# checks and writes, without parsing a change or building a writer. Returns the new record.
+_TOUCH = r"""
+local sk = KEYS[1]
+local now = ARGV[2]
+local flat = redis.call('HGETALL', sk)
+local at = {}
+for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+if at.id == nil or at.en ~= nil then fail('NOTFOUND') end
+if at.er ~= nil then fail('ENDING') end
+local it, ttl, ar = at.it, at.ttl, at.ar
+if it then it = tonumber(flat[it]) end
+if ttl then ttl = tonumber(flat[ttl]) end
+if ar then ar = tonumber(flat[ar]) else ar = 0 end
+local ea = deadline(tonumber(flat[at.ca]), tonumber(now), it, ttl, ar)
+local v = fint(tonumber(flat[at.v]) + 1)
+flat[at.la] = now
+flat[at.ua] = now
+flat[at.v] = v
+if ea == nil then
+  redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v)
+  if at.ea ~= nil then
+    redis.call('HDEL', sk, 'ea')
+    table.remove(flat, at.ea)
+    table.remove(flat, at.ea - 1)
+  end
+  return flat
+end
+local score = fnum(ea)
+if at.ea then
+  flat[at.ea] = score
+else
+  flat[#flat + 1] = 'ea'
+  flat[#flat + 1] = score
+end
+local dq = at.dq
+if dq ~= nil and ea >= tonumber(flat[dq]) then
+  redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score)
+  return flat
+end
+-- Queued earlier than before (see schedule).
+redis.call('ZADD', P .. 'deadlines', score, flat[at.id])
+redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score, 'dq', score)
+if dq then
+  flat[dq] = score
+else
+  flat[#flat + 1] = 'dq'
+  flat[#flat + 1] = score
+end
+return flat
 """
 
 # args: prefix, maxlen, reason, now, claimer, moves (counted pairs).
@@ -517,10 +580,10 @@ if ARGV[6] == '1' then
       if h == nil or h.en ~= nil or h.er == nil then
         redis.call('HDEL', P .. 'claims', sid)
       else
-        local w = writer()
+        local w = writer(h, flat)
         put(w, 'cb', claimer)
         redis.call('HSET', P .. 'claims', sid, claimer)
-        out[#out + 1] = {'', commit(w, sk, h, flat)}
+        out[#out + 1] = {'', commit(w, sk)}
       end
     end
   end
@@ -562,7 +625,7 @@ for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZREM', k
 release_unique(h.ns, labels, sid)
 census(h.ns, h.st, -1)
 redis.call('HDEL', P .. 'claims', sid)
-local w = writer()
+local w = writer(h, flat)
 drop(w, 'cb')
 unschedule(w, sid, h.dq)
 put(w, 'st', ARGV[4])
@@ -573,10 +636,10 @@ put(w, 'v', fint(tonumber(h.v) + 1))
 drop(w, 'ea')
 local new
 if tonumber(ARGV[5]) > tonumber(now) then
-  new = commit(w, sk, h, flat)
+  new = commit(w, sk)
   redis.call('ZADD', P .. 'retained', ARGV[5], sid)
 else
-  new = preview(w, h, flat)  -- the record as it ends, for the event; then it goes
+  new = result(w)  -- the record as it ends, for the event; then it goes
   redis.call('ZREM', P .. 'all', sid)
   redis.call('ZREM', P .. 'all:' .. h.ns, sid)
   redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
@@ -801,6 +864,7 @@ return redis.call('HGETALL', KEYS[2])
 _BODIES: dict[str, str] = {
     "create": _CREATE,
     "modify": _MODIFY,
+    "touch": _TOUCH,
     "claim_end": _CLAIM_END,
     "claim_expired": _CLAIM_EXPIRED,
     "finish_end": _FINISH_END,
