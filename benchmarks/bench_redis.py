@@ -254,10 +254,10 @@ async def cpu_per_op(url: str, rounds: int) -> None:
     print("(HGETALL for get), the issue's measure; 'process' is the server's main-thread CPU over")
     print("the same rounds (requests, replies and the event tailers' reads included).")
     header = f"{'operation':<11}{'in FCALL: before':>17}{'today':>8}{'ratio':>7}"
-    print(f"{header}{'process: before':>18}{'today':>8}{'ratio':>7}   target: FCALL ratio <= 0.5")
+    print(f"{header}{'process: before':>18}{'today':>8}{'ratio':>7}   target: both ratios <= 0.5")
     for op in ("create", "touch", "get", "end", "expiry"):
         line = f"{op:<11}"
-        ratio = None
+        worst = None
         for kind, width in ((op, 17), (op + " cpu", 18)):
             today = min(samples[kind, "today"])
             if (kind, "before") not in samples:
@@ -265,9 +265,10 @@ async def cpu_per_op(url: str, rounds: int) -> None:
                 continue
             before = min(samples[kind, "before"])
             line += f"{before:>{width}.1f}{today:>8.1f}{today / before:>7.2f}"
-            ratio = today / before if ratio is None else ratio
-        if ratio is not None:
-            line += "   met" if ratio <= 0.5 else "   NOT met"
+            worst = max(worst or 0.0, today / before)
+        if worst is not None:
+            # Both: time inside FCALL counts preemption on a loaded machine, process CPU does not.
+            line += "   met" if worst <= 0.5 else "   NOT met"
         print(line)
 
 
