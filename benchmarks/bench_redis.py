@@ -1,7 +1,9 @@
-"""Redis store get, create and touch with 50 concurrent tasks, beside ``redis-benchmark`` in one run.
+"""Redis store get, create and touch with 50 concurrent tasks, beside ``redis-benchmark`` in one run;
+and Redis CPU per operation, beside the store as it was before its Lua was reworked.
 
     uv run python benchmarks/bench_redis.py            # 100k gets, 20k creates
     uv run python benchmarks/bench_redis.py --quick    # a smoke run
+    uv run python benchmarks/bench_redis.py --cpu      # only the Redis CPU per operation
     uv run python benchmarks/bench_redis.py --url redis://host:6379/0   # an existing Redis
 
 Without ``--url`` it starts a private ``redis-server`` on a free port (never the machine's own on
@@ -9,12 +11,22 @@ Without ``--url`` it starts a private ``redis-server`` on a free port (never the
 with like. PRODUCT.md §10: Redis store ``get`` >= 0.25 x redis-benchmark, one round trip per
 operation (counted as the commands the store sent; the event tailer's reads are not store
 operations). Absolute rates on a shared 2-core machine are noise; the ratios are what to compare.
+
+Redis CPU per operation (issue 12: half of what it was) is the time Redis spent inside the
+operation's commands, from ``INFO commandstats`` (``usec`` of ``FCALL``, or of ``HGETALL`` for
+``get``), per session. The "before" figures come from the store and Lua of commit ``BASELINE``,
+read from git and loaded beside today's on the same server (the library names carry a hash of the
+code, so both coexist); the two run in alternating rounds of ``CPU_CHUNK`` operations and each
+figure is the best round (load on a shared machine only ever adds time, and most to the
+longest calls), taken for both alike. Without git (or that
+commit) only today's figures are printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import re
 import shutil
 import subprocess
@@ -24,6 +36,8 @@ import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_server
 
@@ -34,6 +48,10 @@ from sessionhub.stores import Change, CreateRules
 from sessionhub.stores.redis import RedisStore
 
 CONCURRENCY = 50
+# The last commit before the Lua was reworked for CPU (issue 12), and its measured figure.
+BASELINE = "8ad59c7"
+CPU_CHUNK = 200
+CPU_ROUNDS = 7
 
 
 def redis_benchmark(url: str, n: int) -> float:
@@ -100,6 +118,160 @@ async def round_trips(store: RedisStore, n: int) -> dict[str, float]:
     return measured
 
 
+def baseline_store_class() -> type[RedisStore] | None:
+    """``RedisStore`` as of ``BASELINE``: its ``redis.py`` and ``_redis_lua.py`` from git, imported
+    as modules of ``sessionhub.stores`` under other names (the rest of the package is today's)."""
+    root = Path(__file__).resolve().parent.parent
+
+    def source(name: str) -> str | None:
+        shown = subprocess.run(
+            ["git", "-C", str(root), "show", f"{BASELINE}:src/sessionhub/stores/{name}"],
+            capture_output=True,
+            text=True,
+        )
+        return shown.stdout if shown.returncode == 0 else None
+
+    def module(name: str, code: str) -> ModuleType:
+        spec = importlib.util.spec_from_loader(f"sessionhub.stores.{name}", loader=None)
+        assert spec is not None
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = loaded
+        exec(compile(code, f"{BASELINE}:{name}.py", "exec"), loaded.__dict__)
+        return loaded
+
+    lua, store = source("_redis_lua.py"), source("redis.py")
+    if lua is None or store is None:
+        return None
+    module("_baseline_redis_lua", lua)
+    old = module(
+        "_baseline_redis", store.replace("from ._redis_lua ", "from ._baseline_redis_lua ")
+    )
+    cls: type[RedisStore] = old.RedisStore
+    return cls
+
+
+async def server_stats(store: RedisStore) -> dict[str, float]:
+    """Microseconds per command (``INFO commandstats``) and the server's main-thread CPU seconds
+    (``INFO cpu``) so far."""
+    text = await store._ops.call("INFO", "everything")
+    out = {}
+    for line in text.splitlines():
+        name, _, rest = line.partition(":")
+        if name.startswith("cmdstat_"):
+            values = dict(item.split("=", 1) for item in rest.split(","))
+            out[name[8:]] = float(values["usec"])
+        elif name in ("used_cpu_sys_main_thread", "used_cpu_user_main_thread"):
+            out["cpu"] = out.get("cpu", 0.0) + float(rest)
+    return out
+
+
+class CpuRun:
+    """One store's sessions for the CPU measure: each round works on sessions of its own."""
+
+    def __init__(self, store: RedisStore, tag: str) -> None:
+        self.store = store
+        self.tag = tag
+        self.rules = CreateRules()
+        self.made = 0
+
+    def session(self, now: float, idle: float) -> Session:
+        self.made += 1
+        return Session(
+            id=f"cpu-{self.tag}-{self.made:07d}",
+            state="ACTIVE",
+            created_at=now,
+            updated_at=now,
+            last_activity_at=now,
+            idle_timeout=idle,
+            expires_at=now + idle,
+            user_id=f"user-{self.made % 97}",
+        )
+
+    def create(self, sessions: list[Session]) -> Awaitable[list[Session]]:
+        return asyncio.gather(*(self.store.create(s, self.rules) for s in sessions))
+
+
+async def cpu_per_op(url: str, rounds: int) -> None:
+    """Redis CPU per operation, today's store beside ``BASELINE``'s on one server."""
+    old_class = baseline_store_class()
+    stores: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
+    if old_class is not None:
+        stores["before"] = old_class(url, prefix="cpu-old:")
+    for store in stores.values():
+        await store.open()
+    runs = {name: CpuRun(store, name) for name, store in stores.items()}
+    now = time.time()
+    moves = {"ACTIVE": "TERMINATING"}
+    samples: dict[tuple[str, str], list[float]] = {}
+
+    async def measured(name: str, op: str, command: str, work: Awaitable[Any]) -> None:
+        before = await server_stats(stores[name])
+        await work
+        after = await server_stats(stores[name])
+        usec = after.get(command, 0.0) - before.get(command, 0.0)
+        samples.setdefault((op, name), []).append(usec / CPU_CHUNK)
+        cpu = (after["cpu"] - before["cpu"]) * 1e6
+        samples.setdefault((op + " cpu", name), []).append(cpu / CPU_CHUNK)
+
+    async def ended(run: CpuRun, ids: list[str]) -> None:
+        async def one(sid: str) -> None:
+            await run.store.claim_end(sid, "ended", now, moves)
+            await run.store.finish_end(sid, now, "CLEANED", now + 3600)
+
+        await asyncio.gather(*(one(sid) for sid in ids))
+
+    async def expired(run: CpuRun) -> None:
+        done = 0
+        while done < CPU_CHUNK:
+            claimed = await run.store.claim_expired(now + 10, moves, 100)
+            done += len(claimed)
+            await asyncio.gather(
+                *(run.store.finish_end(s.id, now + 10, "CLEANED", now + 3600) for s in claimed)
+            )
+
+    for _ in range(rounds):
+        for name, run in runs.items():
+            store = run.store
+            ids = [run.session(now, 600.0) for _ in range(CPU_CHUNK)]
+            await measured(name, "create", "fcall", run.create(ids))
+            touch = Change(now=now + 1, touch=True)
+            touching = asyncio.gather(*(store.modify(s.id, touch) for s in ids))
+            await measured(name, "touch", "fcall", touching)
+            getting = asyncio.gather(*(store.get(s.id) for s in ids))
+            await measured(name, "get", "hgetall", getting)
+            await measured(name, "end", "fcall", ended(run, [s.id for s in ids]))
+            await run.create([run.session(now, 1.0) for _ in range(CPU_CHUNK)])  # due at now + 10
+            await measured(name, "expiry", "fcall", expired(run))
+    for store in stores.values():
+        await store.close()
+
+    print(
+        f"Redis CPU per operation, µs per session, best of {rounds} rounds of {CPU_CHUNK}; 'before'"
+    )
+    print(
+        f"is commit {BASELINE}, loaded beside today's on one server. 'in FCALL' is INFO commandstats"
+    )
+    print("(HGETALL for get), the issue's measure; 'process' is the server's main-thread CPU over")
+    print("the same rounds (requests, replies and the event tailers' reads included).")
+    header = f"{'operation':<11}{'in FCALL: before':>17}{'today':>8}{'ratio':>7}"
+    print(f"{header}{'process: before':>18}{'today':>8}{'ratio':>7}   target: both ratios <= 0.5")
+    for op in ("create", "touch", "get", "end", "expiry"):
+        line = f"{op:<11}"
+        worst = None
+        for kind, width in ((op, 17), (op + " cpu", 18)):
+            today = min(samples[kind, "today"])
+            if (kind, "before") not in samples:
+                line += f"{'?':>{width}}{today:>8.1f}{'':>7}"
+                continue
+            before = min(samples[kind, "before"])
+            line += f"{before:>{width}.1f}{today:>8.1f}{today / before:>7.2f}"
+            worst = max(worst or 0.0, today / before)
+        if worst is not None:
+            # Both: time inside FCALL counts preemption on a loaded machine, process CPU does not.
+            line += "   met" if worst <= 0.5 else "   NOT met"
+        print(line)
+
+
 async def measure(url: str, n_get: int, n_create: int, rounds: int) -> None:
     store = RedisStore(url, prefix=f"bench{uuid.uuid4().hex[:8]}:")
     await store.open()
@@ -139,12 +311,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument("--url", help="an existing Redis instead of a private redis-server")
+    parser.add_argument("--cpu", action="store_true", help="only the Redis CPU per operation")
     options = parser.parse_args()
     n_get, n_create, rounds = (10_000, 2_000, 1) if options.quick else (100_000, 20_000, 3)
     server = None if options.url else RedisServer()
     try:
         url = options.url or (server.url if server else "")
-        asyncio.run(measure(url, n_get, n_create, rounds))
+        asyncio.run(cpu_per_op(url, 3 if options.quick else CPU_ROUNDS))
+        if not options.cpu:
+            asyncio.run(measure(url, n_get, n_create, rounds))
     finally:
         if server is not None:
             server.stop()

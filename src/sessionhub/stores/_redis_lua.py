@@ -25,6 +25,20 @@ Conventions:
   from the sorted sets (byte order) alone.
 - A function that changes a session returns the new record as ``HGETALL`` would list it, built from
   the record it read and the fields it wrote (in the order Redis keeps them), not read again.
+
+Redis CPU (issue 12). Measured with ``INFO commandstats``, an operation's time inside ``FCALL`` was
+mostly Lua, not the commands it ran: a touch spent about 9 µs in ``HGETALL`` and ``HSET`` out of
+60-100 µs, the rest going to parsing the general ``modify`` arguments, building a writer (tables,
+loops over the record) and formatting numbers. On a slow machine each Lua table, loop step or
+``string.format`` counts. Hence: a heartbeat has a function of its own (``touch``) that reads the
+record, writes the three or four fields that change and returns the record edited in place; a claim
+and ``finish_end`` write their fixed fields in one ``HSET`` each without the writer; the claimed
+sessions of one ``claim_expired`` pass leave the deadline index in one ``ZREMRANGEBYRANK`` (not one
+``ZREM`` each); a claim leaves the session's ``dq`` field for ``finish_end`` to drop (one ``HDEL``
+fewer). The record format is unchanged, so stores of every version read each other's data. What
+remains per ``create`` is mostly its index writes (``ZADD`` to ``live``, ``ns:``, ``all``,
+``all:``, ``deadlines``, ``user:``), the census and the event. ``benchmarks/bench_redis.py`` prints
+the figures beside the previous library's.
 """
 
 from __future__ import annotations
@@ -79,57 +93,57 @@ local function hset_many(key, flat)
   end
 end
 
--- Writes to one session hash, collected so that they cost one HSET and at most one HDEL, and the
--- new record can be returned without reading it again ('shown' holds values written otherwise).
-local function writer()
-  return {order = {}, values = {}, drops = {}, shown = {}}
+-- Writes to one session hash, collected so that they cost one HSET and at most one HDEL. The
+-- record read ('flat', as HGETALL listed it; empty when only some fields were read) is edited in
+-- place into the new record, so it is returned without reading it again or copying it: changed
+-- fields keep their place, new ones follow in the order HSET adds them. A put wins over a drop of
+-- the same field, whichever comes first.
+local function writer(h, flat)
+  local at = {}
+  for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+  return {h = h, flat = flat, at = at, sets = {}, written = {}, gone = {}}
+end
+local function show(w, field, value)
+  -- Into the returned record only (a value written otherwise, such as by HINCRBY).
+  local i = w.at[field]
+  if i then
+    w.flat[i] = value
+  else
+    local flat = w.flat
+    flat[#flat + 1] = field
+    flat[#flat + 1] = value
+    w.at[field] = #flat
+  end
 end
 local function put(w, field, value)
-  if w.values[field] == nil then w.order[#w.order + 1] = field end
-  w.values[field] = value
-  w.drops[field] = nil
+  local sets = w.sets
+  sets[#sets + 1] = field
+  sets[#sets + 1] = value
+  w.written[field] = true
+  w.gone[field] = nil
+  show(w, field, value)
 end
 local function drop(w, field)
-  if w.values[field] == nil then w.drops[field] = true end
+  if not w.written[field] and w.h[field] ~= nil then w.gone[field] = true end
 end
-local function preview(w, h, flat)
-  -- The record as HGETALL would list it after the writes: changed fields keep their place,
-  -- new ones follow in the order HSET added them.
-  local out = {}
+local function result(w)
+  -- The record as HGETALL would list it after the writes.
+  if next(w.gone) == nil then return w.flat end
+  local out, flat, gone = {}, w.flat, w.gone
   for i = 1, #flat, 2 do
-    local field = flat[i]
-    if not w.drops[field] then
-      out[#out + 1] = field
-      out[#out + 1] = w.values[field] or w.shown[field] or flat[i + 1]
-    end
-  end
-  for _, field in ipairs(w.order) do
-    if h[field] == nil then
-      out[#out + 1] = field
-      out[#out + 1] = w.values[field]
-    end
-  end
-  for field, value in pairs(w.shown) do
-    if h[field] == nil and w.values[field] == nil then
-      out[#out + 1] = field
-      out[#out + 1] = value
+    if not gone[flat[i]] then
+      out[#out + 1] = flat[i]
+      out[#out + 1] = flat[i + 1]
     end
   end
   return out
 end
-local function commit(w, key, h, flat)
-  local sets = {}
-  for _, field in ipairs(w.order) do
-    sets[#sets + 1] = field
-    sets[#sets + 1] = w.values[field]
-  end
-  if #sets > 0 then hset_many(key, sets) end
+local function commit(w, key)
+  if #w.sets > 0 then hset_many(key, w.sets) end
   local gone = {}
-  for field in pairs(w.drops) do
-    if h[field] ~= nil then gone[#gone + 1] = field end
-  end
+  for field in pairs(w.gone) do gone[#gone + 1] = field end
   if #gone > 0 then redis.call('HDEL', key, unpack(gone)) end
-  return preview(w, h, flat)
+  return result(w)
 end
 
 local function label_key(name, value)
@@ -187,18 +201,10 @@ end
 -- comes due, claim_expired finds the real deadline later and queues it again. Only a deadline
 -- earlier than the queued one (a shorter ttl, requests released) writes the index, which keeps
 -- touch, data and history writes on the session's own keys.
-local function schedule(w, sid, dq, ea)
+local function schedule(w, sid, dq, ea, score)
   if ea ~= nil and (dq == nil or ea < tonumber(dq)) then
-    local score = fnum(ea)
     redis.call('ZADD', P .. 'deadlines', score, sid)
     put(w, 'dq', score)
-  end
-end
-
-local function unschedule(w, sid, dq)
-  if dq ~= nil then
-    redis.call('ZREM', P .. 'deadlines', sid)
-    drop(w, 'dq')
   end
 end
 
@@ -225,23 +231,34 @@ local function moved(moves, state)
 end
 
 -- A claim names its claimer ('cb') and is listed in the claims hash, so that the claims of a
--- process that stopped heartbeating can be taken over (see claim_expired).
-local function claim(sk, h, flat, reason, now, moves, claimer)
+-- process that stopped heartbeating can be taken over (see claim_expired). The session leaves the
+-- deadline index ('queued' false: the caller took it out already); its 'dq' field stays until
+-- finish_end drops it, harmless meanwhile as nothing schedules a session being ended. Written
+-- without a writer (this and finish_end are the hot path of every end): the record is edited in
+-- place for the reply and the event.
+local function claim(sk, h, flat, reason, now, moves, claimer, queued)
   local state = moved(moves, h.st) or h.st
-  local w = writer()
-  put(w, 'st', state)
-  put(w, 'er', reason)
-  put(w, 'cb', claimer)
+  local v = fint(tonumber(h.v) + 1)
+  redis.call('HSET', sk, 'st', state, 'er', reason, 'cb', claimer, 'ua', now, 'v', v)
   redis.call('HSET', P .. 'claims', h.id, claimer)
-  put(w, 'ua', now)
-  put(w, 'v', fint(tonumber(h.v) + 1))
   if state ~= h.st then
     census(h.ns, h.st, -1)
     census(h.ns, state, 1)
   end
-  unschedule(w, h.id, h.dq)
-  local new = commit(w, sk, h, flat)
-  return {emit('transitioned', now, new), new}
+  if queued and h.dq ~= nil then redis.call('ZREM', P .. 'deadlines', h.id) end
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    if f == 'st' then
+      flat[i + 1] = state
+    elseif f == 'ua' then
+      flat[i + 1] = now
+    elseif f == 'v' then
+      flat[i + 1] = v
+    end
+  end
+  local n = #flat  -- 'er' and 'cb' are new: an unclaimed session has neither
+  flat[n + 1], flat[n + 2], flat[n + 3], flat[n + 4] = 'er', reason, 'cb', claimer
+  return {emit('transitioned', now, flat), flat}
 end
 
 -- Data and history writes are activity: slide the idle deadline like a touch.
@@ -257,13 +274,19 @@ end
 local function refresh(sk, h, now)
   local ea = deadline(tonumber(h.ca), tonumber(now), tonumber(h.it), tonumber(h.ttl),
     tonumber(h.ar or '0'))
-  local w = writer()
+  local w = writer(h, {})
   put(w, 'la', now)
   put(w, 'ua', now)
   put(w, 'v', fint(tonumber(h.v) + 1))
-  if ea ~= nil then put(w, 'ea', fnum(ea)) else drop(w, 'ea') end
-  schedule(w, h.id, h.dq, ea)
-  commit(w, sk, h, {})
+  local score = nil
+  if ea ~= nil then
+    score = fnum(ea)
+    put(w, 'ea', score)
+  else
+    drop(w, 'ea')
+  end
+  schedule(w, h.id, h.dq, ea, score)
+  commit(w, sk)
 end
 
 -- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
@@ -410,7 +433,7 @@ if tonumber(ARGV[7]) > 0 and max_requests and requests > max_requests then
 end
 
 -- Every check passed but the counters': from here on the function only writes.
-local w = writer()
+local w = writer(h, flat)
 -- HINCRBY, not Lua arithmetic: counters are exact signed 64-bit integers (Lua numbers are
 -- doubles), and HINCRBY refuses an overflow without writing. Counters go first, so one that
 -- overflows undoes the others and the function fails having changed nothing.
@@ -424,7 +447,7 @@ for i = 1, #counters, 2 do
     end
     fail('OVERFLOW', counters[i], h[field] or '0', counters[i + 1])
   end
-  w.shown[field] = redis.call('HGET', sk, field)  -- the exact text, not the double HINCRBY gave
+  show(w, field, redis.call('HGET', sk, field))  -- the exact text, not the double HINCRBY gave
 end
 
 local function choose(arg, old)
@@ -449,7 +472,13 @@ for name, value in pairs({it = it, ttl = ttl, p = parent}) do put(w, name, value
 if it == nil then drop(w, 'it') end
 if ttl == nil then drop(w, 'ttl') end
 if parent == nil then drop(w, 'p') end
-if ea == nil then drop(w, 'ea') else put(w, 'ea', fnum(ea)) end
+local score = nil
+if ea == nil then
+  drop(w, 'ea')
+else
+  score = fnum(ea)
+  put(w, 'ea', score)
+end
 for _, k in ipairs(labels_del) do drop(w, 'l:' .. k) end
 for i = 1, #labels_set, 2 do put(w, 'l:' .. labels_set[i], labels_set[i + 1]) end
 for _, k in ipairs(details_del) do drop(w, 'd:' .. k) end
@@ -477,11 +506,63 @@ if state ~= h.st then
   census(h.ns, h.st, -1)
   census(h.ns, state, 1)
 end
-schedule(w, sid, h.dq, ea)
-local new = commit(w, sk, h, flat)
+schedule(w, sid, h.dq, ea, score)
+local new = commit(w, sk)
 local event_id = ''
 if ARGV[14] ~= '' then event_id = emit(ARGV[14], now, new) end
 return {event_id, new}
+"""
+
+# args: prefix, now. ``modify`` with only a touch (a heartbeat, the hottest write): the same
+# checks and writes, without parsing a change or building a writer. Returns the new record.
+_TOUCH = r"""
+local sk = KEYS[1]
+local now = ARGV[2]
+local flat = redis.call('HGETALL', sk)
+local at = {}
+for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
+if at.id == nil or at.en ~= nil then fail('NOTFOUND') end
+if at.er ~= nil then fail('ENDING') end
+local it, ttl, ar = at.it, at.ttl, at.ar
+if it then it = tonumber(flat[it]) end
+if ttl then ttl = tonumber(flat[ttl]) end
+if ar then ar = tonumber(flat[ar]) else ar = 0 end
+local ea = deadline(tonumber(flat[at.ca]), tonumber(now), it, ttl, ar)
+local v = fint(tonumber(flat[at.v]) + 1)
+flat[at.la] = now
+flat[at.ua] = now
+flat[at.v] = v
+if ea == nil then
+  redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v)
+  if at.ea ~= nil then
+    redis.call('HDEL', sk, 'ea')
+    table.remove(flat, at.ea)
+    table.remove(flat, at.ea - 1)
+  end
+  return flat
+end
+local score = fnum(ea)
+if at.ea then
+  flat[at.ea] = score
+else
+  flat[#flat + 1] = 'ea'
+  flat[#flat + 1] = score
+end
+local dq = at.dq
+if dq ~= nil and ea >= tonumber(flat[dq]) then
+  redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score)
+  return flat
+end
+-- Queued earlier than before (see schedule).
+redis.call('ZADD', P .. 'deadlines', score, flat[at.id])
+redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score, 'dq', score)
+if dq then
+  flat[dq] = score
+else
+  flat[#flat + 1] = 'dq'
+  flat[#flat + 1] = score
+end
+return flat
 """
 
 # args: prefix, maxlen, reason, now, claimer, moves (counted pairs).
@@ -490,7 +571,7 @@ local sk = KEYS[1]
 local moves = take_list(6, true)
 local h, flat = load(sk)
 if h == nil or h.en ~= nil or h.er ~= nil then return false end
-return claim(sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5])
+return claim(sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
 """
 
 # args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves
@@ -517,10 +598,10 @@ if ARGV[6] == '1' then
       if h == nil or h.en ~= nil or h.er == nil then
         redis.call('HDEL', P .. 'claims', sid)
       else
-        local w = writer()
+        local w = writer(h, flat)
         put(w, 'cb', claimer)
         redis.call('HSET', P .. 'claims', sid, claimer)
-        out[#out + 1] = {'', commit(w, sk, h, flat)}
+        out[#out + 1] = {'', commit(w, sk)}
       end
     end
   end
@@ -533,17 +614,19 @@ while #out < limit and budget > 0 do
     math.min(limit - #out, budget, 500))
   if #due == 0 then break end
   budget = budget - #due
+  -- The entries read are the first by rank: all leave the index in one command (those whose
+  -- deadline moved go back in below).
+  redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, #due - 1)
   for _, sid in ipairs(due) do
     local sk = skey(sid)
     local h, flat = load(sk)
     if h == nil or h.en ~= nil or h.er ~= nil or h.ea == nil then
-      redis.call('ZREM', P .. 'deadlines', sid)
-      if h ~= nil then redis.call('HDEL', sk, 'dq') end
+      if h ~= nil and h.dq ~= nil then redis.call('HDEL', sk, 'dq') end
     elseif tonumber(h.ea) > now_n then
       redis.call('ZADD', P .. 'deadlines', h.ea, sid)  -- activity moved it: queue it again
       redis.call('HSET', sk, 'dq', h.ea)
     else
-      out[#out + 1] = claim(sk, h, flat, 'expired', now, moves, claimer)
+      out[#out + 1] = claim(sk, h, flat, 'expired', now, moves, claimer, false)
     end
   end
 end
@@ -562,21 +645,39 @@ for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZREM', k
 release_unique(h.ns, labels, sid)
 census(h.ns, h.st, -1)
 redis.call('HDEL', P .. 'claims', sid)
-local w = writer()
-drop(w, 'cb')
-unschedule(w, sid, h.dq)
-put(w, 'st', ARGV[4])
-put(w, 'en', now)
-put(w, 'ua', now)
-put(w, 'ar', '0')
-put(w, 'v', fint(tonumber(h.v) + 1))
-drop(w, 'ea')
-local new
+-- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
+-- entry is gone already), the end is written.
+local state, v = ARGV[4], fint(tonumber(h.v) + 1)
+local new, gone = {}, {}
+for i = 1, #flat, 2 do
+  local f, value = flat[i], flat[i + 1]
+  if f == 'cb' or f == 'ea' or f == 'dq' then
+    gone[#gone + 1] = f
+  else
+    if f == 'st' then
+      value = state
+    elseif f == 'ua' then
+      value = now
+    elseif f == 'ar' then
+      value = '0'
+    elseif f == 'v' then
+      value = v
+    end
+    new[#new + 1] = f
+    new[#new + 1] = value
+  end
+end
+new[#new + 1] = 'en'
+new[#new + 1] = now
+if h.ar == nil then
+  new[#new + 1] = 'ar'
+  new[#new + 1] = '0'
+end
 if tonumber(ARGV[5]) > tonumber(now) then
-  new = commit(w, sk, h, flat)
+  redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+  if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
   redis.call('ZADD', P .. 'retained', ARGV[5], sid)
 else
-  new = preview(w, h, flat)  -- the record as it ends, for the event; then it goes
   redis.call('ZREM', P .. 'all', sid)
   redis.call('ZREM', P .. 'all:' .. h.ns, sid)
   redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
@@ -801,6 +902,7 @@ return redis.call('HGETALL', KEYS[2])
 _BODIES: dict[str, str] = {
     "create": _CREATE,
     "modify": _MODIFY,
+    "touch": _TOUCH,
     "claim_end": _CLAIM_END,
     "claim_expired": _CLAIM_EXPIRED,
     "finish_end": _FINISH_END,

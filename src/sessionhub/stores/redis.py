@@ -36,7 +36,8 @@ session carries the hash tag ``{<session id>}``, so in a Redis Cluster they shar
 ``P s:{id}``                hash: the record. Scalars ``id ns st u p ca ua la ea en it ttl ret ar er
                             v`` (floats as exact decimal text), ``l:<name>`` labels, ``d:<JSON key>``
                             detail values as JSON, ``c:<name>`` counters, ``dq`` the score of its
-                            entry in the deadline index, ``cb`` the instance that claimed its end
+                            entry in the deadline index (stale from the claim of its end to
+                            ``finish_end``), ``cb`` the instance that claimed its end
 ``P d:{id}``                hash: data key -> ``<version>:<JSON value>``
 ``P h:{id}``                list: history records ``<kind>\\t<at>\\t<JSON payload>`` (seq = position+1)
 ``P hc:{id}``               hash: history kind -> count
@@ -727,6 +728,8 @@ class RedisStore(Store):
         return out
 
     async def modify(self, session_id: str, change: Change) -> Session:
+        if change == Change(now=change.now, touch=True):
+            return await self._touch(session_id, change.now)
         details = change.details
         args: list[Arg] = [
             self._maxlen,
@@ -784,6 +787,14 @@ class RedisStore(Store):
             self._refused(refusal, session_id)
         if event_id:
             await self._delivered(event_id)
+        return self._decoded(flat)
+
+    async def _touch(self, session_id: str, now: float) -> Session:
+        """A heartbeat, by a function that does only that (half the Redis CPU of ``modify``)."""
+        try:
+            flat = await self._run("touch", [self._key("s", session_id)], (repr(float(now)),))
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
         return self._decoded(flat)
 
     async def claim_end(
