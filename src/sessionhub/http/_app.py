@@ -195,7 +195,12 @@ class SessionHubApp:
             cors = self._admit(scope, origin)  # the dashboard too: no page for a rebinding Host
             if ui:
                 assert self._ui is not None
-                reply = self._ui.reply(path, method)
+                reply = self._ui.reply(
+                    path,
+                    method,
+                    _raw_header(scope, b"if-none-match"),
+                    _raw_header(scope, b"accept-encoding"),
+                )
             elif method == "OPTIONS":
                 reply = self._options(path, matched, cors)
             else:
