@@ -52,8 +52,8 @@ def test_labels_details_ids_and_payloads_render_as_text(server: Served, watched:
 
     # Nothing became markup: no image, bold, italic or extra script element anywhere.
     assert page.locator("img, b:text('bold'), i").count() == 0
-    # The page's own scripts only: its inlined one, and uPlot once the chart has loaded.
-    assert page.locator("script:not([src])").count() == 1
+    # The page's own scripts only: its two inlined ones, and uPlot once the chart has loaded.
+    assert page.locator("script:not([src])").count() == 2
     loaded = page.locator("script[src]").evaluate_all("scripts => scripts.map(s => s.src)")
     assert len(loaded) <= 1
     assert all(re.search(r"/ui/vendor/uPlot[.]iife[.]min[.]\w+[.]js$", src) for src in loaded)

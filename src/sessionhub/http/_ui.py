@@ -1,8 +1,8 @@
 """The dashboard: the static page at ``/ui/`` (``/`` and ``/ui`` redirect there).
 
 The files ship inside the package (``http/ui/``: HTML, CSS and ES modules, no build step). They are
-read once, at app creation, and the page is put together then: its stylesheets and ES modules are
-inlined into the HTML, so that opening the page is one request, then the API calls. Each of the ~10
+read once, at app creation, and the page is put together then: its scripts, stylesheets and ES
+modules are inlined into the HTML, so that opening the page is one request, then the API calls. Each of the ~10
 files used to be a request of its own, 30-50 ms apiece on a busy machine, and HTTP/1.1 gives a
 browser six connections to share with the page's API calls and its event stream. The modules are
 joined by a few lines below rather than by a bundler: they are ours, use one import form
@@ -53,6 +53,7 @@ _IMPORT = re.compile(r'^import \{([^}]*)\} from "\./([\w-]+)\.js";\n', re.M)
 _EXPORT = re.compile(r"^export (?:async function|function|const|class) ([\w$]+)", re.M)
 _STYLESHEET = re.compile(r'<link rel="stylesheet" href="([\w./-]+)">\n')
 _MODULE = f'<script type="module" src="{_ENTRY}"></script>'
+_CLASSIC = re.compile(r'<script src="([\w./-]+)"></script>')
 
 
 class _File(NamedTuple):
@@ -69,9 +70,9 @@ class Dashboard:
         sources: dict[str, bytes] = {}
         _read(files(__package__).joinpath("ui"), "", sources)
         versioned = {name: _versioned_name(name, sources[name]) for name in _VERSIONED}
-        page, script, style = _assemble(sources, versioned)
+        page, scripts, style = _assemble(sources, versioned)
         policy = (
-            f"default-src 'none'; script-src 'self' {_source_hash(script)}; "
+            f"default-src 'none'; script-src 'self' {' '.join(map(_source_hash, scripts))}; "
             f"style-src 'self' {_source_hash(style)}; img-src 'self'; connect-src 'self'; "
             "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         ).encode()
@@ -160,24 +161,30 @@ def _source_hash(text: str) -> str:
     return f"'sha256-{digest}'"
 
 
-def _assemble(sources: dict[str, bytes], versioned: dict[str, str]) -> tuple[bytes, str, str]:
-    """The page with its stylesheets and modules inlined; the inlined script and style."""
+def _assemble(sources: dict[str, bytes], versioned: dict[str, str]) -> tuple[bytes, list[str], str]:
+    """The page with its scripts, stylesheets and modules inlined; the inlined scripts and
+    style."""
     html = sources["index.html"].decode()
     sheets = _STYLESHEET.findall(html)
     if not sheets or _MODULE not in html:
         raise ValueError(f"ui/index.html must link its stylesheets and load {_ENTRY} as a module")
     style = "\n".join(sources[name].decode() for name in sheets)
+    classic = {name: sources[name].decode() for name in _CLASSIC.findall(html)}
     script = _bundle(sources, _ENTRY)
     for name, alias in versioned.items():
         html = html.replace(f'"{name}"', f'"{alias}"')
         script = script.replace(f'"{name}"', f'"{alias}"')
-    for text, tag in ((style, "</style"), (script, "</script")):
+    for text, tag in (
+        (style, "</style"),
+        *((text, "</script") for text in (script, *classic.values())),
+    ):
         if tag in text.lower():
             raise ValueError(f"ui: an inlined file contains {tag}")
     html = _STYLESHEET.sub("", html, count=len(sheets) - 1)
     html = _STYLESHEET.sub(lambda _: f"<style>{style}</style>\n", html)
+    html = _CLASSIC.sub(lambda m: f"<script>{classic[m.group(1)]}</script>", html)
     html = html.replace(_MODULE, f'<script type="module">{script}</script>')
-    return html.encode(), script, style
+    return html.encode(), [*classic.values(), script], style
 
 
 def _bundle(sources: dict[str, bytes], entry: str) -> str:

@@ -101,6 +101,7 @@ function route() {
 }
 
 function start() {
+  performance.mark("sessionhub:start"); // the scripts are parsed: what is left is the API's
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const value = $("token-input").value.trim();
