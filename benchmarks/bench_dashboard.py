@@ -10,7 +10,10 @@ the sessions table rendered with the API's first page and the overview filled fr
 counted from navigation start. Measured on a cold navigation (a fresh browser context: empty
 cache) and on repeated navigations (the same tab opening the page again), with no session and
 then with all of them; the HTML's own arrival (``responseEnd``) is printed beside it as the floor
-that no page work can beat.
+that no page work can beat, and a baseline measured in the same run: ``/healthz`` opened as a page
+(no script, no style) just before each sample, with ``usable/baseline`` (this machine's load makes
+the absolute figures noise; the ratio less so). ``--against /work/main/src`` serves that checkout's
+package beside this one and measures both, round by round, for a before/after under the same load.
 Beside it: when the page's script began (``script``: after parsing it) and when the first answer of
 each API call arrived, to tell the server's time from the page's.
 Then the page is watched twice for the same time: quiet (the baseline), then while a client ends
@@ -37,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 USERS = 500  # sessions are spread over this many users
@@ -74,8 +77,10 @@ def free_port() -> int:
         return port
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(port: int, log: Path, source: str | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
+    if source is not None:  # another checkout's package, e.g. the main branch to compare with
+        env["PYTHONPATH"] = source
     command = [sys.executable, "-m", "sessionhub", "serve", "--port", str(port)]
     command += ["--grpc-port", "0", "--idle-timeout", "3600", "--log-level", "warning"]
     with log.open("wb") as out:
@@ -217,26 +222,72 @@ def open_page(page: Page, url: str) -> dict[str, float]:
     return marks
 
 
+def baseline(page: Page, url: str) -> float:
+    """The same server's plainest page (``/healthz``: no script, no style), fully loaded: what this
+    machine's load makes of one navigation right now."""
+    page.goto(url + "/healthz")
+    loaded: float = page.evaluate(
+        "new Promise((done) => setTimeout(() => "
+        "done(performance.getEntriesByType('navigation')[0].loadEventEnd), 0))"
+    )
+    return loaded
+
+
 def startup(browser: Browser, url: str, cold: int, repeated: int) -> dict[str, list[float]]:
     """Milliseconds from navigation start, per sample: ``cold`` fresh contexts (each opening the
-    page once), then ``repeated`` navigations of one tab that opened the page already."""
+    page once), then ``repeated`` navigations of one tab that opened the page already; each
+    sample beside a baseline navigation measured just before it (a fresh context for a cold one)."""
     found: dict[str, list[float]] = {}
-    for _ in range(cold):
+
+    def record(prefix: str, marks: dict[str, float], base: float) -> None:
+        for key, value in marks.items():
+            found.setdefault(prefix + key, []).append(value)
+        found.setdefault(prefix + "baseline", []).append(base)
+        found.setdefault(prefix + "usable/baseline", []).append(marks["usable"] / base)
+
+    def fresh() -> BrowserContext:
         context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
         context.add_init_script(STARTUP_TASKS)
-        for key, value in open_page(context.new_page(), url).items():
-            found.setdefault("cold " + key, []).append(value)
-        context.close()
-    context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-    context.add_init_script(STARTUP_TASKS)
-    page = context.new_page()
-    open_page(page, url)
-    page.wait_for_timeout(500)  # the first visit's lazy loads are in the cache too
-    for _ in range(repeated):
-        for key, value in open_page(page, url).items():
-            found.setdefault("again " + key, []).append(value)
-    context.close()
+        return context
+
+    for _ in range(cold):
+        with fresh() as first:
+            base = baseline(first.new_page(), url)
+        with fresh() as context:
+            record("cold ", open_page(context.new_page(), url), base)
+    with fresh() as context:
+        page = context.new_page()
+        open_page(page, url)
+        page.wait_for_timeout(500)  # the first visit's lazy loads are in the cache too
+        other = context.new_page()
+        for _ in range(repeated):
+            base = baseline(other, url)
+            record("again ", open_page(page, url), base)
     return found
+
+
+def interleaved(
+    browser: Browser, urls: dict[str, str], cold: int, repeated: int
+) -> dict[str, dict[str, list[float]]]:
+    """``startup`` for each server, round by round (one cold navigation and a share of the
+    repeated ones each), so that every server sees the same moments of this machine's load."""
+    found: dict[str, dict[str, list[float]]] = {name: {} for name in urls}
+    for round_ in range(cold):
+        share = repeated // cold + (round_ < repeated % cold)
+        for name, url in urls.items():
+            for key, values in startup(browser, url, 1, share).items():
+                found[name].setdefault(key, []).extend(values)
+    return found
+
+
+def show_cases(title: str, found: dict[str, dict[str, list[float]]]) -> None:
+    for name, figures in found.items():
+        show_startup(f"{title} ({name}):", figures)
+    if len(found) == 2:
+        (this, ours), (that, theirs) = found.items()
+        for key in ("cold usable", "again usable"):
+            ratio = statistics.median(ours[key]) / statistics.median(theirs[key])
+            print(f"{key:>24}: {this} / {that} = {ratio:.2f} (medians)")
 
 
 def show_startup(title: str, found: dict[str, list[float]]) -> None:
@@ -246,7 +297,12 @@ def show_startup(title: str, found: dict[str, list[float]]) -> None:
         if not present:
             continue
         median = statistics.median(present)
-        print(f"{key:>20}: median {median:6.0f} ms, range {present[0]:.0f}-{present[-1]:.0f} ms")
+        unit = "" if "/" in key and key.endswith("baseline") else " ms"
+        digits = 2 if not unit else 0
+        print(
+            f"{key:>24}: median {median:7.{digits}f}{unit}, "
+            f"range {present[0]:.{digits}f}-{present[-1]:.{digits}f}{unit}"
+        )
 
 
 def main() -> None:
@@ -258,6 +314,11 @@ def main() -> None:
     parser.add_argument("--cold", type=int, default=5, help="cold navigations per case")
     parser.add_argument("--repeated", type=int, default=8, help="repeated navigations per case")
     parser.add_argument("--startup-only", action="store_true", help="no quiet/burst phases")
+    parser.add_argument(
+        "--against",
+        metavar="SRC",
+        help="also serve the package in SRC (e.g. /work/main/src) and compare startups, interleaved",
+    )
     args = parser.parse_args()
     sessions = args.sessions or (2_000 if args.quick else 10_000)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -265,16 +326,25 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(port, Path(tmp) / "serve.log")
+        urls = {"this": url}
+        other = None
+        if args.against:
+            other_port = free_port()
+            other = start_server(other_port, Path(tmp) / "against.log", args.against)
+            urls[args.against] = f"http://127.0.0.1:{other_port}"
         try:
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                found = startup(browser, url, args.cold, args.repeated)
-                show_startup("usable after navigation start, no session:", found)
+                found = interleaved(browser, urls, args.cold, args.repeated)
+                show_cases("usable after navigation start, no session", found)
                 started = time.monotonic()
-                create_sessions(url, sessions)
-                print(f"created {sessions:,} sessions in {time.monotonic() - started:.1f} s")
-                found = startup(browser, url, args.cold, args.repeated)
-                show_startup(f"usable after navigation start, {sessions:,} sessions:", found)
+                for each in urls.values():
+                    create_sessions(each, sessions)
+                print(
+                    f"created {sessions:,} sessions on each server in {time.monotonic() - started:.1f} s"
+                )
+                found = interleaved(browser, urls, args.cold, args.repeated)
+                show_cases(f"usable after navigation start, {sessions:,} sessions", found)
                 if args.startup_only:
                     browser.close()
                     return
@@ -296,8 +366,10 @@ def main() -> None:
                     )
                 browser.close()
         finally:
-            server.terminate()
-            server.wait(30)
+            for process in (server, other):
+                if process is not None:
+                    process.terminate()
+                    process.wait(30)
     print(f"{seconds:.0f} s quiet, then {seconds:.0f} s sending {args.rate} events/s")
     print(f"{'':>22} {'quiet':>10} {'burst':>10}")
     for key, unit in [

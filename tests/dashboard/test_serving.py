@@ -1,6 +1,7 @@
 """How the page is served: one HTML with its styles and modules inlined under a hash-pinned CSP,
 strong ETags (304 on a repeated visit), immutable hashed names for what it loads later, gzip for
-whoever accepts it; in the browser the page runs under that CSP and draws its chart lazily."""
+whoever accepts it; in the browser the page runs under that CSP, starts its first reads before its
+modules run, and draws its chart lazily."""
 
 from __future__ import annotations
 
@@ -143,6 +144,20 @@ def test_the_page_runs_under_its_csp_and_draws_the_chart_after_the_table(
              .map((name) => performance.getEntriesByName(name)[0].startTime)"""
     )
     assert marks[2] >= max(marks[0], marks[1])  # uPlot is loaded once the first table is drawn
+    # The first reads started before the page's modules ran (early.js), and were not repeated
+    # before the first table was drawn.
+    first_reads = page.evaluate(
+        """() => {
+          const table = performance.getEntriesByName("sessionhub:table")[0].startTime;
+          const started = performance.getEntriesByName("sessionhub:start")[0].startTime;
+          return ["/v1/stats", "/v1/sessions", "/v1/count"].map((path) => {
+            const reads = performance.getEntriesByType("resource")
+              .filter((e) => new URL(e.name).pathname === path && e.startTime < table);
+            return [reads.length, reads.every((e) => e.startTime < started)];
+          });
+        }"""
+    )
+    assert first_reads == [[1, True]] * 3
     header = page.evaluate("getComputedStyle(document.querySelector('header')).display")
     assert header == "flex"  # the inlined stylesheet applies
     assert [text for text in refused if "Content Security Policy" in text] == []
