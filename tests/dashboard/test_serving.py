@@ -75,6 +75,8 @@ def test_etag_answers_a_repeated_visit_with_304_and_nothing_else(server: Served)
 
         for tags in (f'"other", {etag}', f"W/{etag}", "*"):  # a list, a weak tag, any
             assert client.get("/ui/", headers={"if-none-match": tags}).status_code == 304, tags
+        for other in ('"0123"', '"unterminated', ""):
+            assert client.get("/ui/", headers={"if-none-match": other}).status_code == 200
         changed = client.get("/ui/", headers={"if-none-match": '"0123"'})
         assert changed.status_code == 200
         assert changed.content == first.content
@@ -113,8 +115,10 @@ def test_gzip_only_for_clients_that_accept_it(server: Served) -> None:
                 assert packed.headers["content-encoding"] == "gzip", accepted
                 assert gzip.decompress(b"".join(packed.iter_raw())) == identity.content
                 assert packed.headers["etag"] == identity.headers["etag"]
-        refused = client.get("/ui/", headers={"accept-encoding": "gzip;q=0, br"})
-        assert "content-encoding" not in refused.headers
+        for refusing in ("gzip;q=0, br", "gzip;q=zero", "identity"):  # malformed: identity
+            refused = client.get("/ui/", headers={"accept-encoding": refusing})
+            assert "content-encoding" not in refused.headers, refusing
+            assert refused.content == identity.content
         small = client.get("/ui/favicon.svg", headers={"accept-encoding": "gzip"})
         assert "content-encoding" not in small.headers  # too small to be worth it
 

@@ -48,6 +48,7 @@ _VERSIONED: Final = ("favicon.svg", "vendor/uPlot.iife.min.js")
 _REVALIDATE: Final = (b"cache-control", b"no-cache")
 _IMMUTABLE: Final = (b"cache-control", b"public, max-age=31536000, immutable")
 _GZIP_FROM: Final = 1024  # smaller bodies gain nothing worth a header
+_GZIPPED: Final = (b"content-encoding", b"gzip")
 
 _IMPORT = re.compile(r'^import \{([^}]*)\} from "\./([\w-]+)\.js";\n', re.M)
 _EXPORT = re.compile(r"^export (?:async function|function|const|class) ([\w$]+)", re.M)
@@ -60,7 +61,8 @@ class _File(NamedTuple):
     body: bytes
     gzipped: bytes | None
     kind: bytes
-    headers: tuple[tuple[bytes, bytes], ...]
+    etag: bytes
+    headers: tuple[tuple[bytes, bytes], ...]  # the ETag among them
 
 
 class Dashboard:
@@ -95,7 +97,7 @@ class Dashboard:
         packed = gzip.compress(body, 9, mtime=0) if len(body) >= _GZIP_FROM else None
         if packed is not None:
             headers = (*headers, (b"vary", b"accept-encoding"))
-        self._files[path] = _File(body, packed, kind, ((b"etag", etag), *headers))
+        self._files[path] = _File(body, packed, kind, etag, ((b"etag", etag), *headers))
 
     @staticmethod
     def serves(path: str) -> bool:
@@ -115,15 +117,11 @@ class Dashboard:
         found = self._files.get(path)
         if found is None:
             return Reply(404, f"no dashboard file {path}".encode(), _TEXT)
-        etag = found.headers[0][1]
-        if if_none_match is not None and _matches(if_none_match, etag):
+        if if_none_match is not None and _matches(if_none_match, found.etag):
             return Reply(304, b"", found.kind, found.headers)
         if found.gzipped is not None and accept_encoding and _accepts_gzip(accept_encoding):
             return Reply(200, found.gzipped, found.kind, (*found.headers, _GZIPPED))
         return Reply(200, found.body, found.kind, found.headers)
-
-
-_GZIPPED: Final = (b"content-encoding", b"gzip")
 
 
 def _matches(if_none_match: bytes, etag: bytes) -> bool:
@@ -136,10 +134,16 @@ def _matches(if_none_match: bytes, etag: bytes) -> bool:
 
 
 def _accepts_gzip(accept_encoding: bytes) -> bool:
+    """``gzip`` listed with a weight above zero (``gzip;q=0`` refuses it; ``*`` is not read:
+    browsers name gzip)."""
     for coding in accept_encoding.lower().split(b","):
-        name, _, params = coding.strip().partition(b";")
+        name, _, params = coding.partition(b";")
         if name.strip() == b"gzip":
-            return params.replace(b" ", b"") not in (b"q=0", b"q=0.0", b"q=0.00", b"q=0.000")
+            weight = params.replace(b" ", b"").removeprefix(b"q=")
+            try:
+                return not params.strip() or float(weight) > 0
+            except ValueError:
+                return False  # a malformed weight: the identity body is always right
     return False
 
 
