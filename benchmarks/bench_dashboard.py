@@ -2,13 +2,24 @@
 
     uv run python benchmarks/bench_dashboard.py            # 10,000 sessions, 500 events/s for 10 s
     uv run python benchmarks/bench_dashboard.py --quick    # 2,000 sessions, 500 events/s for 3 s
+    uv run python benchmarks/bench_dashboard.py --startup-only   # only the time until usable
 
-A real ``sessionhub serve`` subprocess; sessions are created over HTTP, then the page is opened
-and watched twice for the same time: quiet (the baseline), then while a client ends every session
-of one user after another (a mass sign-out), about ``--rate`` events per second on the page's
-stream.
-Printed, not asserted: time to the first table and overview render (performance marks), long
-tasks (PerformanceObserver ``longtask``: main-thread work over 50 ms), frame intervals
+A real ``sessionhub serve`` subprocess; sessions are created over HTTP.
+First, how soon the page is usable: "usable" is the later of two performance marks the page sets,
+the sessions table rendered with the API's first page and the overview filled from ``/v1/stats``,
+counted from navigation start. Measured on a cold navigation (a fresh browser context: empty
+cache) and on repeated navigations (the same tab opening the page again), with no session and
+then with all of them; the HTML's own arrival (``responseEnd``) is printed beside it as the floor
+that no page work can beat, and a baseline measured in the same run: ``/healthz`` opened as a page
+(no script, no style) just before each sample, with ``usable/baseline`` (this machine's load makes
+the absolute figures noise; the ratio less so). ``--against /work/main/src`` serves that checkout's
+package beside this one and measures both, round by round, for a before/after under the same load.
+Beside it: when the page's script began (``script``: after parsing it) and when the first answer of
+each API call arrived, to tell the server's time from the page's.
+Then the page is watched twice for the same time: quiet (the baseline), then while a client ends
+every session of one user after another (a mass sign-out), about ``--rate`` events per second on
+the page's stream.
+Printed, not asserted: long tasks (PerformanceObserver ``longtask``: main-thread work over 50 ms), frame intervals
 (requestAnimationFrame), how long a click on Pause takes to show, and how many table rows and
 feed items the page holds (it must never render all sessions or every event).
 """
@@ -29,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"
 USERS = 500  # sessions are spread over this many users
@@ -66,8 +77,10 @@ def free_port() -> int:
         return port
 
 
-def start_server(port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_server(port: int, log: Path, source: str | None = None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SESSIONHUB_")}
+    if source is not None:  # another checkout's package, e.g. the main branch to compare with
+        env["PYTHONPATH"] = source
     command = [sys.executable, "-m", "sessionhub", "serve", "--port", str(port)]
     command += ["--grpc-port", "0", "--idle-timeout", "3600", "--log-level", "warning"]
     with log.open("wb") as out:
@@ -159,12 +172,153 @@ def watch(page: Page, action: Any) -> dict[str, Any]:
     }
 
 
+MARKS = """() => {
+  const at = (name) => {
+    const found = performance.getEntriesByName(name);
+    return found.length ? found[0].startTime : null;
+  };
+  const table = at("sessionhub:table");
+  const overview = at("sessionhub:overview");
+  const api = (path) => {
+    const found = performance.getEntriesByType("resource")
+      .filter((e) => new URL(e.name).pathname === path);
+    return found.length ? found[0].responseEnd : null;
+  };
+  return {
+    usable: Math.max(table, overview),
+    table,
+    overview,
+    html: performance.getEntriesByType("navigation")[0].responseEnd,
+    script: at("sessionhub:start"),
+    "/v1/stats": api("/v1/stats"),
+    "/v1/sessions": api("/v1/sessions"),
+    "/v1/count": api("/v1/count"),
+    chart: at("sessionhub:chart"),
+    "long tasks before": (window.__startupTasks || [])
+      .filter(([start]) => start < Math.max(table, overview))
+      .reduce((sum, [, duration]) => sum + duration, 0),
+  };
+}"""
+USABLE = (
+    "performance.getEntriesByName('sessionhub:table').length"
+    " && performance.getEntriesByName('sessionhub:overview').length"
+)
+
+
+# For the startup: main-thread tasks over 50 ms until the page is usable (start and duration).
+STARTUP_TASKS = """
+window.__startupTasks = [];
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) window.__startupTasks.push([entry.startTime, entry.duration]);
+}).observe({ type: "longtask", buffered: true });
+"""
+
+
+def open_page(page: Page, url: str) -> dict[str, float]:
+    page.goto(url + "/ui/")
+    page.wait_for_function(USABLE)
+    marks: dict[str, float] = page.evaluate(MARKS)
+    page.wait_for_function("document.getElementById('stream-state').textContent === 'live'")
+    return marks
+
+
+def baseline(page: Page, url: str) -> float:
+    """The same server's plainest page (``/healthz``: no script, no style), fully loaded: what this
+    machine's load makes of one navigation right now."""
+    page.goto(url + "/healthz")
+    loaded: float = page.evaluate(
+        "new Promise((done) => setTimeout(() => "
+        "done(performance.getEntriesByType('navigation')[0].loadEventEnd), 0))"
+    )
+    return loaded
+
+
+def startup(browser: Browser, url: str, cold: int, repeated: int) -> dict[str, list[float]]:
+    """Milliseconds from navigation start, per sample: ``cold`` fresh contexts (each opening the
+    page once), then ``repeated`` navigations of one tab that opened the page already; each
+    sample beside a baseline navigation measured just before it (a fresh context for a cold one)."""
+    found: dict[str, list[float]] = {}
+
+    def record(prefix: str, marks: dict[str, float], base: float) -> None:
+        for key, value in marks.items():
+            found.setdefault(prefix + key, []).append(value)
+        found.setdefault(prefix + "baseline", []).append(base)
+        found.setdefault(prefix + "usable/baseline", []).append(marks["usable"] / base)
+
+    def fresh() -> BrowserContext:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
+        context.add_init_script(STARTUP_TASKS)
+        return context
+
+    for _ in range(cold):
+        with fresh() as first:
+            base = baseline(first.new_page(), url)
+        with fresh() as context:
+            record("cold ", open_page(context.new_page(), url), base)
+    with fresh() as context:
+        page = context.new_page()
+        open_page(page, url)
+        page.wait_for_timeout(500)  # the first visit's lazy loads are in the cache too
+        other = context.new_page()
+        for _ in range(repeated):
+            base = baseline(other, url)
+            record("again ", open_page(page, url), base)
+    return found
+
+
+def interleaved(
+    browser: Browser, urls: dict[str, str], cold: int, repeated: int
+) -> dict[str, dict[str, list[float]]]:
+    """``startup`` for each server, round by round (one cold navigation and a share of the
+    repeated ones each), so that every server sees the same moments of this machine's load."""
+    found: dict[str, dict[str, list[float]]] = {name: {} for name in urls}
+    for round_ in range(cold):
+        share = repeated // cold + (round_ < repeated % cold)
+        for name, url in urls.items():
+            for key, values in startup(browser, url, 1, share).items():
+                found[name].setdefault(key, []).extend(values)
+    return found
+
+
+def show_cases(title: str, found: dict[str, dict[str, list[float]]]) -> None:
+    for name, figures in found.items():
+        show_startup(f"{title} ({name}):", figures)
+    if len(found) == 2:
+        (this, ours), (that, theirs) = found.items()
+        for key in ("cold usable", "again usable"):
+            ratio = statistics.median(ours[key]) / statistics.median(theirs[key])
+            print(f"{key:>24}: {this} / {that} = {ratio:.2f} (medians)")
+
+
+def show_startup(title: str, found: dict[str, list[float]]) -> None:
+    print(title)
+    for key, values in found.items():
+        present = sorted(v for v in values if v is not None)
+        if not present:
+            continue
+        median = statistics.median(present)
+        unit = "" if "/" in key and key.endswith("baseline") else " ms"
+        digits = 2 if not unit else 0
+        print(
+            f"{key:>24}: median {median:7.{digits}f}{unit}, "
+            f"range {present[0]:.{digits}f}-{present[-1]:.{digits}f}{unit}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--rate", type=int, default=500, help="events per second in the burst")
     parser.add_argument("--sessions", type=int, help="live sessions (default 10,000; quick 2,000)")
     parser.add_argument("--seconds", type=float, help="each phase (default 10; quick 3)")
+    parser.add_argument("--cold", type=int, default=5, help="cold navigations per case")
+    parser.add_argument("--repeated", type=int, default=8, help="repeated navigations per case")
+    parser.add_argument("--startup-only", action="store_true", help="no quiet/burst phases")
+    parser.add_argument(
+        "--against",
+        metavar="SRC",
+        help="also serve the package in SRC (e.g. /work/main/src) and compare startups, interleaved",
+    )
     args = parser.parse_args()
     sessions = args.sessions or (2_000 if args.quick else 10_000)
     seconds = args.seconds or (3.0 if args.quick else 10.0)
@@ -172,37 +326,34 @@ def main() -> None:
     url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as tmp:
         server = start_server(port, Path(tmp) / "serve.log")
+        urls = {"this": url}
+        other = None
+        if args.against:
+            other_port = free_port()
+            other = start_server(other_port, Path(tmp) / "against.log", args.against)
+            urls[args.against] = f"http://127.0.0.1:{other_port}"
         try:
-            started = time.monotonic()
-            create_sessions(url, sessions)
-            print(f"created {sessions:,} sessions in {time.monotonic() - started:.1f} s")
             with sync_playwright() as driver:
                 browser = driver.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+                found = interleaved(browser, urls, args.cold, args.repeated)
+                show_cases("usable after navigation start, no session", found)
+                started = time.monotonic()
+                for each in urls.values():
+                    create_sessions(each, sessions)
+                print(
+                    f"created {sessions:,} sessions on each server in {time.monotonic() - started:.1f} s"
+                )
+                found = interleaved(browser, urls, args.cold, args.repeated)
+                show_cases(f"usable after navigation start, {sessions:,} sessions", found)
+                if args.startup_only:
+                    browser.close()
+                    return
                 page = browser.new_page(
                     viewport={"width": 1400, "height": 1000},
                     bypass_csp=True,  # wait_for_function evaluates strings; the page itself is untouched
                 )
                 page.add_init_script(WATCH)
-                page.goto(url + "/ui/")
-                page.wait_for_function(
-                    "performance.getEntriesByName('sessionhub:table').length"
-                    " && performance.getEntriesByName('sessionhub:overview').length"
-                )
-                marks = page.evaluate(
-                    """() => ({
-                      ...Object.fromEntries(["sessionhub:table", "sessionhub:overview"]
-                        .map((n) => [n, performance.getEntriesByName(n)[0].startTime])),
-                      html: performance.getEntriesByType("navigation")[0].responseEnd,
-                    })"""
-                )
-                print(
-                    f"after navigation start: table {marks['sessionhub:table']:.0f} ms, "
-                    f"overview {marks['sessionhub:overview']:.0f} ms "
-                    f"(baseline: the HTML itself arrived at {marks['html']:.0f} ms)"
-                )
-                page.wait_for_function(
-                    "document.getElementById('stream-state').textContent === 'live'"
-                )
+                open_page(page, url)
                 print("watching the page, quiet", flush=True)
                 quiet = watch(page, lambda: idle(seconds))
                 print("watching the page, during the burst", flush=True)
@@ -215,8 +366,10 @@ def main() -> None:
                     )
                 browser.close()
         finally:
-            server.terminate()
-            server.wait(30)
+            for process in (server, other):
+                if process is not None:
+                    process.terminate()
+                    process.wait(30)
     print(f"{seconds:.0f} s quiet, then {seconds:.0f} s sending {args.rate} events/s")
     print(f"{'':>22} {'quiet':>10} {'burst':>10}")
     for key, unit in [

@@ -3,6 +3,7 @@ enters it, and the token goes only in the Authorization header of same-origin re
 
 from __future__ import annotations
 
+import re
 import uuid
 from urllib.parse import urlsplit
 
@@ -51,7 +52,11 @@ def test_labels_details_ids_and_payloads_render_as_text(server: Served, watched:
 
     # Nothing became markup: no image, bold, italic or extra script element anywhere.
     assert page.locator("img, b:text('bold'), i").count() == 0
-    assert page.locator("script").count() == 2  # the page's own: uPlot and main.js
+    # The page's own scripts only: its two inlined ones, and uPlot once the chart has loaded.
+    assert page.locator("script:not([src])").count() == 2
+    loaded = page.locator("script[src]").evaluate_all("scripts => scripts.map(s => s.src)")
+    assert len(loaded) <= 1
+    assert all(re.search(r"/ui/vendor/uPlot[.]iife[.]min[.]\w+[.]js$", src) for src in loaded)
     page.wait_for_timeout(300)  # an onerror would fire by now; the fixture asserts no dialog
 
 

@@ -152,7 +152,9 @@ class SessionHubApp:
             cors = self._admit(scope, headers)  # the dashboard too: no page for a rebinding Host
             if ui:
                 assert self._ui is not None
-                reply = self._ui.reply(path, method)
+                reply = self._ui.reply(
+                    path, method, headers.get(b"if-none-match"), headers.get(b"accept-encoding")
+                )
             elif method == "OPTIONS":
                 reply = self._options(path, matched, cors)
             else:

@@ -1,17 +1,34 @@
 """The dashboard: the static page at ``/ui/`` (``/`` and ``/ui`` redirect there).
 
-The files ship inside the package (``http/ui/``: HTML, CSS and ES modules, no build step) and are
-read once, at app creation. They are public, like ``/openapi.json``: the page holds no data, and
-every call it makes goes to the API with the token the user enters. A strict Content-Security-Policy
-allows scripts, styles and connections to this origin only, so that even a rendering bug could not
-run a script or send anything elsewhere.
+The files ship inside the package (``http/ui/``: HTML, CSS and ES modules, no build step). They are
+read once, at app creation, and the page is put together then: its scripts, stylesheets and ES
+modules are inlined into the HTML, so that opening the page is one request, then the API calls. Each of the ~10
+files used to be a request of its own, 30-50 ms apiece on a busy machine, and HTTP/1.1 gives a
+browser six connections to share with the page's API calls and its event stream. The modules are
+joined by a few lines below rather than by a bundler: they are ours, use one import form
+(``import { a, b as c } from "./x.js"``) and export only functions, classes and constants, and
+anything else is refused here, at creation, rather than broken in a browser.
+
+The page is public, like ``/openapi.json``: it holds no data, and every call it makes goes to the
+API with the token the user enters. A strict Content-Security-Policy allows connections to this
+origin only, and scripts and styles from this origin or exactly the inlined ones (by their
+SHA-256), so that even a rendering bug could not run a script or send anything elsewhere.
+
+Caching: every file has a strong ETag (``If-None-Match`` answers 304); the page itself is
+revalidated on each visit (``no-cache``), while the files it refers to (the favicon, uPlot, which
+the page loads only once its first table is drawn) are referred to by a name carrying their hash and
+cached as immutable. Bodies are gzipped once, at creation, for clients that accept it.
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
+import hashlib
+import re
 from importlib.resources import files
 from importlib.resources.abc import Traversable
-from typing import Final
+from typing import Final, NamedTuple
 
 from ._request import Reply
 
@@ -23,41 +40,76 @@ _TYPES: Final = {
     ".css": b"text/css; charset=utf-8",
     ".svg": b"image/svg+xml",
 }
-_HEADERS: Final = (
-    (
-        b"content-security-policy",
-        b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-        b"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    ),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-cache"),
-)
 _HOME: Final = "/ui/"
 _TEXT: Final = b"text/plain; charset=utf-8"
+_ENTRY: Final = "main.js"
+# Files the page refers to by a hashed name (``uPlot.iife.min.<hash>.js``): cached for good.
+_VERSIONED: Final = ("favicon.svg", "vendor/uPlot.iife.min.js")
+_REVALIDATE: Final = (b"cache-control", b"no-cache")
+_IMMUTABLE: Final = (b"cache-control", b"public, max-age=31536000, immutable")
+_GZIP_FROM: Final = 1024  # smaller bodies gain nothing worth a header
+_GZIPPED: Final = (b"content-encoding", b"gzip")
+
+_IMPORT = re.compile(r'^import \{([^}]*)\} from "\./([\w-]+)\.js";\n', re.M)
+_EXPORT = re.compile(r"^export (?:async function|function|const|class) ([\w$]+)", re.M)
+_STYLESHEET = re.compile(r'<link rel="stylesheet" href="([\w./-]+)">\n')
+_MODULE = f'<script type="module" src="{_ENTRY}"></script>'
+_CLASSIC = re.compile(r'<script src="([\w./-]+)"></script>')
+
+
+class _File(NamedTuple):
+    body: bytes
+    gzipped: bytes | None
+    kind: bytes
+    etag: bytes
+    headers: tuple[tuple[bytes, bytes], ...]  # the ETag among them
 
 
 class Dashboard:
     """Answers ``GET``/``HEAD`` for ``/``, ``/ui`` and every file under ``/ui/``."""
 
     def __init__(self) -> None:
-        self._files: dict[str, tuple[bytes, bytes]] = {}
-        self._load(files(__package__).joinpath("ui"), "/ui/")
-        self._files[_HOME] = self._files["/ui/index.html"]
+        sources: dict[str, bytes] = {}
+        _read(files(__package__).joinpath("ui"), "", sources)
+        versioned = {name: _versioned_name(name, sources[name]) for name in _VERSIONED}
+        page, scripts, style = _assemble(sources, versioned)
+        policy = (
+            f"default-src 'none'; script-src 'self' {' '.join(map(_source_hash, scripts))}; "
+            f"style-src 'self' {_source_hash(style)}; img-src 'self'; connect-src 'self'; "
+            "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        ).encode()
+        security = (
+            (b"content-security-policy", policy),
+            (b"x-content-type-options", b"nosniff"),
+            (b"referrer-policy", b"no-referrer"),
+        )
+        self._files: dict[str, _File] = {}
+        for name, body in sources.items():  # the sources too: the readable form of the page
+            self._add(_HOME + name, body, (*security, _REVALIDATE))
+        for name, alias in versioned.items():
+            self._add(_HOME + alias, sources[name], (*security, _IMMUTABLE))
+        self._add(_HOME + "index.html", page, (*security, _REVALIDATE))
+        self._files[_HOME] = self._files[_HOME + "index.html"]
 
-    def _load(self, folder: Traversable, prefix: str) -> None:
-        for entry in folder.iterdir():
-            if entry.is_dir():
-                self._load(entry, prefix + entry.name + "/")
-                continue
-            kind = _TYPES.get(entry.name[entry.name.rfind(".") :], _TEXT)  # _TEXT: licenses
-            self._files[prefix + entry.name] = (entry.read_bytes(), kind)
+    def _add(self, path: str, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        kind = _TYPES.get(path[path.rfind(".") :], _TEXT)  # _TEXT: licenses
+        etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+        packed = gzip.compress(body, 9, mtime=0) if len(body) >= _GZIP_FROM else None
+        if packed is not None:
+            headers = (*headers, (b"vary", b"accept-encoding"))
+        self._files[path] = _File(body, packed, kind, etag, ((b"etag", etag), *headers))
 
     @staticmethod
     def serves(path: str) -> bool:
         return path in ("/", "/ui") or path.startswith(_HOME)
 
-    def reply(self, path: str, method: str) -> Reply:
+    def reply(
+        self,
+        path: str,
+        method: str,
+        if_none_match: bytes | None = None,
+        accept_encoding: bytes | None = None,
+    ) -> Reply:
         if method not in ("GET", "HEAD"):
             return Reply(405, b"the dashboard accepts GET only", _TEXT, ((b"allow", b"GET"),))
         if path in ("/", "/ui"):
@@ -65,5 +117,117 @@ class Dashboard:
         found = self._files.get(path)
         if found is None:
             return Reply(404, f"no dashboard file {path}".encode(), _TEXT)
-        body, kind = found
-        return Reply(200, body, kind, _HEADERS)
+        if if_none_match is not None and _matches(if_none_match, found.etag):
+            return Reply(304, b"", found.kind, found.headers)
+        if found.gzipped is not None and accept_encoding and _accepts_gzip(accept_encoding):
+            return Reply(200, found.gzipped, found.kind, (*found.headers, _GZIPPED))
+        return Reply(200, found.body, found.kind, found.headers)
+
+
+def _matches(if_none_match: bytes, etag: bytes) -> bool:
+    """RFC 9110's weak comparison, as ``If-None-Match`` wants: a list of tags, or ``*``."""
+    for tag in if_none_match.split(b","):
+        tag = tag.strip()
+        if tag == b"*" or tag.removeprefix(b"W/") == etag:
+            return True
+    return False
+
+
+def _accepts_gzip(accept_encoding: bytes) -> bool:
+    """``gzip`` listed with a weight above zero (``gzip;q=0`` refuses it; ``*`` is not read:
+    browsers name gzip)."""
+    for coding in accept_encoding.lower().split(b","):
+        name, _, params = coding.partition(b";")
+        if name.strip() == b"gzip":
+            weight = params.replace(b" ", b"").removeprefix(b"q=")
+            try:
+                return not params.strip() or float(weight) > 0
+            except ValueError:
+                return False  # a malformed weight: the identity body is always right
+    return False
+
+
+def _read(folder: Traversable, prefix: str, into: dict[str, bytes]) -> None:
+    for entry in folder.iterdir():
+        if entry.is_dir():
+            _read(entry, prefix + entry.name + "/", into)
+        else:
+            into[prefix + entry.name] = entry.read_bytes()
+
+
+def _versioned_name(name: str, body: bytes) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}.{hashlib.sha256(body).hexdigest()[:12]}{dot}{ext}"
+
+
+def _source_hash(text: str) -> str:
+    digest = base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+    return f"'sha256-{digest}'"
+
+
+def _assemble(sources: dict[str, bytes], versioned: dict[str, str]) -> tuple[bytes, list[str], str]:
+    """The page with its scripts, stylesheets and modules inlined; the inlined scripts and
+    style."""
+    html = sources["index.html"].decode()
+    sheets = _STYLESHEET.findall(html)
+    if not sheets or _MODULE not in html:
+        raise ValueError(f"ui/index.html must link its stylesheets and load {_ENTRY} as a module")
+    style = "\n".join(sources[name].decode() for name in sheets)
+    classic = {name: sources[name].decode() for name in _CLASSIC.findall(html)}
+    script = _bundle(sources, _ENTRY)
+    for name, alias in versioned.items():
+        html = html.replace(f'"{name}"', f'"{alias}"')
+        script = script.replace(f'"{name}"', f'"{alias}"')
+    for text, tag in (
+        (style, "</style"),
+        *((text, "</script") for text in (script, *classic.values())),
+    ):
+        if tag in text.lower():
+            raise ValueError(f"ui: an inlined file contains {tag}")
+    html = _STYLESHEET.sub("", html, count=len(sheets) - 1)
+    html = _STYLESHEET.sub(lambda _: f"<style>{style}</style>\n", html)
+    html = _CLASSIC.sub(lambda m: f"<script>{classic[m.group(1)]}</script>", html)
+    html = html.replace(_MODULE, f'<script type="module">{script}</script>')
+    return html.encode(), [*classic.values(), script], style
+
+
+def _bundle(sources: dict[str, bytes], entry: str) -> str:
+    """The ES module ``entry`` and every module it imports, as one module script: each module a
+    function scope returning its exports, in dependency order."""
+    done: list[str] = []
+    parts: list[str] = []
+
+    def add(name: str, chain: tuple[str, ...]) -> None:
+        if name in done:
+            return
+        if name in chain:
+            raise ValueError(f"ui: import cycle {' -> '.join((*chain, name))}")
+        text = sources[name].decode()
+        for _, imported in _IMPORT.findall(text):
+            add(imported + ".js", (*chain, name))
+        body = _IMPORT.sub(_binding, text)
+        exports = _EXPORT.findall(body)
+        body = _EXPORT.sub(lambda m: m.group(0).removeprefix("export "), body)
+        if re.search(r"^\s*(import|export)\b", body, re.M):
+            raise ValueError(
+                f'ui/{name}: only `import {{ ... }} from "./x.js";` and exported '
+                "functions, classes and constants can be inlined"
+            )
+        done.append(name)
+        parts.append(
+            f"const {_module_name(name)} = (() => {{\n{body}\nreturn {{ "
+            f"{', '.join(exports)} }};\n}})();\n"
+        )
+
+    add(entry, ())
+    return "".join(parts)
+
+
+def _binding(match: re.Match[str]) -> str:
+    names = [part.strip() for part in match.group(1).split(",") if part.strip()]
+    renamed = [name.replace(" as ", ": ") for name in names]
+    return f"const {{ {', '.join(renamed)} }} = {_module_name(match.group(2) + '.js')};\n"
+
+
+def _module_name(name: str) -> str:
+    return "__ui_" + name.removesuffix(".js").replace("-", "_")

@@ -1,7 +1,7 @@
 // The public HTTP API, same origin only. The token lives in this tab's sessionStorage and goes
 // in the Authorization header, never in a URL; requests are relative, so it reaches no other host.
 
-const TOKEN_KEY = "sessionhub.token";
+const TOKEN_KEY = "sessionhub.token"; // early.js reads it too
 
 export class ApiError extends Error {
   constructor(status, code, message) {
@@ -46,7 +46,10 @@ export async function call(method, path, { query, body } = {}) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const response = await fetch(url(path, query), init);
+  const target = url(path, query);
+  const early = method === "GET" ? globalThis.sessionhubEarly?.get(target) : undefined;
+  if (early) globalThis.sessionhubEarly.delete(target); // started by early.js: taken once
+  const response = await (early || fetch(target, init));
   const answer = await response.json().catch(() => null);
   if (!response.ok) {
     const error = answer && answer.error ? answer.error : { code: "http", message: response.statusText };

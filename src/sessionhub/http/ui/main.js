@@ -4,13 +4,13 @@
 import { ApiError, call, streamEvents, token } from "./api.js";
 import { $, serverClock, throttle } from "./dom.js";
 import { addToFeed, initFeed } from "./feed.js";
-import { renderOverview } from "./overview.js";
+import { loadChart, renderOverview } from "./overview.js";
 import {
   closeSession, initSessionView, openSession, refreshSoon, reloadHistorySoon, viewedSession,
 } from "./session.js";
 import { applyToTable, initSessions, reload as reloadTable } from "./sessions.js";
 
-const app = { needsToken: false, stopStream: null, queue: [], frame: 0 };
+const app = { needsToken: false, stopStream: null, queue: [], frame: 0, firstReads: null };
 
 function say(text, kind = "info") {
   const box = $("message");
@@ -79,10 +79,14 @@ function connect() {
     $("stream-state").className = `badge ${state}`;
     if (state === "unauthorized") onError(new ApiError(401, "unauthorized", "token needed"));
     if (state === "live") {
-      // Whatever happened while not connected: read it all again.
-      refreshStats();
-      reloadTable();
-      if (viewedSession() !== null) refreshSoon();
+      // Whatever happened while not connected: read it all again. At start, after the first
+      // reads (sent before the stream was live, they may have missed an event): the page is drawn
+      // once before it is read again, rather than reading everything twice at the same time.
+      app.firstReads.then(() => {
+        refreshStats();
+        reloadTable();
+        if (viewedSession() !== null) refreshSoon();
+      });
     }
   });
 }
@@ -97,6 +101,7 @@ function route() {
 }
 
 function start() {
+  performance.mark("sessionhub:start"); // the scripts are parsed: what is left is the API's
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const value = $("token-input").value.trim();
@@ -120,8 +125,11 @@ function start() {
   window.addEventListener("hashchange", route);
   showTokenState();
   route();
-  refreshStats(); // at once, not after the stream is up: the page is usable from the first answers
-  reloadTable();
+  // At once, not after the stream is up: the page is usable from the first answers. The chart's
+  // library comes after them, and after the frame that shows them.
+  const stats = call("GET", "/v1/stats").then(renderOverview).catch(onError);
+  app.firstReads = Promise.all([stats, reloadTable()]);
+  app.firstReads.then(() => requestAnimationFrame(() => setTimeout(loadChart, 0)));
   connect();
   setInterval(refreshStats, 5000); // the per-minute chart moves on even when nothing happens
 }

@@ -7,8 +7,12 @@ import { $, el, fillPairs } from "./dom.js";
 // counts per bucket, then +Inf.
 const LATENESS_BOUNDS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const CHART_MINUTES = 30;
+// uPlot (MIT, vendor/uPlot.LICENSE) draws the per-minute chart: a small, well-kept single file that
+// draws on canvas, so the chart needs neither a build step nor a hand-written plotting layer. It is
+// half of the page's script, so it is loaded only once the first table and overview are drawn.
+const UPLOT = "vendor/uPlot.iife.min.js";
 
-let chart = null;
+const rate = { chart: null, data: null, loading: false };
 
 export function renderOverview(stats) {
   $("ov-live").textContent = String(stats.live_sessions);
@@ -54,23 +58,35 @@ function duration(s) {
 
 function renderRate(perMinute) {
   const recent = perMinute.slice(-CHART_MINUTES);
-  const data = [
+  rate.data = [
     recent.map((m) => m.minute),
     recent.map((m) => m.created),
     recent.map((m) => m.ended),
   ];
-  if (chart) {
-    chart.setData(data);
-    return;
-  }
-  const host = $("ov-rate");
+  if (rate.chart) rate.chart.setData(rate.data);
+  else if (globalThis.uPlot) drawChart();
+}
+
+/** Loads uPlot (once) and draws the chart with the latest stats. */
+export function loadChart() {
+  if (rate.loading || globalThis.uPlot) return;
+  rate.loading = true;
+  const script = document.createElement("script");
+  script.src = UPLOT;
+  script.onload = () => {
+    if (rate.data) drawChart();
+  };
+  script.onerror = () => {
+    $("ov-rate").textContent = "chart unavailable";
+  };
+  document.head.append(script);
+}
+
+function drawChart() {
   const uPlot = globalThis.uPlot;
-  if (!uPlot) {
-    host.textContent = "chart unavailable";
-    return;
-  }
+  const host = $("ov-rate");
   const bars = uPlot.paths.bars({ size: [0.5, 14] });
-  chart = new uPlot({
+  rate.chart = new uPlot({
     width: Math.max(300, host.clientWidth || 600),
     height: 150,
     legend: { show: false }, // the panel's own legend; uPlot's would print "--" between hovers
@@ -85,5 +101,6 @@ function renderRate(perMinute) {
       { label: "ended", stroke: "#b3261e", width: 2, points: { show: true, size: 4 } },
     ],
     axes: [{}, { size: 40 }],
-  }, data, host);
+  }, rate.data, host);
+  performance.mark("sessionhub:chart");
 }
