@@ -246,7 +246,10 @@ class _AutoPipeline:
                 pending.settle(exc)
                 continue
             by_node.setdefault(node.name, (node, []))[1].append(pending)
-        await asyncio.gather(*(self._on_node(node, items) for node, items in by_node.values()))
+        if len(by_node) == 1:  # no task per node for a batch on one primary (a lone command)
+            await self._on_node(*next(iter(by_node.values())))
+        else:
+            await asyncio.gather(*(self._on_node(n, items) for n, items in by_node.values()))
 
     async def _on_node(self, node: ClusterNode, items: list[_Pending]) -> None:
         wait = self._wait if any(_is_write(p.command) for p in items) else None
