@@ -115,6 +115,9 @@ class RedisClusterServer:
         raise RuntimeError(f"redis-server on {port} did not start in time")
 
     def _create(self, replicas: int) -> None:
+        if len(self.ports) == 1:  # redis-cli wants 3 primaries: one node takes every slot itself
+            self.cli(self.ports[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+            return
         nodes = [f"127.0.0.1:{port}" for port in self.ports]
         done = subprocess.run(
             [self._cli, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas),

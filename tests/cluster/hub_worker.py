@@ -43,6 +43,7 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
                 missed.append(str(event.missed))
 
     watcher = asyncio.create_task(watch())
+    await _all_workers_subscribed(hub, prefix)
     won: list[str] = []
     for k in range(uniques):
         try:
@@ -70,6 +71,20 @@ async def run(url: str, prefix: str, index: int, sessions: int, uniques: int) ->
         "seat_ends": seat_ends,
         "missed": missed,
     }
+
+
+async def _all_workers_subscribed(hub: SessionHub, prefix: str) -> None:
+    """A barrier: no worker creates before all three subscribe (a worker that started late on a
+    loaded machine would otherwise miss the first ends, which came before its subscription)."""
+    store = hub.store
+    assert isinstance(store, RedisClusterStore)
+    key = f"{prefix}barrier:{{workers}}"
+    await store._call("INCR", key)
+    for _ in range(1200):  # at most a minute
+        if int(await store._call("GET", key)) >= 3:
+            return
+        await asyncio.sleep(0.05)
+    raise RuntimeError("the other hub workers did not start within a minute")
 
 
 def main() -> None:
