@@ -38,6 +38,7 @@ from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
+from google.adk.features import FeatureName, is_feature_enabled
 from google.adk.platform import time as platform_time
 from google.adk.platform import uuid as platform_uuid
 from google.adk.sessions.base_session_service import (
@@ -290,14 +291,17 @@ class SessionHubSessionService(BaseSessionService):
         return taken, recorded
 
     def _event(self, raw: str) -> Event:
-        """The event stored as ``raw``, a copy of its own for the caller (as ADK's in-memory
-        service copies its sessions). A stored event never changes, so each is parsed once:
-        a deep copy costs about a third of pydantic's parse (Event's validators run on it)."""
+        """The event stored as ``raw``, copied for the caller exactly as ADK's in-memory service
+        copies the events it returns: deeply, or not at all under ADK's
+        ``IN_MEMORY_SESSION_SERVICE_LIGHT_COPY`` feature. A stored event never changes, so each
+        is parsed once: a deep copy costs about half of pydantic's parse (Event's validators)."""
         event = self._events.get(raw)
         if event is None:
             event = self._events[raw] = Event.model_validate_json(raw)
             if len(self._events) > _EVENT_CACHE:
                 del self._events[next(iter(self._events))]  # the oldest parsed
+        if is_feature_enabled(FeatureName.IN_MEMORY_SESSION_SERVICE_LIGHT_COPY):
+            return event
         return copy.deepcopy(event)
 
     async def list_sessions(
