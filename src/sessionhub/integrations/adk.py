@@ -257,6 +257,8 @@ class SessionHubSessionService(BaseSessionService):
         """
         wanted = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
+        # read once: the flag reads the environment, a fifth of a 50-event get
+        shared = is_feature_enabled(FeatureName.IN_MEMORY_SESSION_SERVICE_LIGHT_COPY)
         found: dict[int, str] = {}
         recorded = head.rev == 0
         taken: list[Event] = []
@@ -282,7 +284,7 @@ class SessionHubSessionService(BaseSessionService):
                 if next_rev != head.rev or head.pending is None:
                     break  # a revision is missing: return what is contiguous
                 raw = head.pending  # written by a writer that has not recorded it (yet)
-            event = self._event(raw)
+            event = self._event(raw, shared)
             if after is not None and event.timestamp < after:
                 break
             taken.append(event)
@@ -290,9 +292,9 @@ class SessionHubSessionService(BaseSessionService):
         taken.reverse()
         return taken, recorded
 
-    def _event(self, raw: str) -> Event:
+    def _event(self, raw: str, shared: bool) -> Event:
         """The event stored as ``raw``, copied for the caller exactly as ADK's in-memory service
-        copies the events it returns: deeply, or not at all under ADK's
+        copies the events it returns: deeply, or not at all (``shared``) under ADK's
         ``IN_MEMORY_SESSION_SERVICE_LIGHT_COPY`` feature. A stored event never changes, so each
         is parsed once: a deep copy costs about half of pydantic's parse (Event's validators)."""
         event = self._events.get(raw)
@@ -300,9 +302,7 @@ class SessionHubSessionService(BaseSessionService):
             event = self._events[raw] = Event.model_validate_json(raw)
             if len(self._events) > _EVENT_CACHE:
                 del self._events[next(iter(self._events))]  # the oldest parsed
-        if is_feature_enabled(FeatureName.IN_MEMORY_SESSION_SERVICE_LIGHT_COPY):
-            return event
-        return copy.deepcopy(event)
+        return event if shared else copy.deepcopy(event)
 
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
