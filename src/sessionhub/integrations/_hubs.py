@@ -8,6 +8,7 @@ the same adapter code runs embedded, on every store, and against a server.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 from collections.abc import Mapping
 from typing import Any, Protocol
@@ -107,6 +108,7 @@ _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%/")
 _MAX_ID = 200
 
 
+@functools.lru_cache(maxsize=65_536)  # quote() is the costly part of a call, names recur
 def hub_name(*parts: str) -> str:
     """A sessionhub id (or namespace, or user id) for framework names, which may hold any text.
 

@@ -7,9 +7,16 @@
 A conversation is one hub session (namespace ``openai-agents``, owned by ``user_id``, with labels
 and metadata), and each item one record of its history, in order. The history is append-only, so
 ``pop_item`` and ``clear_session`` append markers instead of deleting: a ``pop`` record removes the
-newest item still there when it was appended, a ``clear`` record everything before it. Each marker
-is one atomic append, so two tasks (or processes) popping at once always pop two different items.
-Readers walk the history from its newest record, applying the markers as they meet them.
+newest item still there when it was appended, a ``clear`` record everything before it (the
+history read as a stack, ``stores._base.stack_top``).
+
+On an embedded ``SessionHub`` a pop is the store's ``history_pop``: one atomic operation (one
+round trip on Redis) that appends the marker with the seq of the item left on top, so neither the
+pop nor a later read walks back past earlier pops; ``add_items`` is one ``history_append_many``,
+so the items of one call are contiguous whatever other writers do. Over a server (a client), which
+has no such verbs, a pop appends a bare marker and reads back the item it removed, and
+``add_items`` appends item by item; both kinds of marker mix in one history. Either way two
+tasks (or processes) popping at once always pop two different items.
 """
 
 from __future__ import annotations
@@ -22,6 +29,8 @@ from agents.items import TResponseInputItem
 from agents.memory.session_settings import SessionSettings, resolve_session_limit
 
 from .._errors import DuplicateSession, SessionNotFound
+from .._hub import SessionHub
+from .._limits import encode_json
 from .._models import HistoryRecord
 from .._models import Session as HubSession
 from ._hubs import Hub, HubLink, hub_name
@@ -109,6 +118,9 @@ class SessionHubSession:
         ``pop`` record's place in the history decides which item it removed."""
         hub = await self._link.ready()
         try:
+            if isinstance(hub, SessionHub):
+                popped = await hub.store.history_pop(self._key, _ITEM, _POP, hub.clock())
+                return None if popped is None else popped.payload
             marker = await hub.history(self._key).append(_POP)
         except SessionNotFound:
             return None
@@ -144,6 +156,11 @@ class SessionHubSession:
             )
 
     async def _append_all(self, hub: Hub, items: list[TResponseInputItem]) -> None:
+        if isinstance(hub, SessionHub):
+            limit = hub.limits.max_history_record_bytes
+            records = [(_ITEM, encode_json(item, "history record", limit)) for item in items]
+            await hub.store.history_append_many(self._key, records, hub.clock())
+            return
         history = hub.history(self._key)
         for item in items:
             await history.append(_ITEM, item)
@@ -154,8 +171,9 @@ class SessionHubSession:
         """The items in the conversation as of the record ``before`` (now, when ``None``), newest
         first; ``expected`` is how many the caller wants (``None``: all), to size the first read.
 
-        Walking back, each ``pop`` removes the next item not removed yet and a ``clear`` ends the
-        walk: the same items a forward replay of the markers leaves.
+        Walking back, a ``pop`` written by ``history_pop`` jumps to the item it left on top, a
+        bare one removes the next item not removed yet, and a ``clear`` ends the walk: the same
+        items a forward replay of the markers leaves.
         """
         history = hub.history(self._key)
         cursor = before
@@ -163,20 +181,37 @@ class SessionHubSession:
         size = _PAGE if expected is None else min(_PAGE, expected + 1)
         while True:
             page = await history.read(after=cursor, limit=size, newest_first=True)
+            jumped = False
             for record in page:
                 if record.kind == _CLEAR:
                     return
                 if record.kind == _POP:
-                    pops += 1
+                    below = _below(record)
+                    if below is None:
+                        pops += 1
+                    elif below == 0:
+                        return
+                    else:
+                        cursor, jumped = below + 1, True
+                        break
                 elif record.kind == _ITEM:
                     if pops:
                         pops -= 1
                     else:
                         yield record
-            if len(page) < size:
-                return
-            cursor = page[-1].seq
-            size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
+            if not jumped:
+                if len(page) < size:
+                    return
+                cursor = page[-1].seq
+                size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
+
+
+def _below(marker: HistoryRecord) -> int | None:
+    """The item a ``history_pop`` marker left on top (0: none), as ``stores._base.stack_top``
+    reads it; ``None`` for a bare marker."""
+    payload = marker.payload
+    below = payload.get("below") if isinstance(payload, dict) else None
+    return below if type(below) is int and 0 <= below < marker.seq else None
 
 
 async def list_conversations(

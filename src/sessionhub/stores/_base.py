@@ -71,6 +71,8 @@ __all__ = [
     "apply_change",
     "counter_overflow",
     "ending",
+    "pop_marker",
+    "stack_top",
 ]
 
 logger = logging.getLogger("sessionhub.stores")
@@ -311,6 +313,45 @@ class Store(abc.ABC):
         call, before the first iteration; an unknown ``after`` raises ``ValidationError`` here."""
         return self.events.subscribe(after)
 
+    # history as a stack (the OpenAI Agents SDK adapter's items): see ``stack_top``. Stores
+    # override both with one atomic operation; these defaults compose the abstract ones and are
+    # atomic only where nothing else writes the session's history meanwhile.
+
+    async def history_append_many(
+        self, session_id: str, records: Sequence[tuple[str, bytes]], now: float
+    ) -> list[HistoryRecord]:
+        """Append ``(kind, payload)`` records with consecutive ``seq``s, all or none."""
+        return [
+            await self.history_append(session_id, kind, payload, now) for kind, payload in records
+        ]
+
+    async def history_pop(
+        self, session_id: str, kind: str, marker: str, now: float
+    ) -> HistoryRecord | None:
+        """Remove the top of the session's stack of ``kind`` records (see ``stack_top``): append a
+        ``marker`` record ``{"popped": seq, "below": seq of the new top or 0}`` and return the
+        removed record; ``None``, appending nothing, when the stack is empty."""
+        records: dict[int, tuple[str, bytes]] = {}
+        after: int | None = None
+        while True:  # the whole history: a fallback for stores without their own
+            page = await self.history_read(
+                session_id, after=after, limit=1000, newest_first=False, kind=None, now=now
+            )
+            for record in page:
+                records[record.seq] = (record.kind, json_encoder.encode(record.payload))
+            if len(page) < 1000:
+                break
+            after = page[-1].seq
+        top = stack_top(records.__getitem__, len(records), kind, marker)
+        if not top:
+            return None
+        below = stack_top(records.__getitem__, top - 1, kind, marker)
+        await self.history_append(session_id, marker, pop_marker(top, below), now)
+        found = await self.history_read(
+            session_id, after=top + 1, limit=1, newest_first=True, kind=None, now=now
+        )
+        return found[0]
+
 
 def _merged(
     mapping: Mapping[str, Any], updates: Mapping[str, Any] | None, removals: Iterable[str]
@@ -404,3 +445,48 @@ def apply_change(
         ),
         version=old.version + 1,
     )
+
+
+def pop_marker(popped: int, below: int) -> bytes:
+    """The payload of the marker ``history_pop`` appends."""
+    return b'{"popped":%d,"below":%d}' % (popped, below)
+
+
+def _marker_below(payload: bytes, seq: int) -> int | None:
+    try:
+        below = msgspec.json.decode(payload)["below"]
+    except (*DECODE_ERRORS, AttributeError):
+        return None
+    return below if type(below) is int and 0 <= below < seq else None
+
+
+def stack_top(
+    record_at: Callable[[int], tuple[str, bytes]], seq: int, kind: str, marker: str
+) -> int:
+    """The ``seq`` of the top of the stack of ``kind`` records as of record ``seq`` (0: empty).
+
+    Reading the history as a stack: a ``kind`` record pushes itself, a ``marker`` record pops
+    the top, any other record empties the stack. ``history_pop`` writes in each marker the top
+    it leaves (``below``), so finding the top costs a few record reads however many pops came
+    before; a marker without one (appended by plain ``history_append``, e.g. over a server)
+    is resolved by walking down past the records it removed. ``record_at(seq)`` gives a
+    record's ``(kind, payload)``.
+    """
+    skip = 0
+    while seq > 0:
+        record_kind, payload = record_at(seq)
+        if record_kind == kind:
+            if not skip:
+                return seq
+            skip -= 1
+            seq -= 1
+        elif record_kind == marker:
+            below = _marker_below(payload, seq)
+            if below is None:
+                skip += 1
+                seq -= 1
+            else:
+                seq = below
+        else:
+            return 0
+    return 0

@@ -918,6 +918,70 @@ _BODIES: dict[str, str] = {
     "history_counts": _HISTORY_COUNTS,
 }
 
+# keys: session, history, history counts. args: prefix, now, then kind, payload pairs. The
+# records get consecutive seqs: one RPUSH.
+_HISTORY_APPEND_MANY = r"""
+local h = live_fields(KEYS[1])
+local now = ARGV[2]
+local first = redis.call('LLEN', KEYS[2]) + 1
+local records = {}
+for i = 3, #ARGV, 2 do
+  records[#records + 1] = ARGV[i] .. '\t' .. now .. '\t' .. ARGV[i + 1]
+  redis.call('HINCRBY', KEYS[3], ARGV[i], 1)
+  if #records == 1000 then  -- unpack's limit on the Lua stack
+    redis.call('RPUSH', KEYS[2], unpack(records))
+    records = {}
+  end
+end
+if #records > 0 then redis.call('RPUSH', KEYS[2], unpack(records)) end
+if #ARGV > 2 then refresh(KEYS[1], h, now) end
+return first
+"""
+
+# keys: session, history, history counts. args: prefix, kind, marker, now. Pops the top of the
+# stack of `kind` records (stores._base.stack_top: the same walk, records read by LINDEX from the
+# tail); returns the popped record's seq and record, or nothing for an empty stack.
+_HISTORY_POP = r"""
+local h = live_fields(KEYS[1])
+local hk, kind, marker, now = KEYS[2], ARGV[2], ARGV[3], ARGV[4]
+local n = redis.call('LLEN', hk)
+local function stack_top(seq)
+  local skip = 0
+  while seq > 0 do
+    local record = redis.call('LINDEX', hk, seq - n - 1)
+    local tab = string.find(record, '\t', 1, true)
+    local record_kind = string.sub(record, 1, tab - 1)
+    if record_kind == kind then
+      if skip == 0 then return seq end
+      skip = skip - 1
+      seq = seq - 1
+    elseif record_kind == marker then
+      local ok, payload = pcall(cjson.decode, string.sub(record, string.find(record, '\t', tab + 1, true) + 1))
+      local below = ok and type(payload) == 'table' and payload.below
+      if type(below) == 'number' and below >= 0 and below < seq and below == math.floor(below) then
+        seq = below
+      else
+        skip = skip + 1
+        seq = seq - 1
+      end
+    else
+      return 0
+    end
+  end
+  return 0
+end
+local top = stack_top(n)
+if top == 0 then return {} end
+local popped = redis.call('LINDEX', hk, top - n - 1)
+local below = stack_top(top - 1)
+redis.call('RPUSH', hk, marker .. '\t' .. now .. '\t{"popped":' .. fint(top) .. ',"below":' .. fint(below) .. '}')
+redis.call('HINCRBY', KEYS[3], marker, 1)
+refresh(KEYS[1], h, now)
+return {top, popped}
+"""
+
+_BODIES.update(history_append_many=_HISTORY_APPEND_MANY, history_pop=_HISTORY_POP)
+
 
 def build_library(
     bodies: Mapping[str, str], name: str, function_prefix: str

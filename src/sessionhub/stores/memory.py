@@ -23,7 +23,7 @@ import heapq
 import itertools
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import msgspec
@@ -47,7 +47,16 @@ from .._models import (
     Session,
     expires_at,
 )
-from ._base import Change, CreateRules, Query, Store, apply_change, ending
+from ._base import (
+    Change,
+    CreateRules,
+    Query,
+    Store,
+    apply_change,
+    ending,
+    pop_marker,
+    stack_top,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -787,3 +796,45 @@ class MemoryStore(Store):
         self._readable(session_id, now)
         history = self._history.get(session_id)
         return dict(history.counts) if history else {}
+
+    async def history_append_many(
+        self, session_id: str, records: Sequence[tuple[str, bytes]], now: float
+    ) -> list[HistoryRecord]:
+        self._active_session(session_id)
+        if not records:
+            return []
+        history = self._history.get(session_id)
+        if history is None:
+            history = self._history[session_id] = _History()
+        first = len(history.records) + 1
+        for kind, payload in records:
+            history.records.append((kind, now, payload))
+            history.counts[kind] += 1
+        self._refresh(session_id, now)
+        return [
+            HistoryRecord(seq=first + i, kind=kind, at=now, payload=_decode(payload))
+            for i, (kind, payload) in enumerate(records)
+        ]
+
+    async def history_pop(
+        self, session_id: str, kind: str, marker: str, now: float
+    ) -> HistoryRecord | None:
+        self._active_session(session_id)
+        history = self._history.get(session_id)
+        if history is None:
+            return None
+        records = history.records
+
+        def record_at(seq: int) -> tuple[str, bytes]:
+            record_kind, _, payload = records[seq - 1]
+            return record_kind, payload
+
+        top = stack_top(record_at, len(records), kind, marker)
+        if not top:
+            return None
+        below = stack_top(record_at, top - 1, kind, marker)
+        records.append((marker, now, pop_marker(top, below)))
+        history.counts[marker] += 1
+        self._refresh(session_id, now)
+        _, at, payload = records[top - 1]
+        return HistoryRecord(seq=top, kind=kind, at=at, payload=_decode(payload))

@@ -981,6 +981,43 @@ class RedisStore(Store):
             self._refused(refusal, session_id)
         return {flat[i]: int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
+    async def history_append_many(
+        self, session_id: str, records: Sequence[tuple[str, bytes]], now: float
+    ) -> list[HistoryRecord]:
+        keys = [
+            self._key("s", session_id),
+            self._key("h", session_id),
+            self._key("hc", session_id),
+        ]
+        args: list[Arg] = [repr(float(now))]
+        for kind, payload in records:
+            args += (kind, payload)
+        try:
+            first = await self._run("history_append_many", keys, args)
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        return [
+            HistoryRecord(seq=first + i, kind=kind, at=now, payload=_json_decode(payload))
+            for i, (kind, payload) in enumerate(records)
+        ]
+
+    async def history_pop(
+        self, session_id: str, kind: str, marker: str, now: float
+    ) -> HistoryRecord | None:
+        keys = [
+            self._key("s", session_id),
+            self._key("h", session_id),
+            self._key("hc", session_id),
+        ]
+        try:
+            popped = await self._run("history_pop", keys, (kind, marker, repr(float(now))))
+        except _Refusal as refusal:
+            self._refused(refusal, session_id)
+        if not popped:
+            return None
+        _, at, payload = popped[1].split("\t", 2)
+        return HistoryRecord(seq=popped[0], kind=kind, at=float(at), payload=_json_decode(payload))
+
     # errors
 
     def _refused(

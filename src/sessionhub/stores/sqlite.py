@@ -82,7 +82,17 @@ from .._models import (
     expires_at,
     json_encoder,
 )
-from ._base import DECODE_ERRORS, Change, CreateRules, Query, Store, apply_change, ending
+from ._base import (
+    DECODE_ERRORS,
+    Change,
+    CreateRules,
+    Query,
+    Store,
+    apply_change,
+    ending,
+    pop_marker,
+    stack_top,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -1318,6 +1328,84 @@ class SQLiteStore(Store):
             raise SessionNotFound(session_id)
         counts: dict[str, int] = {} if row[0] is None else _decode_json(row[0])
         return counts
+
+    async def history_append_many(
+        self, session_id: str, records: Sequence[tuple[str, bytes]], now: float
+    ) -> list[HistoryRecord]:
+        return await self._write(self._history_append_many, session_id, list(records), now)
+
+    def _history_append_many(
+        self, session_id: str, records: list[tuple[str, bytes]], now: float
+    ) -> list[HistoryRecord]:
+        """The records in one statement of the write transaction: all of them or none."""
+        db = self._db
+        session = self._active(session_id)
+        if not records:
+            return []
+        last = db.execute(
+            "SELECT seq FROM history WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
+        ).fetchone()
+        first = 1 if last is None else last[0] + 1
+        db.executemany(
+            "INSERT INTO history (session_id, seq, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
+            [
+                (session_id, first + i, kind, now, payload)
+                for i, (kind, payload) in enumerate(records)
+            ],
+        )
+        counts = self._history_counts(session_id)
+        for kind, _ in records:
+            counts[kind] = counts.get(kind, 0) + 1
+        db.execute(
+            "UPDATE sessions SET history_counts = ? WHERE id = ?", (_encode(counts), session_id)
+        )
+        self._refresh(session, now)
+        return [
+            HistoryRecord(seq=first + i, kind=kind, at=now, payload=_decode_json(payload))
+            for i, (kind, payload) in enumerate(records)
+        ]
+
+    async def history_pop(
+        self, session_id: str, kind: str, marker: str, now: float
+    ) -> HistoryRecord | None:
+        return await self._write(self._history_pop, session_id, kind, marker, now)
+
+    def _history_pop(
+        self, session_id: str, kind: str, marker: str, now: float
+    ) -> HistoryRecord | None:
+        db = self._db
+        session = self._active(session_id)
+        last = db.execute(
+            "SELECT seq FROM history WHERE session_id = ? ORDER BY seq DESC LIMIT 1", (session_id,)
+        ).fetchone()
+        if last is None:
+            return None
+
+        def record_at(seq: int) -> tuple[str, bytes]:
+            row = db.execute(
+                "SELECT kind, payload FROM history WHERE session_id = ? AND seq = ?",
+                (session_id, seq),
+            ).fetchone()
+            return ("", b"") if row is None else (row[0], row[1])
+
+        top = stack_top(record_at, last[0], kind, marker)
+        if not top:
+            return None
+        below = stack_top(record_at, top - 1, kind, marker)
+        db.execute(
+            "INSERT INTO history (session_id, seq, kind, at, payload) VALUES (?, ?, ?, ?, ?)",
+            (session_id, last[0] + 1, marker, now, pop_marker(top, below)),
+        )
+        counts = self._history_counts(session_id)
+        counts[marker] = counts.get(marker, 0) + 1
+        db.execute(
+            "UPDATE sessions SET history_counts = ? WHERE id = ?", (_encode(counts), session_id)
+        )
+        self._refresh(session, now)
+        at, raw = db.execute(
+            "SELECT at, payload FROM history WHERE session_id = ? AND seq = ?", (session_id, top)
+        ).fetchone()
+        return HistoryRecord(seq=top, kind=kind, at=at, payload=_decode_json(raw))
 
     # events
 
