@@ -213,7 +213,8 @@ async def _glide(cluster: RedisClusterServer, workloads: Any, base: dict[str, fl
         count = int(c[2])
         keys = [a if isinstance(a, (str, bytes)) else str(a) for a in c[3 : 3 + count]]
         args = [a if isinstance(a, (str, bytes)) else str(a) for a in c[3 + count :]]
-        return client.fcall(str(c[1]), keys=keys, arguments=args)
+        reply: Awaitable[object] = client.fcall(str(c[1]), keys=keys, arguments=args)
+        return reply
 
     await compare("valkey-glide GlideClusterClient", call, workloads(), base, {})
     await client.close()
