@@ -582,6 +582,23 @@ class SessionHub:
             pending = self._ending.get(child.id)
             if pending is not None:
                 await asyncio.shield(pending)
+            else:
+                await self._ended_elsewhere(child.id)
+
+    async def _ended_elsewhere(self, session_id: str) -> None:
+        """Wait (bounded) for an end that another hub process or an ``end()`` call has claimed:
+        its hooks are running there. A claimer that died leaves the claim to the store's lease,
+        so after the hooks' time bound the parent goes on."""
+        hooks = max(len(self._hooks), 1)
+        bound = 60.0 if self.hook_timeout is None else self.hook_timeout * hooks + 5.0
+        waited, pause = 0.0, 0.005
+        while waited < bound:
+            session = await self.store.get(session_id)
+            if session is None or not session.live or session.end_reason is None:
+                return
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.1)
 
     async def expire_due(self) -> int:
         """End every session whose deadline has passed; how many this call ended.
