@@ -43,45 +43,42 @@ async def test_three_hubs_with_concurrent_hooks_end_each_session_once(
     ]
     calls: Counter[str] = Counter()
     running = most = 0
-    parents_ended: dict[str, int] = {}
     order: list[str] = []
-    ids: list[str] = []
+    ids = [f"s{i:03d}" for i in range(240)]
+    ids += [f"p{p}-c{c}" for p in range(5) for c in range(3)] + [f"p{p}" for p in range(5)]
     all_called = asyncio.Event()
 
-    def hook_of(hub_index: int):  # type: ignore[no-untyped-def]
-        async def hook(session: Session, reason: str) -> None:
-            nonlocal running, most
-            calls[session.id] += 1
-            running += 1
-            most = max(most, running)
-            try:
-                await asyncio.sleep(0.001)
-            finally:
-                running -= 1
-            order.append(session.id)
-            if len(order) >= len(ids):
-                all_called.set()
-            if session.id.startswith("p"):
-                parents_ended[session.id] = hub_index
+    async def hook(session: Session, reason: str) -> None:
+        nonlocal running, most
+        calls[session.id] += 1
+        running += 1
+        most = max(most, running)
+        try:
+            await asyncio.sleep(0.001)
+        finally:
+            running -= 1
+        order.append(session.id)
+        if len(order) >= len(ids):
+            all_called.set()
 
-        return hook
-
-    for index, hub in enumerate(hubs):
-        hub.on_end(hook_of(index))
+    for hub in hubs:
+        hub.on_end(hook)
         await hub.start()
     try:
         due = time.time() + 0.5
         for i in range(240):
-            ids.append(f"s{i:03d}")
-            hub = hubs[i % 3]
-            await hub.create(ids[-1], ttl=max(due + i / 480 - time.time(), 0.001))
-        for p in range(5):  # parents and children created by different hubs, due together
-            await hubs[p % 3].create(f"p{p}", ttl=max(due - time.time(), 0.001))
+            await hubs[i % 3].create(ids[i], ttl=max(due + i / 480 - time.time(), 0.001))
+        # Parents and children created by different hubs, with no deadline until all exist;
+        # then all due together.
+        family = []
+        for p in range(5):
+            family.append(await hubs[p % 3].create(f"p{p}", idle_timeout=None))
             for c in range(3):
                 child = f"p{p}-c{c}"
-                await hubs[(p + c + 1) % 3].create(child, parent_id=f"p{p}", ttl=0.3)
-                ids.append(child)
-            ids.append(f"p{p}")
+                family.append(await hubs[(p + c + 1) % 3].create(child, parent_id=f"p{p}"))
+        for k, member in enumerate(family):
+            ttl = time.time() - member.created_at + 0.2
+            await hubs[k % 3].update(member.id, ttl=ttl)
         await asyncio.wait_for(all_called.wait(), WAIT)
         await asyncio.sleep(0.2)  # a second call for any session would show up now
         assert sorted(calls) == sorted(ids)
