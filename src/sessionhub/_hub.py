@@ -8,6 +8,7 @@ hooks, drives expiry from deadlines and counts; the store performs each change a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import inspect
@@ -663,42 +664,60 @@ class SessionHub:
                 self._claiming = None
 
     async def _expire_batch(self, claimed: list[Session]) -> None:
-        """End a claimed batch: sessions concurrently (hooks bounded by ``hook_concurrency``),
-        finished in groups; a parent waits for its children. Returns once every one is finished
-        (or failed: the first error is raised then; the store's claim lease covers the rest)."""
+        """End a claimed batch: up to ``hook_concurrency`` workers take its sessions, children
+        first, run their hooks and hand them to the finisher (ends finished in groups) without
+        waiting for that; a parent waits for its children. Returns once every one is finished (or
+        failed: the first error is raised then; the store's claim lease covers the rest)."""
+        outcomes: list[object] = []
         try:
-            try:
-                parents = await self.store.having_children([s.id for s in claimed])
-            except Exception:
-                for session in claimed:
-                    self._ending.pop(session.id).set_result(None)
-                raise
-            outcomes = await asyncio.gather(
-                *(self._expire_one(session, session.id in parents) for session in claimed),
-                return_exceptions=True,
-            )
+            parents = await self.store.having_children([s.id for s in claimed])
+            queue = collections.deque(_children_first(claimed) if parents else claimed)
+            finishing: list[asyncio.Future[Session | None]] = []
+
+            async def work() -> None:
+                while queue:
+                    session = queue.popleft()
+                    try:
+                        finishing.append(await self._expire_one(session, session.id in parents))
+                    except BaseException:
+                        self._release(session.id)
+                        raise
+
+            workers = min(self.hook_concurrency, len(claimed))
+            if workers == 1:  # nothing to overlap: no task of its own
+                outcomes = [None]
+                await work()
+            else:
+                tasks = [asyncio.create_task(work()) for _ in range(workers)]
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes += await asyncio.gather(*finishing, return_exceptions=True)
         finally:
-            for session in claimed:  # cancelled (loop shutdown): release whoever waits
-                pending = self._ending.pop(session.id, None)
-                if pending is not None and not pending.done():
-                    pending.set_result(None)
+            for session in claimed:  # failed or cancelled: release whoever waits for them
+                self._release(session.id)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _expire_one(self, claimed: Session, parent: bool) -> None:
-        try:
-            reason = claimed.end_reason or "expired"
-            if parent:  # the store said it has children: those not in a batch are ended here
-                await self._end_children(claimed.id, wait=True)
-            if self._hooks:
-                async with self._hook_slots:
-                    await self._run_hooks(claimed, reason)
-            await self._finisher.finish(claimed)
-        finally:
-            pending = self._ending.pop(claimed.id, None)
-            if pending is not None and not pending.done():
-                pending.set_result(None)
+    async def _expire_one(self, claimed: Session, parent: bool) -> asyncio.Future[Session | None]:
+        if parent:  # the store said it has children: those not in a batch are ended here
+            await self._end_children(claimed.id, wait=True)
+        if self._hooks:
+            async with self._hook_slots:
+                await self._run_hooks(claimed, claimed.end_reason or "expired")
+        finished = await self._finisher.finish(claimed)
+        session_id = claimed.id
+
+        def release(_: object) -> None:
+            self._release(session_id)
+
+        finished.add_done_callback(release)
+        return finished
+
+    def _release(self, session_id: str) -> None:
+        """The end of ``session_id`` is over (finished or failed): a waiting parent goes on."""
+        pending = self._ending.pop(session_id, None)
+        if pending is not None and not pending.done():
+            pending.set_result(None)
 
     # hooks
 
@@ -846,6 +865,21 @@ class SessionHub:
                     await self._wake.wait()
 
 
+def _children_first(batch: list[Session]) -> list[Session]:
+    """The batch ordered so that a session comes after its children and their descendants in it:
+    workers take children before the parents that wait for them."""
+    by_id = {session.id: session for session in batch}
+
+    def depth(session: Session) -> int:
+        levels = 0
+        while session.parent_id in by_id and levels < len(batch):  # links never form a cycle
+            session = by_id[session.parent_id]
+            levels += 1
+        return levels
+
+    return sorted(batch, key=depth, reverse=True)
+
+
 class _Finisher:
     """Finishes the ends of an expiry pass in groups (group commit).
 
@@ -861,7 +895,9 @@ class _Finisher:
         self._busy = False  # a finish_ends call is out (or about to be)
         self._writer: asyncio.Task[None] | None = None
 
-    async def finish(self, claimed: Session) -> Session | None:
+    async def finish(self, claimed: Session) -> asyncio.Future[Session | None]:
+        """Queue the end; the future has the ended session. Only the caller that sends a group
+        itself waits here, for that round trip."""
         future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
         self._queue.append((claimed, future))
         if not self._busy:
@@ -875,7 +911,7 @@ class _Finisher:
                     )
                 else:
                     self._busy = False
-        return await future
+        return future
 
     async def _write_rest(self) -> None:
         try:
