@@ -144,7 +144,8 @@ class SessionHub:
         )  # expiry's hooks running at once
         # The sessions this hub's expiry has claimed and not yet finished, each with the future
         # its finish sets: a parent in a later batch waits for its children in an earlier one.
-        self._ending: dict[str, asyncio.Future[None]] = {}
+        # (The future is made only when someone waits: most ends have no parent waiting.)
+        self._ending: dict[str, asyncio.Future[None] | None] = {}
         self._claiming: asyncio.Future[None] | None = None  # set while a claim_expired is out
         self._finisher = _Finisher(self)
         self._closing = False
@@ -580,8 +581,10 @@ class SessionHub:
             claiming = self._claiming
             if claiming is not None:  # it may be in a batch whose claim has not answered yet
                 await asyncio.shield(claiming)
-            pending = self._ending.get(child.id)
-            if pending is not None:
+            if child.id in self._ending:
+                pending = self._ending[child.id]
+                if pending is None:
+                    pending = self._ending[child.id] = asyncio.get_running_loop().create_future()
                 await asyncio.shield(pending)
             else:
                 await self._ended_elsewhere(child.id)
@@ -652,9 +655,8 @@ class SessionHub:
         self._claiming = claiming
         try:
             claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
-            loop = asyncio.get_running_loop()
             for session in claimed:  # before anyone waiting on the claim looks them up
-                self._ending[session.id] = loop.create_future()
+                self._ending[session.id] = None
                 if session.expires_at is not None:
                     self._metrics.observe_lateness(now - session.expires_at)
             return claimed
@@ -678,7 +680,9 @@ class SessionHub:
                 while queue:
                     session = queue.popleft()
                     try:
-                        finishing.append(await self._expire_one(session, session.id in parents))
+                        finished = await self._expire_one(session, session.id in parents)
+                        if finished is not None:
+                            finishing.append(finished)
                     except BaseException:
                         self._release(session.id)
                         raise
@@ -698,7 +702,9 @@ class SessionHub:
             if isinstance(outcome, BaseException):
                 raise outcome
 
-    async def _expire_one(self, claimed: Session, parent: bool) -> asyncio.Future[Session | None]:
+    async def _expire_one(
+        self, claimed: Session, parent: bool
+    ) -> asyncio.Future[Session | None] | None:
         if parent:  # the store said it has children: those not in a batch are ended here
             await self._end_children(claimed.id, wait=True)
         if self._hooks:
@@ -706,6 +712,9 @@ class SessionHub:
                 await self._run_hooks(claimed, claimed.end_reason or "expired")
         finished = await self._finisher.finish(claimed)
         session_id = claimed.id
+        if finished.done() and finished.exception() is None:  # a store that never waits
+            self._release(session_id)
+            return None
 
         def release(_: object) -> None:
             self._release(session_id)
