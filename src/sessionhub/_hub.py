@@ -8,6 +8,7 @@ hooks, drives expiry from deadlines and counts; the store performs each change a
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import contextvars
 import inspect
@@ -82,6 +83,12 @@ class SessionHub:
 
     ``auto_expire=False`` runs no expiry task: sessions expire only when ``expire_due()`` is
     called, which is what a test moving a ``ManualClock`` wants (no background pass racing it).
+
+    Expiry claims up to ``expiry_batch`` due sessions per store call and ends them concurrently:
+    the hooks of up to ``hook_concurrency`` sessions run at once (default 64; each session's hooks
+    still run once, in order, each under ``hook_timeout``; sync hooks are further bounded by the
+    default thread pool), ends whose hooks are done are finished together in one store call, and
+    the next batch is claimed while the current one runs. A parent still ends after its children.
     """
 
     def __init__(
@@ -99,6 +106,7 @@ class SessionHub:
         id_factory: IdFactory = new_session_id,
         poll_interval: float = 1.0,
         expiry_batch: int = 1000,
+        hook_concurrency: int = 64,
         auto_expire: bool = True,
     ) -> None:
         self.store = store_from_url(store) if isinstance(store, str) else store
@@ -114,6 +122,7 @@ class SessionHub:
             raise ValidationError(f"auto_expire must be a bool, got {auto_expire!r}")
         self.auto_expire = auto_expire
         self.expiry_batch = check_limit(expiry_batch, 100_000)
+        self.hook_concurrency = check_limit(hook_concurrency, 100_000)
         self.clock = clock
         self.id_factory = id_factory
         self._hooks: list[EndHook] = []
@@ -130,6 +139,15 @@ class SessionHub:
         self._in_pass = False  # the expiry task is in a pass: it reads the next deadline after
         self._soonest = float("inf")  # the earliest deadline scheduled during that pass
         self._expiring = asyncio.Lock()
+        self._hook_slots = asyncio.Semaphore(
+            self.hook_concurrency
+        )  # expiry's hooks running at once
+        # The sessions this hub's expiry has claimed and not yet finished, each with the future
+        # its finish sets: a parent in a later batch waits for its children in an earlier one.
+        # (The future is made only when someone waits: most ends have no parent waiting.)
+        self._ending: dict[str, asyncio.Future[None] | None] = {}
+        self._claiming: asyncio.Future[None] | None = None  # set while a claim_expired is out
+        self._finisher = _Finisher(self)
         self._closing = False
         self._started = False
 
@@ -544,14 +562,53 @@ class SessionHub:
 
     async def _finish(self, claimed: Session) -> Session | None:
         reason = claimed.end_reason or "ended"
-        async for child in self._each(Query(parent_id=claimed.id)):
-            await self._end(child.id, "parent_ended")  # children first: cleanup from the leaves up
+        await self._end_children(claimed.id, wait=False)
         await self._run_hooks(claimed, reason)
         now = self.clock()
-        retention = self.retention if claimed.retention is None else claimed.retention
-        ended = await self.store.finish_end(claimed.id, now, self.lifecycle.ended, now + retention)
+        ended = await self.store.finish_end(
+            claimed.id, now, self.lifecycle.ended, now + self._retention_of(claimed)
+        )
         self._metrics.ended[reason] += 1
         return ended
+
+    def _retention_of(self, claimed: Session) -> float:
+        return self.retention if claimed.retention is None else claimed.retention
+
+    async def _end_children(self, parent_id: str, *, wait: bool) -> None:
+        """End the live children of a claimed session first: cleanup runs from the leaves up.
+
+        With ``wait`` (an expiry pass), a child that this hub's expiry has claimed meanwhile is
+        waited for, so the parent still ends after it. ``end()`` does not wait: a hook of that child
+        could be the caller, and would then wait for itself.
+        """
+        async for child in self._each(Query(parent_id=parent_id)):
+            if await self._end(child.id, "parent_ended") is not None or not wait:
+                continue
+            claiming = self._claiming
+            if claiming is not None:  # it may be in a batch whose claim has not answered yet
+                await asyncio.shield(claiming)
+            if child.id in self._ending:
+                pending = self._ending[child.id]
+                if pending is None:
+                    pending = self._ending[child.id] = asyncio.get_running_loop().create_future()
+                await asyncio.shield(pending)
+            else:
+                await self._ended_elsewhere(child.id)
+
+    async def _ended_elsewhere(self, session_id: str) -> None:
+        """Wait (bounded) for an end that another hub process or an ``end()`` call has claimed:
+        its hooks are running there. A claimer that died leaves the claim to the store's lease,
+        so after the hooks' time bound the parent goes on."""
+        hooks = max(len(self._hooks), 1)
+        bound = 60.0 if self.hook_timeout is None else self.hook_timeout * hooks + 5.0
+        waited, pause = 0.0, 0.005
+        while waited < bound:
+            session = await self.store.get(session_id)
+            if session is None or not session.live or session.end_reason is None:
+                return
+            await asyncio.sleep(pause)
+            waited += pause
+            pause = min(pause * 2, 0.1)
 
     async def expire_due(self) -> int:
         """End every session whose deadline has passed; how many this call ended.
@@ -561,31 +618,121 @@ class SessionHub:
         session that was due has ended, also those another pass (the expiry task) had claimed.
         Called from a cleanup hook of a pass, it returns 0 at once: that pass ends what is due.
         """
+        return await self._expire(budget=None)
+
+    async def _expire(self, budget: float | None) -> int:
+        """An expiry pass; with ``budget`` (seconds), it claims no further batch after that long,
+        so the expiry task also gets to purge and to read the next deadline during a long burst."""
         if _in_expiry_pass.get():
             return 0  # called by a hook of a pass: that pass ends what is due
         ended = 0
         async with self._expiring:
             token = _in_expiry_pass.set(True)
+            started = self.clock()
+            # Pipelined: batch N+1 is claimed while batch N's hooks and finishes run, and at most
+            # those two are in flight.
+            running: asyncio.Task[None] | None = None
             try:
                 while True:
-                    claimed = await self._expire_batch()
-                    ended += claimed
-                    if claimed < self.expiry_batch or self._closing:
-                        return ended
+                    claimed = await self._claim_batch()
+                    ended += len(claimed)
+                    previous = running
+                    running = None
+                    if claimed:
+                        running = asyncio.create_task(self._expire_batch(claimed))
+                    if previous is not None:
+                        await asyncio.shield(previous)
+                    if len(claimed) < self.expiry_batch or self._closing:
+                        break
+                    if budget is not None and self.clock() - started >= budget:
+                        break
                     # A memory store never suspends: let other tasks run between batches.
                     await asyncio.sleep(0)
             finally:
+                # Whatever happened (an error, a cancelled caller), every claimed end is finished.
+                if running is not None:
+                    await asyncio.shield(running)
                 _in_expiry_pass.reset(token)
+        return ended
 
-    async def _expire_batch(self) -> int:
+    async def _claim_batch(self) -> list[Session]:
         now = self.clock()
-        claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
-        for session in claimed:
-            if session.expires_at is not None:
-                self._metrics.observe_lateness(now - session.expires_at)
-        for session in _children_first(claimed):
-            await self._finish(session)
-        return len(claimed)
+        claiming: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._claiming = claiming
+        try:
+            claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
+            for session in claimed:  # before anyone waiting on the claim looks them up
+                self._ending[session.id] = None
+                if session.expires_at is not None:
+                    self._metrics.observe_lateness(now - session.expires_at)
+            return claimed
+        finally:
+            claiming.set_result(None)
+            if self._claiming is claiming:
+                self._claiming = None
+
+    async def _expire_batch(self, claimed: list[Session]) -> None:
+        """End a claimed batch: up to ``hook_concurrency`` workers take its sessions, children
+        first, run their hooks and hand them to the finisher (ends finished in groups) without
+        waiting for that; a parent waits for its children. Returns once every one is finished (or
+        failed: the first error is raised then; the store's claim lease covers the rest)."""
+        outcomes: list[object] = []
+        try:
+            parents = await self.store.having_children([s.id for s in claimed])
+            queue = collections.deque(_children_first(claimed) if parents else claimed)
+            finishing: list[asyncio.Future[Session | None]] = []
+
+            async def work() -> None:
+                while queue:
+                    session = queue.popleft()
+                    try:
+                        finished = await self._expire_one(session, session.id in parents)
+                        if finished is not None:
+                            finishing.append(finished)
+                    except BaseException:
+                        self._release(session.id)
+                        raise
+
+            workers = min(self.hook_concurrency, len(claimed))
+            if workers == 1:  # nothing to overlap: no task of its own
+                outcomes = [None]
+                await work()
+            else:
+                tasks = [asyncio.create_task(work()) for _ in range(workers)]
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes += await asyncio.gather(*finishing, return_exceptions=True)
+        finally:
+            for session in claimed:  # failed or cancelled: release whoever waits for them
+                self._release(session.id)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _expire_one(
+        self, claimed: Session, parent: bool
+    ) -> asyncio.Future[Session | None] | None:
+        if parent:  # the store said it has children: those not in a batch are ended here
+            await self._end_children(claimed.id, wait=True)
+        if self._hooks:
+            async with self._hook_slots:
+                await self._run_hooks(claimed, claimed.end_reason or "expired")
+        finished = await self._finisher.finish(claimed)
+        session_id = claimed.id
+        if finished.done() and finished.exception() is None:  # a store that never waits
+            self._release(session_id)
+            return None
+
+        def release(_: object) -> None:
+            self._release(session_id)
+
+        finished.add_done_callback(release)
+        return finished
+
+    def _release(self, session_id: str) -> None:
+        """The end of ``session_id`` is over (finished or failed): a waiting parent goes on."""
+        pending = self._ending.pop(session_id, None)
+        if pending is not None and not pending.done():
+            pending.set_result(None)
 
     # hooks
 
@@ -712,7 +859,7 @@ class SessionHub:
             self._in_pass, self._soonest = True, float("inf")
             delay = self.poll_interval
             try:
-                await self.expire_due()
+                await self._expire(budget=self.poll_interval)
                 await self.store.purge(self.clock())
                 deadline = await self.store.next_deadline()
                 soonest = min(self._soonest, float("inf") if deadline is None else deadline)
@@ -735,7 +882,7 @@ class SessionHub:
 
 def _children_first(batch: list[Session]) -> list[Session]:
     """The batch ordered so that a session comes after its children and their descendants in it:
-    cleanup runs from the leaves up, also when a parent and its child expire together."""
+    workers take children before the parents that wait for them."""
     by_id = {session.id: session for session in batch}
 
     def depth(session: Session) -> int:
@@ -746,6 +893,73 @@ def _children_first(batch: list[Session]) -> list[Session]:
         return levels
 
     return sorted(batch, key=depth, reverse=True)
+
+
+class _Finisher:
+    """Finishes the ends of an expiry pass in groups (group commit).
+
+    The first end to arrive while no ``finish_ends`` call is out sends its group at once, from its
+    own task (no hop through another task: an end is not later than with one call per session);
+    the ends whose hooks are done while a call is out go together in the next one. A burst costs a
+    store round trip per group, not per session, and no end waits for a group to fill up.
+    """
+
+    def __init__(self, hub: SessionHub) -> None:
+        self._hub = hub
+        self._queue: list[tuple[Session, asyncio.Future[Session | None]]] = []
+        self._busy = False  # a finish_ends call is out (or about to be)
+        self._writer: asyncio.Task[None] | None = None
+
+    async def finish(self, claimed: Session) -> asyncio.Future[Session | None]:
+        """Queue the end; the future has the ended session. Only the caller that sends a group
+        itself waits here, for that round trip."""
+        future: asyncio.Future[Session | None] = asyncio.get_running_loop().create_future()
+        self._queue.append((claimed, future))
+        if not self._busy:
+            self._busy = True
+            try:
+                await self._write()
+            finally:
+                if self._queue:  # arrived meanwhile: a task of their own, so this one returns
+                    self._writer = asyncio.create_task(
+                        self._write_rest(), name="sessionhub-finish-ends"
+                    )
+                else:
+                    self._busy = False
+        return future
+
+    async def _write_rest(self) -> None:
+        try:
+            while self._queue:
+                await asyncio.sleep(0)  # the ends whose hooks finish in this tick join the group
+                await self._write()
+        finally:
+            self._busy, self._writer = False, None
+            queued, self._queue = self._queue, []
+            for _, future in queued:  # only when cancelled: nobody may wait forever
+                if not future.done():
+                    future.set_exception(StoreUnavailable("the hub stopped finishing ends"))
+
+    async def _write(self) -> None:
+        hub = self._hub
+        limit = hub.expiry_batch
+        group, self._queue = self._queue[:limit], self._queue[limit:]
+        now = hub.clock()
+        ends = [(claimed.id, now + hub._retention_of(claimed)) for claimed, _ in group]
+        try:
+            finished = await hub.store.finish_ends(ends, now, hub.lifecycle.ended)
+        except BaseException as exc:
+            for _, future in group:
+                if not future.done():
+                    future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        counts = hub._metrics.ended  # counted as the store answers, not as each waiter wakes
+        for (claimed, future), ended in zip(group, finished, strict=True):
+            counts[claimed.end_reason or "expired"] += 1
+            if not future.done():
+                future.set_result(ended)
 
 
 def _retention(value: object) -> float:

@@ -28,6 +28,8 @@ Rules every implementation follows:
 - A deadline is ``_models.expires_at`` of the new record, recomputed on every change.
 - Ending is two steps: ``claim_end``/``claim_expired`` mark sessions (the claimer alone runs hooks),
   then ``finish_end`` moves them to the ended state, frees unique labels, and retains or deletes them.
+  ``finish_ends`` and ``having_children`` serve expiry bursts; their defaults loop over the
+  one-session operations, and remote stores answer each in one round trip.
 """
 
 from __future__ import annotations
@@ -243,6 +245,29 @@ class Store(abc.ABC):
         """Move a claimed session to ``ended_state``, free its unique labels and index entries, and
         keep it readable until ``retain_until`` (or delete it with its data and history now when
         that has passed). Emits ``ended``. ``None`` if the session is not claimed."""
+
+    async def finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
+        """``finish_end`` of each ``(session_id, retain_until)`` at ``now``, results in order: the
+        hub finishes a burst of expiries with one call. Each end is atomic on its own; an error
+        raises (ends finished before it stay finished, the rest stay claimed).
+
+        This default makes one ``finish_end`` call per end; remote stores override it with one
+        round trip for the whole batch."""
+        return [await self.finish_end(sid, now, ended_state, until) for sid, until in ends]
+
+    async def having_children(self, session_ids: Sequence[str]) -> set[str]:
+        """Which of ``session_ids`` have live children (children claimed for their end included):
+        the hub looks up the children of those alone before ending a batch.
+
+        This default asks ``find`` once per id; remote stores override it with one round trip."""
+        having = set()
+        for session_id in session_ids:
+            page = await self.find(Query(parent_id=session_id), limit=1, cursor=None)
+            if page.items or page.cursor is not None:
+                having.add(session_id)
+        return having
 
     @abc.abstractmethod
     async def census(self) -> dict[tuple[str, str], int]:

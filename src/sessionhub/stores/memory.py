@@ -613,6 +613,21 @@ class MemoryStore(Store):
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
     ) -> Session | None:
+        return self._finish_end(session_id, now, ended_state, retain_until)
+
+    async def finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
+        finish = self._finish_end
+        return [finish(sid, now, ended_state, until) for sid, until in ends]
+
+    async def having_children(self, session_ids: Sequence[str]) -> set[str]:
+        by_parent = self._by_parent
+        return {sid for sid in session_ids if _size(by_parent.get(sid))}
+
+    def _finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
         session = self._sessions.get(session_id)
         if session is None or session.ended_at is not None or session.end_reason is None:
             return None

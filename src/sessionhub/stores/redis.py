@@ -852,6 +852,62 @@ class RedisStore(Store):
         await self._delivered(event_id)
         return self._decoded(flat)
 
+    async def finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
+        # The per-session function, pipelined: every FCALL of the batch leaves in one write (the
+        # client sends all requests of one loop tick together) and the replies come back in order.
+        at = repr(float(now))
+        if len(ends) == 1:  # straight out, not a task's tick later
+            (sid, until), *_ = ends
+            return [await self.finish_end(sid, now, ended_state, until)]
+        replies = await asyncio.gather(
+            *(
+                self._run(
+                    "finish_end",
+                    [self._key("s", sid)],
+                    [self._maxlen, at, ended_state, repr(float(until))],
+                )
+                for sid, until in ends
+            ),
+            return_exceptions=True,
+        )
+        finished: list[Session | None] = []
+        last: _StreamId = (0, 0)
+        last_id = None
+        failure: BaseException | None = None
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                failure = failure or reply
+                finished.append(None)
+            elif reply is None:
+                finished.append(None)
+            else:
+                event_id, flat = reply
+                position = _stream_id(event_id)
+                if position is not None and position > last:
+                    last, last_id = position, event_id
+                finished.append(self._decoded(flat))
+        if last_id is not None:
+            await self._delivered(last_id)
+        if failure is not None:
+            raise failure
+        return finished
+
+    async def having_children(self, session_ids: Sequence[str]) -> set[str]:
+        # ``P parent:<id>`` exists while the session has a live child (Redis drops empty sets);
+        # one pipelined EXISTS per id.
+        prefix, call = self.prefix, self._ops.call
+        try:
+            counts = await asyncio.gather(
+                *(call("EXISTS", f"{prefix}parent:{sid}") for sid in session_ids)
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis at {self.address.where} failed a children lookup: {exc.message}"
+            ) from None
+        return {sid for sid, n in zip(session_ids, counts, strict=True) if n}
+
     async def next_deadline(self) -> float | None:
         score = await self._run("next_deadline", (), ())
         return None if score is None else float(score)

@@ -1092,6 +1092,31 @@ class SQLiteStore(Store):
             self._delete([session_id])
         return ended
 
+    async def finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
+        # One write for the batch: one worker-thread hop and one transaction (one commit).
+        return await self._write(self._finish_ends, ends, now, ended_state)
+
+    def _finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
+        return [self._finish_end(sid, now, ended_state, until) for sid, until in ends]
+
+    async def having_children(self, session_ids: Sequence[str]) -> set[str]:
+        return await self._read(self._having_children, list(session_ids))
+
+    def _having_children(self, session_ids: list[str]) -> set[str]:
+        having: set[str] = set()
+        for start in range(0, len(session_ids), 500):  # under any build's bound on parameters
+            chunk = session_ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT DISTINCT parent_id FROM sessions WHERE parent_id IN ({marks})", chunk
+            )
+            having.update(row[0] for row in rows)
+        return having
+
     def _delete(self, session_ids: Sequence[str]) -> None:
         params = [(sid,) for sid in session_ids]
         for table, column in (
