@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import inspect
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Collection, Mapping
 from typing import Any, Final, TypeVar
 
@@ -851,6 +852,9 @@ class SessionHub:
             # here rather than waking the task for a second pass at once.
             self._soonest = min(self._soonest, deadline)
         elif deadline < self._wake_at:
+            # Woken, the task reads the next deadline from the store at its pass (which sets
+            # _wake_at again): until then no create or touch needs to wake it once more.
+            self._wake_at = -math.inf
             self._wake.set()
 
     async def _reap_forever(self) -> None:

@@ -514,8 +514,9 @@ class MemoryStore(Store):
         idle = old.idle_timeout
         if idle is not None and not old.active_requests:  # the common case of expires_at()
             deadline: float | None = now + idle
-            if old.ttl is not None:
-                deadline = min(now + idle, old.created_at + old.ttl)
+            ttl = old.ttl
+            if ttl is not None and old.created_at + ttl < now + idle:
+                deadline = old.created_at + ttl
         else:
             deadline = expires_at(
                 created_at=old.created_at,
@@ -524,11 +525,11 @@ class MemoryStore(Store):
                 ttl=old.ttl,
                 active_requests=old.active_requests,
             )
-        new = _replace(
+        previous = old.expires_at
+        self._sessions[session_id] = new = _replace(
             old, last_activity_at=now, updated_at=now, expires_at=deadline, version=old.version + 1
         )
-        self._sessions[session_id] = new
-        if deadline is not None and (old.expires_at is None or deadline < old.expires_at):
+        if deadline is not None and (previous is None or deadline < previous):
             self._schedule(deadline, session_id)
         return new
 
