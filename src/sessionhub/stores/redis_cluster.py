@@ -964,6 +964,33 @@ class RedisClusterStore(RedisStore):
             await self._release_unique(session_id, ended.namespace, list(ended.labels.items()))
         return ended
 
+    async def finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
+        # Each end as finish_end does it (unique reservations released after it), all at once:
+        # the auto-pipeline sends them as one batch per primary.
+        replies = await asyncio.gather(
+            *(self.finish_end(sid, now, ended_state, until) for sid, until in ends),
+            return_exceptions=True,
+        )
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply  # the others are finished; the failed ones stay claimed
+        return [reply for reply in replies if not isinstance(reply, BaseException)]
+
+    async def having_children(self, session_ids: Sequence[str]) -> set[str]:
+        # A child is indexed in its own bucket: every bucket's ``parent:<id>`` of every id, asked
+        # at once (one pipelined batch per primary). The set exists while a child is live or
+        # claimed for its end (Redis drops empty sets).
+        asked = [(sid, f"{prefix}parent:{sid}") for sid in session_ids for prefix in self._prefixes]
+        try:
+            found = await asyncio.gather(*(self._call("EXISTS", key) for _, key in asked))
+        except RedisError as exc:
+            raise StoreUnavailable(
+                f"the Redis Cluster failed a children lookup: {exc.message}"
+            ) from None
+        return {sid for (sid, _), exists in zip(asked, found, strict=True) if exists}
+
     # fan-out reads
 
     async def find(self, query: Query, *, limit: int, cursor: str | None) -> Page:
