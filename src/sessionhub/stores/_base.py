@@ -70,6 +70,7 @@ __all__ = [
     "CreateRules",
     "Query",
     "Store",
+    "appended_records",
     "apply_change",
     "counter_overflow",
     "ending",
@@ -470,6 +471,16 @@ def apply_change(
         ),
         version=old.version + 1,
     )
+
+
+def appended_records(
+    first: int, records: Sequence[tuple[str, bytes]], now: float
+) -> list[HistoryRecord]:
+    """What ``history_append_many`` returns: ``records`` numbered on from ``first``."""
+    return [
+        HistoryRecord(seq=first + i, kind=kind, at=now, payload=msgspec.json.decode(payload))
+        for i, (kind, payload) in enumerate(records)
+    ]
 
 
 def pop_marker(popped: int, below: int) -> bytes:

@@ -52,6 +52,7 @@ from ._base import (
     CreateRules,
     Query,
     Store,
+    appended_records,
     apply_change,
     ending,
     pop_marker,
@@ -827,10 +828,7 @@ class MemoryStore(Store):
             history.records.append((kind, now, payload))
             history.counts[kind] += 1
         self._refresh(session_id, now)
-        return [
-            HistoryRecord(seq=first + i, kind=kind, at=now, payload=_decode(payload))
-            for i, (kind, payload) in enumerate(records)
-        ]
+        return appended_records(first, records, now)
 
     async def history_pop(
         self, session_id: str, kind: str, marker: str, now: float

@@ -134,7 +134,16 @@ from .._errors import (
 )
 from .._events import EventLog
 from .._models import EMPTY, DataEntry, HistoryRecord, Page, Session, json_encoder
-from ._base import DECODE_ERRORS, Change, CreateRules, Query, Store, counter_overflow, ending
+from ._base import (
+    DECODE_ERRORS,
+    Change,
+    CreateRules,
+    Query,
+    Store,
+    appended_records,
+    counter_overflow,
+    ending,
+)
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
 
@@ -1052,10 +1061,7 @@ class RedisStore(Store):
             first = await self._run("history_append_many", keys, args)
         except _Refusal as refusal:
             self._refused(refusal, session_id)
-        return [
-            HistoryRecord(seq=first + i, kind=kind, at=now, payload=_json_decode(payload))
-            for i, (kind, payload) in enumerate(records)
-        ]
+        return appended_records(first, records, now)
 
     async def history_pop(
         self, session_id: str, kind: str, marker: str, now: float

@@ -88,6 +88,7 @@ from ._base import (
     CreateRules,
     Query,
     Store,
+    appended_records,
     apply_change,
     ending,
     pop_marker,
@@ -1385,10 +1386,7 @@ class SQLiteStore(Store):
             "UPDATE sessions SET history_counts = ? WHERE id = ?", (_encode(counts), session_id)
         )
         self._refresh(session, now)
-        return [
-            HistoryRecord(seq=first + i, kind=kind, at=now, payload=_decode_json(payload))
-            for i, (kind, payload) in enumerate(records)
-        ]
+        return appended_records(first, records, now)
 
     async def history_pop(
         self, session_id: str, kind: str, marker: str, now: float
