@@ -70,10 +70,12 @@ __all__ = [
     "CreateRules",
     "Query",
     "Store",
+    "accepting_activity",
     "appended_records",
     "apply_change",
     "counter_overflow",
     "ending",
+    "live_session",
     "pop_marker",
     "stack_top",
 ]
@@ -94,6 +96,22 @@ DECODE_ERRORS: Final = (
 def ending(session_id: str) -> SessionNotFound:
     """The error of an activity on a session claimed for its end."""
     return SessionNotFound(session_id, f"session is being ended: {shortened(session_id)}")
+
+
+def live_session(session: Session | None, session_id: str) -> Session:
+    """``session`` (the record read for ``session_id``) if it is live; ``SessionNotFound``."""
+    if session is None or session.ended_at is not None:
+        raise SessionNotFound(session_id)
+    return session
+
+
+def accepting_activity(session: Session | None, session_id: str) -> Session:
+    """``session`` if it is live and not being ended: one that accepts activity."""
+    if session is None or session.ended_at is not None:
+        raise SessionNotFound(session_id)
+    if session.end_reason is not None:
+        raise ending(session_id)
+    return session
 
 
 def counter_overflow(name: str, value: int, delta: int) -> ValidationError:

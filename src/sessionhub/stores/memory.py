@@ -52,9 +52,11 @@ from ._base import (
     CreateRules,
     Query,
     Store,
+    accepting_activity,
     appended_records,
     apply_change,
     ending,
+    live_session,
     pop_marker,
     stack_top,
 )
@@ -268,17 +270,10 @@ class MemoryStore(Store):
         self._listings[session.namespace].drop(self._belongs_to(session.namespace))
 
     def _live_session(self, session_id: str) -> Session:
-        session = self._sessions.get(session_id)
-        if session is None or session.ended_at is not None:
-            raise SessionNotFound(session_id)
-        return session
+        return live_session(self._sessions.get(session_id), session_id)
 
     def _active_session(self, session_id: str) -> Session:
-        """A live session that is not being ended: one that accepts activity."""
-        session = self._live_session(session_id)
-        if session.end_reason is not None:
-            raise ending(session_id)
-        return session
+        return accepting_activity(self._sessions.get(session_id), session_id)
 
     # deadlines
 

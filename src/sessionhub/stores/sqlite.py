@@ -88,9 +88,10 @@ from ._base import (
     CreateRules,
     Query,
     Store,
+    accepting_activity,
     appended_records,
     apply_change,
-    ending,
+    live_session,
     pop_marker,
     stack_top,
 )
@@ -718,17 +719,10 @@ class SQLiteStore(Store):
         return sessions
 
     def _live(self, session_id: str) -> Session:
-        session = self._record(session_id)
-        if session is None or session.ended_at is not None:
-            raise SessionNotFound(session_id)
-        return session
+        return live_session(self._record(session_id), session_id)
 
     def _active(self, session_id: str) -> Session:
-        """A live session that is not being ended: one that accepts activity."""
-        session = self._live(session_id)
-        if session.end_reason is not None:
-            raise ending(session_id)
-        return session
+        return accepting_activity(self._record(session_id), session_id)
 
     def _readable(self, session_id: str, now: float) -> None:
         row = self._db.execute(
