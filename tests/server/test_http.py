@@ -624,3 +624,30 @@ async def test_the_asgi_lifespan_shutdown_ends_live_sessions() -> None:
     await asyncio.wait_for(lifespan, WAIT)
     assert sent[-1] == {"type": "lifespan.shutdown.complete"}
     assert sorted(calls) == [("a", "shutdown"), ("b", "shutdown")]
+
+
+def test_history_batch_and_pop_over_the_wire(http: httpx.Client) -> None:
+    assert http.post("/v1/sessions", json={"id": "st"}).status_code == 201
+    batch = http.post(
+        "/v1/sessions/st/history/batch",
+        json={"records": [{"kind": "item", "payload": {"n": 1}}, {"kind": "item"}]},
+    )
+    assert batch.status_code == 201, batch.text
+    items = batch.json()["items"]
+    assert [(r["seq"], r["kind"], r["payload"]) for r in items] == [
+        (1, "item", {"n": 1}),
+        (2, "item", None),
+    ]
+    assert items == http.get("/v1/sessions/st/history").json()["items"]
+    pops = [
+        http.post("/v1/sessions/st/history/pop", json={"kind": "item", "marker": "pop"})
+        for _ in range(3)
+    ]
+    assert [p.status_code for p in pops] == [200, 200, 200]
+    assert [p.json() for p in pops] == [
+        {"record": items[1]},
+        {"record": items[0]},
+        {"record": None},
+    ]
+    counts = http.get("/v1/sessions/st/history/counts").json()
+    assert counts == {"counts": {"item": 2, "pop": 2}}
