@@ -138,8 +138,25 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
     assert set(record) == RECORD_KEYS
     assert (record["seq"], record["kind"], record["payload"]) == (1, "call", [1])
     assert call("GET", S + "/history", "/v1/sessions/s1/history") == {"items": [record]}
+    batch = call(
+        "POST",
+        S + "/history/batch",
+        "/v1/sessions/s1/history/batch",
+        201,
+        json={"records": [{"kind": "item", "payload": {"n": 1}}, {"kind": "item"}]},
+    )
+    assert [(r["seq"], r["kind"], r["payload"]) for r in batch["items"]] == [
+        (2, "item", {"n": 1}),
+        (3, "item", None),
+    ]
+    assert all(set(r) == RECORD_KEYS for r in batch["items"])
+    pop = ("POST", S + "/history/pop", "/v1/sessions/s1/history/pop")
+    body = {"kind": "item", "marker": "pop"}
+    assert call(*pop, json=body) == {"record": batch["items"][1]}
+    assert call(*pop, json=body) == {"record": batch["items"][0]}
+    assert call(*pop, json=body) == {"record": None}
     assert call("GET", S + "/history/counts", "/v1/sessions/s1/history/counts") == {
-        "counts": {"call": 1}
+        "counts": {"call": 1, "item": 2, "pop": 2}
     }
 
     ended = call("DELETE", "/v1/users/{user_id}/sessions", "/v1/users/nobody/sessions")
@@ -624,30 +641,3 @@ async def test_the_asgi_lifespan_shutdown_ends_live_sessions() -> None:
     await asyncio.wait_for(lifespan, WAIT)
     assert sent[-1] == {"type": "lifespan.shutdown.complete"}
     assert sorted(calls) == [("a", "shutdown"), ("b", "shutdown")]
-
-
-def test_history_batch_and_pop_over_the_wire(http: httpx.Client) -> None:
-    assert http.post("/v1/sessions", json={"id": "st"}).status_code == 201
-    batch = http.post(
-        "/v1/sessions/st/history/batch",
-        json={"records": [{"kind": "item", "payload": {"n": 1}}, {"kind": "item"}]},
-    )
-    assert batch.status_code == 201, batch.text
-    items = batch.json()["items"]
-    assert [(r["seq"], r["kind"], r["payload"]) for r in items] == [
-        (1, "item", {"n": 1}),
-        (2, "item", None),
-    ]
-    assert items == http.get("/v1/sessions/st/history").json()["items"]
-    pops = [
-        http.post("/v1/sessions/st/history/pop", json={"kind": "item", "marker": "pop"})
-        for _ in range(3)
-    ]
-    assert [p.status_code for p in pops] == [200, 200, 200]
-    assert [p.json() for p in pops] == [
-        {"record": items[1]},
-        {"record": items[0]},
-        {"record": None},
-    ]
-    counts = http.get("/v1/sessions/st/history/counts").json()
-    assert counts == {"counts": {"item": 2, "pop": 2}}
