@@ -301,17 +301,20 @@ local function readable(sk, now)
 end
 """
 
-# args: prefix, maxlen, max_sessions, max_per_user, unique names (counted), fields of the record.
+# args: prefix, maxlen, max_sessions, max_per_user, id, namespace, state, user, parent (user and
+# parent '' for none), deadline ('' for none), created at, the event's snapshot (MessagePack of the
+# record's fields, packed by the caller), labels (counted pairs), unique labels the session has
+# (counted pairs), then the record's fields ('dq' included when it has a deadline). The caller
+# passes what the function needs apart from the record, so it reads no field of it: building
+# tables of the record and packing the snapshot were most of create's CPU.
 _CREATE = r"""
 local sk = KEYS[1]
-local uniq, pos = take_list(5, false)
-local flat = {}
-local h = {}
-for i = pos, #ARGV, 2 do
-  h[ARGV[i]] = ARGV[i + 1]
-  flat[#flat + 1] = ARGV[i]
-  flat[#flat + 1] = ARGV[i + 1]
-end
+local h = {id = ARGV[5], ns = ARGV[6], st = ARGV[7], ea = ARGV[10], ca = ARGV[11]}
+if ARGV[8] ~= '' then h.u = ARGV[8] end
+if ARGV[9] ~= '' then h.p = ARGV[9] end
+local labels, pos = take_list(13, true)
+local uniq
+uniq, pos = take_list(pos, true)
 local sid = h.id
 if redis.call('EXISTS', sk) == 1 then fail('DUPID') end
 if h.p then
@@ -326,30 +329,30 @@ if max_user and h.u then
   local owned = redis.call('ZCARD', P .. 'user:' .. h.u)
   if owned >= max_user then fail('QUOTA', owned) end
 end
-for _, name in ipairs(uniq) do
-  local value = h['l:' .. name]
-  if value then
-    local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, name, value))
-    if holder and holder ~= sid then fail('DUPLABEL', name, value, holder, h.ns) end
-  end
+for i = 1, #uniq, 2 do
+  local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]))
+  if holder and holder ~= sid then fail('DUPLABEL', uniq[i], uniq[i + 1], holder, h.ns) end
 end
-if h.ea then
-  -- Queued with the record: the deadline entry and its 'dq' field go in the same HSET.
-  redis.call('ZADD', P .. 'deadlines', h.ea, sid)
-  flat[#flat + 1] = 'dq'
-  flat[#flat + 1] = h.ea
+-- The record straight from the arguments, in slices (unpack's limit on the Lua stack).
+while pos <= #ARGV do
+  local last = math.min(pos + 199, #ARGV)
+  redis.call('HSET', sk, unpack(ARGV, pos, last))
+  pos = last + 1
 end
-hset_many(sk, flat)
-local labels = labels_of(h)
-for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZADD', key, 0, sid) end
+if h.ea ~= '' then redis.call('ZADD', P .. 'deadlines', h.ea, sid) end
+redis.call('ZADD', P .. 'live', 0, sid)
+redis.call('ZADD', P .. 'ns:' .. h.ns, 0, sid)
+if h.u then redis.call('ZADD', P .. 'user:' .. h.u, 0, sid) end
+if h.p then redis.call('ZADD', P .. 'parent:' .. h.p, 0, sid) end
+for i = 1, #labels, 2 do redis.call('ZADD', label_key(labels[i], labels[i + 1]), 0, sid) end
 redis.call('ZADD', P .. 'all', 0, sid)
 redis.call('ZADD', P .. 'all:' .. h.ns, 0, sid)
-for _, name in ipairs(uniq) do
-  local value = labels[name]
-  if value then redis.call('HSET', P .. 'uniq', unique_field(h.ns, name, value), sid) end
+for i = 1, #uniq, 2 do
+  redis.call('HSET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]), sid)
 end
 census(h.ns, h.st, 1)
-return emit('created', h.ca, flat)
+return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+  'k', 'created', 'a', h.ca, 's', ARGV[12])
 """
 
 # args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,

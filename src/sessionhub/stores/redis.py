@@ -153,6 +153,7 @@ logger = logging.getLogger("sessionhub.redis")
 
 _json_decode = msgspec.json.decode
 _msgpack_decode = msgspec.msgpack.Decoder(list[str]).decode
+_msgpack_encode = msgspec.msgpack.Encoder().encode
 _DEFAULT_PREFIX = "sessionhub:"
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
@@ -259,6 +260,12 @@ def _encode_session(session: Session) -> list[Arg]:
     for counter, count in session.counters.items():
         out += ("c:" + counter, str(count))
     return out
+
+
+def _snapshot(record: list[Arg]) -> bytes:
+    """An event's session snapshot as the functions pack it (``cmsgpack.pack`` of the record's
+    fields: every item a MessagePack string), packed here so that ``create`` need not in Lua."""
+    return _msgpack_encode([item.decode() if isinstance(item, bytes) else item for item in record])
 
 
 def _counted(items: Sequence[Arg] | None, width: int = 1) -> list[Arg]:
@@ -648,14 +655,34 @@ class RedisStore(Store):
     # sessions
 
     async def create(self, session: Session, rules: CreateRules) -> Session:
-        unique = list(rules.unique_labels)
+        record = _encode_session(session)
+        deadline = "" if session.expires_at is None else repr(float(session.expires_at))
+        if deadline:
+            record += ("dq", deadline)  # queued with the record (the deadline index's score)
+        labels = _pairs(session.labels)
+        unique = [
+            item
+            for name in rules.unique_labels
+            if name in session.labels
+            for item in (name, session.labels[name])
+        ]
         args: list[Arg] = [
             self._maxlen,
             "" if rules.max_sessions is None else rules.max_sessions,
             "" if rules.max_sessions_per_user is None else rules.max_sessions_per_user,
-            len(unique),
+            session.id,
+            session.namespace,
+            session.state,
+            session.user_id or "",
+            session.parent_id or "",
+            deadline,
+            repr(float(session.created_at)),
+            _snapshot(record),
+            len(labels) // 2,
+            *labels,
+            len(unique) // 2,
             *unique,
-            *_encode_session(session),
+            *record,
         ]
         try:
             event_id = await self._run("create", [self._key("s", session.id)], args)
