@@ -292,10 +292,10 @@ end
 -- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
 -- finish_end gave the 'retained' index), even before purge removes them.
 local function readable(sk, now)
-  local h = fields(sk, {'id', 'en'})
-  if h.id == nil then fail('NOTFOUND') end
-  if h.en ~= nil then
-    local kept = redis.call('ZSCORE', P .. 'retained', h.id)
+  local h = redis.call('HMGET', sk, 'id', 'en')  -- no table of fields: reads are the hot path
+  if not h[1] then fail('NOTFOUND') end
+  if h[2] then
+    local kept = redis.call('ZSCORE', P .. 'retained', h[1])
     if not kept or tonumber(kept) <= tonumber(now) then fail('NOTFOUND') end
   end
 end
@@ -345,8 +345,6 @@ redis.call('ZADD', P .. 'ns:' .. h.ns, 0, sid)
 if h.u then redis.call('ZADD', P .. 'user:' .. h.u, 0, sid) end
 if h.p then redis.call('ZADD', P .. 'parent:' .. h.p, 0, sid) end
 for i = 1, #labels, 2 do redis.call('ZADD', label_key(labels[i], labels[i + 1]), 0, sid) end
-redis.call('ZADD', P .. 'all', 0, sid)
-redis.call('ZADD', P .. 'all:' .. h.ns, 0, sid)
 for i = 1, #uniq, 2 do
   redis.call('HSET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]), sid)
 end
@@ -680,7 +678,10 @@ if tonumber(ARGV[5]) > tonumber(now) then
   redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
   if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
   redis.call('ZADD', P .. 'retained', ARGV[5], sid)
+  redis.call('ZADD', P .. 'ended', 0, sid)
+  redis.call('ZADD', P .. 'ended:' .. h.ns, 0, sid)
 else
+  -- Only sessions created before the 'ended' indexes are in 'all' (see find).
   redis.call('ZREM', P .. 'all', sid)
   redis.call('ZREM', P .. 'all:' .. h.ns, sid)
   redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
@@ -719,7 +720,9 @@ for _, sid in ipairs(due) do
   local sk = skey(sid)
   local h = fields(sk, {'en', 'ns'})
   if h.en ~= nil then
-    redis.call('ZREM', P .. 'all', sid)
+    redis.call('ZREM', P .. 'ended', sid)
+    redis.call('ZREM', P .. 'ended:' .. h.ns, sid)
+    redis.call('ZREM', P .. 'all', sid)  -- sessions created before the 'ended' indexes
     redis.call('ZREM', P .. 'all:' .. h.ns, sid)
     redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
     n = n + 1
@@ -742,58 +745,102 @@ if user ~= '' then narrow[#narrow + 1] = P .. 'user:' .. user end
 if parent ~= '' then narrow[#narrow + 1] = P .. 'parent:' .. parent end
 for i = 1, #labels, 2 do narrow[#narrow + 1] = label_key(labels[i], labels[i + 1]) end
 
--- The narrowest index that holds every match ('all' indexes add the retained ended sessions).
-local source
+-- The indexes whose union holds every match, in id order. With filters of their own, the narrowest
+-- (live sessions only, as ever). Otherwise the live index, and with include_ended the retained
+-- ended sessions too ('ended', written when a session ends with a retention), and 'all' if it
+-- exists: a store of an earlier version listed live and retained sessions there, written at create
+-- (two index writes per create that most sessions, ended without retention, never needed).
+local sources
 if #narrow > 0 then
   local best = nil
   for _, key in ipairs(narrow) do
     local n = redis.call('ZCARD', key)
     if best == nil or n < best then
       best = n
-      source = key
+      sources = {key}
     end
   end
-elseif ns ~= '' then
-  source = P .. (include_ended and 'all:' or 'ns:') .. ns
 else
-  source = P .. (include_ended and 'all' or 'live')
+  local suffix = ''
+  if ns ~= '' then suffix = ':' .. ns end
+  sources = {P .. (ns ~= '' and 'ns' or 'live') .. suffix}
+  if include_ended then
+    sources[2] = P .. 'ended' .. suffix
+    if redis.call('EXISTS', P .. 'all' .. suffix) == 1 then sources[3] = P .. 'all' .. suffix end
+  end
 end
 
--- Counting needs no reads when the source index is exactly the query.
-if counting and state == '' and (#narrow == 0 or (#narrow == 1 and ns == '')) then
-  return redis.call('ZCARD', source)
+-- Counting needs no reads when the indexes are exactly the query (live and ended are disjoint;
+-- 'all' overlaps both).
+if counting and state == '' and #sources < 3 and (#narrow == 0 or (#narrow == 1 and ns == '')) then
+  local n = 0
+  for _, key in ipairs(sources) do n = n + redis.call('ZCARD', key) end
+  return n
+end
+
+-- Byte order (Lua's '<' on strings follows the server's locale), for merging the indexes.
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local from = '-'
+if cursor ~= '' then from = '(' .. cursor end
+local streams = {}
+for i, key in ipairs(sources) do streams[i] = {key = key, from = from, ids = {}, at = 1} end
+local function head(s)
+  if s.at > #s.ids then
+    if s.from == nil then return nil end
+    s.ids = redis.call('ZRANGEBYLEX', s.key, s.from, '+', 'LIMIT', 0, 256)
+    s.at = 1
+    s.from = nil
+    if #s.ids == 256 then s.from = '(' .. s.ids[256] end
+  end
+  return s.ids[s.at]
+end
+local function next_id()
+  -- The lowest id at the head of any index; taken from every index that has it.
+  local low = nil
+  for _, s in ipairs(streams) do
+    local sid = head(s)
+    if sid ~= nil and (low == nil or before(sid, low)) then low = sid end
+  end
+  if low ~= nil then
+    for _, s in ipairs(streams) do
+      if s.ids[s.at] == low then s.at = s.at + 1 end
+    end
+  end
+  return low
 end
 
 local out = {}
 local count = 0
-local from = '-'
-if cursor ~= '' then from = '(' .. cursor end
 while true do
-  local ids = redis.call('ZRANGEBYLEX', source, from, '+', 'LIMIT', 0, 256)
-  for _, sid in ipairs(ids) do
-    local h, flat = load(skey(sid))
-    local ok = h ~= nil
-      and (ns == '' or h.ns == ns)
-      and (user == '' or h.u == user)
-      and (parent == '' or h.p == parent)
-      and (state == '' or h.st == state)
-      and (include_ended or h.en == nil)
-    if ok then
-      for i = 1, #labels, 2 do
-        if h['l:' .. labels[i]] ~= labels[i + 1] then ok = false end
-      end
-    end
-    if ok then
-      if counting then
-        count = count + 1
-      else
-        out[#out + 1] = flat
-        if #out > limit then return out end
-      end
+  local sid = next_id()
+  if sid == nil then break end
+  local h, flat = load(skey(sid))
+  local ok = h ~= nil
+    and (ns == '' or h.ns == ns)
+    and (user == '' or h.u == user)
+    and (parent == '' or h.p == parent)
+    and (state == '' or h.st == state)
+    and (include_ended or h.en == nil)
+  if ok then
+    for i = 1, #labels, 2 do
+      if h['l:' .. labels[i]] ~= labels[i + 1] then ok = false end
     end
   end
-  if #ids < 256 then break end
-  from = '(' .. ids[#ids]
+  if ok then
+    if counting then
+      count = count + 1
+    else
+      out[#out + 1] = flat
+      if #out > limit then return out end
+    end
+  end
 end
 if counting then return count end
 return out
@@ -851,14 +898,31 @@ refresh(KEYS[1], h, ARGV[4])
 return seq
 """
 
-# keys: session, history. args: prefix, after, limit, newest first, kind, now. Returns seq, record
+# keys: session, history. args: prefix, after, limit, newest first, kind, now. Returns, without a
+# kind, the first record's seq and the records (consecutive, oldest first); with a kind, seq, record
 # pairs.
 _HISTORY_READ = r"""
 readable(KEYS[1], ARGV[6])
 local limit = tonumber(ARGV[3])
 local kind = ARGV[5]
-local tag = kind .. '\t'
 local n = redis.call('LLEN', KEYS[2])
+if kind == '' then
+  -- One LRANGE, returned as it came: the caller numbers and orders the records (a Lua loop
+  -- building pairs cost more than the read).
+  local lo, hi
+  if ARGV[4] == '1' then
+    hi = n - 1
+    if ARGV[2] ~= '' then hi = math.min(tonumber(ARGV[2]) - 1, n) - 1 end
+    lo = math.max(hi - limit + 1, 0)
+  else
+    lo = 0
+    if ARGV[2] ~= '' then lo = math.max(tonumber(ARGV[2]), 0) end
+    hi = math.min(lo + limit - 1, n - 1)
+  end
+  if limit < 1 or hi < lo then return {0, {}} end
+  return {lo + 1, redis.call('LRANGE', KEYS[2], lo, hi)}
+end
+local tag = kind .. '\t'
 local out = {}
 local chunk = 256
 if kind == '' then chunk = limit end

@@ -113,7 +113,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import msgspec
@@ -1049,20 +1049,25 @@ class RedisStore(Store):
             repr(float(now)),
         ]
         try:
-            flat = await self._run("history_read", keys, args)
+            reply = await self._run("history_read", keys, args)
         except _Refusal as refusal:
             self._refused(refusal, session_id)
+        numbered: Iterable[tuple[int, str]]
+        if kind:
+            numbered = zip(reply[::2], reply[1::2], strict=True)
+        else:  # the first seq, then consecutive records oldest first
+            numbered = enumerate(reply[1], reply[0])
+            if newest_first:
+                numbered = reversed(list(numbered))
         records = []
-        for i in range(0, len(flat), 2):
-            record_kind, at, payload = flat[i + 1].split("\t", 2)
+        for seq, record in numbered:
+            record_kind, at, payload = record.split("\t", 2)
             try:
                 decoded = _json_decode(payload)
             except DECODE_ERRORS as exc:
-                self.damaged(f"history record {flat[i]} of session {session_id}", exc)
+                self.damaged(f"history record {seq} of session {session_id}", exc)
                 continue
-            records.append(
-                HistoryRecord(seq=flat[i], kind=record_kind, at=float(at), payload=decoded)
-            )
+            records.append(HistoryRecord(seq=seq, kind=record_kind, at=float(at), payload=decoded))
         return records
 
     async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
