@@ -48,7 +48,12 @@ read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
 
 ==========================  =====================================================================
 ``P live``, ``P ns:<ns>``   live sessions: all, per namespace
-``P all``, ``P all:<ns>``   live and retained ended sessions (``include_ended``)
+``P ended``, ``P ended:<ns>``
+                            ended sessions kept for a retention (``include_ended``: merged with
+                            ``live`` / ``ns:<ns>`` by id), written when a session ends retained
+``P all``, ``P all:<ns>``   only in data written by earlier versions (before issue 12's Redis CPU
+                            work): live and retained ended sessions, written at create; still read
+                            (merged) and emptied as those sessions end or are purged
 ``P user:<u>``              live sessions of a user
 ``P parent:<id>``           live children of a session
 ``P label:<n>:<name>=<v>``  live sessions with a label (``<n>`` the name's byte length)
