@@ -35,10 +35,21 @@ record, writes the three or four fields that change and returns the record edite
 and ``finish_end`` write their fixed fields in one ``HSET`` each without the writer; the claimed
 sessions of one ``claim_expired`` pass leave the deadline index in one ``ZREMRANGEBYRANK`` (not one
 ``ZREM`` each); a claim leaves the session's ``dq`` field for ``finish_end`` to drop (one ``HDEL``
-fewer). The record format is unchanged, so stores of every version read each other's data. What
-remains per ``create`` is mostly its index writes (``ZADD`` to ``live``, ``ns:``, ``all``,
-``all:``, ``deadlines``, ``user:``), the census and the event. ``benchmarks/bench_redis.py`` prints
-the figures beside the previous library's.
+fewer). The record format is unchanged, so stores of every version read each other's data.
+``benchmarks/bench_redis.py`` prints the figures beside the previous library's.
+
+``create`` then: the store sends what the function needs besides the record (id, namespace, user,
+parent, deadline, labels, the unique labels the session has) and the event's snapshot already
+packed (MessagePack of the record's fields, as ``cmsgpack.pack`` wrote it), so the function builds
+no table of the record and packs nothing; and it no longer writes ``all`` / ``all:<ns>``: an ended
+session kept for a retention enters ``ended`` / ``ended:<ns>`` in ``finish_end`` (so an end with a
+retention writes the two entries a create no longer does; most sessions end without one), and
+``find`` merges those indexes with the live ones by id. Data of earlier versions, whose ``all``
+indexes hold live sessions too, reads unchanged (see ``_FIND``). What a create costs now is its
+commands: each ``redis.call`` costs about a microsecond on this machine whatever it does, and a
+create makes eight (``EXISTS``, ``HSET``, ``ZADD`` to ``deadlines``, ``live``, ``ns:``, ``user:``,
+the census, the ``XADD``). History reads without a kind return the ``LRANGE`` as it came, numbered
+by the store; ``readable`` reads the two fields it needs without building a table.
 """
 
 from __future__ import annotations
