@@ -397,7 +397,10 @@ class MemoryStore(Store):
         sessions[sid] = session
         self._live += 1
         namespace = session.namespace
-        self._count_state(namespace, session.state, 1)
+        states = self._census.get(namespace)  # _count_state(namespace, state, 1), inlined
+        if states is None:
+            states = self._census[namespace] = {}
+        states[session.state] = states.get(session.state, 0) + 1
         listing = self._listings.get(namespace)
         if listing is None:
             listing = self._listings[namespace] = _Listing()
@@ -406,7 +409,11 @@ class MemoryStore(Store):
         if len(fresh) >= _RUN:
             listing.seal()
         if user is not None:
-            _add(self._by_user, user, sid)
+            by_user = self._by_user
+            if user in by_user:
+                _add(by_user, user, sid)
+            else:  # a user's first session: the id alone, no container (_add's common case)
+                by_user[user] = sid
         if session.parent_id is not None or session.labels:
             if session.parent_id is not None:
                 _add(self._by_parent, session.parent_id, sid)
