@@ -134,6 +134,7 @@ class SessionHub:
             max_sessions=self.limits.max_sessions,
             max_sessions_per_user=self.limits.max_sessions_per_user,
         )
+        self._touch_now = self.store.touch_now  # read once: touch is the hottest write
         self._reaper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._wake_at = float("inf")  # when the sleeping expiry task wakes up by itself
@@ -499,7 +500,7 @@ class SessionHub:
 
     async def touch(self, session_id: str) -> Session:
         """A heartbeat: refresh activity, so the idle timeout starts again."""
-        touch_now = self.store.touch_now
+        touch_now = self._touch_now
         if touch_now is None or type(session_id) is not str:
             return await self._modify(session_id, Change(now=self.clock(), touch=True))
         try:
