@@ -111,6 +111,7 @@ class SessionHub:
         auto_expire: bool = True,
     ) -> None:
         self.store = store_from_url(store) if isinstance(store, str) else store
+        self._touch_now = self.store.touch_now  # read once: touch is the hottest write
         self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
         self.ttl = check_timeout(ttl, "ttl")
         self.lifecycle = lifecycle
@@ -134,7 +135,6 @@ class SessionHub:
             max_sessions=self.limits.max_sessions,
             max_sessions_per_user=self.limits.max_sessions_per_user,
         )
-        self._touch_now = self.store.touch_now  # read once: touch is the hottest write
         self._reaper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._wake_at = float("inf")  # when the sleeping expiry task wakes up by itself
