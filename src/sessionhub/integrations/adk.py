@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, Versio
 from .._hub import SessionHub
 from .._models import DataEntry
 from .._models import Session as HubSession
+from ._adk_cache import EventCache
 from ._hubs import Hub, HubLink, hub_name
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
@@ -62,6 +64,10 @@ _HEAD = "adk"
 _EVENT = "event"
 _PAGE = 1000  # the most records one history read returns
 _EVENT_CACHE = 10_000  # parsed events kept per service
+# a session's incarnation: this process's token and a counter (an id deleted and made again is a
+# new incarnation, whose revisions are other events)
+_PROCESS = secrets.token_hex(8)
+_INCARNATIONS = itertools.count()
 _STALE = (
     "The session has been modified in storage since it was loaded: another writer appended to "
     "it. Reload it with get_session and try again."
@@ -88,6 +94,7 @@ class _Head(msgspec.Struct, kw_only=True):
     state: dict[str, Any] = msgspec.field(default_factory=dict)
     time: float = 0.0
     pending: str | None = None  # the event of this revision, as JSON
+    gen: str | None = None  # the incarnation (absent from heads written before it existed)
 
     @classmethod
     def of(cls, entry: DataEntry | None) -> _Head:
@@ -150,7 +157,7 @@ class SessionHubSessionService(BaseSessionService):
         self._link = HubLink(hub)
         self.idle_timeout = idle_timeout
         self.ttl = ttl
-        self._events: dict[str, Event] = {}  # parsed events by their JSON, oldest first
+        self._events = EventCache(_EVENT_CACHE)
 
     @property
     def hub(self) -> Hub:
@@ -204,7 +211,8 @@ class SessionHubSessionService(BaseSessionService):
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
         await self._write_scoped(hub, app_name, user_id, app_delta, user_delta)
         now = platform_time.get_time()
-        head = {"rev": 0, "state": session_state, "time": now, "pending": None}
+        gen = f"{_PROCESS}-{next(_INCARNATIONS)}"
+        head = {"rev": 0, "state": session_state, "time": now, "pending": None, "gen": gen}
         entry = await hub.data(key).set(_HEAD, head, expected_version=0)
         session = HubBackedSession(
             id=session_id, app_name=app_name, user_id=user_id, state=session_state
@@ -250,21 +258,27 @@ class SessionHubSessionService(BaseSessionService):
         """The events ``config`` asks for, oldest first, as of ``head``; and whether the head's
         own event is in the history.
 
-        Walks the history from its newest record, taking revisions from the head's down while
-        ``num_recent_events`` and ``after_timestamp`` allow, exactly as ``InMemorySessionService``
-        cuts its list. Records of revisions past the head (appended since it was read) and
-        duplicates are skipped.
+        Walks the revisions from the head's down while ``num_recent_events`` and
+        ``after_timestamp`` allow, exactly as ``InMemorySessionService`` cuts its list. When this
+        process has every revision the walk may need cached (it recorded or read them), the
+        history is not read at all; otherwise it is read from its newest record, page by page as
+        the walk goes, skipping records of revisions past the head (appended since it was read)
+        and duplicates.
         """
         wanted = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
         # read once: the flag reads the environment, a fifth of a 50-event get
         shared = is_feature_enabled(FeatureName.IN_MEMORY_SESSION_SERVICE_LIGHT_COPY)
-        found: dict[int, str] = {}
-        recorded = head.rev == 0
+        cached = self._events.revisions(key, head.gen)
+        lowest = 1 if wanted is None else head.rev - wanted + 1
+        if head.gen is not None and all(r in cached for r in range(max(lowest, 1), head.rev + 1)):
+            found, exhausted = cached, True  # all known: no history read
+        else:
+            found, exhausted = {}, False
+        recorded = head.rev == 0 or head.rev in found
         taken: list[Event] = []
         next_rev = head.rev
         cursor: int | None = None
-        exhausted = False
         while next_rev > 0 and (wanted is None or len(taken) < wanted):
             if next_rev not in found and not exhausted:
                 size = _PAGE if wanted is None else min(_PAGE, wanted - len(taken) + 1)
@@ -275,34 +289,24 @@ class SessionHubSessionService(BaseSessionService):
                 for record in page:
                     cursor = record.seq
                     rev = record.payload["rev"]
-                    if rev <= head.rev:
-                        found.setdefault(rev, record.payload["event"])
+                    if rev <= head.rev and rev not in found:
+                        found[rev] = self._events.record(key, head.gen, rev, record.payload["event"])
                 recorded = recorded or head.rev in found
                 continue
-            raw = found.pop(next_rev, None)
-            if raw is None:
-                if next_rev != head.rev or head.pending is None:
-                    break  # a revision is missing: return what is contiguous
-                raw = head.pending  # written by a writer that has not recorded it (yet)
-            event = self._event(raw, shared)
+            known = found.get(next_rev)
+            if known is not None:
+                event = known.event() if shared else known.copy()
+            elif next_rev == head.rev and head.pending is not None:
+                # written by a writer that has not recorded it (yet): parsed for this read only
+                event = Event.model_validate_json(head.pending)
+            else:
+                break  # a revision is missing: return what is contiguous
             if after is not None and event.timestamp < after:
                 break
             taken.append(event)
             next_rev -= 1
         taken.reverse()
         return taken, recorded
-
-    def _event(self, raw: str, shared: bool) -> Event:
-        """The event stored as ``raw``, copied for the caller exactly as ADK's in-memory service
-        copies the events it returns: deeply, or not at all (``shared``) under ADK's
-        ``IN_MEMORY_SESSION_SERVICE_LIGHT_COPY`` feature. A stored event never changes, so each
-        is parsed once: a deep copy costs about half of pydantic's parse (Event's validators)."""
-        event = self._events.get(raw)
-        if event is None:
-            event = self._events[raw] = Event.model_validate_json(raw)
-            if len(self._events) > _EVENT_CACHE:
-                del self._events[next(iter(self._events))]  # the oldest parsed
-        return event if shared else copy.deepcopy(event)
 
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
@@ -405,11 +409,13 @@ class SessionHubSessionService(BaseSessionService):
                 "state": {**head.state, **session_delta},
                 "time": event.timestamp,
                 "pending": raw,
+                "gen": head.gen,
             }
             recorded = True
             try:
                 entry = await hub.data(key).set(_HEAD, new_head, expected_version=head.version)
                 await self._record(hub, key, head, entry, raw, session)
+                self._events.record(key, head.gen, head.rev + 1, raw)
             except VersionConflict:
                 entry = await self._retried(hub, key, raw)
                 recorded = False  # the first attempt may have died before recording it
@@ -432,7 +438,13 @@ class SessionHubSessionService(BaseSessionService):
         try:
             await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
         except PayloadTooLarge:
-            old = {"rev": head.rev, "state": head.state, "time": head.time, "pending": head.pending}
+            old = {
+                "rev": head.rev,
+                "state": head.state,
+                "time": head.time,
+                "pending": head.pending,
+                "gen": head.gen,
+            }
             restored = await hub.data(key).set(_HEAD, old, expected_version=entry.version)
             if isinstance(session, HubBackedSession):
                 session._head = _Head.of(restored)
@@ -467,6 +479,7 @@ class SessionHubSessionService(BaseSessionService):
         if head.pending is not None and not await self._recorded(hub, key, head):
             # its writer died, or has not recorded it yet: record it before moving past it
             await hub.history(key).append(_EVENT, _event_record(head.rev, head.pending))
+            self._events.record(key, head.gen, head.rev, head.pending)
         return head
 
     @staticmethod
