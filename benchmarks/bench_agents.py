@@ -52,7 +52,11 @@ Op = Callable[[int], Awaitable[object]]
 
 # each store beside the peer of its kind: memory with memory, persistent with persistent
 ADK_LIKE = {"memory": "InMemory", "sqlite": "Database(SQLite)", "redis": "Database(SQLite)"}
-AGENTS_LIKE = {"memory": "SQLiteSession(memory)", "sqlite": "SQLiteSession", "redis": "RedisSession"}
+AGENTS_LIKE = {
+    "memory": "SQLiteSession(memory)",
+    "sqlite": "SQLiteSession",
+    "redis": "RedisSession",
+}
 
 
 async def per_op_ms(n: int, op: Op) -> float:

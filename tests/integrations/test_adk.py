@@ -305,7 +305,8 @@ async def test_adk_service_over_a_url(tmp_path: Path) -> None:
 
 
 def said(event: Event) -> str:
-    assert event.content is not None and event.content.parts
+    assert event.content is not None
+    assert event.content.parts
     return event.content.parts[0].text or ""
 
 
@@ -350,7 +351,8 @@ async def test_adk_events_read_are_the_callers_to_change(open_agent_hub: OpenHub
             (got,) = read.events
             assert got == event
             assert got is not event
-            assert got.content is not None and got.content.parts
+            assert got.content is not None
+            assert got.content.parts
             got.content.parts[0].text = "changed"
             got.actions.state_delta["k"].append(3)
             got.actions.state_delta["new"] = True
