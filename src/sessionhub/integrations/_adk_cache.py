@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from google.adk.events.event import Event
@@ -20,13 +21,14 @@ from google.adk.utils._model_copy import deep_copy_model
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 
-__all__ = ["EventCache", "copier"]
+__all__ = ["Cached", "EventCache", "copier"]
 
 _ATOMIC = frozenset({type(None), bool, int, float, str, bytes})
 _PYDANTIC_COPIERS = (BaseModel.__deepcopy__, deep_copy_model)
 _set = object.__setattr__
 
 Copy = Callable[[], Any]
+_NONE: Mapping[int, Any] = MappingProxyType({})
 
 
 def copier(value: Any) -> Copy:
@@ -113,7 +115,7 @@ def _model_copier(model: BaseModel) -> Copy:
     return copy_model
 
 
-class _Cached:
+class Cached:
     """One recorded event: its JSON, parsed on first read, and its copier, made on first copy."""
 
     __slots__ = ("_copy", "_event", "raw")
@@ -141,27 +143,31 @@ class EventCache:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
-        self._sessions: OrderedDict[tuple[str, str | None], dict[int, _Cached]] = OrderedDict()
+        self._sessions: OrderedDict[tuple[str, str | None], dict[int, Cached]] = OrderedDict()
         self._size = 0
 
-    def revisions(self, key: str, gen: str | None) -> dict[int, _Cached]:
+    def revisions(self, key: str, gen: str | None) -> Mapping[int, Cached]:
         """The cached revisions of a session (a live view: ``record`` adds to it)."""
         slot = (key, gen)
         found = self._sessions.get(slot)
         if found is None:
-            found = self._sessions[slot] = {}
-        else:
-            self._sessions.move_to_end(slot)
+            return _NONE  # nothing made for a mere lookup: reads of many sessions cost no memory
+        self._sessions.move_to_end(slot)
         return found
 
-    def record(self, key: str, gen: str | None, rev: int, raw: str) -> _Cached:
+    def record(self, key: str, gen: str | None, rev: int, raw: str) -> Cached:
         """Note that revision ``rev`` is recorded as ``raw`` (kept if already known as such)."""
-        revisions = self.revisions(key, gen)
+        slot = (key, gen)
+        revisions = self._sessions.get(slot)
+        if revisions is None:
+            revisions = self._sessions[slot] = {}
+        else:
+            self._sessions.move_to_end(slot)
         cached = revisions.get(rev)
         if cached is None or cached.raw != raw:
             if cached is None:
                 self._size += 1
-            cached = revisions[rev] = _Cached(raw)
+            cached = revisions[rev] = Cached(raw)
             self._trim()
         return cached
 

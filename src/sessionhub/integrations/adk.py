@@ -55,7 +55,7 @@ from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, Versio
 from .._hub import SessionHub
 from .._models import DataEntry
 from .._models import Session as HubSession
-from ._adk_cache import EventCache
+from ._adk_cache import Cached, EventCache
 from ._hubs import Hub, HubLink, hub_name
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
@@ -318,10 +318,11 @@ class SessionHubSessionService(BaseSessionService):
         shared = is_feature_enabled(FeatureName.IN_MEMORY_SESSION_SERVICE_LIGHT_COPY)
         cached = self._events.revisions(key, head.gen)
         lowest = 1 if wanted is None else head.rev - wanted + 1
+        read: dict[int, Cached] = {}  # what this call reads from the history
+        found: Mapping[int, Cached] = read
+        exhausted = False
         if head.gen is not None and all(r in cached for r in range(max(lowest, 1), head.rev + 1)):
             found, exhausted = cached, True  # all known: no history read
-        else:
-            found, exhausted = {}, False
         recorded = head.rev == 0 or head.rev in found
         taken: list[Event] = []
         next_rev = head.rev
@@ -336,10 +337,8 @@ class SessionHubSessionService(BaseSessionService):
                 for record in page:
                     cursor = record.seq
                     rev = record.payload["rev"]
-                    if rev <= head.rev and rev not in found:
-                        found[rev] = self._events.record(
-                            key, head.gen, rev, record.payload["event"]
-                        )
+                    if rev <= head.rev and rev not in read:
+                        read[rev] = self._events.record(key, head.gen, rev, record.payload["event"])
                 recorded = recorded or head.rev in found
                 continue
             known = found.get(next_rev)
