@@ -116,14 +116,17 @@ def _model_copier(model: BaseModel) -> Copy:
 
 
 class Cached:
-    """One recorded event: its JSON, parsed on first read, and its copier, made on first copy."""
+    """One recorded event: its JSON, parsed on first read, and its copier, made on the second
+    copy (the first is ADK's deep copy: compiling costs two copies, worth it only for an event
+    read again, as a long-running process reads its sessions)."""
 
-    __slots__ = ("_copy", "_event", "raw")
+    __slots__ = ("_copied", "_copy", "_event", "raw")
 
     def __init__(self, raw: str) -> None:
         self.raw = raw
         self._event: Event | None = None
         self._copy: Copy | None = None
+        self._copied = False
 
     def event(self) -> Event:
         if self._event is None:
@@ -132,6 +135,9 @@ class Cached:
 
     def copy(self) -> Event:
         if self._copy is None:
+            if not self._copied:
+                self._copied = True
+                return copy.deepcopy(self.event())
             self._copy = copier(self.event())
         event: Event = self._copy()
         return event
