@@ -101,8 +101,12 @@ def _model_copier(model: BaseModel) -> Copy:
         else copier({k: v for k, v in private.items() if v is not PydanticUndefined})
     )
 
+    new = kind.__new__
+    if copy_extra is None and copy_private is None:  # the usual model: a shorter copy
+        return _plain_model_copier(kind, new, fields, nested, fields_set)
+
     def copy_model() -> BaseModel:
-        clone = kind.__new__(kind)
+        clone = new(kind)
         copied = fields.copy()
         for name, copy_item in nested:
             copied[name] = copy_item()
@@ -113,6 +117,40 @@ def _model_copier(model: BaseModel) -> Copy:
         return clone
 
     return copy_model
+
+
+def _plain_model_copier(
+    kind: type[BaseModel],
+    new: Callable[[type[BaseModel]], BaseModel],
+    fields: dict[str, Any],
+    nested: tuple[tuple[str, Copy], ...],
+    fields_set: set[str],
+) -> Copy:
+    """``_model_copier`` for a model without extra fields or private attributes."""
+    if not nested:
+
+        def copy_flat() -> BaseModel:
+            clone = new(kind)
+            _set(clone, "__dict__", fields.copy())
+            _set(clone, "__pydantic_extra__", None)
+            _set(clone, "__pydantic_fields_set__", fields_set.copy())
+            _set(clone, "__pydantic_private__", None)
+            return clone
+
+        return copy_flat
+
+    def copy_nested() -> BaseModel:
+        clone = new(kind)
+        copied = fields.copy()
+        for name, copy_item in nested:
+            copied[name] = copy_item()
+        _set(clone, "__dict__", copied)
+        _set(clone, "__pydantic_extra__", None)
+        _set(clone, "__pydantic_fields_set__", fields_set.copy())
+        _set(clone, "__pydantic_private__", None)
+        return clone
+
+    return copy_nested
 
 
 class Cached:
