@@ -20,7 +20,10 @@ How an ADK session lives in the hub:
   between the two steps leaves its event in the head, and the next writer records it first, so
   every revision below the head's is in the history (readers drop the rare duplicate);
 - ``app:`` and ``user:`` state are data entries of one long-lived hub session per app and one per
-  (app, user), in the namespace ``adk-state:<app>``, shared by every session and process.
+  (app, user), in the namespace ``adk-state:<app>``, shared by every session and process;
+- the head also names the session's incarnation (``gen``, new at each create), so a process may
+  keep the events it has seen recorded by (session, incarnation, revision): a ``get_session``
+  whose events are all known reads only the head (``_adk_cache``).
 """
 
 from __future__ import annotations
