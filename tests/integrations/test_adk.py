@@ -302,3 +302,57 @@ async def test_adk_service_over_a_url(tmp_path: Path) -> None:
         session = await service.get_session(app_name="a", user_id="u", session_id="s")
         assert session is not None
         assert session.state == {"app:v": 1}
+
+
+def said(event: Event) -> str:
+    assert event.content is not None
+    assert event.content.parts
+    return event.content.parts[0].text or ""
+
+
+async def test_adk_session_made_again_under_its_id_is_read_afresh(open_agent_hub: OpenHub) -> None:
+    """A reader that cached the events of a session must not serve them for a new session made
+    under the same id by another process (here: another service, with its own cache)."""
+    async with open_agent_hub() as hub:
+        reader, other = SessionHubSessionService(hub), SessionHubSessionService(hub)
+        session = await reader.create_session(app_name="a", user_id="u", session_id="s")
+        for text in ("old 1", "old 2"):
+            await reader.append_event(session, Event(author="x", content=say(text)))
+        before = await reader.get_session(app_name="a", user_id="u", session_id="s")
+        assert before is not None
+        assert [said(e) for e in before.events] == ["old 1", "old 2"]
+        await other.delete_session(app_name="a", user_id="u", session_id="s")
+        again = await other.create_session(app_name="a", user_id="u", session_id="s")
+        await other.append_event(again, Event(author="y", content=say("new 1")))
+        after = await reader.get_session(app_name="a", user_id="u", session_id="s")
+        assert after is not None
+        assert [said(e) for e in after.events] == ["new 1"]
+        await reader.delete_session(app_name="a", user_id="u", session_id="s")
+        mine = await reader.create_session(app_name="a", user_id="u", session_id="s")
+        assert mine.events == []
+        read = await reader.get_session(app_name="a", user_id="u", session_id="s")
+        assert read is not None
+        assert read.events == []
+
+
+async def test_adk_events_read_are_the_callers_to_change(open_agent_hub: OpenHub) -> None:
+    """Each read returns its own deep copies (as ADK's in-memory service does): changing one
+    changes neither the stored events nor the next read."""
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", session_id="s")
+        event = Event(
+            author="x", content=say("hello"), actions=EventActions(state_delta={"k": [1, 2]})
+        )
+        await service.append_event(session, event)
+        for _ in range(2):
+            read = await service.get_session(app_name="a", user_id="u", session_id="s")
+            assert read is not None
+            (got,) = read.events
+            assert got == event
+            assert got is not event
+            assert got.content is not None
+            assert got.content.parts
+            got.content.parts[0].text = "changed"
+            got.actions.state_delta["k"].append(3)
+            got.actions.state_delta["new"] = True

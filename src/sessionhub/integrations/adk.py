@@ -20,18 +20,22 @@ How an ADK session lives in the hub:
   between the two steps leaves its event in the head, and the next writer records it first, so
   every revision below the head's is in the history (readers drop the rare duplicate);
 - ``app:`` and ``user:`` state are data entries of one long-lived hub session per app and one per
-  (app, user), in the namespace ``adk-state:<app>``, shared by every session and process.
+  (app, user), in the namespace ``adk-state:<app>``, shared by every session and process;
+- the head also names the session's incarnation (``gen``, new at each create), so a process may
+  keep the events it has seen recorded by (session, incarnation, revision): a ``get_session``
+  whose events are all known reads only the head (``_adk_cache``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import inspect
+import itertools
+import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 from google.adk.errors._stale_session_error import StaleSessionError
@@ -54,6 +58,7 @@ from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, Versio
 from .._hub import SessionHub
 from .._models import DataEntry
 from .._models import Session as HubSession
+from ._adk_cache import Cached, EventCache
 from ._hubs import Hub, HubLink, hub_name
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
@@ -62,6 +67,10 @@ _HEAD = "adk"
 _EVENT = "event"
 _PAGE = 1000  # the most records one history read returns
 _EVENT_CACHE = 10_000  # parsed events kept per service
+# a session's incarnation: this process's token and a counter (an id deleted and made again is a
+# new incarnation, whose revisions are other events)
+_PROCESS = secrets.token_hex(8)
+_INCARNATIONS = itertools.count()
 _STALE = (
     "The session has been modified in storage since it was loaded: another writer appended to "
     "it. Reload it with get_session and try again."
@@ -88,6 +97,7 @@ class _Head(msgspec.Struct, kw_only=True):
     state: dict[str, Any] = msgspec.field(default_factory=dict)
     time: float = 0.0
     pending: str | None = None  # the event of this revision, as JSON
+    gen: str | None = None  # the incarnation (absent from heads written before it existed)
 
     @classmethod
     def of(cls, entry: DataEntry | None) -> _Head:
@@ -103,6 +113,48 @@ class HubBackedSession(Session):
     _head: _Head | None = PrivateAttr(default=None)
     # whether the head's own event is known to be in the history already
     _recorded: bool = PrivateAttr(default=False)
+
+
+_S = TypeVar("_S", bound=Session)
+_setattr = object.__setattr__
+_PRIVATE_DEFAULTS: dict[type[Session], dict[str, Any]] = {}
+
+
+def _built(
+    kind: type[_S],
+    *,
+    id: str,
+    app_name: str,
+    user_id: str,
+    state: dict[str, Any],
+    events: list[Event] | None = None,
+    last_update_time: float,
+) -> _S:
+    """``kind(id=..., ...)`` without pydantic's validation of what this module built itself (a
+    str, a dict, a list of ``Event``, a float): a tenth of a listing's cost. The result is the
+    instance validation makes: the same fields, in order, fields set, private defaults."""
+    private = _PRIVATE_DEFAULTS.get(kind)
+    if private is None:
+        template = kind(id="", app_name="", user_id="")
+        private = _PRIVATE_DEFAULTS[kind] = dict(template.__pydantic_private__ or {})
+    session = kind.__new__(kind)
+    given = events is not None
+    fields = {
+        "id": id,
+        "app_name": app_name,
+        "user_id": user_id,
+        "state": state,
+        "events": events if given else [],
+        "last_update_time": float(last_update_time),
+    }
+    _setattr(session, "__dict__", fields)
+    _setattr(session, "__pydantic_fields_set__", set(fields) if given else set(_SET_NO_EVENTS))
+    _setattr(session, "__pydantic_extra__", None)
+    _setattr(session, "__pydantic_private__", private.copy())
+    return session
+
+
+_SET_NO_EVENTS = frozenset({"id", "app_name", "user_id", "state", "last_update_time"})
 
 
 def _scoped(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -150,7 +202,7 @@ class SessionHubSessionService(BaseSessionService):
         self._link = HubLink(hub)
         self.idle_timeout = idle_timeout
         self.ttl = ttl
-        self._events: dict[str, Event] = {}  # parsed events by their JSON, oldest first
+        self._events = EventCache(_EVENT_CACHE)
 
     @property
     def hub(self) -> Hub:
@@ -204,12 +256,17 @@ class SessionHubSessionService(BaseSessionService):
             raise AlreadyExistsError(f"Session with id {session_id} already exists.") from None
         await self._write_scoped(hub, app_name, user_id, app_delta, user_delta)
         now = platform_time.get_time()
-        head = {"rev": 0, "state": session_state, "time": now, "pending": None}
+        gen = f"{_PROCESS}-{next(_INCARNATIONS)}"
+        head = {"rev": 0, "state": session_state, "time": now, "pending": None, "gen": gen}
         entry = await hub.data(key).set(_HEAD, head, expected_version=0)
-        session = HubBackedSession(
-            id=session_id, app_name=app_name, user_id=user_id, state=session_state
+        session = _built(
+            HubBackedSession,
+            id=session_id,
+            app_name=app_name,
+            user_id=user_id,
+            state=session_state,
+            last_update_time=now,
         )
-        session.last_update_time = now
         session._head = _Head.of(entry)
         session._recorded = True
         await self._merge_scoped(hub, session)
@@ -227,11 +284,12 @@ class SessionHubSessionService(BaseSessionService):
         session_id = session_id.strip() if session_id else session_id
         key = self._session_key(app_name, user_id, session_id)
         try:
-            head = _Head.of(await hub.data(key).entry(_HEAD))
+            head = _Head.of(await _head_entry(hub, key))
             events, recorded = await self._recent_events(hub, key, head, config)
         except SessionNotFound:
             return None
-        session = HubBackedSession(
+        session = _built(
+            HubBackedSession,
             id=session_id,
             app_name=app_name,
             user_id=user_id,
@@ -250,21 +308,28 @@ class SessionHubSessionService(BaseSessionService):
         """The events ``config`` asks for, oldest first, as of ``head``; and whether the head's
         own event is in the history.
 
-        Walks the history from its newest record, taking revisions from the head's down while
-        ``num_recent_events`` and ``after_timestamp`` allow, exactly as ``InMemorySessionService``
-        cuts its list. Records of revisions past the head (appended since it was read) and
-        duplicates are skipped.
+        Walks the revisions from the head's down while ``num_recent_events`` and
+        ``after_timestamp`` allow, exactly as ``InMemorySessionService`` cuts its list. When this
+        process has every revision the walk may need cached (it recorded or read them), the
+        history is not read at all; otherwise it is read from its newest record, page by page as
+        the walk goes, skipping records of revisions past the head (appended since it was read)
+        and duplicates.
         """
         wanted = None if config is None else config.num_recent_events
         after = None if config is None else config.after_timestamp
         # read once: the flag reads the environment, a fifth of a 50-event get
         shared = is_feature_enabled(FeatureName.IN_MEMORY_SESSION_SERVICE_LIGHT_COPY)
-        found: dict[int, str] = {}
-        recorded = head.rev == 0
+        cached = self._events.revisions(key, head.gen)
+        lowest = 1 if wanted is None else head.rev - wanted + 1
+        read: dict[int, Cached] = {}  # what this call reads from the history
+        found: Mapping[int, Cached] = read
+        exhausted = False
+        if head.gen is not None and all(r in cached for r in range(max(lowest, 1), head.rev + 1)):
+            found, exhausted = cached, True  # all known: no history read
+        recorded = head.rev == 0 or head.rev in found
         taken: list[Event] = []
         next_rev = head.rev
         cursor: int | None = None
-        exhausted = False
         while next_rev > 0 and (wanted is None or len(taken) < wanted):
             if next_rev not in found and not exhausted:
                 size = _PAGE if wanted is None else min(_PAGE, wanted - len(taken) + 1)
@@ -275,34 +340,24 @@ class SessionHubSessionService(BaseSessionService):
                 for record in page:
                     cursor = record.seq
                     rev = record.payload["rev"]
-                    if rev <= head.rev:
-                        found.setdefault(rev, record.payload["event"])
+                    if rev <= head.rev and rev not in read:
+                        read[rev] = self._events.record(key, head.gen, rev, record.payload["event"])
                 recorded = recorded or head.rev in found
                 continue
-            raw = found.pop(next_rev, None)
-            if raw is None:
-                if next_rev != head.rev or head.pending is None:
-                    break  # a revision is missing: return what is contiguous
-                raw = head.pending  # written by a writer that has not recorded it (yet)
-            event = self._event(raw, shared)
+            known = found.get(next_rev)
+            if known is not None:
+                event = known.event() if shared else known.copy()
+            elif next_rev == head.rev and head.pending is not None:
+                # written by a writer that has not recorded it (yet): parsed for this read only
+                event = Event.model_validate_json(head.pending)
+            else:
+                break  # a revision is missing: return what is contiguous
             if after is not None and event.timestamp < after:
                 break
             taken.append(event)
             next_rev -= 1
         taken.reverse()
         return taken, recorded
-
-    def _event(self, raw: str, shared: bool) -> Event:
-        """The event stored as ``raw``, copied for the caller exactly as ADK's in-memory service
-        copies the events it returns: deeply, or not at all (``shared``) under ADK's
-        ``IN_MEMORY_SESSION_SERVICE_LIGHT_COPY`` feature. A stored event never changes, so each
-        is parsed once: a deep copy costs about half of pydantic's parse (Event's validators)."""
-        event = self._events.get(raw)
-        if event is None:
-            event = self._events[raw] = Event.model_validate_json(raw)
-            if len(self._events) > _EVENT_CACHE:
-                del self._events[next(iter(self._events))]  # the oldest parsed
-        return event if shared else copy.deepcopy(event)
 
     async def list_sessions(
         self, *, app_name: str, user_id: str | None = None
@@ -349,16 +404,21 @@ class SessionHubSessionService(BaseSessionService):
             _together(hub, *(self._head_or_none(hub, key) for key, _ in listed)),
             *(self._scoped_state(hub, self._user_key(app_name, owner)) for owner in owners),
         )
-        states_of = dict(zip(owners, user_states, strict=True))
+        app_prefixed = {State.APP_PREFIX + k: v for k, v in app_state.items()}
+        prefixed_of = {
+            owner: {State.USER_PREFIX + k: v for k, v in state.items()}
+            for owner, state in zip(owners, user_states, strict=True)
+        }
         sessions: list[Session] = []
         for (_, names), head in zip(listed, heads, strict=True):
             if head is None:
                 continue  # ended since the page was read
-            state = dict(head.state)
-            state.update({State.APP_PREFIX + k: v for k, v in app_state.items()})
-            state.update({State.USER_PREFIX + k: v for k, v in states_of[names.user_id].items()})
+            state = head.state  # decoded for this call: its own
+            state.update(app_prefixed)
+            state.update(prefixed_of[names.user_id])
             sessions.append(
-                Session(
+                _built(
+                    Session,
                     id=names.session_id,
                     app_name=app_name,
                     user_id=names.user_id,
@@ -371,7 +431,7 @@ class SessionHubSessionService(BaseSessionService):
     @staticmethod
     async def _head_or_none(hub: Hub, key: str) -> _Head | None:
         try:
-            return _Head.of(await hub.data(key).entry(_HEAD))
+            return _Head.of(await _head_entry(hub, key))
         except SessionNotFound:
             return None
 
@@ -405,11 +465,13 @@ class SessionHubSessionService(BaseSessionService):
                 "state": {**head.state, **session_delta},
                 "time": event.timestamp,
                 "pending": raw,
+                "gen": head.gen,
             }
             recorded = True
             try:
                 entry = await hub.data(key).set(_HEAD, new_head, expected_version=head.version)
                 await self._record(hub, key, head, entry, raw, session)
+                self._events.record(key, head.gen, head.rev + 1, raw)
             except VersionConflict:
                 entry = await self._retried(hub, key, raw)
                 recorded = False  # the first attempt may have died before recording it
@@ -432,7 +494,13 @@ class SessionHubSessionService(BaseSessionService):
         try:
             await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
         except PayloadTooLarge:
-            old = {"rev": head.rev, "state": head.state, "time": head.time, "pending": head.pending}
+            old = {
+                "rev": head.rev,
+                "state": head.state,
+                "time": head.time,
+                "pending": head.pending,
+                "gen": head.gen,
+            }
             restored = await hub.data(key).set(_HEAD, old, expected_version=entry.version)
             if isinstance(session, HubBackedSession):
                 session._head = _Head.of(restored)
@@ -442,7 +510,7 @@ class SessionHubSessionService(BaseSessionService):
     async def _retried(hub: Hub, key: str, raw: str) -> DataEntry:
         """After a lost compare-and-set: the head, if its event is this very one (a retry of an
         append whose answer was lost); ``StaleSessionError`` if another writer got there first."""
-        entry = await hub.data(key).entry(_HEAD)
+        entry = await _head_entry(hub, key)
         if entry is None or _Head.of(entry).pending != raw:
             raise StaleSessionError(_STALE)
         return entry
@@ -459,7 +527,7 @@ class SessionHubSessionService(BaseSessionService):
             if session._head is not None and session._recorded:
                 return session._head
             known = session._head
-        head = _Head.of(await hub.data(key).entry(_HEAD))
+        head = _Head.of(await _head_entry(hub, key))
         if known is not None and known.version != head.version:
             raise StaleSessionError(_STALE)
         if known is None and head.time > session.last_update_time:
@@ -467,6 +535,7 @@ class SessionHubSessionService(BaseSessionService):
         if head.pending is not None and not await self._recorded(hub, key, head):
             # its writer died, or has not recorded it yet: record it before moving past it
             await hub.history(key).append(_EVENT, _event_record(head.rev, head.pending))
+            self._events.record(key, head.gen, head.rev, head.pending)
         return head
 
     @staticmethod
@@ -486,7 +555,11 @@ class SessionHubSessionService(BaseSessionService):
 
     async def _scoped_state(self, hub: Hub, key: str) -> dict[str, Any]:
         try:
-            entries = await hub.data(key).entries()
+            entries = (
+                await hub.store.data_items(key, hub.clock())
+                if isinstance(hub, SessionHub)
+                else await hub.data(key).entries()
+            )
         except SessionNotFound:
             return {}
         return {entry.value[0]: entry.value[1] for entry in entries}
@@ -575,6 +648,15 @@ def _names(record: HubSession) -> AdkSessionRef | None:
     if not isinstance(names, dict):
         return None
     return AdkSessionRef(app_name=names["app"], user_id=names["user"], session_id=names["session"])
+
+
+async def _head_entry(hub: Hub, key: str) -> DataEntry | None:
+    """The stored head of the session ``key``. On an embedded hub, straight from the store: the
+    handle would only check again a key and an id this module made valid (a tenth of a read on
+    the memory store)."""
+    if isinstance(hub, SessionHub):
+        return await hub.store.data_get(key, _HEAD, hub.clock())
+    return await hub.data(key).entry(_HEAD)
 
 
 async def _together(hub: Hub, *reads: Awaitable[Any]) -> list[Any]:

@@ -1296,7 +1296,8 @@ class SQLiteStore(Store):
         kind: str | None,
         now: float,
     ) -> list[HistoryRecord]:
-        return await self._read(
+        # one statement (its own snapshot), no transaction around it: a third of a short read
+        return await self._submit(
             self._history_read, session_id, after, limit, newest_first, kind, now
         )
 
@@ -1309,9 +1310,13 @@ class SQLiteStore(Store):
         kind: str | None,
         now: float,
     ) -> list[HistoryRecord]:
-        self._readable(session_id, now)
-        sql = "SELECT seq, kind, at, payload FROM history WHERE session_id = ?"
-        params: list[object] = [session_id]
+        """The records, read with the session's retention check in the same statement; only an
+        empty answer asks again whether the session is there (``SessionNotFound``) or has none."""
+        sql = (
+            "SELECT seq, kind, at, payload FROM history WHERE session_id = ? AND EXISTS ("
+            "SELECT 1 FROM sessions WHERE id = ? AND (retain_until IS NULL OR retain_until > ?))"
+        )
+        params: list[object] = [session_id, session_id, now]
         if kind is not None:
             sql += " AND kind = ?"
             params.append(kind)
@@ -1323,8 +1328,12 @@ class SQLiteStore(Store):
         else:
             sql += " AND seq > ? ORDER BY seq LIMIT ?"
             params.append(after or 0)
+        rows = self._db.execute(sql, (*params, limit)).fetchall()
+        if not rows:
+            self._readable(session_id, now)
+            return []
         records = []
-        for seq, record_kind, at, raw in self._db.execute(sql, (*params, limit)):
+        for seq, record_kind, at, raw in rows:
             try:
                 payload = _decode_json(raw)
             except DECODE_ERRORS as exc:

@@ -1,0 +1,226 @@
+"""The ADK adapter's per-process cache of parsed events, and the copies it hands out.
+
+A stored ADK event never changes: revision ``rev`` of the session incarnation ``gen`` is one event
+for good (appends are a compare-and-set of the head, and the head's ``gen`` is new each time an id
+is created), so a process may keep the parsed event and, for every read, return a copy of it
+instead of parsing the JSON again. Copying is then most of a ``get_session``; ``copier`` compiles,
+once per cached event, a copy that does what ADK's own deep copier does for that event (same
+values, nothing shared with the cache) but visits only the parts that are not immutable scalars.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from google.adk.events.event import Event
+from google.adk.utils._model_copy import deep_copy_model
+from pydantic import BaseModel
+from pydantic_core import PydanticUndefined
+
+__all__ = ["Cached", "EventCache", "copier"]
+
+_ATOMIC = frozenset({type(None), bool, int, float, str, bytes})
+_PYDANTIC_COPIERS = (BaseModel.__deepcopy__, deep_copy_model)
+_set = object.__setattr__
+
+Copy = Callable[[], Any]
+_NONE: Mapping[int, Any] = MappingProxyType({})
+
+
+def copier(value: Any) -> Copy:
+    """A function returning a deep copy of ``value`` as it is now (``value`` must not change
+    afterwards: the cache never hands it out under a deep-copy policy).
+
+    Equal to ``copy.deepcopy(value)`` for a tree of models, dicts and lists, which is what a
+    parsed event is (JSON has no shared objects); anything else is left to ``copy.deepcopy``.
+    """
+    kind = type(value)
+    if kind in _ATOMIC:
+        return lambda: value
+    if kind is dict:
+        return _dict_copier(value)
+    if kind is list:
+        return _list_copier(value)
+    if isinstance(value, BaseModel) and getattr(kind, "__deepcopy__", None) in _PYDANTIC_COPIERS:
+        return _model_copier(value)
+    if copy.deepcopy(value) is value:  # immutable (an enum, a tuple of scalars): share it
+        return lambda: value
+    return lambda: copy.deepcopy(value)
+
+
+def _dict_copier(value: dict[Any, Any]) -> Copy:
+    if any(type(key) not in _ATOMIC for key in value):
+        return lambda: copy.deepcopy(value)
+    nested = tuple((key, copier(item)) for key, item in value.items() if type(item) not in _ATOMIC)
+    if not nested:
+        return value.copy
+
+    def copy_dict() -> dict[Any, Any]:
+        copied = value.copy()
+        for key, copy_item in nested:
+            copied[key] = copy_item()
+        return copied
+
+    return copy_dict
+
+
+def _list_copier(value: list[Any]) -> Copy:
+    nested = tuple((i, copier(item)) for i, item in enumerate(value) if type(item) not in _ATOMIC)
+    if not nested:
+        return value.copy
+
+    def copy_list() -> list[Any]:
+        copied = value.copy()
+        for i, copy_item in nested:
+            copied[i] = copy_item()
+        return copied
+
+    return copy_list
+
+
+def _model_copier(model: BaseModel) -> Copy:
+    """What ``BaseModel.__deepcopy__`` (and ADK's faster equal) make of ``model``."""
+    kind = type(model)
+    fields = model.__dict__
+    nested = tuple(
+        (name, copier(item))
+        for name, item in fields.items()
+        if item is not None and type(item) not in _ATOMIC
+    )
+    fields_set = model.__pydantic_fields_set__
+    extra = model.__pydantic_extra__
+    copy_extra = None if extra is None else copier(extra)
+    private = getattr(model, "__pydantic_private__", None)
+    copy_private = (
+        None
+        if private is None
+        else copier({k: v for k, v in private.items() if v is not PydanticUndefined})
+    )
+
+    new = kind.__new__
+    if copy_extra is None and copy_private is None:  # the usual model: a shorter copy
+        return _plain_model_copier(kind, new, fields, nested, fields_set)
+
+    def copy_model() -> BaseModel:
+        clone = new(kind)
+        copied = fields.copy()
+        for name, copy_item in nested:
+            copied[name] = copy_item()
+        _set(clone, "__dict__", copied)
+        _set(clone, "__pydantic_extra__", None if copy_extra is None else copy_extra())
+        _set(clone, "__pydantic_fields_set__", fields_set.copy())
+        _set(clone, "__pydantic_private__", None if copy_private is None else copy_private())
+        return clone
+
+    return copy_model
+
+
+def _plain_model_copier(
+    kind: type[BaseModel],
+    new: Callable[[type[BaseModel]], BaseModel],
+    fields: dict[str, Any],
+    nested: tuple[tuple[str, Copy], ...],
+    fields_set: set[str],
+) -> Copy:
+    """``_model_copier`` for a model without extra fields or private attributes."""
+    if not nested:
+
+        def copy_flat() -> BaseModel:
+            clone = new(kind)
+            _set(clone, "__dict__", fields.copy())
+            _set(clone, "__pydantic_extra__", None)
+            _set(clone, "__pydantic_fields_set__", fields_set.copy())
+            _set(clone, "__pydantic_private__", None)
+            return clone
+
+        return copy_flat
+
+    def copy_nested() -> BaseModel:
+        clone = new(kind)
+        copied = fields.copy()
+        for name, copy_item in nested:
+            copied[name] = copy_item()
+        _set(clone, "__dict__", copied)
+        _set(clone, "__pydantic_extra__", None)
+        _set(clone, "__pydantic_fields_set__", fields_set.copy())
+        _set(clone, "__pydantic_private__", None)
+        return clone
+
+    return copy_nested
+
+
+class Cached:
+    """One recorded event: its JSON, parsed on first read, and its copier, made on the second
+    copy (the first is ADK's deep copy: compiling costs two copies, worth it only for an event
+    read again, as a long-running process reads its sessions)."""
+
+    __slots__ = ("_copied", "_copy", "_event", "raw")
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self._event: Event | None = None
+        self._copy: Copy | None = None
+        self._copied = False
+
+    def event(self) -> Event:
+        if self._event is None:
+            self._event = Event.model_validate_json(self.raw)
+        return self._event
+
+    def copy(self) -> Event:
+        if self._copy is None:
+            if not self._copied:
+                self._copied = True
+                return copy.deepcopy(self.event())
+            self._copy = copier(self.event())
+        event: Event = self._copy()
+        return event
+
+
+class EventCache:
+    """The events this process has seen recorded in sessions' histories, by (session key,
+    incarnation) and revision; the sessions used least recently go first past ``limit`` events."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._sessions: OrderedDict[tuple[str, str | None], dict[int, Cached]] = OrderedDict()
+        self._size = 0
+
+    def revisions(self, key: str, gen: str | None) -> Mapping[int, Cached]:
+        """The cached revisions of a session (a live view: ``record`` adds to it)."""
+        slot = (key, gen)
+        found = self._sessions.get(slot)
+        if found is None:
+            return _NONE  # nothing made for a mere lookup: reads of many sessions cost no memory
+        self._sessions.move_to_end(slot)
+        return found
+
+    def record(self, key: str, gen: str | None, rev: int, raw: str) -> Cached:
+        """Note that revision ``rev`` is recorded as ``raw`` (kept if already known as such)."""
+        slot = (key, gen)
+        revisions = self._sessions.get(slot)
+        if revisions is None:
+            revisions = self._sessions[slot] = {}
+        else:
+            self._sessions.move_to_end(slot)
+        cached = revisions.get(rev)
+        if cached is None or cached.raw != raw:
+            if cached is None:
+                self._size += 1
+            cached = revisions[rev] = Cached(raw)
+            self._trim()
+        return cached
+
+    def _trim(self) -> None:
+        while self._size > self.limit and len(self._sessions) > 1:
+            _, dropped = self._sessions.popitem(last=False)
+            self._size -= len(dropped)
+        if self._size > self.limit:  # one session longer than the limit: its oldest events go
+            (only,) = self._sessions.values()
+            for rev in sorted(only)[: self._size - self.limit]:
+                del only[rev]
+            self._size = len(only)
