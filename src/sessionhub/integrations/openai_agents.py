@@ -21,7 +21,7 @@ once always pop two different items. Histories written by earlier versions over 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
 from typing import Any, Protocol, cast
 
 from agents.items import TResponseInputItem
@@ -108,11 +108,16 @@ class SessionHubSession:
             return []
         hub = await self._link.ready()
         items: list[TResponseInputItem] = []
+        # aclosing: a walk left early is closed here, not by asyncio's async-generator finalizer
+        # (which schedules the close with call_soon_threadsafe: a self-pipe write per read).
         try:
-            async for record in self._visible(hub, before=None, expected=wanted):
-                items.append(record.payload)
-                if wanted is not None and len(items) >= wanted:
-                    break
+            async with contextlib.aclosing(
+                self._visible(hub, before=None, expected=wanted)
+            ) as records:
+                async for record in records:
+                    items.append(record.payload)
+                    if wanted is not None and len(items) >= wanted:
+                        break
         except SessionNotFound:
             return []
         items.reverse()
@@ -171,7 +176,7 @@ class SessionHubSession:
 
     async def _visible(
         self, hub: Hub, *, before: int | None, expected: int | None
-    ) -> AsyncIterator[HistoryRecord]:
+    ) -> AsyncGenerator[HistoryRecord, None]:
         """The items in the conversation as of the record ``before`` (now, when ``None``), newest
         first; ``expected`` is how many the caller wants (``None``: all), to size the first read.
 
