@@ -261,6 +261,57 @@ local function claim(sk, h, flat, reason, now, moves, claimer, queued)
   return {emit('transitioned', now, flat), flat}
 end
 
+-- The end of a claimed session (finish_end, and each of finish_ends): it leaves every index,
+-- the ended record is kept until 'keep_until' (or deleted now) and the 'ended' event sent.
+local function finish(sk, now, state, keep_until)
+  local h, flat = load(sk)
+  if h == nil or h.en ~= nil or h.er == nil then return false end
+  local sid = h.id
+  local labels = labels_of(h)
+  for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZREM', key, sid) end
+  release_unique(h.ns, labels, sid)
+  census(h.ns, h.st, -1)
+  redis.call('HDEL', P .. 'claims', sid)
+  -- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
+  -- entry is gone already), the end is written.
+  local v = fint(tonumber(h.v) + 1)
+  local new, gone = {}, {}
+  for i = 1, #flat, 2 do
+    local f, value = flat[i], flat[i + 1]
+    if f == 'cb' or f == 'ea' or f == 'dq' then
+      gone[#gone + 1] = f
+    else
+      if f == 'st' then
+        value = state
+      elseif f == 'ua' then
+        value = now
+      elseif f == 'ar' then
+        value = '0'
+      elseif f == 'v' then
+        value = v
+      end
+      new[#new + 1] = f
+      new[#new + 1] = value
+    end
+  end
+  new[#new + 1] = 'en'
+  new[#new + 1] = now
+  if h.ar == nil then
+    new[#new + 1] = 'ar'
+    new[#new + 1] = '0'
+  end
+  if tonumber(keep_until) > tonumber(now) then
+    redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+    if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
+    redis.call('ZADD', P .. 'retained', keep_until, sid)
+  else
+    redis.call('ZREM', P .. 'all', sid)
+    redis.call('ZREM', P .. 'all:' .. h.ns, sid)
+    redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
+  end
+  return {emit('ended', now, new), new}
+end
+
 -- Data and history writes are activity: slide the idle deadline like a touch.
 -- A session claimed for its end ('er' set) accepts no activity.
 local REFRESH_FIELDS = {'id', 'en', 'er', 'ca', 'it', 'ttl', 'ar', 'v', 'dq', 'ea'}
@@ -635,54 +686,29 @@ return out
 
 # args: prefix, maxlen, now, ended state, retain until.
 _FINISH_END = r"""
-local sk = KEYS[1]
-local now = ARGV[3]
-local h, flat = load(sk)
-if h == nil or h.en ~= nil or h.er == nil then return false end
-local sid = h.id
-local labels = labels_of(h)
-for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZREM', key, sid) end
-release_unique(h.ns, labels, sid)
-census(h.ns, h.st, -1)
-redis.call('HDEL', P .. 'claims', sid)
--- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
--- entry is gone already), the end is written.
-local state, v = ARGV[4], fint(tonumber(h.v) + 1)
-local new, gone = {}, {}
-for i = 1, #flat, 2 do
-  local f, value = flat[i], flat[i + 1]
-  if f == 'cb' or f == 'ea' or f == 'dq' then
-    gone[#gone + 1] = f
-  else
-    if f == 'st' then
-      value = state
-    elseif f == 'ua' then
-      value = now
-    elseif f == 'ar' then
-      value = '0'
-    elseif f == 'v' then
-      value = v
-    end
-    new[#new + 1] = f
-    new[#new + 1] = value
-  end
+return finish(KEYS[1], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+# args: prefix, maxlen, now, ended state, then session id, retain until pairs. The ends of one
+# expiry batch in one call (a single Redis: every key in one node): a reply per pair, as
+# finish_end's, in order.
+_FINISH_ENDS = r"""
+local now, state = ARGV[3], ARGV[4]
+local out = {}
+for i = 5, #ARGV, 2 do
+  out[#out + 1] = finish(skey(ARGV[i]), now, state, ARGV[i + 1])
 end
-new[#new + 1] = 'en'
-new[#new + 1] = now
-if h.ar == nil then
-  new[#new + 1] = 'ar'
-  new[#new + 1] = '0'
+return out
+"""
+
+# args: prefix, then session ids. Those of them with a live child (``P parent:<id>`` exists while
+# there is one): one call for an expiry batch instead of an EXISTS each.
+_HAVING_CHILDREN = r"""
+local out = {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', P .. 'parent:' .. ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
 end
-if tonumber(ARGV[5]) > tonumber(now) then
-  redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
-  if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
-  redis.call('ZADD', P .. 'retained', ARGV[5], sid)
-else
-  redis.call('ZREM', P .. 'all', sid)
-  redis.call('ZREM', P .. 'all:' .. h.ns, sid)
-  redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
-end
-return {emit('ended', now, new), new}
+return out
 """
 
 # args: prefix.
@@ -981,6 +1007,7 @@ return {top, popped}
 """
 
 _BODIES.update(history_append_many=_HISTORY_APPEND_MANY, history_pop=_HISTORY_POP)
+_BODIES.update(finish_ends=_FINISH_ENDS, having_children=_HAVING_CHILDREN)
 
 
 def build_library(

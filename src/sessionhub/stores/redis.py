@@ -113,7 +113,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import msgspec
@@ -156,6 +156,7 @@ _msgpack_decode = msgspec.msgpack.Decoder(list[str]).decode
 _DEFAULT_PREFIX = "sessionhub:"
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
+_FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few milliseconds at most
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -299,8 +300,19 @@ class _StreamEventLog(EventLog):
     Event ids are Redis stream ids (``<ms>-<seq>``), which order events across every node. An id
     older than the ring resumes from the oldest event held, after a ``missed`` event (the exact
     number lost is not known locally, so it says one); an id newer than the newest held (a node
-    whose tailer is a moment behind) resumes from now on.
+    whose tailer is a moment behind) resumes from now on. Snapshots are unpacked when read.
     """
+
+    def __init__(self, capacity: int, damaged: Callable[[str, BaseException], object]) -> None:
+        super().__init__(capacity)
+        self._damaged = damaged
+
+    def unpack(self, packed: bytes, event_id: str) -> Session | None:
+        try:
+            return _decode_session(_msgpack_decode(packed))
+        except DECODE_ERRORS as exc:
+            self._damaged(f"event {event_id}", exc)
+            return None
 
     def position(self, after: str | None) -> int:
         if after is None or self.seq_of(after) is not None:
@@ -312,9 +324,7 @@ class _StreamEventLog(EventLog):
         held = [
             (seq, parsed)
             for seq in (oldest, newest)
-            if seq >= 1
-            and (event := self.event_at(seq)) is not None
-            and (parsed := _stream_id(event.id)) is not None
+            if seq >= 1 and (parsed := _stream_id(self.id_of(seq))) is not None
         ]
         if len(held) < 2 or wanted >= held[1][1]:
             return newest
@@ -425,7 +435,7 @@ class RedisStore(Store):
         claim_lease: float = 30.0,
     ) -> None:
         super().__init__(event_buffer=event_buffer)
-        self.events = _StreamEventLog(event_buffer)
+        self.events = _StreamEventLog(event_buffer, self.damaged)
         address, options = _parse_url(url)
         if "prefix" in options and prefix not in (_DEFAULT_PREFIX, options["prefix"]):
             raise ValidationError(
@@ -527,13 +537,13 @@ class RedisStore(Store):
             self._feed(list(reversed(entries)))
 
     def _feed(self, entries: list[Any]) -> None:
-        append = self.events.append
+        append = self.events.append_packed
         for raw_id, values in entries:
             event_id = raw_id.decode()
-            # The script writes the fields in this order: k kind, a at, s snapshot.
+            # The script writes the fields in this order: k kind, a at, s snapshot. The snapshot
+            # is unpacked only if a subscriber reads the event (most are never read here).
             try:
-                session = _decode_session(_msgpack_decode(values[5]))
-                append(values[1].decode(), float(values[3]), session, event_id)
+                append(values[1].decode(), float(values[3]), values[5], event_id)
             except DECODE_ERRORS as exc:
                 self.damaged(f"event {event_id}", exc)
             self._last_id = event_id
@@ -864,20 +874,22 @@ class RedisStore(Store):
     async def finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
     ) -> list[Session | None]:
-        # The per-session function, pipelined: every FCALL of the batch leaves in one write (the
-        # client sends all requests of one loop tick together) and the replies come back in order.
-        at = repr(float(now))
+        # One FCALL per slice of the group, not one per session: Redis's per-call cost (argument
+        # set-up, the function entry) and ours (a command packed, a reply awaited) are paid once
+        # per slice. Slices bound how long one call holds Redis; they leave in one write.
         if len(ends) == 1:  # straight out, not a task's tick later
             (sid, until), *_ = ends
             return [await self.finish_end(sid, now, ended_state, until)]
+        head: list[Arg] = [self._maxlen, repr(float(now)), ended_state]
+        slices = [ends[i : i + _FINISH_SLICE] for i in range(0, len(ends), _FINISH_SLICE)]
         replies = await asyncio.gather(
             *(
                 self._run(
-                    "finish_end",
-                    [self._key("s", sid)],
-                    [self._maxlen, at, ended_state, repr(float(until))],
+                    "finish_ends",
+                    (),
+                    head + [item for sid, until in part for item in (sid, repr(float(until)))],
                 )
-                for sid, until in ends
+                for part in slices
             ),
             return_exceptions=True,
         )
@@ -885,14 +897,16 @@ class RedisStore(Store):
         last: _StreamId = (0, 0)
         last_id = None
         failure: BaseException | None = None
-        for reply in replies:
+        for part, reply in zip(slices, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
-                finished.append(None)
-            elif reply is None:
-                finished.append(None)
-            else:
-                event_id, flat = reply
+                finished += [None] * len(part)
+                continue
+            for one in reply:
+                if not one:
+                    finished.append(None)
+                    continue
+                event_id, flat = one
                 position = _stream_id(event_id)
                 if position is not None and position > last:
                     last, last_id = position, event_id
@@ -905,17 +919,11 @@ class RedisStore(Store):
 
     async def having_children(self, session_ids: Sequence[str]) -> set[str]:
         # ``P parent:<id>`` exists while the session has a live child (Redis drops empty sets);
-        # one pipelined EXISTS per id.
-        prefix, call = self.prefix, self._ops.call
-        try:
-            counts = await asyncio.gather(
-                *(call("EXISTS", f"{prefix}parent:{sid}") for sid in session_ids)
-            )
-        except RedisError as exc:
-            raise StoreUnavailable(
-                f"Redis at {self.address.where} failed a children lookup: {exc.message}"
-            ) from None
-        return {sid for sid, n in zip(session_ids, counts, strict=True) if n}
+        # one function call looks them all up.
+        if not session_ids:
+            return set()
+        parents: list[str] = await self._run("having_children", (), session_ids)
+        return set(parents)
 
     async def next_deadline(self) -> float | None:
         score = await self._run("next_deadline", (), ())
