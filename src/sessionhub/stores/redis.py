@@ -84,7 +84,8 @@ Each change appends its event to ``P events`` in the same function (``XADD ... M
 session snapshot MessagePack-packed. Every store instance tails the stream with ``XREAD BLOCK`` on a
 connection of its own, started by ``open()``, and feeds each entry into ``self.events`` with the
 stream id as the event id, so every node's subscribers see one order and ``subscribe(after=<id>)``
-resumes on any node. ``open()`` first loads the last ``event_buffer`` entries, so a node that just
+resumes on any node. The snapshot stays packed in the ring until a subscriber reads the event: every
+node reads every node's events, and unpacking them all cost a busy node more than its own work. ``open()`` first loads the last ``event_buffer`` entries, so a node that just
 started can resume a subscriber from an id another node gave out. When Redis goes away the tailer
 retries and resumes from the last id it saw: nothing is lost while the entries are still in the
 stream. A mutation returns once the local tailer has delivered its event (a bounded wait), so a
@@ -99,7 +100,9 @@ number of hub processes exactly one claims each session and runs its hooks. Each
 deletes it on ``close()``. A process that dies between claiming and ``finish_end`` leaves claims whose
 claimer key expires: the next sweep (``claim_expired`` every quarter lease) of another instance takes
 them over and finishes those ends, so a crash can make hooks run again for those sessions (at least
-once), never zero times.
+once), never zero times. The hub's expiry finishes the ends of a batch with ``finish_ends``: one
+function call per slice of 250, whose index writes are gathered by key (one ``ZREM`` per index for
+the slice, not one per session).
 """
 
 from __future__ import annotations
