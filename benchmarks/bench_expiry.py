@@ -3,6 +3,8 @@
     uv run python benchmarks/bench_expiry.py              # 20,000 sessions per store
     uv run python benchmarks/bench_expiry.py --quick      # 2,000: a smoke run
     uv run python benchmarks/bench_expiry.py --cluster    # also on a local Redis Cluster (3+3)
+    SESSIONHUB_BENCH_PROFILE=/tmp/prof uv run python benchmarks/bench_expiry.py --only redis
+                                                          # cProfile of each hub: /tmp/prof/hub<i>.prof
 
 For each shared store (a private ``redis-server``; a SQLite file) it starts 3 hub processes (real
 subprocesses of this script), which create their share of ``n`` sessions whose deadlines are spread

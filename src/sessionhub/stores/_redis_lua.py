@@ -232,11 +232,16 @@ end
 
 -- The index writes of a group of claims or ends, gathered by key: each key costs one command per
 -- group (claim_expired, finish_ends), not one per session. Nothing in a group reads what these
--- writes change before flush() writes them.
+-- writes change before flush() writes them. Without a group (g nil: one claim or end per call,
+-- where gathering would only add work) each write goes out at once.
 local function gathered()
   return {keys = {}, members = {}, census = {}, seen = {}}
 end
 local function gather(g, command, key, ...)
+  if g == nil then
+    if key == '' then return redis.call(command, ...) end
+    return redis.call(command, key, ...)
+  end
   local id = command .. ' ' .. key
   local list = g.members[id]
   if list == nil then
@@ -264,6 +269,11 @@ local function flush(g)
     if n <= 0 then redis.call('HDEL', P .. 'census', field) end
   end
 end
+local function count(g, ns, state, delta)
+  if g == nil then return census(ns, state, delta) end
+  local field = ns .. '\t' .. state
+  g.census[field] = (g.census[field] or 0) + delta
+end
 
 -- A claim names its claimer ('cb') and is listed in the claims hash, so that the claims of a
 -- process that stopped heartbeating can be taken over (see claim_expired). The session leaves the
@@ -277,9 +287,8 @@ local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   redis.call('HSET', sk, 'st', state, 'er', reason, 'cb', claimer, 'ua', now, 'v', v)
   gather(g, 'HSET', P .. 'claims', h.id, claimer)
   if state ~= h.st then
-    local before, after = h.ns .. '\t' .. h.st, h.ns .. '\t' .. state
-    g.census[before] = (g.census[before] or 0) - 1
-    g.census[after] = (g.census[after] or 0) + 1
+    count(g, h.ns, h.st, -1)
+    count(g, h.ns, state, 1)
   end
   if queued and h.dq ~= nil then redis.call('ZREM', P .. 'deadlines', h.id) end
   for i = 1, #flat, 2 do
@@ -302,14 +311,13 @@ end
 -- index writes go into the group 'g', written by flush().
 local function finish(g, sk, now, state, keep_until)
   local h, flat = load(sk)
-  if h == nil or h.en ~= nil or h.er == nil or g.seen[h.id] then return false end
+  if h == nil or h.en ~= nil or h.er == nil or (g and g.seen[h.id]) then return false end
   local sid = h.id
-  g.seen[sid] = true  -- its record may be deleted only at the flush: not twice in one group
+  if g then g.seen[sid] = true end  -- its record is deleted at the flush: not twice in a group
   local labels = labels_of(h)
   for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do gather(g, 'ZREM', key, sid) end
   release_unique(h.ns, labels, sid)
-  local field = h.ns .. '\t' .. h.st
-  g.census[field] = (g.census[field] or 0) - 1
+  count(g, h.ns, h.st, -1)
   gather(g, 'HDEL', P .. 'claims', sid)
   -- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
   -- entry is gone already), the end is written.
@@ -661,10 +669,7 @@ local sk = KEYS[1]
 local moves = take_list(6, true)
 local h, flat = load(sk)
 if h == nil or h.en ~= nil or h.er ~= nil then return false end
-local g = gathered()
-local out = claim(g, sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
-flush(g)
-return out
+return claim(nil, sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
 """
 
 # args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves
@@ -729,10 +734,7 @@ return out
 
 # args: prefix, maxlen, now, ended state, retain until.
 _FINISH_END = r"""
-local g = gathered()
-local out = finish(g, KEYS[1], ARGV[3], ARGV[4], ARGV[5])
-flush(g)
-return out
+return finish(nil, KEYS[1], ARGV[3], ARGV[4], ARGV[5])
 """
 
 # args: prefix, maxlen, now, ended state, then session id, retain until pairs. The ends of one
