@@ -5,17 +5,29 @@
     uv run python benchmarks/bench_dashboard.py --startup-only   # only the time until usable
 
 A real ``sessionhub serve`` subprocess; sessions are created over HTTP.
-First, how soon the page is usable: "usable" is the later of two performance marks the page sets,
-the sessions table rendered with the API's first page and the overview filled from ``/v1/stats``,
-counted from navigation start. Measured on a cold navigation (a fresh browser context: empty
-cache) and on repeated navigations (the same tab opening the page again), with no session and
-then with all of them; the HTML's own arrival (``responseEnd``) is printed beside it as the floor
-that no page work can beat, and a baseline measured in the same run: ``/healthz`` opened as a page
-(no script, no style) just before each sample, with ``usable/baseline`` (this machine's load makes
-the absolute figures noise; the ratio less so). ``--against /work/main/src`` serves that checkout's
-package beside this one and measures both, round by round, for a before/after under the same load.
+First, how soon the page is usable, counted from navigation start: "usable" is when the frame
+showing both the sessions table (``sessionhub:table``: its rows written from the API's first page)
+and the overview (``sessionhub:overview``: its numbers written from ``/v1/stats``) was presented,
+as the browser reports it: the benchmark's init script sees the page set the later of those two
+marks and, in the same task, adds a dot with ``elementtiming`` to the page, whose Element Timing
+``renderTime`` is when the frame that first shows it (and so the table and overview) was put on
+screen (the same rule for any version of the page, so that ``--against`` compares like with like).
+Beside it: ``drawn`` (a task queued by the next animation frame's callback, which runs once the
+main thread has drawn that frame, before raster and presentation), ``table paint`` (Element Timing
+of the first row, when the page sets it) and ``fcp`` (first contentful paint).
+The page runs under its own CSP (no ``bypass_csp``), and the benchmark reads the page only with
+plain evaluations once it is usable (no ``wait_for_function``, whose injected script would compile
+on the page's main thread while it starts).
+Measured on a cold navigation (a fresh browser context: empty cache) and on repeated navigations
+(the same tab opening the page again), with no session and then with all of them; the HTML's own
+arrival (``responseEnd``) is printed beside it as the floor that no page work can beat, and a
+baseline measured in the same run: ``/healthz`` opened as a page (no script, no style) just before
+each sample, until its load event, with ``usable/baseline`` (this machine's load makes the absolute
+figures noise; the ratio less so). ``--against /work/main/src`` serves that checkout's package
+beside this one and measures both, round by round, for a before/after under the same load.
 Beside it: when the page's script began (``script``: after parsing it) and when the first answer of
-each API call arrived, to tell the server's time from the page's.
+each API call arrived (none when the server put them in the page), to tell the server's time from
+the page's.
 Then the page is watched twice for the same time: quiet (the baseline), then while a client ends
 every session of one user after another (a mass sign-out), about ``--rate`` events per second on
 the page's stream.
@@ -179,16 +191,25 @@ MARKS = """() => {
   };
   const table = at("sessionhub:table");
   const overview = at("sessionhub:overview");
-  const api = (path) => {
+  const api = (path) => {  // a first read's answer: asked for before the table was drawn
     const found = performance.getEntriesByType("resource")
-      .filter((e) => new URL(e.name).pathname === path);
+      .filter((e) => new URL(e.name).pathname === path && e.startTime < table);
     return found.length ? found[0].responseEnd : null;
   };
+  const element = (name) => {
+    const found = (window.__startupElements || []).find(([identifier]) => identifier === name);
+    return found ? found[1] : null;
+  };
+  const fcp = performance.getEntriesByName("first-contentful-paint");
   return {
-    usable: Math.max(table, overview),
+    usable: element("bench:frame") ?? at("bench:painted"),  // presented, else drawn
+    drawn: at("bench:painted"),
     table,
     overview,
+    "table paint": element("sessionhub:table"),
+    fcp: fcp.length ? fcp[0].startTime : null,
     html: performance.getEntriesByType("navigation")[0].responseEnd,
+    document: window.__startupDocument,
     script: at("sessionhub:start"),
     "/v1/stats": api("/v1/stats"),
     "/v1/sessions": api("/v1/sessions"),
@@ -199,36 +220,99 @@ MARKS = """() => {
       .reduce((sum, [, duration]) => sum + duration, 0),
   };
 }"""
-USABLE = (
-    "performance.getEntriesByName('sessionhub:table').length"
-    " && performance.getEntriesByName('sessionhub:overview').length"
-)
 
-
-# For the startup: main-thread tasks over 50 ms until the page is usable (start and duration).
-STARTUP_TASKS = """
+# Installed in every page before its scripts run (CDP, not under the page's CSP): once the page
+# has marked both its table and its overview drawn, a task queued by the next animation frame's
+# callback marks "bench:painted": it runs once that frame (style, layout, paint) is done. Also
+# kept: main-thread tasks over 50 ms (start, duration) and Element Timing entries (name, when the
+# frame with them was presented).
+STARTUP = """
+window.__startupDocument = performance.now();
 window.__startupTasks = [];
+window.__startupElements = [];
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) window.__startupTasks.push([entry.startTime, entry.duration]);
 }).observe({ type: "longtask", buffered: true });
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    window.__startupElements.push([entry.identifier, entry.renderTime || entry.loadTime]);
+  }
+}).observe({ type: "element", buffered: true });
+(() => {
+  const mark = performance.mark.bind(performance);
+  let queued = false;
+  performance.mark = (...args) => {
+    const made = mark(...args);
+    const has = (name) => performance.getEntriesByName(name).length > 0;
+    if (!queued && has("sessionhub:table") && has("sessionhub:overview")) {
+      queued = true;
+      requestAnimationFrame(() => setTimeout(() => mark("bench:painted"), 0));
+      // A dot drawn in the same frame: its Element Timing is when that frame was presented.
+      const probe = document.createElement("span");
+      probe.textContent = "·";
+      probe.setAttribute("elementtiming", "bench:frame");
+      Object.assign(probe.style, { position: "fixed", right: "0", bottom: "0", fontSize: "8px" });
+      document.body.append(probe);
+    }
+    return made;
+  };
+})();
 """
+
+# Resolves once the page is usable (see STARTUP), watching marks rather than polling the page;
+# then waits a little for the presentation time of the first rows (Element Timing), reported
+# once the frame is on screen, when the page asks for it.
+USABLE = """() => new Promise((resolve) => {
+  const done = () => performance.getEntriesByName("bench:painted").length > 0;
+  if (done()) return resolve();
+  const observer = new PerformanceObserver(() => {
+    if (done()) {
+      observer.disconnect();
+      resolve();
+    }
+  });
+  observer.observe({ type: "mark" });
+}).then(() => new Promise((resolve) => {
+  const started = performance.now();
+  const seen = (name) => window.__startupElements.some(([found]) => found === name);
+  const asked = document.querySelector("[elementtiming='sessionhub:table']");
+  const check = () => (seen("bench:frame") && (!asked || seen("sessionhub:table")))
+    || performance.now() - started > 1000 ? resolve() : setTimeout(check, 10);
+  check();
+}))"""
+
+LIVE = """() => new Promise((resolve) => {
+  const check = () => document.getElementById("stream-state").textContent === "live"
+    ? resolve() : setTimeout(check, 20);
+  check();
+})"""
 
 
 def open_page(page: Page, url: str) -> dict[str, float]:
     page.goto(url + "/ui/")
-    page.wait_for_function(USABLE)
+    page.evaluate(USABLE)
     marks: dict[str, float] = page.evaluate(MARKS)
-    page.wait_for_function("document.getElementById('stream-state').textContent === 'live'")
+    page.evaluate(LIVE)
     return marks
 
 
-def baseline(page: Page, url: str) -> float:
+def baseline(page: Page, url: str) -> tuple[float, float, float | None]:
     """The same server's plainest page (``/healthz``: no script, no style), fully loaded: what this
-    machine's load makes of one navigation right now."""
+    machine's load makes of one navigation right now; when its document was created, and its
+    first contentful paint (the floor of a first frame in this context)."""
     page.goto(url + "/healthz")
-    loaded: float = page.evaluate(
-        "new Promise((done) => setTimeout(() => "
-        "done(performance.getEntriesByType('navigation')[0].loadEventEnd), 0))"
+    loaded: tuple[float, float, float | None] = page.evaluate(
+        """new Promise((done) => {
+          const answer = () => {
+            const fcp = performance.getEntriesByName("first-contentful-paint");
+            done([performance.getEntriesByType("navigation")[0].loadEventEnd,
+                  window.__startupDocument, fcp.length ? fcp[0].startTime : null]);
+          };
+          const started = performance.now();
+          const wait = () => performance.getEntriesByName("first-contentful-paint").length
+            || performance.now() - started > 1000 ? answer() : setTimeout(wait, 10);
+          wait();
+        })"""
     )
     return loaded
 
@@ -239,15 +323,20 @@ def startup(browser: Browser, url: str, cold: int, repeated: int) -> dict[str, l
     sample beside a baseline navigation measured just before it (a fresh context for a cold one)."""
     found: dict[str, list[float]] = {}
 
-    def record(prefix: str, marks: dict[str, float], base: float) -> None:
+    def record(
+        prefix: str, marks: dict[str, float], base: tuple[float, float, float | None]
+    ) -> None:
         for key, value in marks.items():
             found.setdefault(prefix + key, []).append(value)
-        found.setdefault(prefix + "baseline", []).append(base)
-        found.setdefault(prefix + "usable/baseline", []).append(marks["usable"] / base)
+        found.setdefault(prefix + "baseline", []).append(base[0])
+        found.setdefault(prefix + "baseline document", []).append(base[1])
+        if base[2] is not None:
+            found.setdefault(prefix + "baseline fcp", []).append(base[2])
+        found.setdefault(prefix + "usable/baseline", []).append(marks["usable"] / base[0])
 
     def fresh() -> BrowserContext:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, bypass_csp=True)
-        context.add_init_script(STARTUP_TASKS)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.add_init_script(STARTUP)
         return context
 
     for _ in range(cold):
@@ -352,6 +441,7 @@ def main() -> None:
                     viewport={"width": 1400, "height": 1000},
                     bypass_csp=True,  # wait_for_function evaluates strings; the page itself is untouched
                 )
+                page.add_init_script(STARTUP)
                 page.add_init_script(WATCH)
                 open_page(page, url)
                 print("watching the page, quiet", flush=True)

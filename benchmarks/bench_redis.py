@@ -4,6 +4,7 @@ and Redis CPU per operation, beside the store as it was before its Lua was rewor
     uv run python benchmarks/bench_redis.py            # 100k gets, 20k creates
     uv run python benchmarks/bench_redis.py --quick    # a smoke run
     uv run python benchmarks/bench_redis.py --cpu      # only the Redis CPU per operation
+    uv run python benchmarks/bench_redis.py --cpu --baseline main   # beside another commit
     uv run python benchmarks/bench_redis.py --url redis://host:6379/0   # an existing Redis
 
 Without ``--url`` it starts a private ``redis-server`` on a free port (never the machine's own on
@@ -52,6 +53,7 @@ CONCURRENCY = 50
 BASELINE = "8ad59c7"
 CPU_CHUNK = 200
 CPU_ROUNDS = 7
+HISTORY_RECORDS = 50
 
 
 def redis_benchmark(url: str, n: int) -> float:
@@ -118,14 +120,14 @@ async def round_trips(store: RedisStore, n: int) -> dict[str, float]:
     return measured
 
 
-def baseline_store_class() -> type[RedisStore] | None:
-    """``RedisStore`` as of ``BASELINE``: its ``redis.py`` and ``_redis_lua.py`` from git, imported
+def baseline_store_class(baseline: str) -> type[RedisStore] | None:
+    """``RedisStore`` as of commit ``baseline``: its ``redis.py`` and ``_redis_lua.py`` from git, imported
     as modules of ``sessionhub.stores`` under other names (the rest of the package is today's)."""
     root = Path(__file__).resolve().parent.parent
 
     def source(name: str) -> str | None:
         shown = subprocess.run(
-            ["git", "-C", str(root), "show", f"{BASELINE}:src/sessionhub/stores/{name}"],
+            ["git", "-C", str(root), "show", f"{baseline}:src/sessionhub/stores/{name}"],
             capture_output=True,
             text=True,
         )
@@ -136,7 +138,7 @@ def baseline_store_class() -> type[RedisStore] | None:
         assert spec is not None
         loaded = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = loaded
-        exec(compile(code, f"{BASELINE}:{name}.py", "exec"), loaded.__dict__)
+        exec(compile(code, f"{baseline}:{name}.py", "exec"), loaded.__dict__)
         return loaded
 
     lua, store = source("_redis_lua.py"), source("redis.py")
@@ -191,9 +193,9 @@ class CpuRun:
         return asyncio.gather(*(self.store.create(s, self.rules) for s in sessions))
 
 
-async def cpu_per_op(url: str, rounds: int) -> None:
-    """Redis CPU per operation, today's store beside ``BASELINE``'s on one server."""
-    old_class = baseline_store_class()
+async def cpu_per_op(url: str, rounds: int, baseline: str) -> None:
+    """Redis CPU per operation, today's store beside commit ``baseline``'s on one server."""
+    old_class = baseline_store_class(baseline)
     stores: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
     if old_class is not None:
         stores["before"] = old_class(url, prefix="cpu-old:")
@@ -229,6 +231,29 @@ async def cpu_per_op(url: str, rounds: int) -> None:
                 *(run.store.finish_end(s.id, now + 10, "CLEANED", now + 3600) for s in claimed)
             )
 
+    # History reads: the newest 50 of 50 records (the OpenAI Agents adapter's get_items(50)), on
+    # sessions set up once (their appends are not measured).
+    histories: dict[str, list[str]] = {}
+    for name, run in runs.items():
+        kept = [run.session(now, 3600.0) for _ in range(CPU_CHUNK)]
+        await run.create(kept)
+        payload = b'{"role":"user","content":"a message of about this length"}'
+        for _ in range(HISTORY_RECORDS):
+            await asyncio.gather(
+                *(run.store.history_append(s.id, "message", payload, now) for s in kept)
+            )
+        histories[name] = [s.id for s in kept]
+
+    def read_histories(store: RedisStore, ids: list[str]) -> Awaitable[Any]:
+        return asyncio.gather(
+            *(
+                store.history_read(
+                    sid, after=None, limit=HISTORY_RECORDS, newest_first=True, kind=None, now=now
+                )
+                for sid in ids
+            )
+        )
+
     for _ in range(rounds):
         for name, run in runs.items():
             store = run.store
@@ -239,6 +264,7 @@ async def cpu_per_op(url: str, rounds: int) -> None:
             await measured(name, "touch", "fcall", touching)
             getting = asyncio.gather(*(store.get(s.id) for s in ids))
             await measured(name, "get", "hgetall", getting)
+            await measured(name, "history", "fcall", read_histories(store, histories[name]))
             await measured(name, "end", "fcall", ended(run, [s.id for s in ids]))
             await run.create([run.session(now, 1.0) for _ in range(CPU_CHUNK)])  # due at now + 10
             await measured(name, "expiry", "fcall", expired(run))
@@ -249,13 +275,16 @@ async def cpu_per_op(url: str, rounds: int) -> None:
         f"Redis CPU per operation, µs per session, best of {rounds} rounds of {CPU_CHUNK}; 'before'"
     )
     print(
-        f"is commit {BASELINE}, loaded beside today's on one server. 'in FCALL' is INFO commandstats"
+        f"is commit {baseline}, loaded beside today's on one server. 'in FCALL' is INFO commandstats"
     )
     print("(HGETALL for get), the issue's measure; 'process' is the server's main-thread CPU over")
-    print("the same rounds (requests, replies and the event tailers' reads included).")
+    print("the same rounds (requests, replies and the event tailers' reads included). 'history' is")
+    print(
+        f"a read of the newest {HISTORY_RECORDS} of {HISTORY_RECORDS} records (not in issue 12's targets)."
+    )
     header = f"{'operation':<11}{'in FCALL: before':>17}{'today':>8}{'ratio':>7}"
     print(f"{header}{'process: before':>18}{'today':>8}{'ratio':>7}   target: both ratios <= 0.5")
-    for op in ("create", "touch", "get", "end", "expiry"):
+    for op in ("create", "touch", "get", "history", "end", "expiry"):
         line = f"{op:<11}"
         worst = None
         for kind, width in ((op, 17), (op + " cpu", 18)):
@@ -312,12 +341,18 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes, a smoke run")
     parser.add_argument("--url", help="an existing Redis instead of a private redis-server")
     parser.add_argument("--cpu", action="store_true", help="only the Redis CPU per operation")
+    parser.add_argument(
+        "--baseline",
+        default=BASELINE,
+        help=f"the commit whose store is the 'before' of the CPU figures (default {BASELINE}: the "
+        "issue's target is against it)",
+    )
     options = parser.parse_args()
     n_get, n_create, rounds = (10_000, 2_000, 1) if options.quick else (100_000, 20_000, 3)
     server = None if options.url else RedisServer()
     try:
         url = options.url or (server.url if server else "")
-        asyncio.run(cpu_per_op(url, 3 if options.quick else CPU_ROUNDS))
+        asyncio.run(cpu_per_op(url, 3 if options.quick else CPU_ROUNDS, options.baseline))
         if not options.cpu:
             asyncio.run(measure(url, n_get, n_create, rounds))
     finally:

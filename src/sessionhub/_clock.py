@@ -17,8 +17,7 @@ IdFactory = Callable[[], str]
 system_clock: Clock = time.time
 
 _BATCH = 256  # ids drawn per call to the CSPRNG
-#: The last two characters of ``token_urlsafe(16)`` encode its 16th byte: one per byte value.
-_TAILS = [base64.urlsafe_b64encode(bytes((b,)))[:2].decode() for b in range(256)]
+_STARTS = range(0, 24 * _BATCH, 24)
 _ready: list[str] = []  # drawn, not yet handed out
 
 
@@ -26,11 +25,15 @@ def _draw() -> list[str]:
     """``_BATCH`` ids in one read of the OS CSPRNG and one base64 pass.
 
     Each id is what ``secrets.token_urlsafe(16)`` gives: 16 random bytes in URL-safe base64
-    without padding. The first 15 bytes of every id are encoded together (15 is a multiple of 3,
-    so each id owns exactly 20 characters), the 16th comes from a table."""
-    heads = base64.urlsafe_b64encode(os.urandom(15 * _BATCH)).decode()
-    tails = os.urandom(_BATCH)
-    return [heads[20 * i : 20 * i + 20] + _TAILS[tails[i]] for i in range(_BATCH)]
+    without padding. Each id's bytes are followed by two zero bytes (18 is a multiple of 3, so
+    each id owns exactly 24 characters of the encoding), and the first 22 of those are exactly
+    the unpadded encoding of its 16 bytes: an id is one slice."""
+    raw = os.urandom(16 * _BATCH)
+    spaced = bytearray(18 * _BATCH)
+    for k in range(16):  # byte k of every id, in one C-level pass each
+        spaced[k::18] = raw[k::16]
+    encoded = base64.urlsafe_b64encode(spaced).decode()
+    return [encoded[start : start + 22] for start in _STARTS]
 
 
 def new_session_id() -> str:

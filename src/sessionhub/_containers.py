@@ -9,7 +9,8 @@ hub's clock), so a read is one store operation.
 from __future__ import annotations
 
 import abc
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from ._errors import ValidationError, quoted
 from ._limits import check_key, check_limit, check_name, encode_json
@@ -18,13 +19,51 @@ from ._models import DataEntry, HistoryRecord
 if TYPE_CHECKING:
     from ._hub import SessionHub
 
-__all__ = ["DataReads", "HistoryCounts", "SessionData", "SessionHistory"]
+__all__ = [
+    "MAX_HISTORY_BATCH",
+    "DataReads",
+    "HistoryCounts",
+    "SessionData",
+    "SessionHistory",
+    "batch_pairs",
+    "check_pop_kinds",
+]
+
+#: The most records one ``append_many`` writes: one store operation (one Lua call on Redis) stays
+#: short, as a history read's page does.
+MAX_HISTORY_BATCH: Final = 1000
 
 
 def _expected(value: int | None) -> int | None:
     if value is not None and (type(value) is not int or value < 0):
         raise ValidationError(f"expected_version must be an integer >= 0, got {quoted(value)}")
     return value
+
+
+def batch_pairs(records: object) -> list[tuple[Any, Any]]:
+    """``append_many``'s records as ``(kind, payload)`` pairs, 1 to ``MAX_HISTORY_BATCH`` of them;
+    the kinds and payloads themselves are checked by the hub (clients send them on as they are)."""
+    if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
+        raise ValidationError(
+            f"records must be a list of (kind, payload) pairs, got {quoted(records)}"
+        )
+    pairs = list(records)
+    if not 1 <= len(pairs) <= MAX_HISTORY_BATCH:
+        raise ValidationError(
+            f"records must hold 1 to {MAX_HISTORY_BATCH} records, got {len(pairs)}"
+        )
+    for i, pair in enumerate(pairs):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ValidationError(f"record {i} must be a (kind, payload) pair, got {quoted(pair)}")
+    return [(kind, payload) for kind, payload in pairs]
+
+
+def check_pop_kinds(kind: object, marker: object) -> tuple[str, str]:
+    """``pop``'s two kinds: names, and different (a marker of the popped kind would push)."""
+    checked = check_name(kind, "history kind"), check_name(marker, "marker kind")
+    if checked[0] == checked[1]:
+        raise ValidationError(f"the marker kind must differ from the popped kind {kind!r}")
+    return checked
 
 
 class DataReads(abc.ABC):
@@ -108,6 +147,27 @@ class SessionHistory(HistoryCounts):
         return await self._hub.store.history_append(
             self.session_id, check_name(kind, "history kind"), raw, self._hub.clock()
         )
+
+    async def append_many(self, records: Iterable[tuple[str, Any]]) -> list[HistoryRecord]:
+        """Append ``(kind, payload)`` records together, in one store operation: consecutive
+        ``seq``s whatever else writes the history, all or none (each record is checked as
+        ``append`` checks it before anything is written)."""
+        limit = self._hub.limits.max_history_record_bytes
+        encoded = [
+            (check_name(kind, "history kind"), encode_json(payload, f"history record {i}", limit))
+            for i, (kind, payload) in enumerate(batch_pairs(records))
+        ]
+        return await self._hub.store.history_append_many(
+            self.session_id, encoded, self._hub.clock()
+        )
+
+    async def pop(self, kind: str, *, marker: str) -> HistoryRecord | None:
+        """Read the history as a stack of ``kind`` records and remove its top, atomically: append
+        a ``marker`` record ``{"popped": seq, "below": seq of the new top or 0}`` and return the
+        removed record; ``None``, appending nothing, when the stack is empty. Every other kind of
+        record empties the stack (a ``clear``). Two callers popping at once pop two records."""
+        kind, marker = check_pop_kinds(kind, marker)
+        return await self._hub.store.history_pop(self.session_id, kind, marker, self._hub.clock())
 
     async def read(
         self,

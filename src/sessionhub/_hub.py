@@ -45,7 +45,7 @@ from ._limits import (
     check_timeout,
 )
 from ._metrics import HubMetrics, MetricsSnapshot
-from ._models import EventKind, Page, Session, SessionEvent, expires_at
+from ._models import EventKind, Page, Session, SessionEvent
 from .stores import Store, store_from_url
 from .stores._base import Change, CreateRules, Query
 
@@ -111,6 +111,7 @@ class SessionHub:
         auto_expire: bool = True,
     ) -> None:
         self.store = store_from_url(store) if isinstance(store, str) else store
+        self._touch_now = self.store.touch_now  # read once: touch is the hottest write
         self.idle_timeout = check_timeout(idle_timeout, "idle_timeout")
         self.ttl = check_timeout(ttl, "ttl")
         self.lifecycle = lifecycle
@@ -265,24 +266,33 @@ class SessionHub:
         )
         life = self.ttl if ttl is DEFAULT else check_timeout(ttl, "ttl")
         now = self.clock()
+        # expires_at() for a new session, inlined: this is the hottest path of a create.
+        deadline = None if idle is None else now + idle
+        if life is not None and (deadline is None or now + life < deadline):
+            deadline = now + life
+        # Fields left at their defaults are not passed: a Session builds faster with fewer
+        # keywords, and the mappings default to the shared EMPTY that check_* would return.
         session = Session(
             id=sid,
             namespace="default" if namespace == "default" else check_id(namespace, "namespace"),
             state=state,
             user_id=None if user_id is None else check_id(user_id, "user_id"),
-            parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
-            labels=check_labels(labels, self.limits),
-            details=check_details(details, self.limits),
             created_at=now,
             updated_at=now,
             last_activity_at=now,
-            expires_at=expires_at(
-                created_at=now, last_activity_at=now, idle_timeout=idle, ttl=life, active_requests=0
-            ),
+            expires_at=deadline,
             idle_timeout=idle,
             ttl=life,
-            retention=None if retention is None else _retention(retention),
         )
+        if parent_id is not None or labels is not None or details is not None:
+            session = msgspec.structs.replace(
+                session,
+                parent_id=None if parent_id is None else check_id(parent_id, "parent_id"),
+                labels=check_labels(labels, self.limits),
+                details=check_details(details, self.limits),
+            )
+        if retention is not None:
+            session = msgspec.structs.replace(session, retention=_retention(retention))
         purged = False
         create_now = self.store.create_now
         for _ in range(8):
@@ -305,8 +315,11 @@ class SessionHub:
                 await self._evict_oldest(session.user_id)
         else:
             raise QuotaExceeded(f"could not make room for user {user_id} after several evictions")
-        self._metrics.created += 1
-        self._scheduled(created)
+        self._metrics.count_created()
+        # self._scheduled(created), with its common case (a deadline after the wake-up) inlined.
+        deadline = created.expires_at
+        if deadline is not None and (deadline < self._wake_at or self._in_pass):
+            self._scheduled(created)
         return created
 
     async def _evict_oldest(self, user_id: str) -> None:
@@ -488,7 +501,7 @@ class SessionHub:
 
     async def touch(self, session_id: str) -> Session:
         """A heartbeat: refresh activity, so the idle timeout starts again."""
-        touch_now = self.store.touch_now
+        touch_now = self._touch_now
         if touch_now is None or type(session_id) is not str:
             return await self._modify(session_id, Change(now=self.clock(), touch=True))
         try:

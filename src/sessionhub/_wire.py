@@ -27,14 +27,17 @@ __all__ = [
     "ErrorAnswer",
     "ErrorBody",
     "Health",
+    "HistoryBatchBody",
     "HistoryBody",
     "HistoryCounts",
     "HistoryItems",
+    "HistoryPopBody",
     "IncrBody",
     "Lease",
     "LeaseBody",
     "LinkBody",
     "NoBody",
+    "Popped",
     "Released",
     "Stats",
     "TransitionBody",
@@ -124,6 +127,21 @@ class HistoryBody(_Body):
 
     kind: str
     payload: Any = None
+
+
+class HistoryBatchBody(_Body):
+    """``POST /v1/sessions/{id}/history/batch``: append records together, consecutively, all or
+    none (the hub checks how many: 1 to ``MAX_HISTORY_BATCH``)."""
+
+    records: list[HistoryBody]
+
+
+class HistoryPopBody(_Body):
+    """``POST /v1/sessions/{id}/history/pop``: remove the top of the stack of ``kind`` records,
+    appending a ``marker`` record."""
+
+    kind: str
+    marker: str
 
 
 class ErrorBody(msgspec.Struct):
@@ -245,3 +263,9 @@ class HistoryItems(msgspec.Struct):
 
 class HistoryCounts(msgspec.Struct):
     counts: dict[str, int]
+
+
+class Popped(msgspec.Struct):
+    """What ``history/pop`` answers: the removed record, or ``null`` when there was none."""
+
+    record: HistoryRecord | None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 
 import pytest
@@ -16,6 +17,7 @@ from sessionhub import (
     ValidationError,
     VersionConflict,
 )
+from sessionhub._clock import new_session_id
 
 from .helpers import HookLog, MakeHub
 
@@ -47,6 +49,19 @@ async def test_create_fills_every_field(hub: SessionHub, clock: ManualClock) -> 
 async def test_allocated_ids_differ(hub: SessionHub) -> None:
     ids = {(await hub.create()).id for _ in range(50)}
     assert len(ids) == 50
+
+
+def test_allocated_ids_are_128_random_bits_in_token_urlsafe_form() -> None:
+    ids = [new_session_id() for _ in range(1000)]  # several batches drawn from the CSPRNG
+    assert len(set(ids)) == len(ids)
+    for sid in ids:
+        raw = base64.urlsafe_b64decode(sid + "==")
+        assert (len(sid), len(raw)) == (22, 16)
+        assert base64.urlsafe_b64encode(raw).rstrip(b"=").decode() == sid  # canonical form
+    # no byte of the ids is stuck (a bad interleaving would leave zeros)
+    assert all(
+        len({base64.urlsafe_b64decode(sid + "==")[k] for sid in ids}) > 100 for k in range(16)
+    )
 
 
 async def test_chosen_id_and_duplicate_id(hub: SessionHub) -> None:

@@ -122,3 +122,24 @@ def test_hub_metrics_keep_the_last_sixty_minutes() -> None:
     now[0] += 60 * (MINUTES_KEPT - 1)  # the first minute falls out of the window
     minutes = metrics.snapshot({}).per_minute
     assert [(m.created, m.ended) for m in minutes if m.created or m.ended] == [(3, 0)]
+
+
+def test_hub_metrics_count_creates_in_the_minute_of_each_and_at_its_edges() -> None:
+    now = [1_000_019.999]  # the last instant before a minute boundary (1_000_020 is one)
+    metrics = HubMetrics(clock=lambda: now[0])
+    metrics.count_created()
+    now[0] = 1_000_020.0  # the next minute's first instant
+    metrics.count_created()
+    metrics.created += 1  # the property and count_created count alike
+    now[0] = 1_000_079.5
+    metrics.count_created()
+    now[0] = 1_000_080.0
+    metrics.ended["expired"] += 1
+
+    minutes = metrics.snapshot({}).per_minute
+    assert [(m.minute, m.created, m.ended) for m in minutes[-3:]] == [
+        (1_000_020.0 - 60, 1, 0),
+        (1_000_020.0, 3, 0),
+        (1_000_080.0, 0, 1),
+    ]
+    assert metrics.created == 4

@@ -52,11 +52,36 @@ def test_labels_details_ids_and_payloads_render_as_text(server: Served, watched:
 
     # Nothing became markup: no image, bold, italic or extra script element anywhere.
     assert page.locator("img, b:text('bold'), i").count() == 0
-    # The page's own scripts only: its two inlined ones, and uPlot once the chart has loaded.
-    assert page.locator("script:not([src])").count() == 2
+    # The page's own scripts only: its two inlined ones (beside the JSON block of its first reads,
+    # data, never run), and uPlot once the chart has loaded.
+    assert page.locator("script:not([src]):not([type='application/json'])").count() == 2
+    assert page.locator("script[type='application/json']").count() == 1
     loaded = page.locator("script[src]").evaluate_all("scripts => scripts.map(s => s.src)")
     assert len(loaded) <= 1
     assert all(re.search(r"/ui/vendor/uPlot[.]iife[.]min[.]\w+[.]js$", src) for src in loaded)
+    page.wait_for_timeout(300)  # an onerror would fire by now; the fixture asserts no dialog
+
+
+def test_values_in_the_page_itself_render_as_text(server: Served, watched: Watched) -> None:
+    """The first reads the server puts in the page (no token) hold the same hostile values."""
+    page = watched.page
+    namespace = f"xss-{uuid.uuid4().hex[:8]}"
+    hostile_id = f"!{SCRIPT}{namespace}"  # "!": listed first, so in the page's first reads
+    server.create(hostile_id, namespace=namespace, user_id="<b>bold</b>", labels={"note": IMG})
+    page.goto(ui_url(server))
+    cells = row(page, hostile_id).locator("td")
+    expect(cells.nth(0)).to_have_text(hostile_id)
+    expect(cells.nth(2)).to_have_text("<b>bold</b>")
+    expect(cells.nth(4)).to_have_text(f"note={IMG}")
+    # Drawn from the page's own data: no request for the sessions before the table was drawn.
+    asked = page.evaluate(
+        """() => performance.getEntriesByType("resource").filter((e) =>
+             new URL(e.name).pathname === "/v1/sessions"
+             && e.startTime < performance.getEntriesByName("sessionhub:table")[0].startTime).length"""
+    )
+    assert asked == 0
+    assert page.locator("img, b:text('bold')").count() == 0
+    assert page.locator("script:not([src]):not([type='application/json'])").count() == 2
     page.wait_for_timeout(300)  # an onerror would fire by now; the fixture asserts no dialog
 
 

@@ -1,28 +1,33 @@
 """How the page is served: one HTML with its styles and modules inlined under a hash-pinned CSP,
 strong ETags (304 on a repeated visit), immutable hashed names for what it loads later, gzip for
-whoever accepts it; in the browser the page runs under that CSP, starts its first reads before its
-modules run, and draws its chart lazily."""
+whoever accepts it, and, from a server without a token, the answers of its first reads in a JSON
+block; in the browser the page runs under that CSP, takes its first reads from the page or starts
+them before its modules run, and draws its chart lazily."""
 
 from __future__ import annotations
 
 import base64
 import gzip
 import hashlib
+import json
 import re
+import uuid
 
 import httpx
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Page, expect
 
 from tests.server.conftest import WAIT
 
-from .conftest import Served, Watched, ui_url
+from .conftest import TOKEN, Served, Watched, ui_url
 
 pytestmark = pytest.mark.xdist_group("browser")  # see conftest: one worker, back to back
 
 expect.set_options(timeout=20_000)
 
 INLINE = re.compile(r"<(script|style)([^>]*)>(.*?)</\1>", re.S)
+READS = re.compile(r'<script type="application/json" id="sessionhub-first-reads">(.*?)</script>')
+FIRST_READS = ("/v1/stats", "/v1/sessions?limit=25", "/v1/count")
 
 
 def plain(served: Served) -> httpx.Client:
@@ -60,8 +65,8 @@ def test_the_page_is_one_file_and_its_csp_allows_exactly_what_it_inlines(
     assert "connect-src 'self'" in policy
 
 
-def test_etag_answers_a_repeated_visit_with_304_and_nothing_else(server: Served) -> None:
-    with plain(server) as client:
+def test_etag_answers_a_repeated_visit_with_304_and_nothing_else(token_server: Served) -> None:
+    with plain(token_server) as client:  # with a token, the page holds no data: always the same
         first = client.get("/ui/")
         etag = first.headers["etag"]
         assert re.fullmatch(r'"[0-9a-f]{32}"', etag)
@@ -84,6 +89,52 @@ def test_etag_answers_a_repeated_visit_with_304_and_nothing_else(server: Served)
         script = client.get("/ui/main.js", headers={"if-none-match": etag})
         assert script.status_code == 200
         assert script.headers["etag"] != etag
+
+
+def test_without_a_token_the_page_carries_its_first_reads_as_data(server: Served) -> None:
+    namespace = f"reads-{uuid.uuid4().hex[:8]}"
+    # Sorted first (ids are listed in id order), so that it is in the first page the page carries.
+    hostile = f"!</script><img/src=x/onerror=alert(5)>{namespace}"
+    server.create(hostile, namespace=namespace, labels={"n": "</SCRIPT >"}, details={"<": "&"})
+    with plain(server) as client:
+        first = client.get("/ui/")
+        blocks = READS.findall(first.text)
+        assert len(blocks) == 1
+        assert "<" not in blocks[0]  # nothing in it can end it: "<" is written \u003c
+        reads = json.loads(blocks[0])
+        assert list(reads) == list(FIRST_READS)
+        listed = reads["/v1/sessions?limit=25"]
+        assert listed == client.get("/v1/sessions?limit=25").json()
+        assert listed["items"][0]["id"] == hostile
+        assert listed["items"][0]["labels"] == {"n": "</SCRIPT >"}
+        assert reads["/v1/count"] == client.get("/v1/count").json()
+        assert reads["/v1/stats"].keys() == client.get("/v1/stats").json().keys()
+        # It is read before the page's first script (early.js, which takes it).
+        assert first.text.index("sessionhub-first-reads") < first.text.index("<script>")
+        assert first.headers["cache-control"] == "no-cache"
+        # Its tag is the page's with these reads: 304 while they stay, 200 once they change.
+        etag = first.headers["etag"]
+        assert client.get("/ui/", headers={"if-none-match": etag}).status_code == 304
+        packed = client.get("/ui/", headers={"accept-encoding": "gzip"})
+        assert packed.headers["content-encoding"] == "gzip"  # httpx decoded it
+        assert packed.content == first.content
+        server.create(f"{namespace}-2", namespace=namespace)
+        changed = client.get("/ui/", headers={"if-none-match": etag})
+        assert changed.status_code == 200
+        assert changed.headers["etag"] != etag
+        assert json.loads(READS.findall(changed.text)[0])["/v1/count"]["count"] == (
+            reads["/v1/count"]["count"] + 1
+        )
+
+
+def test_with_a_token_the_page_carries_no_data(token_server: Served) -> None:
+    token_server.create(f"nodata-{uuid.uuid4().hex[:8]}")
+    with plain(token_server) as client:
+        page = client.get("/ui/")
+    assert page.status_code == 200
+    assert READS.findall(page.text) == []
+    assert 'type="application/json"' not in page.text
+    assert "nodata-" not in page.text
 
 
 def test_what_the_page_loads_later_has_a_hashed_name_cached_for_good(server: Served) -> None:
@@ -148,9 +199,27 @@ def test_the_page_runs_under_its_csp_and_draws_the_chart_after_the_table(
              .map((name) => performance.getEntriesByName(name)[0].startTime)"""
     )
     assert marks[2] >= max(marks[0], marks[1])  # uPlot is loaded once the first table is drawn
-    # The first reads started before the page's modules ran (early.js), and were not repeated
-    # before the first table was drawn.
-    first_reads = page.evaluate(
+    # The first reads came in the page: no request for them before the first table was drawn.
+    assert first_reads(page) == [[0, True]] * 3
+    header = page.evaluate("getComputedStyle(document.querySelector('header')).display")
+    assert header == "flex"  # the inlined stylesheet applies
+    assert [text for text in refused if "Content Security Policy" in text] == []
+
+    # The same tab opens the page again: the HTML is asked for again (with its reads), nothing
+    # else is fetched.
+    before = ui_requests(server)
+    page.goto(ui_url(server))
+    expect(page.get_by_test_id("stream-state")).to_have_text("live")
+    expect(page.locator("#ov-rate canvas").first).to_be_visible()
+    after = ui_requests(server)
+    assert sum(after.values()) - sum(before.values()) == 1
+    assert [text for text in refused if "Content Security Policy" in text] == []
+
+
+def first_reads(page: Page) -> list[list[object]]:
+    """For each first read: how many requests for it the page sent before its first table was
+    drawn, and whether all of them started before its modules ran."""
+    found: list[list[object]] = page.evaluate(
         """() => {
           const table = performance.getEntriesByName("sessionhub:table")[0].startTime;
           const started = performance.getEntriesByName("sessionhub:start")[0].startTime;
@@ -161,17 +230,19 @@ def test_the_page_runs_under_its_csp_and_draws_the_chart_after_the_table(
           });
         }"""
     )
-    assert first_reads == [[1, True]] * 3
-    header = page.evaluate("getComputedStyle(document.querySelector('header')).display")
-    assert header == "flex"  # the inlined stylesheet applies
-    assert [text for text in refused if "Content Security Policy" in text] == []
+    return found
 
-    # The same tab opens the page again: the HTML is revalidated (304), nothing else is fetched.
-    before = ui_requests(server)
-    page.goto(ui_url(server))
+
+def test_with_a_token_the_first_reads_start_before_the_modules_run(
+    token_server: Served, watched: Watched
+) -> None:
+    page = watched.page
+    page.context.add_init_script(f"sessionStorage.setItem('sessionhub.token', {TOKEN!r})")
+    page.goto(ui_url(token_server))
     expect(page.get_by_test_id("stream-state")).to_have_text("live")
-    expect(page.locator("#ov-rate canvas").first).to_be_visible()
-    after = ui_requests(server)
-    assert after.get(304, 0) - before.get(304, 0) == 1
-    assert after.get(200, 0) == before.get(200, 0)
-    assert [text for text in refused if "Content Security Policy" in text] == []
+    expect(page.locator("#ss-rows tr").first).to_be_visible()
+    # early.js asked for them with the token, once each, and main.js took those answers.
+    assert first_reads(page) == [[1, True]] * 3
+    for url, headers in watched.requests:
+        if "/v1/" in url:
+            assert headers.get("authorization") == f"Bearer {TOKEN}", url

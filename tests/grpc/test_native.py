@@ -364,3 +364,66 @@ async def test_stopping_the_server_ends_open_streams_cleanly(make_served: MakeSe
         assert await call.code() == grpc.StatusCode.OK
         assert await track.code() == grpc.StatusCode.OK
     assert (await served.hub.get("held")).active_requests == 0
+
+
+async def test_history_batch_and_pop_refuse_bad_input_writing_nothing(
+    make_served: MakeServed,
+) -> None:
+    hub = SessionHub(limits=Limits(max_history_record_bytes=100))
+    async with hub:
+        served = await make_served(hub, max_message_bytes=64 * 1024)
+        await make(served, id="h")
+        entry = pb.HistoryEntry
+        invalid = [
+            pb.HistoryAppendManyRequest(id="h"),  # no records
+            pb.HistoryAppendManyRequest(id="h", records=[entry(kind="k")] * 1001),
+            pb.HistoryAppendManyRequest(id="h", records=[entry(kind="k"), entry(kind="a b")]),
+            pb.HistoryAppendManyRequest(
+                id="h", records=[entry(kind="k"), entry(kind="k", payload_json="{not json")]
+            ),
+            pb.HistoryAppendManyRequest(id="bad id", records=[entry(kind="k")]),
+        ]
+        for request in invalid:
+            error = await failure(served.native.HistoryAppendMany(request))
+            assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+            assert error_code(error) == "invalid"
+        for kind, marker in [("k", "k"), ("", "pop"), ("k", ""), ("k", "a b")]:
+            pop = pb.HistoryPopRequest(id="h", kind=kind, marker=marker)
+            error = await failure(served.native.HistoryPop(pop))
+            assert error_code(error) == "invalid", (kind, marker)
+        big = pb.HistoryAppendManyRequest(
+            id="h", records=[entry(kind="k"), entry(kind="k", payload_json=json.dumps("x" * 200))]
+        )
+        too_large = await failure(served.native.HistoryAppendMany(big))
+        assert too_large.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_code(too_large) == "payload_too_large"
+        for call in (
+            served.native.HistoryAppendMany(
+                pb.HistoryAppendManyRequest(id="ghost", records=[entry(kind="k")])
+            ),
+            served.native.HistoryPop(pb.HistoryPopRequest(id="ghost", kind="k", marker="pop")),
+        ):
+            assert error_code(await failure(call)) == "not_found"
+        assert await hub.history("h").counts() == {}
+
+
+async def test_history_batch_and_pop(served: Served) -> None:
+    await make(served, id="h")
+    entries = [pb.HistoryEntry(kind="item", payload_json=json.dumps(n)) for n in range(3)]
+    appended = await served.native.HistoryAppendMany(
+        pb.HistoryAppendManyRequest(id="h", records=[*entries, pb.HistoryEntry(kind="item")])
+    )
+    assert [(r.seq, r.kind, r.payload_json) for r in appended.records] == [
+        (1, "item", "0"),
+        (2, "item", "1"),
+        (3, "item", "2"),
+        (4, "item", "null"),
+    ]
+    popped = await served.native.HistoryPop(pb.HistoryPopRequest(id="h", kind="item", marker="p"))
+    assert popped.HasField("record")
+    assert (popped.record.seq, popped.record.payload_json) == (4, "null")
+    marker = (await served.hub.history("h").read(newest_first=True, limit=1))[0]
+    assert (marker.kind, marker.payload) == ("p", {"popped": 4, "below": 3})
+    await served.hub.history("h").append("clear")
+    empty = await served.native.HistoryPop(pb.HistoryPopRequest(id="h", kind="item", marker="p"))
+    assert not empty.HasField("record")

@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
-from sessionhub import ManualClock, SessionHub
+from sessionhub import ManualClock, PayloadTooLarge, SessionHub
 from sessionhub.integrations.openai_agents import SessionHubSession, list_conversations
 
 from .conftest import OpenHub
@@ -127,6 +127,24 @@ async def test_agents_concurrent_pops_take_different_items(open_agent_hub: OpenH
         assert popped.count(None) == 4
         assert sorted(str(item) for item in taken) == sorted(str(item) for item in items)
         assert await session.get_items() == []
+
+
+async def test_agents_add_items_past_one_request_or_batch(open_agent_hub: OpenHub) -> None:
+    """A call of more items, or more JSON, than one batch or one request to a server with the
+    default body limit (2 MiB) carries is written whole, in order; an item past the record limit
+    is refused before anything is written."""
+    async with open_agent_hub() as hub:
+        session = SessionHubSession(f"big-{uuid.uuid4().hex}", hub)
+        many: list[TResponseInputItem] = [{"role": "user", "content": str(i)} for i in range(1500)]
+        large: list[TResponseInputItem] = [
+            {"role": "user", "content": f"{i}" + "x" * 60_000} for i in range(40)
+        ]  # 2.4 MB
+        await session.add_items(many)
+        await session.add_items(large)
+        assert await session.get_items() == many + large
+        with pytest.raises(PayloadTooLarge):
+            await session.add_items([{"role": "user", "content": "x" * 70_000}])
+        assert len(await session.get_items()) == len(many) + len(large)
 
 
 async def test_agents_owner_labels_listing_and_expiry() -> None:

@@ -5,13 +5,13 @@ listing or an event stream for the other sessions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
 import pytest
 
-from sessionhub import Session
+from sessionhub import Limits, Session
 from sessionhub.stores._base import CreateRules
 from tests.client.serving import ThreadedServer
 
@@ -163,3 +163,68 @@ def test_a_session_that_cannot_be_encoded_fails_no_listing_and_no_stream(
     metrics = http.get("/metrics").text
     assert 'sessionhub_http_unencodable_total{what="event"} 1.0' in metrics
     assert 'sessionhub_http_unencodable_total{what="session"} 2.0' in metrics
+
+
+BATCH = "/v1/sessions/live/history/batch"
+POP = "/v1/sessions/live/history/pop"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        (BATCH, {}),
+        (BATCH, {"records": []}),
+        (BATCH, {"records": "item"}),
+        (BATCH, {"records": [{"payload": 1}]}),
+        (BATCH, {"records": [{"kind": "item", "extra": 1}]}),
+        (BATCH, {"records": [{"kind": "item"}], "more": 1}),
+        (BATCH, {"records": [{"kind": "item"}, {"kind": "a b"}]}),
+        (BATCH, {"records": [{"kind": "item"}, {"kind": 5}]}),
+        (BATCH, {"records": [{"kind": "item"}] * 1001}),
+        (POP, {}),
+        (POP, {"kind": "item"}),
+        (POP, {"kind": "item", "marker": "item"}),
+        (POP, {"kind": "item", "marker": "a b"}),
+        (POP, {"kind": 1, "marker": "pop"}),
+        (POP, {"kind": "item", "marker": "pop", "limit": 2}),
+    ],
+)
+def test_history_batch_and_pop_bad_bodies_are_400s(
+    http: httpx.Client, path: str, body: dict[str, Any]
+) -> None:
+    assert http.post("/v1/sessions", json={"id": "live"}).status_code == 201
+    assert http.post(BATCH, json={"records": [{"kind": "item", "payload": 1}]}).status_code == 201
+    before = snapshot(http, "live")
+    response = http.post(path, json=body)
+    assert_error(response, 400, "invalid")
+    assert len(response.content) < SHORT
+    assert snapshot(http, "live") == before
+
+
+def test_history_batch_and_pop_take_json_only_and_bounded_bodies(
+    make_server: Callable[..., ThreadedServer],
+) -> None:
+    server = make_server(
+        limits=Limits(max_history_record_bytes=1000), app_options={"max_body_bytes": 10_000}
+    )
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}
+    ) as http:
+        assert http.post("/v1/sessions", json={"id": "live"}).status_code == 201
+        before = snapshot(http, "live")
+        for path in (BATCH, POP):
+            plain = http.post(path, content=b"{}", headers={"Content-Type": "text/plain"})
+            assert_error(plain, 415, "unsupported_media_type")
+        one_too_large = [
+            {"kind": "item", "payload": "x" * 10},
+            {"kind": "item", "payload": "x" * 2000},
+        ]
+        assert_error(http.post(BATCH, json={"records": one_too_large}), 413, "payload_too_large")
+        past_body = [{"kind": "item", "payload": "x" * 900}] * 20  # each fits, not all at once
+        assert_error(http.post(BATCH, json={"records": past_body}), 413, "payload_too_large")
+        for path, body in (
+            ("/v1/sessions/ghost/history/batch", {"records": [{"kind": "item"}]}),
+            ("/v1/sessions/ghost/history/pop", {"kind": "item", "marker": "pop"}),
+        ):
+            assert_error(http.post(path, json=body), 404, "not_found")
+        assert snapshot(http, "live") == before

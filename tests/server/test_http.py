@@ -138,8 +138,25 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
     assert set(record) == RECORD_KEYS
     assert (record["seq"], record["kind"], record["payload"]) == (1, "call", [1])
     assert call("GET", S + "/history", "/v1/sessions/s1/history") == {"items": [record]}
+    batch = call(
+        "POST",
+        S + "/history/batch",
+        "/v1/sessions/s1/history/batch",
+        201,
+        json={"records": [{"kind": "item", "payload": {"n": 1}}, {"kind": "item"}]},
+    )
+    assert [(r["seq"], r["kind"], r["payload"]) for r in batch["items"]] == [
+        (2, "item", {"n": 1}),
+        (3, "item", None),
+    ]
+    assert all(set(r) == RECORD_KEYS for r in batch["items"])
+    pop = ("POST", S + "/history/pop", "/v1/sessions/s1/history/pop")
+    body = {"kind": "item", "marker": "pop"}
+    assert call(*pop, json=body) == {"record": batch["items"][1]}
+    assert call(*pop, json=body) == {"record": batch["items"][0]}
+    assert call(*pop, json=body) == {"record": None}
     assert call("GET", S + "/history/counts", "/v1/sessions/s1/history/counts") == {
-        "counts": {"call": 1}
+        "counts": {"call": 1, "item": 2, "pop": 2}
     }
 
     ended = call("DELETE", "/v1/users/{user_id}/sessions", "/v1/users/nobody/sessions")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Iterable, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -247,6 +247,14 @@ class AsyncClient(AsyncRemoteHub):
 
     async def _history_append(self, session_id: str, kind: str, payload: Any) -> HistoryRecord:
         return await self._run(calls.history_append(session_id, kind, payload))
+
+    async def _history_append_many(
+        self, session_id: str, records: Iterable[tuple[str, Any]]
+    ) -> list[HistoryRecord]:
+        return await self._run(calls.history_append_many(session_id, records))
+
+    async def _history_pop(self, session_id: str, kind: str, marker: str) -> HistoryRecord | None:
+        return await self._run(calls.history_pop(session_id, kind, marker))
 
     async def _history_read(
         self,

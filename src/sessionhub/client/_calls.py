@@ -16,6 +16,7 @@ import httpx
 import msgspec
 
 from .. import _wire as wire
+from .._containers import batch_pairs
 from .._errors import (
     SessionHubError,
     SessionNotFound,
@@ -100,6 +101,7 @@ _session = _decoder(Session)
 _page = _decoder(Page)
 _data_entry = _decoder(DataEntry)
 _record = _decoder(HistoryRecord)
+_popped = _decoder(wire.Popped)
 _lease = _decoder(wire.Lease)
 _error_answer = _decoder(wire.ErrorAnswer)
 _stats = _decoder(wire.Stats)
@@ -368,6 +370,20 @@ def history_append(session_id: str, kind: str, payload: Any) -> Call[HistoryReco
     path = _session_path(session_id, "history")
     body = _body({"kind": kind, "payload": payload})
     return Call("POST", path, _record, body=body, session_id=session_id)
+
+
+def history_append_many(session_id: str, records: object) -> Call[list[HistoryRecord]]:
+    """One request for the whole batch: the server appends it in one store operation."""
+    body = [{"kind": kind, "payload": payload} for kind, payload in batch_pairs(records)]
+    path = _session_path(session_id, "history", "batch")
+    decode = _field(wire.HistoryItems, "items")
+    return Call("POST", path, decode, body=_body({"records": body}), session_id=session_id)
+
+
+def history_pop(session_id: str, kind: str, marker: str) -> Call[HistoryRecord | None]:
+    path = _session_path(session_id, "history", "pop")
+    body = _body({"kind": kind, "marker": marker})
+    return Call("POST", path, lambda raw: _popped(raw).record, body=body, session_id=session_id)
 
 
 def history_read(

@@ -6,6 +6,7 @@ HTTP, ``GrpcClient`` over gRPC): opening and closing, the verbs built on other v
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable
 from typing import Any, Self
 
 from .._containers import DataReads, HistoryCounts
@@ -67,6 +68,16 @@ class AsyncRemoteHub(abc.ABC):
     async def _history_append(self, session_id: str, kind: str, payload: Any) -> HistoryRecord: ...
 
     @abc.abstractmethod
+    async def _history_append_many(
+        self, session_id: str, records: Iterable[tuple[str, Any]]
+    ) -> list[HistoryRecord]: ...
+
+    @abc.abstractmethod
+    async def _history_pop(
+        self, session_id: str, kind: str, marker: str
+    ) -> HistoryRecord | None: ...
+
+    @abc.abstractmethod
     async def _history_read(
         self,
         session_id: str,
@@ -114,6 +125,14 @@ class RemoteHistoryHandle(HistoryCounts):
 
     async def append(self, kind: str, payload: Any = None) -> HistoryRecord:
         return await self._client._history_append(self.session_id, kind, payload)
+
+    async def append_many(self, records: Iterable[tuple[str, Any]]) -> list[HistoryRecord]:
+        """As ``SessionHistory.append_many``: one call, one store operation on the server."""
+        return await self._client._history_append_many(self.session_id, records)
+
+    async def pop(self, kind: str, *, marker: str) -> HistoryRecord | None:
+        """As ``SessionHistory.pop``: one call, one atomic store operation on the server."""
+        return await self._client._history_pop(self.session_id, kind, marker)
 
     async def read(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Collection, Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 import httpx
@@ -340,6 +340,14 @@ class RemoteHistory:
 
     def append(self, kind: str, payload: Any = None) -> HistoryRecord:
         return self._client._run(calls.history_append(self.session_id, kind, payload))
+
+    def append_many(self, records: Iterable[tuple[str, Any]]) -> list[HistoryRecord]:
+        """As ``SessionHistory.append_many``: one request, one store operation on the server."""
+        return self._client._run(calls.history_append_many(self.session_id, records))
+
+    def pop(self, kind: str, *, marker: str) -> HistoryRecord | None:
+        """As ``SessionHistory.pop``: one request, one atomic store operation on the server."""
+        return self._client._run(calls.history_pop(self.session_id, kind, marker))
 
     def read(
         self,

@@ -14,13 +14,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+)
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from .._containers import batch_pairs
 from .._errors import SessionHubError, SessionNotFound, StoreUnavailable, ValidationError
 from .._hub import DEFAULT, _Default
 from .._limits import check_id
@@ -346,6 +354,22 @@ class GrpcClient(AsyncRemoteHub):
         return convert.record_from_pb(
             await self._call(self._stub.HistoryAppend, request, session_id)
         )
+
+    async def _history_append_many(
+        self, session_id: str, records: Iterable[tuple[str, Any]]
+    ) -> list[HistoryRecord]:
+        entries = [
+            _message(pb.HistoryEntry, kind=kind, payload_json=_json(payload, f"history record {i}"))
+            for i, (kind, payload) in enumerate(batch_pairs(records))
+        ]
+        request = pb.HistoryAppendManyRequest(id=session_id, records=entries)
+        answer = await self._call(self._stub.HistoryAppendMany, request, session_id)
+        return [convert.record_from_pb(record) for record in answer.records]
+
+    async def _history_pop(self, session_id: str, kind: str, marker: str) -> HistoryRecord | None:
+        request = _message(pb.HistoryPopRequest, id=session_id, kind=kind, marker=marker)
+        answer = await self._call(self._stub.HistoryPop, request, session_id)
+        return convert.record_from_pb(answer.record) if answer.HasField("record") else None
 
     async def _history_read(
         self,

@@ -214,6 +214,29 @@ class SessionHubServicer(pb_grpc.SessionHubServiceServicer):
     ) -> pb.HistoryCountsResponse:
         return pb.HistoryCountsResponse(counts=await self.hub.history(request.id).counts())
 
+    @guarded
+    async def HistoryAppendMany(
+        self, request: pb.HistoryAppendManyRequest, context: Any
+    ) -> pb.HistoryAppendManyResponse:
+        pairs = [
+            (
+                entry.kind,
+                convert.from_json(entry.payload_json, f"records[{i}].payload_json")
+                if entry.HasField("payload_json")
+                else None,
+            )
+            for i, entry in enumerate(request.records)
+        ]
+        records = await self.hub.history(request.id).append_many(pairs)
+        return pb.HistoryAppendManyResponse(records=[convert.record_pb(r) for r in records])
+
+    @guarded
+    async def HistoryPop(
+        self, request: pb.HistoryPopRequest, context: Any
+    ) -> pb.HistoryPopResponse:
+        record = await self.hub.history(request.id).pop(request.kind, marker=request.marker)
+        return pb.HistoryPopResponse(record=None if record is None else convert.record_pb(record))
+
     # events and metrics
 
     @guarded

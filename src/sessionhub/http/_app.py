@@ -27,7 +27,7 @@ from ._prometheus import CONTENT_TYPE, ServerMetrics
 from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send, header_map
 from ._routes import ROUTES, Face, Handler, Route
 from ._sse import stream_events
-from ._ui import Dashboard
+from ._ui import FIRST_READS, Dashboard
 
 __all__ = ["SessionHubApp", "create_app"]
 
@@ -130,7 +130,9 @@ class SessionHubApp:
         self._manage_hub = manage_hub
         self._router = _Router(ROUTES)
         self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
-        self._ui = Dashboard() if ui else None
+        # Without a token anyone may read the API: the page then carries its first reads.
+        reads = self._first_reads if token is None else None
+        self._ui = Dashboard(reads) if ui else None
 
     def __repr__(self) -> str:
         return f"SessionHubApp({self.hub!r})"  # never the token
@@ -152,7 +154,7 @@ class SessionHubApp:
             cors = self._admit(scope, headers)  # the dashboard too: no page for a rebinding Host
             if ui:
                 assert self._ui is not None
-                reply = self._ui.reply(
+                reply = await self._ui.answer(
                     path, method, headers.get(b"if-none-match"), headers.get(b"accept-encoding")
                 )
             elif method == "OPTIONS":
@@ -216,6 +218,26 @@ class SessionHubApp:
             await self.hub.close()  # ends every subscription, once it has read what is left
         else:
             self.closing.set()
+
+    async def _first_reads(self) -> dict[str, bytes]:
+        """The dashboard's first API answers (``FIRST_READS``), from the routes themselves; one
+        that fails is left out: the page asks for it and shows the error."""
+
+        async def read(url: str) -> Reply:
+            path, _, query = url.partition("?")
+            route = self._router.fixed[path.encode()]
+            scope = {"type": "http", "method": "GET", "path": path, "query_string": query.encode()}
+            scope["headers"] = []
+            return await route.methods["GET"](self._face, Request(scope, _no_body, [], 0, {}))
+
+        replies = await asyncio.gather(*map(read, FIRST_READS), return_exceptions=True)
+        found: dict[str, bytes] = {}
+        for url, reply in zip(FIRST_READS, replies, strict=True):
+            if isinstance(reply, Reply) and reply.status == 200:
+                found[url] = reply.body
+            elif isinstance(reply, BaseException):
+                logger.debug("the dashboard's first read of %s failed: %r", url, reply)
+        return found
 
     def _resolve(self, scope: Scope) -> tuple[str, str, tuple[Route, list[str]] | None, bool]:
         """The decoded path; what /metrics labels the request with (a template, never a raw path:
@@ -324,6 +346,10 @@ class SessionHubApp:
         if method not in _METHODS:
             method = "OTHER"  # methods are any token a client sends: keep the label set bounded
         self.metrics.requests.observe(method, route, status, seconds)
+
+
+async def _no_body() -> dict[str, object]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 def _split(raw: bytes) -> tuple[str, list[str]]:

@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from .. import _wire as wire
+from .._containers import MAX_HISTORY_BATCH
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
 from .._limits import MAX_SECONDS, REASON_PATTERN
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
@@ -200,6 +201,19 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         answer=HistoryRecord,
         errors=(400, 404, 413),
     ),
+    ("POST", S + "/history/batch"): Operation(
+        summary="Append history records together: consecutive `seq`s, all or none",
+        status=201,
+        body=wire.HistoryBatchBody,
+        answer=wire.HistoryItems,
+        errors=(400, 404, 413),
+    ),
+    ("POST", S + "/history/pop"): Operation(
+        summary="Pop the newest record of a kind (the history read as a stack), appending a "
+        "marker record; `record` is null when there is none",
+        body=wire.HistoryPopBody,
+        answer=wire.Popped,
+    ),
     ("GET", S + "/history/counts"): Operation(
         summary="Count history records by kind", answer=wire.HistoryCounts
     ),
@@ -275,6 +289,11 @@ def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         "TransitionBody": {"event": event},
         "LinkBody": {"child_id": _ID},
         "HistoryBody": {"kind": _NAME},
+        "HistoryBatchBody": {"records": {"minItems": 1, "maxItems": MAX_HISTORY_BATCH}},
+        "HistoryPopBody": {
+            "kind": _NAME,
+            "marker": {**_NAME, "description": "The marker's kind: not the popped `kind`."},
+        },
     }
 
 

@@ -220,6 +220,19 @@ async def history_append(face: Face, request: Request) -> Reply:
     return json_reply(record, 201)
 
 
+async def history_append_many(face: Face, request: Request) -> Reply:
+    body = await request.json(wire.HistoryBatchBody)
+    pairs = [(record.kind, record.payload) for record in body.records]
+    records = await face.hub.history(request.params[0]).append_many(pairs)
+    return json_reply(wire.HistoryItems(records), 201)
+
+
+async def history_pop(face: Face, request: Request) -> Reply:
+    body = await request.json(wire.HistoryPopBody)
+    record = await face.hub.history(request.params[0]).pop(body.kind, marker=body.marker)
+    return json_reply(wire.Popped(record))
+
+
 async def history_read(face: Face, request: Request) -> Reply:
     order = request.arg("order")
     order = "oldest" if order is None else order
@@ -278,6 +291,8 @@ ROUTES = (
     Route(S + "/data/{key}", {"GET": data_get, "PUT": data_set, "DELETE": data_delete}),
     Route(S + "/history", {"GET": history_read, "POST": history_append}),
     Route(S + "/history/counts", {"GET": history_counts}),
+    Route(S + "/history/batch", {"POST": history_append_many}),
+    Route(S + "/history/pop", {"POST": history_pop}),
     Route("/v1/users/{user_id}/sessions", {"DELETE": end_of_user}),
     Route("/v1/count", {"GET": count}),
     Route("/v1/stats", {"GET": stats}),

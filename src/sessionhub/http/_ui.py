@@ -14,10 +14,21 @@ API with the token the user enters. A strict Content-Security-Policy allows conn
 origin only, and scripts and styles from this origin or exactly the inlined ones (by their
 SHA-256), so that even a rendering bug could not run a script or send anything elsewhere.
 
+The first reads in the page: when the server has no token (anyone may read the API), the page
+carries the answers of its first API reads (``FIRST_READS``: the stats, the first page of sessions,
+their count) in a JSON data block, read when the page is asked for, so that it draws its first table
+and overview while it is parsed, before its first paint, rather than after three requests whose
+answers wait for the main thread to be free (parsing, the first paint). The block is data, never
+run (``type="application/json"``, which the CSP does not need to allow) and holds no ``<``
+(written ``\\u003c``), so that no value can close it; the page renders it as text like any answer.
+With a token the page stays public and holds no data: its first reads start from ``early.js``.
+
 Caching: every file has a strong ETag (``If-None-Match`` answers 304); the page itself is
-revalidated on each visit (``no-cache``), while the files it refers to (the favicon, uPlot, which
-the page loads only once its first table is drawn) are referred to by a name carrying their hash and
-cached as immutable. Bodies are gzipped once, at creation, for clients that accept it.
+revalidated on each visit (``no-cache``; with its first reads in it, its tag changes with them),
+while the files it refers to (the favicon, uPlot, which the page loads only once its first table is
+drawn) are referred to by a name carrying their hash and cached as immutable. Bodies are gzipped
+once, at creation, for clients that accept it; the page with its reads, when it is asked for (at a
+fast level: the reads change every time).
 """
 
 from __future__ import annotations
@@ -26,13 +37,19 @@ import base64
 import gzip
 import hashlib
 import re
+from collections.abc import Awaitable, Callable
 from importlib.resources import files
 from importlib.resources.abc import Traversable
 from typing import Final, NamedTuple
 
 from ._request import Reply
 
-__all__ = ["Dashboard"]
+__all__ = ["FIRST_READS", "Dashboard", "FirstReads"]
+
+# The API reads the page starts with (early.js, main.js and sessions.js ask for these URLs).
+FIRST_READS: Final = ("/v1/stats", "/v1/sessions?limit=25", "/v1/count")
+# Answers the bodies of those of FIRST_READS that succeeded, by URL.
+FirstReads = Callable[[], Awaitable[dict[str, bytes]]]
 
 _TYPES: Final = {
     ".html": b"text/html; charset=utf-8",
@@ -49,6 +66,8 @@ _REVALIDATE: Final = (b"cache-control", b"no-cache")
 _IMMUTABLE: Final = (b"cache-control", b"public, max-age=31536000, immutable")
 _GZIP_FROM: Final = 1024  # smaller bodies gain nothing worth a header
 _GZIPPED: Final = (b"content-encoding", b"gzip")
+_GZIP_LEVEL_NOW: Final = 1  # the page with its reads, gzipped when asked for: ~0.3 ms, not ~1
+_READS_ID: Final = "sessionhub-first-reads"  # early.js reads the block by this id
 
 _IMPORT = re.compile(r'^import \{([^}]*)\} from "\./([\w-]+)\.js";\n', re.M)
 _EXPORT = re.compile(r"^export (?:async function|function|const|class) ([\w$]+)", re.M)
@@ -68,7 +87,10 @@ class _File(NamedTuple):
 class Dashboard:
     """Answers ``GET``/``HEAD`` for ``/``, ``/ui`` and every file under ``/ui/``."""
 
-    def __init__(self) -> None:
+    def __init__(self, first_reads: FirstReads | None = None) -> None:
+        """``first_reads``: where the page's first answers come from, when it carries them (a
+        server without a token); ``None``: the page holds no data."""
+        self._first_reads = first_reads
         sources: dict[str, bytes] = {}
         _read(files(__package__).joinpath("ui"), "", sources)
         versioned = {name: _versioned_name(name, sources[name]) for name in _VERSIONED}
@@ -83,6 +105,10 @@ class Dashboard:
             (b"x-content-type-options", b"nosniff"),
             (b"referrer-policy", b"no-referrer"),
         )
+        # The reads go before the page's first script (early.js), which takes them.
+        at = page.index(b"<script")
+        self._page_parts = (page[:at], page[at:])
+        self._page_headers = (*security, _REVALIDATE, (b"vary", b"accept-encoding"))
         self._files: dict[str, _File] = {}
         for name, body in sources.items():  # the sources too: the readable form of the page
             self._add(_HOME + name, body, (*security, _REVALIDATE))
@@ -102,6 +128,35 @@ class Dashboard:
     @staticmethod
     def serves(path: str) -> bool:
         return path in ("/", "/ui") or path.startswith(_HOME)
+
+    async def answer(
+        self,
+        path: str,
+        method: str,
+        if_none_match: bytes | None = None,
+        accept_encoding: bytes | None = None,
+    ) -> Reply:
+        """``reply``, with the page's first reads in the page when it carries them."""
+        if self._first_reads is None or method not in ("GET", "HEAD"):
+            return self.reply(path, method, if_none_match, accept_encoding)
+        if path not in (_HOME, _HOME + "index.html"):
+            return self.reply(path, method, if_none_match, accept_encoding)
+        return self._page_with(await self._first_reads(), if_none_match, accept_encoding)
+
+    def _page_with(
+        self, reads: dict[str, bytes], if_none_match: bytes | None, accept_encoding: bytes | None
+    ) -> Reply:
+        head, rest = self._page_parts
+        body = b"".join((head, _reads_block(reads), rest))
+        etag = b'"' + hashlib.sha256(body).hexdigest()[:32].encode() + b'"'
+        kind = _TYPES[".html"]
+        headers = ((b"etag", etag), *self._page_headers)
+        if if_none_match is not None and _matches(if_none_match, etag):
+            return Reply(304, b"", kind, headers)
+        if accept_encoding and _accepts_gzip(accept_encoding):
+            packed = gzip.compress(body, _GZIP_LEVEL_NOW, mtime=0)
+            return Reply(200, packed, kind, (*headers, _GZIPPED))
+        return Reply(200, body, kind, headers)
 
     def reply(
         self,
@@ -145,6 +200,20 @@ def _accepts_gzip(accept_encoding: bytes) -> bool:
             except ValueError:
                 return False  # a malformed weight: the identity body is always right
     return False
+
+
+def _reads_block(reads: dict[str, bytes]) -> bytes:
+    """The JSON data block ``{url: answer, ...}`` of the page's first reads. JSON holds ``<``
+    only inside strings, where ``\\u003c`` means the same: so no value can end the block."""
+    members = b",".join(
+        b'"' + url.encode() + b'":' + body.replace(b"<", b"\\u003c") for url, body in reads.items()
+    )
+    return (
+        f'<script type="application/json" id="{_READS_ID}">'.encode()
+        + b"{"
+        + members
+        + b"}</script>\n"
+    )
 
 
 def _read(folder: Traversable, prefix: str, into: dict[str, bytes]) -> None:

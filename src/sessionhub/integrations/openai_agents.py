@@ -10,26 +10,25 @@ and metadata), and each item one record of its history, in order. The history is
 newest item still there when it was appended, a ``clear`` record everything before it (the
 history read as a stack, ``stores._base.stack_top``).
 
-On an embedded ``SessionHub`` a pop is the store's ``history_pop``: one atomic operation (one
-round trip on Redis) that appends the marker with the seq of the item left on top, so neither the
-pop nor a later read walks back past earlier pops; ``add_items`` is one ``history_append_many``,
-so the items of one call are contiguous whatever other writers do. Over a server (a client), which
-has no such verbs, a pop appends a bare marker and reads back the item it removed, and
-``add_items`` appends item by item; both kinds of marker mix in one history. Either way two
-tasks (or processes) popping at once always pop two different items.
+A pop is the history's ``pop`` verb: one atomic store operation (one round trip on Redis, one
+request over a server) that appends the marker with the seq of the item left on top, so neither the
+pop nor a later read walks back past earlier pops; ``add_items`` is one ``append_many``, so the
+items of one call are contiguous whatever other writers do. Two tasks (or processes) popping at
+once always pop two different items. Histories written by earlier versions over a server hold bare
+``pop`` markers (without the item left on top); reads still resolve them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from typing import Any, Protocol, cast
 
 from agents.items import TResponseInputItem
 from agents.memory.session_settings import SessionSettings, resolve_session_limit
 
+from .._containers import MAX_HISTORY_BATCH
 from .._errors import DuplicateSession, SessionNotFound
-from .._hub import SessionHub
 from .._limits import encode_json
 from .._models import HistoryRecord
 from .._models import Session as HubSession
@@ -40,6 +39,22 @@ __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
 NAMESPACE = "openai-agents"
 _ITEM, _POP, _CLEAR = "item", "pop", "clear"
 _PAGE = 1000  # the most records one history read returns
+# The JSON one batch of `add_items` may carry: half a server's default request limit
+# (`--max-body-bytes`, 2 MiB), so that a call of many large items still reaches a server.
+_BATCH_BYTES = 1024 * 1024
+
+
+class _Stack(Protocol):
+    """The history verbs of every hub (``SessionHub``, ``AsyncClient``, ``GrpcClient``) beyond the
+    ``HistoryLike`` of ``_hubs``, which the adapters share."""
+
+    async def append_many(self, records: Iterable[tuple[str, Any]]) -> list[HistoryRecord]: ...
+
+    async def pop(self, kind: str, *, marker: str) -> HistoryRecord | None: ...
+
+
+def _stack(hub: Hub, session_id: str) -> _Stack:
+    return cast(_Stack, hub.history(session_id))
 
 
 class SessionHubSession:
@@ -118,16 +133,10 @@ class SessionHubSession:
         ``pop`` record's place in the history decides which item it removed."""
         hub = await self._link.ready()
         try:
-            if isinstance(hub, SessionHub):
-                popped = await hub.store.history_pop(self._key, _ITEM, _POP, hub.clock())
-                return None if popped is None else popped.payload
-            marker = await hub.history(self._key).append(_POP)
+            popped = await _stack(hub, self._key).pop(_ITEM, marker=_POP)
         except SessionNotFound:
             return None
-        async for record in self._visible(hub, before=marker.seq, expected=1):  # newest before it
-            payload: TResponseInputItem = record.payload
-            return payload
-        return None
+        return None if popped is None else popped.payload
 
     async def clear_session(self) -> None:
         hub = await self._link.ready()
@@ -156,14 +165,9 @@ class SessionHubSession:
             )
 
     async def _append_all(self, hub: Hub, items: list[TResponseInputItem]) -> None:
-        if isinstance(hub, SessionHub):
-            limit = hub.limits.max_history_record_bytes
-            records = [(_ITEM, encode_json(item, "history record", limit)) for item in items]
-            await hub.store.history_append_many(self._key, records, hub.clock())
-            return
-        history = hub.history(self._key)
-        for item in items:
-            await history.append(_ITEM, item)
+        history = _stack(hub, self._key)
+        for batch in _batches(items):
+            await history.append_many([(_ITEM, item) for item in batch])
 
     async def _visible(
         self, hub: Hub, *, before: int | None, expected: int | None
@@ -204,6 +208,24 @@ class SessionHubSession:
                     return
                 cursor = page[-1].seq
                 size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
+
+
+def _batches(items: list[TResponseInputItem]) -> Iterator[list[TResponseInputItem]]:
+    """The items of one ``add_items`` call in as few batches as a server takes in one request: at
+    most ``MAX_HISTORY_BATCH`` items and about ``_BATCH_BYTES`` of JSON each (one, usually)."""
+    if len(items) == 1:
+        yield items
+        return
+    batch: list[TResponseInputItem] = []
+    size = 0
+    for item in items:
+        grown = size + len(encode_json(item, "history record", None))
+        if batch and (grown > _BATCH_BYTES or len(batch) == MAX_HISTORY_BATCH):
+            yield batch
+            batch, grown = [], grown - size
+        batch.append(item)
+        size = grown
+    yield batch
 
 
 def _below(marker: HistoryRecord) -> int | None:

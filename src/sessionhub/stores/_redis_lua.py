@@ -35,10 +35,21 @@ record, writes the three or four fields that change and returns the record edite
 and ``finish_end`` write their fixed fields in one ``HSET`` each without the writer; the claimed
 sessions of one ``claim_expired`` pass leave the deadline index in one ``ZREMRANGEBYRANK`` (not one
 ``ZREM`` each); a claim leaves the session's ``dq`` field for ``finish_end`` to drop (one ``HDEL``
-fewer). The record format is unchanged, so stores of every version read each other's data. What
-remains per ``create`` is mostly its index writes (``ZADD`` to ``live``, ``ns:``, ``all``,
-``all:``, ``deadlines``, ``user:``), the census and the event. ``benchmarks/bench_redis.py`` prints
-the figures beside the previous library's.
+fewer). The record format is unchanged, so stores of every version read each other's data.
+``benchmarks/bench_redis.py`` prints the figures beside the previous library's.
+
+``create`` then: the store sends what the function needs besides the record (id, namespace, user,
+parent, deadline, labels, the unique labels the session has) and the event's snapshot already
+packed (MessagePack of the record's fields, as ``cmsgpack.pack`` wrote it), so the function builds
+no table of the record and packs nothing; and it no longer writes ``all`` / ``all:<ns>``: an ended
+session kept for a retention enters ``ended`` / ``ended:<ns>`` in ``finish_end`` (so an end with a
+retention writes the two entries a create no longer does; most sessions end without one), and
+``find`` merges those indexes with the live ones by id. Data of earlier versions, whose ``all``
+indexes hold live sessions too, reads unchanged (see ``_FIND``). What a create costs now is its
+commands: each ``redis.call`` costs about a microsecond on this machine whatever it does, and a
+create makes eight (``EXISTS``, ``HSET``, ``ZADD`` to ``deadlines``, ``live``, ``ns:``, ``user:``,
+the census, the ``XADD``). History reads without a kind return the ``LRANGE`` as it came, numbered
+by the store; ``readable`` reads the two fields it needs without building a table.
 """
 
 from __future__ import annotations
@@ -351,7 +362,10 @@ local function finish(g, sk, now, state, keep_until)
     redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
     if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
     gather(g, 'ZADD', P .. 'retained', keep_until, sid)
+    gather(g, 'ZADD', P .. 'ended', 0, sid)
+    gather(g, 'ZADD', P .. 'ended:' .. h.ns, 0, sid)
   else
+    -- Only sessions created before the 'ended' indexes are in 'all' (see find).
     gather(g, 'ZREM', P .. 'all', sid)
     gather(g, 'ZREM', P .. 'all:' .. h.ns, sid)
     gather(g, 'DEL', '', sk, dkey(sid), hkey(sid), hckey(sid))
@@ -390,26 +404,29 @@ end
 -- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
 -- finish_end gave the 'retained' index), even before purge removes them.
 local function readable(sk, now)
-  local h = fields(sk, {'id', 'en'})
-  if h.id == nil then fail('NOTFOUND') end
-  if h.en ~= nil then
-    local kept = redis.call('ZSCORE', P .. 'retained', h.id)
+  local h = redis.call('HMGET', sk, 'id', 'en')  -- no table of fields: reads are the hot path
+  if not h[1] then fail('NOTFOUND') end
+  if h[2] then
+    local kept = redis.call('ZSCORE', P .. 'retained', h[1])
     if not kept or tonumber(kept) <= tonumber(now) then fail('NOTFOUND') end
   end
 end
 """
 
-# args: prefix, maxlen, max_sessions, max_per_user, unique names (counted), fields of the record.
+# args: prefix, maxlen, max_sessions, max_per_user, id, namespace, state, user, parent (user and
+# parent '' for none), deadline ('' for none), created at, the event's snapshot (MessagePack of the
+# record's fields, packed by the caller), labels (counted pairs), unique labels the session has
+# (counted pairs), then the record's fields ('dq' included when it has a deadline). The caller
+# passes what the function needs apart from the record, so it reads no field of it: building
+# tables of the record and packing the snapshot were most of create's CPU.
 _CREATE = r"""
 local sk = KEYS[1]
-local uniq, pos = take_list(5, false)
-local flat = {}
-local h = {}
-for i = pos, #ARGV, 2 do
-  h[ARGV[i]] = ARGV[i + 1]
-  flat[#flat + 1] = ARGV[i]
-  flat[#flat + 1] = ARGV[i + 1]
-end
+local h = {id = ARGV[5], ns = ARGV[6], st = ARGV[7], ea = ARGV[10], ca = ARGV[11]}
+if ARGV[8] ~= '' then h.u = ARGV[8] end
+if ARGV[9] ~= '' then h.p = ARGV[9] end
+local labels, pos = take_list(13, true)
+local uniq
+uniq, pos = take_list(pos, true)
 local sid = h.id
 if redis.call('EXISTS', sk) == 1 then fail('DUPID') end
 if h.p then
@@ -424,30 +441,28 @@ if max_user and h.u then
   local owned = redis.call('ZCARD', P .. 'user:' .. h.u)
   if owned >= max_user then fail('QUOTA', owned) end
 end
-for _, name in ipairs(uniq) do
-  local value = h['l:' .. name]
-  if value then
-    local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, name, value))
-    if holder and holder ~= sid then fail('DUPLABEL', name, value, holder, h.ns) end
-  end
+for i = 1, #uniq, 2 do
+  local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]))
+  if holder and holder ~= sid then fail('DUPLABEL', uniq[i], uniq[i + 1], holder, h.ns) end
 end
-if h.ea then
-  -- Queued with the record: the deadline entry and its 'dq' field go in the same HSET.
-  redis.call('ZADD', P .. 'deadlines', h.ea, sid)
-  flat[#flat + 1] = 'dq'
-  flat[#flat + 1] = h.ea
+-- The record straight from the arguments, in slices (unpack's limit on the Lua stack).
+while pos <= #ARGV do
+  local last = math.min(pos + 199, #ARGV)
+  redis.call('HSET', sk, unpack(ARGV, pos, last))
+  pos = last + 1
 end
-hset_many(sk, flat)
-local labels = labels_of(h)
-for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZADD', key, 0, sid) end
-redis.call('ZADD', P .. 'all', 0, sid)
-redis.call('ZADD', P .. 'all:' .. h.ns, 0, sid)
-for _, name in ipairs(uniq) do
-  local value = labels[name]
-  if value then redis.call('HSET', P .. 'uniq', unique_field(h.ns, name, value), sid) end
+if h.ea ~= '' then redis.call('ZADD', P .. 'deadlines', h.ea, sid) end
+redis.call('ZADD', P .. 'live', 0, sid)
+redis.call('ZADD', P .. 'ns:' .. h.ns, 0, sid)
+if h.u then redis.call('ZADD', P .. 'user:' .. h.u, 0, sid) end
+if h.p then redis.call('ZADD', P .. 'parent:' .. h.p, 0, sid) end
+for i = 1, #labels, 2 do redis.call('ZADD', label_key(labels[i], labels[i + 1]), 0, sid) end
+for i = 1, #uniq, 2 do
+  redis.call('HSET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]), sid)
 end
 census(h.ns, h.st, 1)
-return emit('created', h.ca, flat)
+return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+  'k', 'created', 'a', h.ca, 's', ARGV[12])
 """
 
 # args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,
@@ -791,7 +806,9 @@ for _, sid in ipairs(due) do
   local sk = skey(sid)
   local h = fields(sk, {'en', 'ns'})
   if h.en ~= nil then
-    redis.call('ZREM', P .. 'all', sid)
+    redis.call('ZREM', P .. 'ended', sid)
+    redis.call('ZREM', P .. 'ended:' .. h.ns, sid)
+    redis.call('ZREM', P .. 'all', sid)  -- sessions created before the 'ended' indexes
     redis.call('ZREM', P .. 'all:' .. h.ns, sid)
     redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
     n = n + 1
@@ -814,58 +831,102 @@ if user ~= '' then narrow[#narrow + 1] = P .. 'user:' .. user end
 if parent ~= '' then narrow[#narrow + 1] = P .. 'parent:' .. parent end
 for i = 1, #labels, 2 do narrow[#narrow + 1] = label_key(labels[i], labels[i + 1]) end
 
--- The narrowest index that holds every match ('all' indexes add the retained ended sessions).
-local source
+-- The indexes whose union holds every match, in id order. With filters of their own, the narrowest
+-- (live sessions only, as ever). Otherwise the live index, and with include_ended the retained
+-- ended sessions too ('ended', written when a session ends with a retention), and 'all' if it
+-- exists: a store of an earlier version listed live and retained sessions there, written at create
+-- (two index writes per create that most sessions, ended without retention, never needed).
+local sources
 if #narrow > 0 then
   local best = nil
   for _, key in ipairs(narrow) do
     local n = redis.call('ZCARD', key)
     if best == nil or n < best then
       best = n
-      source = key
+      sources = {key}
     end
   end
-elseif ns ~= '' then
-  source = P .. (include_ended and 'all:' or 'ns:') .. ns
 else
-  source = P .. (include_ended and 'all' or 'live')
+  local suffix = ''
+  if ns ~= '' then suffix = ':' .. ns end
+  sources = {P .. (ns ~= '' and 'ns' or 'live') .. suffix}
+  if include_ended then
+    sources[2] = P .. 'ended' .. suffix
+    if redis.call('EXISTS', P .. 'all' .. suffix) == 1 then sources[3] = P .. 'all' .. suffix end
+  end
 end
 
--- Counting needs no reads when the source index is exactly the query.
-if counting and state == '' and (#narrow == 0 or (#narrow == 1 and ns == '')) then
-  return redis.call('ZCARD', source)
+-- Counting needs no reads when the indexes are exactly the query (live and ended are disjoint;
+-- 'all' overlaps both).
+if counting and state == '' and #sources < 3 and (#narrow == 0 or (#narrow == 1 and ns == '')) then
+  local n = 0
+  for _, key in ipairs(sources) do n = n + redis.call('ZCARD', key) end
+  return n
+end
+
+-- Byte order (Lua's '<' on strings follows the server's locale), for merging the indexes.
+local function before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+local from = '-'
+if cursor ~= '' then from = '(' .. cursor end
+local streams = {}
+for i, key in ipairs(sources) do streams[i] = {key = key, from = from, ids = {}, at = 1} end
+local function head(s)
+  if s.at > #s.ids then
+    if s.from == nil then return nil end
+    s.ids = redis.call('ZRANGEBYLEX', s.key, s.from, '+', 'LIMIT', 0, 256)
+    s.at = 1
+    s.from = nil
+    if #s.ids == 256 then s.from = '(' .. s.ids[256] end
+  end
+  return s.ids[s.at]
+end
+local function next_id()
+  -- The lowest id at the head of any index; taken from every index that has it.
+  local low = nil
+  for _, s in ipairs(streams) do
+    local sid = head(s)
+    if sid ~= nil and (low == nil or before(sid, low)) then low = sid end
+  end
+  if low ~= nil then
+    for _, s in ipairs(streams) do
+      if s.ids[s.at] == low then s.at = s.at + 1 end
+    end
+  end
+  return low
 end
 
 local out = {}
 local count = 0
-local from = '-'
-if cursor ~= '' then from = '(' .. cursor end
 while true do
-  local ids = redis.call('ZRANGEBYLEX', source, from, '+', 'LIMIT', 0, 256)
-  for _, sid in ipairs(ids) do
-    local h, flat = load(skey(sid))
-    local ok = h ~= nil
-      and (ns == '' or h.ns == ns)
-      and (user == '' or h.u == user)
-      and (parent == '' or h.p == parent)
-      and (state == '' or h.st == state)
-      and (include_ended or h.en == nil)
-    if ok then
-      for i = 1, #labels, 2 do
-        if h['l:' .. labels[i]] ~= labels[i + 1] then ok = false end
-      end
-    end
-    if ok then
-      if counting then
-        count = count + 1
-      else
-        out[#out + 1] = flat
-        if #out > limit then return out end
-      end
+  local sid = next_id()
+  if sid == nil then break end
+  local h, flat = load(skey(sid))
+  local ok = h ~= nil
+    and (ns == '' or h.ns == ns)
+    and (user == '' or h.u == user)
+    and (parent == '' or h.p == parent)
+    and (state == '' or h.st == state)
+    and (include_ended or h.en == nil)
+  if ok then
+    for i = 1, #labels, 2 do
+      if h['l:' .. labels[i]] ~= labels[i + 1] then ok = false end
     end
   end
-  if #ids < 256 then break end
-  from = '(' .. ids[#ids]
+  if ok then
+    if counting then
+      count = count + 1
+    else
+      out[#out + 1] = flat
+      if #out > limit then return out end
+    end
+  end
 end
 if counting then return count end
 return out
@@ -923,14 +984,31 @@ refresh(KEYS[1], h, ARGV[4])
 return seq
 """
 
-# keys: session, history. args: prefix, after, limit, newest first, kind, now. Returns seq, record
+# keys: session, history. args: prefix, after, limit, newest first, kind, now. Returns, without a
+# kind, the first record's seq and the records (consecutive, oldest first); with a kind, seq, record
 # pairs.
 _HISTORY_READ = r"""
 readable(KEYS[1], ARGV[6])
 local limit = tonumber(ARGV[3])
 local kind = ARGV[5]
-local tag = kind .. '\t'
 local n = redis.call('LLEN', KEYS[2])
+if kind == '' then
+  -- One LRANGE, returned as it came: the caller numbers and orders the records (a Lua loop
+  -- building pairs cost more than the read).
+  local lo, hi
+  if ARGV[4] == '1' then
+    hi = n - 1
+    if ARGV[2] ~= '' then hi = math.min(tonumber(ARGV[2]) - 1, n) - 1 end
+    lo = math.max(hi - limit + 1, 0)
+  else
+    lo = 0
+    if ARGV[2] ~= '' then lo = math.max(tonumber(ARGV[2]), 0) end
+    hi = math.min(lo + limit - 1, n - 1)
+  end
+  if limit < 1 or hi < lo then return {0, {}} end
+  return {lo + 1, redis.call('LRANGE', KEYS[2], lo, hi)}
+end
+local tag = kind .. '\t'
 local out = {}
 local chunk = 256
 if kind == '' then chunk = limit end

@@ -48,7 +48,12 @@ read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
 
 ==========================  =====================================================================
 ``P live``, ``P ns:<ns>``   live sessions: all, per namespace
-``P all``, ``P all:<ns>``   live and retained ended sessions (``include_ended``)
+``P ended``, ``P ended:<ns>``
+                            ended sessions kept for a retention (``include_ended``: merged with
+                            ``live`` / ``ns:<ns>`` by id), written when a session ends retained
+``P all``, ``P all:<ns>``   only in data written by earlier versions (before issue 12's Redis CPU
+                            work): live and retained ended sessions, written at create; still read
+                            (merged) and emptied as those sessions end or are purged
 ``P user:<u>``              live sessions of a user
 ``P parent:<id>``           live children of a session
 ``P label:<n>:<name>=<v>``  live sessions with a label (``<n>`` the name's byte length)
@@ -116,7 +121,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import msgspec
@@ -156,6 +161,7 @@ logger = logging.getLogger("sessionhub.redis")
 
 _json_decode = msgspec.json.decode
 _msgpack_decode = msgspec.msgpack.Decoder(list[str]).decode
+_msgpack_encode = msgspec.msgpack.Encoder().encode
 _DEFAULT_PREFIX = "sessionhub:"
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
@@ -263,6 +269,12 @@ def _encode_session(session: Session) -> list[Arg]:
     for counter, count in session.counters.items():
         out += ("c:" + counter, str(count))
     return out
+
+
+def _snapshot(record: list[Arg]) -> bytes:
+    """An event's session snapshot as the functions pack it (``cmsgpack.pack`` of the record's
+    fields: every item a MessagePack string), packed here so that ``create`` need not in Lua."""
+    return _msgpack_encode([item.decode() if isinstance(item, bytes) else item for item in record])
 
 
 def _counted(items: Sequence[Arg] | None, width: int = 1) -> list[Arg]:
@@ -661,14 +673,34 @@ class RedisStore(Store):
     # sessions
 
     async def create(self, session: Session, rules: CreateRules) -> Session:
-        unique = list(rules.unique_labels)
+        record = _encode_session(session)
+        deadline = "" if session.expires_at is None else repr(float(session.expires_at))
+        if deadline:
+            record += ("dq", deadline)  # queued with the record (the deadline index's score)
+        labels = _pairs(session.labels)
+        unique = [
+            item
+            for name in rules.unique_labels
+            if name in session.labels
+            for item in (name, session.labels[name])
+        ]
         args: list[Arg] = [
             self._maxlen,
             "" if rules.max_sessions is None else rules.max_sessions,
             "" if rules.max_sessions_per_user is None else rules.max_sessions_per_user,
-            len(unique),
+            session.id,
+            session.namespace,
+            session.state,
+            session.user_id or "",
+            session.parent_id or "",
+            deadline,
+            repr(float(session.created_at)),
+            _snapshot(record),
+            len(labels) // 2,
+            *labels,
+            len(unique) // 2,
             *unique,
-            *_encode_session(session),
+            *record,
         ]
         try:
             event_id = await self._run("create", [self._key("s", session.id)], args)
@@ -1033,20 +1065,25 @@ class RedisStore(Store):
             repr(float(now)),
         ]
         try:
-            flat = await self._run("history_read", keys, args)
+            reply = await self._run("history_read", keys, args)
         except _Refusal as refusal:
             self._refused(refusal, session_id)
+        numbered: Iterable[tuple[int, str]]
+        if kind:
+            numbered = zip(reply[::2], reply[1::2], strict=True)
+        else:  # the first seq, then consecutive records oldest first
+            numbered = enumerate(reply[1], reply[0])
+            if newest_first:
+                numbered = reversed(list(numbered))
         records = []
-        for i in range(0, len(flat), 2):
-            record_kind, at, payload = flat[i + 1].split("\t", 2)
+        for seq, record in numbered:
+            record_kind, at, payload = record.split("\t", 2)
             try:
                 decoded = _json_decode(payload)
             except DECODE_ERRORS as exc:
-                self.damaged(f"history record {flat[i]} of session {session_id}", exc)
+                self.damaged(f"history record {seq} of session {session_id}", exc)
                 continue
-            records.append(
-                HistoryRecord(seq=flat[i], kind=record_kind, at=float(at), payload=decoded)
-            )
+            records.append(HistoryRecord(seq=seq, kind=record_kind, at=float(at), payload=decoded))
         return records
 
     async def history_counts(self, session_id: str, now: float) -> dict[str, int]:

@@ -48,8 +48,9 @@ export async function call(method, path, { query, body } = {}) {
   }
   const target = url(path, query);
   const early = method === "GET" ? globalThis.sessionhubEarly?.get(target) : undefined;
-  if (early) globalThis.sessionhubEarly.delete(target); // started by early.js: taken once
-  const response = await (early || fetch(target, init));
+  if (early) globalThis.sessionhubEarly.delete(target); // from early.js: taken once
+  if (early && "answer" in early) return early.answer; // the server put it in the page
+  const response = await (early ? early.response : fetch(target, init));
   const answer = await response.json().catch(() => null);
   if (!response.ok) {
     const error = answer && answer.error ? answer.error : { code: "http", message: response.statusText };

@@ -125,8 +125,9 @@ function start() {
   window.addEventListener("hashchange", route);
   showTokenState();
   route();
-  // At once, not after the stream is up: the page is usable from the first answers. The chart's
-  // library comes after them, and after the frame that shows them.
+  // At once, not after the stream is up: the page is usable from the first answers (in the page
+  // itself when the server has no token: drawn before the first paint). The chart's library comes
+  // after them, and after the frame that shows them.
   const stats = call("GET", "/v1/stats").then(renderOverview).catch(onError);
   app.firstReads = Promise.all([stats, reloadTable()]);
   app.firstReads.then(() => requestAnimationFrame(() => setTimeout(loadChart, 0)));

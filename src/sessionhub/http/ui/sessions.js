@@ -65,6 +65,10 @@ function show(items, next, total) {
   table.rows = new Map(items.map((session) => [session.id, makeRow(session)]));
   const trs = [...table.rows.values()].map((row) => row.tr);
   if (!trs.length) trs.push(el("tr", {}, el("td", { colspan: "8", class: "muted", text: "no sessions" })));
+  if (!performance.getEntriesByName("sessionhub:table").length) {
+    // The first rows' paint, as the browser reports it (Element Timing), for the benchmark.
+    trs[0].firstChild.setAttribute("elementtiming", "sessionhub:table");
+  }
   $("ss-rows").replaceChildren(...trs);
   $("ss-count").textContent = `(${total})`;
   const first = (table.cursors.length - 1) * PAGE + 1;

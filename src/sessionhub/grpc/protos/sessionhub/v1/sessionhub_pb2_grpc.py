@@ -124,6 +124,16 @@ class SessionHubServiceStub:
                 request_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryCountsRequest.SerializeToString,
                 response_deserializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryCountsResponse.FromString,
                 _registered_method=True)
+        self.HistoryAppendMany = channel.unary_unary(
+                '/sessionhub.v1.SessionHubService/HistoryAppendMany',
+                request_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryAppendManyRequest.SerializeToString,
+                response_deserializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryAppendManyResponse.FromString,
+                _registered_method=True)
+        self.HistoryPop = channel.unary_unary(
+                '/sessionhub.v1.SessionHubService/HistoryPop',
+                request_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryPopRequest.SerializeToString,
+                response_deserializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryPopResponse.FromString,
+                _registered_method=True)
         self.Stats = channel.unary_unary(
                 '/sessionhub.v1.SessionHubService/Stats',
                 request_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.StatsRequest.SerializeToString,
@@ -250,6 +260,20 @@ class SessionHubServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HistoryAppendMany(self, request, context):
+        """records appended together: consecutive seqs, all or none
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def HistoryPop(self, request, context):
+        """the history read as a stack of `kind` records: remove the top, appending a `marker` record
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Stats(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -355,6 +379,16 @@ def add_SessionHubServiceServicer_to_server(servicer, server):
                     servicer.HistoryCounts,
                     request_deserializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryCountsRequest.FromString,
                     response_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryCountsResponse.SerializeToString,
+            ),
+            'HistoryAppendMany': grpc.unary_unary_rpc_method_handler(
+                    servicer.HistoryAppendMany,
+                    request_deserializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryAppendManyRequest.FromString,
+                    response_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryAppendManyResponse.SerializeToString,
+            ),
+            'HistoryPop': grpc.unary_unary_rpc_method_handler(
+                    servicer.HistoryPop,
+                    request_deserializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryPopRequest.FromString,
+                    response_serializer=sessionhub_dot_v1_dot_sessionhub__pb2.HistoryPopResponse.SerializeToString,
             ),
             'Stats': grpc.unary_unary_rpc_method_handler(
                     servicer.Stats,
@@ -853,6 +887,60 @@ class SessionHubService:
             '/sessionhub.v1.SessionHubService/HistoryCounts',
             sessionhub_dot_v1_dot_sessionhub__pb2.HistoryCountsRequest.SerializeToString,
             sessionhub_dot_v1_dot_sessionhub__pb2.HistoryCountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HistoryAppendMany(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionhub.v1.SessionHubService/HistoryAppendMany',
+            sessionhub_dot_v1_dot_sessionhub__pb2.HistoryAppendManyRequest.SerializeToString,
+            sessionhub_dot_v1_dot_sessionhub__pb2.HistoryAppendManyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HistoryPop(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sessionhub.v1.SessionHubService/HistoryPop',
+            sessionhub_dot_v1_dot_sessionhub__pb2.HistoryPopRequest.SerializeToString,
+            sessionhub_dot_v1_dot_sessionhub__pb2.HistoryPopResponse.FromString,
             options,
             channel_credentials,
             insecure,

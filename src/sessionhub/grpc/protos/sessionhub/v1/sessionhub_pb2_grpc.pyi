@@ -47,6 +47,10 @@ class SessionHubServiceStub:
     HistoryAppend: _aio.UnaryUnaryMultiCallable[_sessionhub_pb2.HistoryAppendRequest, _sessionhub_pb2.HistoryRecord]
     HistoryRead: _aio.UnaryUnaryMultiCallable[_sessionhub_pb2.HistoryReadRequest, _sessionhub_pb2.HistoryReadResponse]
     HistoryCounts: _aio.UnaryUnaryMultiCallable[_sessionhub_pb2.HistoryCountsRequest, _sessionhub_pb2.HistoryCountsResponse]
+    HistoryAppendMany: _aio.UnaryUnaryMultiCallable[_sessionhub_pb2.HistoryAppendManyRequest, _sessionhub_pb2.HistoryAppendManyResponse]
+    """records appended together: consecutive seqs, all or none"""
+    HistoryPop: _aio.UnaryUnaryMultiCallable[_sessionhub_pb2.HistoryPopRequest, _sessionhub_pb2.HistoryPopResponse]
+    """the history read as a stack of `kind` records: remove the top, appending a `marker` record"""
     Stats: _aio.UnaryUnaryMultiCallable[_sessionhub_pb2.StatsRequest, _sessionhub_pb2.StatsResponse]
     Watch: _aio.UnaryStreamMultiCallable[_sessionhub_pb2.WatchRequest, _sessionhub_pb2.Event]
     """Events in order: from now on, or resumed after the event id `after`."""
@@ -181,6 +185,22 @@ class SessionHubServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _sessionhub_pb2.HistoryCountsRequest,
         context: _aio.ServicerContext[_sessionhub_pb2.HistoryCountsRequest, _abc.Awaitable[_sessionhub_pb2.HistoryCountsResponse]],
     ) -> _abc.Awaitable[_sessionhub_pb2.HistoryCountsResponse]: ...
+
+    @_abc_1.abstractmethod
+    def HistoryAppendMany(
+        self,
+        request: _sessionhub_pb2.HistoryAppendManyRequest,
+        context: _aio.ServicerContext[_sessionhub_pb2.HistoryAppendManyRequest, _abc.Awaitable[_sessionhub_pb2.HistoryAppendManyResponse]],
+    ) -> _abc.Awaitable[_sessionhub_pb2.HistoryAppendManyResponse]:
+        """records appended together: consecutive seqs, all or none"""
+
+    @_abc_1.abstractmethod
+    def HistoryPop(
+        self,
+        request: _sessionhub_pb2.HistoryPopRequest,
+        context: _aio.ServicerContext[_sessionhub_pb2.HistoryPopRequest, _abc.Awaitable[_sessionhub_pb2.HistoryPopResponse]],
+    ) -> _abc.Awaitable[_sessionhub_pb2.HistoryPopResponse]:
+        """the history read as a stack of `kind` records: remove the top, appending a `marker` record"""
 
     @_abc_1.abstractmethod
     def Stats(

@@ -1,0 +1,189 @@
+"""The Redis store's index layout as issue 12 (Redis CPU per operation) left it.
+
+``create`` no longer writes the ``all`` / ``all:<ns>`` indexes (two of its index writes, which most
+sessions, ended without a retention, never needed): an ended session kept for a retention is listed
+from ``ended`` / ``ended:<ns>``, written when it ends, and ``find``/``count`` with
+``include_ended`` merge those with the live indexes in id (byte) order. A store of an earlier
+version listed live and retained sessions in ``all``: such data still reads, each session once, and
+its ``all`` entries go as those sessions end or are purged.
+
+History reads without a kind return one range that the store numbers itself. And ``create`` writes the record and packs the event's snapshot from arguments the store prepared:
+the ``created`` event carries exactly the stored session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from sessionhub import ManualClock, Session, SessionHub
+from sessionhub.stores import CreateRules
+from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores.memory import MemoryStore
+from sessionhub.stores.redis import RedisStore
+
+from ..redis_server import RedisServer
+
+WAIT = 10.0  # a safety net for events that must come, not an assertion about speed
+# Byte order differs from the collation of most locales (upper case before lower case,
+# punctuation among letters rather than ignored).
+IDS = ["B", "a", "Z1", "~e", "b", "A", "z", "a-z", "0", "_x", "a0", "Ab"]
+
+
+def by_bytes(ids: list[str]) -> list[str]:
+    return sorted(ids, key=lambda sid: sid.encode())
+
+
+@pytest.fixture
+async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
+    client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
+    yield client
+    await client.close()
+
+
+async def all_pages(hub: SessionHub, namespace: str | None, limit: int) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await hub.find(namespace=namespace, include_ended=True, limit=limit, cursor=cursor)
+        seen += [session.id for session in page.items]
+        if page.cursor is None:
+            return seen
+        cursor = page.cursor
+
+
+async def test_include_ended_pages_merge_live_and_retained_in_byte_order(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    clock = ManualClock()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, clock=clock, retention=30, poll_interval=3600) as hub:
+        for sid in IDS:
+            await hub.create(id=sid, namespace="ns")
+        await hub.create(id="other", namespace="elsewhere")
+        ended = IDS[::2]
+        for sid in ended:
+            assert await hub.end(sid) is True
+        assert await admin.call("EXISTS", prefix + "all", prefix + "all:ns") == 0
+        assert by_bytes(await admin.call("ZRANGE", prefix + "ended:ns", 0, -1)) == by_bytes(ended)
+        for limit in (1, 3, 100):
+            assert await all_pages(hub, "ns", limit) == by_bytes(IDS)
+            assert await all_pages(hub, None, limit) == by_bytes([*IDS, "other"])
+        assert await hub.count(namespace="ns", include_ended=True) == len(IDS)
+        assert await hub.count(include_ended=True) == len(IDS) + 1
+        assert await hub.count(namespace="ns") == len(IDS) - len(ended)
+        ended_now = await hub.count(namespace="ns", state="CLEANED", include_ended=True)
+        assert ended_now == len(ended)
+        clock.advance(31)
+        assert await hub.count(namespace="ns", include_ended=True) == len(IDS) - len(ended)
+        assert await admin.call("EXISTS", prefix + "ended", prefix + "ended:ns") == 0
+
+
+async def test_data_of_earlier_versions_reads_once_and_drains(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """Earlier versions put every session in ``all`` and ``all:<ns>`` at create and left retained
+    ended ones there (not in ``ended``): rebuilt here on data written by today's store."""
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    clock = ManualClock()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, clock=clock, retention=30, poll_interval=3600) as hub:
+        for sid in IDS:
+            await hub.create(id=sid, namespace="ns", retention=0 if sid < "a" else 30)
+        old_ended = IDS[:4]
+        for sid in old_ended:
+            assert await hub.end(sid) is True
+        for sid in IDS:
+            await admin.call("ZADD", prefix + "all", 0, sid)
+            await admin.call("ZADD", prefix + "all:ns", 0, sid)
+        for sid in old_ended:  # an earlier version's end: retained ones stay in 'all' only
+            await admin.call("ZREM", prefix + "ended", sid)
+            await admin.call("ZREM", prefix + "ended:ns", sid)
+        retained = [sid for sid in old_ended if sid >= "a"]
+        gone = [sid for sid in old_ended if sid < "a"]
+        for sid in gone:  # an earlier version's end without retention left nothing
+            await admin.call("ZREM", prefix + "all", sid)
+            await admin.call("ZREM", prefix + "all:ns", sid)
+        readable = [sid for sid in IDS if sid not in gone]
+
+        for limit in (2, 100):
+            assert await all_pages(hub, "ns", limit) == by_bytes(readable)
+            assert await all_pages(hub, None, limit) == by_bytes(readable)
+        assert await hub.count(namespace="ns", include_ended=True) == len(readable)
+        assert await hub.count(include_ended=True) == len(readable)
+
+        # Today's ends and purge take the earlier version's entries out of 'all'.
+        for sid in IDS[4:]:
+            assert await hub.end(sid) is True
+        still = await admin.call("ZRANGE", prefix + "all:ns", 0, -1)
+        assert by_bytes(still) == by_bytes([sid for sid in readable if sid >= "a"])
+        assert await hub.count(namespace="ns", include_ended=True) == len(still)
+        clock.advance(31)
+        assert await store.purge(clock()) == len(still)
+        assert await admin.call("EXISTS", prefix + "all", prefix + "all:ns") == 0
+        assert await all_pages(hub, None, 100) == []
+        assert retained  # the case above had retained sessions of the earlier version
+
+
+async def test_the_created_event_carries_the_stored_session(redis_server: RedisServer) -> None:
+    store = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    async with SessionHub(store, retention=30, poll_interval=3600) as hub:
+        events = hub.subscribe()
+        subscribed = asyncio.create_task(anext(events))
+        await asyncio.sleep(0)
+        parent = await hub.create(id="parent")
+        created = await hub.create(
+            id="child",
+            namespace="ns",
+            user_id="u-1",
+            parent_id="parent",
+            labels={"role": "büro", "x": ""},
+            details={"nested": {"a": [1, 2.5, None]}, "tab\there": "line\nbreak", "é": True},
+            idle_timeout=None,
+            ttl=60,
+        )
+        assert (await asyncio.wait_for(subscribed, WAIT)).session == parent
+        event = await asyncio.wait_for(anext(events), WAIT)
+        assert event.session == created == await hub.get("child")
+        assert event.session.details["tab\there"] == "line\nbreak"
+        await events.aclose()
+
+
+async def test_history_reads_match_the_memory_store(redis_server: RedisServer) -> None:
+    """Unfiltered reads come back as one range the store numbers itself; every window of every
+    direction, with and without a kind, equals the memory store's answer."""
+    redis = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    memory = MemoryStore()
+    now = 1000.0
+    session = Session(id="h", state="ACTIVE", created_at=now, updated_at=now, last_activity_at=now)
+    records = [
+        ("a" if i % 3 else "b", json.dumps({"i": i, "t": "x\ty"}).encode()) for i in range(9)
+    ]
+    await redis.open()
+    try:
+        for store in (redis, memory):
+            await store.create(session, CreateRules())
+            await store.history_append_many("h", records, now)
+        windows = 0
+        for after in (None, 0, 1, 4, 8, 9, 10, 30):  # the hub refuses a negative one
+            for limit in (1, 2, 4, 9, 100):
+                for newest_first in (False, True):
+                    for kind in (None, "a", "b", "c"):
+                        asked: dict[str, Any] = {
+                            "after": after,
+                            "limit": limit,
+                            "newest_first": newest_first,
+                            "kind": kind,
+                        }
+                        got = await redis.history_read("h", **asked, now=now)
+                        assert got == await memory.history_read("h", **asked, now=now), asked
+                        windows += bool(got)
+        assert windows > 100  # most windows hold records: the comparison is not of empty lists
+    finally:
+        await redis.close()
