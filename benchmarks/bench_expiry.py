@@ -3,6 +3,8 @@
     uv run python benchmarks/bench_expiry.py              # 20,000 sessions per store
     uv run python benchmarks/bench_expiry.py --quick      # 2,000: a smoke run
     uv run python benchmarks/bench_expiry.py --cluster    # also on a local Redis Cluster (3+3)
+    SESSIONHUB_BENCH_PROFILE=/tmp/prof uv run python benchmarks/bench_expiry.py --only redis
+                                                          # cProfile of each hub: /tmp/prof/hub<i>.prof
 
 For each shared store (a private ``redis-server``; a SQLite file) it starts 3 hub processes (real
 subprocesses of this script), which create their share of ``n`` sessions whose deadlines are spread
@@ -12,7 +14,9 @@ hub's own expiry task and counts the calls of its no-op hook; the parent prints:
 - ended per second: ``n`` divided by the time from the first deadline to the last hook call;
 - lateness (hook call minus deadline) p50, p99 and max;
 - hook calls per process and their sum, which must be ``n``, with no session hooked twice
-  (exactly once across processes).
+  (exactly once across processes);
+- the CPU time the hub processes (and ``redis-server``) spent from the first deadline on, per
+  1,000 sessions ended: on a shared machine this moves far less with the load than the rates do.
 
 The baseline, measured in the same run: the memory store, one hub in this process (it cannot be
 shared), with the same ``n`` and deadlines. Absolute rates on a shared 2-core machine are noise;
@@ -89,11 +93,13 @@ async def _worker(url: str, index: int, n: int, run: str, options: dict[str, Any
     due = float(await asyncio.to_thread(sys.stdin.readline))
     await _create_share(hub, index, n, due, run)
     print(f"created {time.time() - due:+.3f}", flush=True)
+    cpu = time.process_time()
     # Done when the shared store holds no live session any more (every process's hub ended them).
     while await hub.count(namespace="burst") > 0:  # noqa: ASYNC110 - other processes end them
         await asyncio.sleep(0.05)
     await hub.close()
-    result = {"ids": hook.ids, "lateness": hook.lateness, "last": hook.last}
+    cpu = time.process_time() - cpu
+    result = {"ids": hook.ids, "lateness": hook.lateness, "last": hook.last, "cpu": cpu}
     print(json.dumps(result), flush=True)
 
 
@@ -101,7 +107,18 @@ def _percentile(values: list[float], q: float) -> float:
     return values[min(int(q * len(values)), len(values) - 1)]
 
 
-def _report(label: str, n: int, due: float, results: list[dict[str, Any]]) -> float:
+def _process_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _report(
+    label: str, n: int, due: float, results: list[dict[str, Any]], server_cpu: float = 0.0
+) -> float:
     ids: list[str] = []
     lateness: list[float] = []
     last = 0.0
@@ -113,16 +130,21 @@ def _report(label: str, n: int, due: float, results: list[dict[str, Any]]) -> fl
     rate = len(ids) / max(last - due, 1e-9)
     calls = "+".join(str(len(result["ids"])) for result in results)
     once = len(ids) == n and len(set(ids)) == n
+    cpu = sum(float(result.get("cpu", 0.0)) for result in results) * 1000 / n
+    server = f", server {server_cpu * 1000 / n:.3f}" if server_cpu else ""
     print(
         f"{label:>28}: {rate:>8,.0f} ended/s, lateness p50 {_percentile(lateness, 0.5) * 1000:,.0f} "
         f"ms p99 {_percentile(lateness, 0.99) * 1000:,.0f} ms max {lateness[-1] * 1000:,.0f} ms; "
-        f"hook calls {calls} = {len(ids)} of {n} ({'exactly once' if once else 'NOT EXACTLY ONCE'})",
+        f"hook calls {calls} = {len(ids)} of {n} ({'exactly once' if once else 'NOT EXACTLY ONCE'}); "
+        f"CPU s per 1,000: hubs {cpu:.3f}{server}",
         flush=True,
     )
     return rate
 
 
-def _shared(label: str, url: str, n: int, options: dict[str, Any]) -> float:
+def _shared(
+    label: str, url: str, n: int, options: dict[str, Any], server_pid: int | None = None
+) -> float:
     """3 hub processes on ``url``; the parent only starts them, picks the first deadline and
     gathers their counts."""
     run = os.urandom(4).hex()
@@ -147,6 +169,7 @@ def _shared(label: str, url: str, n: int, options: dict[str, Any]) -> float:
         # Far enough ahead for every process to create its share before the first deadline
         # (twice the time the warm-up's rate says, since the machine is shared).
         due = time.time() + 1.0 + 2 * n / rate
+        server_cpu = 0.0
         for worker in workers:
             assert worker.stdin is not None
             worker.stdin.write(f"{due!r}\n")
@@ -155,6 +178,7 @@ def _shared(label: str, url: str, n: int, options: dict[str, Any]) -> float:
         for worker in workers:
             assert worker.stdout is not None
             late.append(float(worker.stdout.readline().split()[1]))
+        server_cpu = _process_cpu(server_pid)  # the creating is done: expiry's CPU from here
         if max(late) > 0:
             print(
                 f"  (creating ended {max(late):.2f} s after the first deadline: raise the margin)"
@@ -163,11 +187,13 @@ def _shared(label: str, url: str, n: int, options: dict[str, Any]) -> float:
         for worker in workers:
             out, _ = worker.communicate(timeout=600)
             results.append(json.loads(out.strip().splitlines()[-1]))
+        if server_pid is not None:
+            server_cpu = _process_cpu(server_pid) - server_cpu
     finally:
         for worker in workers:
             if worker.poll() is None:
                 worker.kill()
-    return _report(label, n, due, results)
+    return _report(label, n, due, results, server_cpu)
 
 
 async def _in_process(n: int, options: dict[str, Any]) -> float:
@@ -177,11 +203,13 @@ async def _in_process(n: int, options: dict[str, Any]) -> float:
     await hub.start()
     due = time.time() + 1.0 + n / 5_000
     await _create_share(hub, 0, n, due, "m", step=1)
+    cpu = time.process_time()
     while await hub.count() > 0:  # noqa: ASYNC110 - the store is the judge
         await asyncio.sleep(0.05)
     await hub.close()
     # One process: it counts as the three shares.
-    result = {"ids": hook.ids, "lateness": hook.lateness, "last": hook.last}
+    cpu = time.process_time() - cpu
+    result = {"ids": hook.ids, "lateness": hook.lateness, "last": hook.last, "cpu": cpu}
     return _report("memory, 1 hub (baseline)", n, due, [result])
 
 
@@ -197,7 +225,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         url, index, count, run, raw = args.worker
-        asyncio.run(_worker(url, int(index), int(count), run, json.loads(raw)))
+        work = _worker(url, int(index), int(count), run, json.loads(raw))
+        profile = os.environ.get("SESSIONHUB_BENCH_PROFILE")
+        if profile:  # a folder: each hub process writes its cProfile stats there
+            import cProfile
+
+            with cProfile.Profile() as profiler:
+                asyncio.run(work)
+            profiler.dump_stats(f"{profile}/hub{index}.prof")
+            return
+        asyncio.run(work)
         return
     n = args.n or (2_000 if args.quick else 20_000)
     options: dict[str, Any] = {}
@@ -216,7 +253,8 @@ def main() -> None:
 
         server = RedisServer()
         try:
-            rates["Redis"] = _shared("Redis, 3 processes", server.url, n, options)
+            pid = server._process.pid
+            rates["Redis"] = _shared("Redis, 3 processes", server.url, n, options, pid)
         finally:
             server.stop()
     if "sqlite" in only:

@@ -11,6 +11,10 @@ store brings its own (Redis stream ids). A store whose log has numbers of its ow
 keeps the two equal with ``skip_to``. The ring holds each event's fields in parallel lists, not a
 ``SessionEvent`` with an id string per event: publishing allocates nothing, and readers build the
 events they read.
+
+A store that tails a shared log feeds every process's events, most of which no subscriber here may
+ever read: it appends them with the session snapshot still packed (``append_packed``), and the
+snapshot is unpacked (``unpack``, once, whoever reads it first) only when a reader gets to it.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class EventLog:
         self._kinds: list[str | None] = [None] * capacity
         self._ats: list[float] = [0.0] * capacity
         self._sessions: list[Session | None] = [None] * capacity
+        self._packed: list[bytes | None] = [None] * capacity  # snapshots not unpacked yet
         self._ids: list[str | None] = [None] * capacity  # the store's own ids, when it brings them
         self._seq_of: dict[str, int] = {}  # the store's own id → sequence, for those in the ring
         self._next = 1  # sequence number of the next event
@@ -72,9 +77,19 @@ class EventLog:
         event_id = self._ids[slot] or str(seq)
         if kind == EventKind.MISSED:
             return SessionEvent(id=event_id, kind=kind, at=self._ats[slot], missed=1)
-        return SessionEvent(
-            id=event_id, kind=kind, at=self._ats[slot], session=self._sessions[slot]
-        )
+        session = self._sessions[slot]
+        packed = self._packed[slot]
+        if session is None and packed is not None:
+            self._packed[slot] = None
+            session = self._sessions[slot] = self.unpack(packed, event_id)
+            if session is None:  # damaged: every reader passes over it (the store counted it)
+                self._kinds[slot] = None
+                return None
+        return SessionEvent(id=event_id, kind=kind, at=self._ats[slot], session=session)
+
+    def unpack(self, packed: bytes, event_id: str) -> Session | None:
+        """The session of a packed snapshot (see ``append_packed``); ``None`` if it is damaged."""
+        raise NotImplementedError("a log fed packed snapshots says how to unpack them")
 
     def append(
         self, kind: str, at: float, session: Session | None, event_id: str | None = None
@@ -89,12 +104,18 @@ class EventLog:
         self._kinds[slot] = kind
         self._ats[slot] = at
         self._sessions[slot] = session
+        self._packed[slot] = None
         self._ids[slot] = event_id
         if event_id is not None:
             self._seq_of[event_id] = seq
         self._next = seq + 1
         if self._waiters:
             self._wake()
+
+    def append_packed(self, kind: str, at: float, packed: bytes, event_id: str) -> None:
+        """Add an event whose session snapshot is unpacked only if and when it is read."""
+        self.append(kind, at, None, event_id)
+        self._packed[(self._next - 1) % self.capacity] = packed
 
     def skip_to(self, seq: int, at: float) -> None:
         """Number the next event ``seq``, for a store whose shared log numbers its events: the
@@ -152,8 +173,8 @@ class EventLog:
                     continue
                 position += 1
                 event = self.event_at(position)
-                assert event is not None
-                yield event
+                if event is not None:  # None: a damaged snapshot, passed over
+                    yield event
             elif self._closed:
                 return
             else:

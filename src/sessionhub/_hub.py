@@ -128,6 +128,7 @@ class SessionHub:
         self.clock = clock
         self.id_factory = id_factory
         self._hooks: list[EndHook] = []
+        self._async_hooks: list[bool] = []  # per hook: async? (asked once, not at every end)
         self._metrics = HubMetrics()
         self._terminate = lifecycle.moves(lifecycle.terminate)
         self._create_rules = CreateRules(
@@ -759,13 +760,14 @@ class SessionHub:
         if not callable(hook):
             raise ValidationError(f"on_end needs a callable, got {hook!r}")
         self._hooks.append(hook)
+        self._async_hooks.append(_is_async(hook))
         return hook
 
     async def _run_hooks(self, session: Session, reason: str) -> None:
-        for hook in self._hooks:
+        for hook, is_async in zip(self._hooks, self._async_hooks, strict=True):
             self._metrics.hook_calls += 1
             try:
-                if _is_async(hook):
+                if is_async:
                     call: Awaitable[Any] = hook(session, reason)  # type: ignore[assignment]
                 else:
                     call = asyncio.to_thread(hook, session, reason)

@@ -241,20 +241,65 @@ local function moved(moves, state)
   return nil
 end
 
+-- The index writes of a group of claims or ends, gathered by key: each key costs one command per
+-- group (claim_expired, finish_ends), not one per session. Nothing in a group reads what these
+-- writes change before flush() writes them. Without a group (g nil: one claim or end per call,
+-- where gathering would only add work) each write goes out at once.
+local function gathered()
+  return {keys = {}, members = {}, census = {}, seen = {}}
+end
+local function gather(g, command, key, ...)
+  if g == nil then
+    if key == '' then return redis.call(command, ...) end
+    return redis.call(command, key, ...)
+  end
+  local id = command .. ' ' .. key
+  local list = g.members[id]
+  if list == nil then
+    list = {}
+    g.members[id] = list
+    g.keys[#g.keys + 1] = {command, key, id}
+  end
+  for _, v in ipairs({...}) do list[#list + 1] = v end
+end
+local function flush(g)
+  for _, entry in ipairs(g.keys) do
+    local command, key, list = entry[1], entry[2], g.members[entry[3]]
+    -- In slices: unpack() of thousands of members would overflow the Lua C stack.
+    for i = 1, #list, 200 do
+      local j = math.min(i + 199, #list)
+      if key == '' then  -- a command of keys only (DEL)
+        redis.call(command, unpack(list, i, j))
+      else
+        redis.call(command, key, unpack(list, i, j))
+      end
+    end
+  end
+  for field, delta in pairs(g.census) do
+    local n = redis.call('HINCRBY', P .. 'census', field, delta)
+    if n <= 0 then redis.call('HDEL', P .. 'census', field) end
+  end
+end
+local function count(g, ns, state, delta)
+  if g == nil then return census(ns, state, delta) end
+  local field = ns .. '\t' .. state
+  g.census[field] = (g.census[field] or 0) + delta
+end
+
 -- A claim names its claimer ('cb') and is listed in the claims hash, so that the claims of a
 -- process that stopped heartbeating can be taken over (see claim_expired). The session leaves the
 -- deadline index ('queued' false: the caller took it out already); its 'dq' field stays until
 -- finish_end drops it, harmless meanwhile as nothing schedules a session being ended. Written
 -- without a writer (this and finish_end are the hot path of every end): the record is edited in
 -- place for the reply and the event.
-local function claim(sk, h, flat, reason, now, moves, claimer, queued)
+local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   local state = moved(moves, h.st) or h.st
   local v = fint(tonumber(h.v) + 1)
   redis.call('HSET', sk, 'st', state, 'er', reason, 'cb', claimer, 'ua', now, 'v', v)
-  redis.call('HSET', P .. 'claims', h.id, claimer)
+  gather(g, 'HSET', P .. 'claims', h.id, claimer)
   if state ~= h.st then
-    census(h.ns, h.st, -1)
-    census(h.ns, state, 1)
+    count(g, h.ns, h.st, -1)
+    count(g, h.ns, state, 1)
   end
   if queued and h.dq ~= nil then redis.call('ZREM', P .. 'deadlines', h.id) end
   for i = 1, #flat, 2 do
@@ -270,6 +315,62 @@ local function claim(sk, h, flat, reason, now, moves, claimer, queued)
   local n = #flat  -- 'er' and 'cb' are new: an unclaimed session has neither
   flat[n + 1], flat[n + 2], flat[n + 3], flat[n + 4] = 'er', reason, 'cb', claimer
   return {emit('transitioned', now, flat), flat}
+end
+
+-- The end of a claimed session (finish_end, and each of finish_ends): it leaves every index,
+-- the ended record is kept until 'keep_until' (or deleted now) and the 'ended' event sent. The
+-- index writes go into the group 'g', written by flush().
+local function finish(g, sk, now, state, keep_until)
+  local h, flat = load(sk)
+  if h == nil or h.en ~= nil or h.er == nil or (g and g.seen[h.id]) then return false end
+  local sid = h.id
+  if g then g.seen[sid] = true end  -- its record is deleted at the flush: not twice in a group
+  local labels = labels_of(h)
+  for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do gather(g, 'ZREM', key, sid) end
+  release_unique(h.ns, labels, sid)
+  count(g, h.ns, h.st, -1)
+  gather(g, 'HDEL', P .. 'claims', sid)
+  -- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
+  -- entry is gone already), the end is written.
+  local v = fint(tonumber(h.v) + 1)
+  local new, gone = {}, {}
+  for i = 1, #flat, 2 do
+    local f, value = flat[i], flat[i + 1]
+    if f == 'cb' or f == 'ea' or f == 'dq' then
+      gone[#gone + 1] = f
+    else
+      if f == 'st' then
+        value = state
+      elseif f == 'ua' then
+        value = now
+      elseif f == 'ar' then
+        value = '0'
+      elseif f == 'v' then
+        value = v
+      end
+      new[#new + 1] = f
+      new[#new + 1] = value
+    end
+  end
+  new[#new + 1] = 'en'
+  new[#new + 1] = now
+  if h.ar == nil then
+    new[#new + 1] = 'ar'
+    new[#new + 1] = '0'
+  end
+  if tonumber(keep_until) > tonumber(now) then
+    redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+    if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
+    gather(g, 'ZADD', P .. 'retained', keep_until, sid)
+    gather(g, 'ZADD', P .. 'ended', 0, sid)
+    gather(g, 'ZADD', P .. 'ended:' .. h.ns, 0, sid)
+  else
+    -- Only sessions created before the 'ended' indexes are in 'all' (see find).
+    gather(g, 'ZREM', P .. 'all', sid)
+    gather(g, 'ZREM', P .. 'all:' .. h.ns, sid)
+    gather(g, 'DEL', '', sk, dkey(sid), hkey(sid), hckey(sid))
+  end
+  return {emit('ended', now, new), new}
 end
 
 -- Data and history writes are activity: slide the idle deadline like a touch.
@@ -583,7 +684,7 @@ local sk = KEYS[1]
 local moves = take_list(6, true)
 local h, flat = load(sk)
 if h == nil or h.en ~= nil or h.er ~= nil then return false end
-return claim(sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
+return claim(nil, sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
 """
 
 # args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves
@@ -595,7 +696,7 @@ local now_n = tonumber(now)
 local limit = tonumber(ARGV[4])
 local claimer = ARGV[5]
 local moves = take_list(7, true)
-local out = {}
+local out, g = {}, gathered()
 if ARGV[6] == '1' then
   -- Claims whose claimer's heartbeat key expired: that process stopped between claiming and
   -- finishing. Its ends are finished here (hooks may then run again for those sessions: at least
@@ -638,66 +739,40 @@ while #out < limit and budget > 0 do
       redis.call('ZADD', P .. 'deadlines', h.ea, sid)  -- activity moved it: queue it again
       redis.call('HSET', sk, 'dq', h.ea)
     else
-      out[#out + 1] = claim(sk, h, flat, 'expired', now, moves, claimer, false)
+      out[#out + 1] = claim(g, sk, h, flat, 'expired', now, moves, claimer, false)
     end
   end
 end
+flush(g)
 return out
 """
 
 # args: prefix, maxlen, now, ended state, retain until.
 _FINISH_END = r"""
-local sk = KEYS[1]
-local now = ARGV[3]
-local h, flat = load(sk)
-if h == nil or h.en ~= nil or h.er == nil then return false end
-local sid = h.id
-local labels = labels_of(h)
-for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do redis.call('ZREM', key, sid) end
-release_unique(h.ns, labels, sid)
-census(h.ns, h.st, -1)
-redis.call('HDEL', P .. 'claims', sid)
--- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
--- entry is gone already), the end is written.
-local state, v = ARGV[4], fint(tonumber(h.v) + 1)
-local new, gone = {}, {}
-for i = 1, #flat, 2 do
-  local f, value = flat[i], flat[i + 1]
-  if f == 'cb' or f == 'ea' or f == 'dq' then
-    gone[#gone + 1] = f
-  else
-    if f == 'st' then
-      value = state
-    elseif f == 'ua' then
-      value = now
-    elseif f == 'ar' then
-      value = '0'
-    elseif f == 'v' then
-      value = v
-    end
-    new[#new + 1] = f
-    new[#new + 1] = value
-  end
+return finish(nil, KEYS[1], ARGV[3], ARGV[4], ARGV[5])
+"""
+
+# args: prefix, maxlen, now, ended state, then session id, retain until pairs. The ends of one
+# expiry batch in one call (a single Redis: every key in one node): a reply per pair, as
+# finish_end's, in order.
+_FINISH_ENDS = r"""
+local now, state = ARGV[3], ARGV[4]
+local out, g = {}, gathered()
+for i = 5, #ARGV, 2 do
+  out[#out + 1] = finish(g, skey(ARGV[i]), now, state, ARGV[i + 1])
 end
-new[#new + 1] = 'en'
-new[#new + 1] = now
-if h.ar == nil then
-  new[#new + 1] = 'ar'
-  new[#new + 1] = '0'
+flush(g)
+return out
+"""
+
+# args: prefix, then session ids. Those of them with a live child (``P parent:<id>`` exists while
+# there is one): one call for an expiry batch instead of an EXISTS each.
+_HAVING_CHILDREN = r"""
+local out = {}
+for i = 2, #ARGV do
+  if redis.call('EXISTS', P .. 'parent:' .. ARGV[i]) == 1 then out[#out + 1] = ARGV[i] end
 end
-if tonumber(ARGV[5]) > tonumber(now) then
-  redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
-  if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
-  redis.call('ZADD', P .. 'retained', ARGV[5], sid)
-  redis.call('ZADD', P .. 'ended', 0, sid)
-  redis.call('ZADD', P .. 'ended:' .. h.ns, 0, sid)
-else
-  -- Only sessions created before the 'ended' indexes are in 'all' (see find).
-  redis.call('ZREM', P .. 'all', sid)
-  redis.call('ZREM', P .. 'all:' .. h.ns, sid)
-  redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
-end
-return {emit('ended', now, new), new}
+return out
 """
 
 # args: prefix.
@@ -1059,6 +1134,7 @@ return {top, popped}
 """
 
 _BODIES.update(history_append_many=_HISTORY_APPEND_MANY, history_pop=_HISTORY_POP)
+_BODIES.update(finish_ends=_FINISH_ENDS, having_children=_HAVING_CHILDREN)
 
 
 def build_library(

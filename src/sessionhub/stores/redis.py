@@ -89,7 +89,8 @@ Each change appends its event to ``P events`` in the same function (``XADD ... M
 session snapshot MessagePack-packed. Every store instance tails the stream with ``XREAD BLOCK`` on a
 connection of its own, started by ``open()``, and feeds each entry into ``self.events`` with the
 stream id as the event id, so every node's subscribers see one order and ``subscribe(after=<id>)``
-resumes on any node. ``open()`` first loads the last ``event_buffer`` entries, so a node that just
+resumes on any node. The snapshot stays packed in the ring until a subscriber reads the event: every
+node reads every node's events, and unpacking them all cost a busy node more than its own work. ``open()`` first loads the last ``event_buffer`` entries, so a node that just
 started can resume a subscriber from an id another node gave out. When Redis goes away the tailer
 retries and resumes from the last id it saw: nothing is lost while the entries are still in the
 stream. A mutation returns once the local tailer has delivered its event (a bounded wait), so a
@@ -104,7 +105,9 @@ number of hub processes exactly one claims each session and runs its hooks. Each
 deletes it on ``close()``. A process that dies between claiming and ``finish_end`` leaves claims whose
 claimer key expires: the next sweep (``claim_expired`` every quarter lease) of another instance takes
 them over and finishes those ends, so a crash can make hooks run again for those sessions (at least
-once), never zero times.
+once), never zero times. The hub's expiry finishes the ends of a batch with ``finish_ends``: one
+function call per slice of 250, whose index writes are gathered by key (one ``ZREM`` per index for
+the slice, not one per session).
 """
 
 from __future__ import annotations
@@ -118,7 +121,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import msgspec
@@ -162,6 +165,7 @@ _msgpack_encode = msgspec.msgpack.Encoder().encode
 _DEFAULT_PREFIX = "sessionhub:"
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
+_FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few milliseconds at most
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -311,8 +315,19 @@ class _StreamEventLog(EventLog):
     Event ids are Redis stream ids (``<ms>-<seq>``), which order events across every node. An id
     older than the ring resumes from the oldest event held, after a ``missed`` event (the exact
     number lost is not known locally, so it says one); an id newer than the newest held (a node
-    whose tailer is a moment behind) resumes from now on.
+    whose tailer is a moment behind) resumes from now on. Snapshots are unpacked when read.
     """
+
+    def __init__(self, capacity: int, damaged: Callable[[str, BaseException], object]) -> None:
+        super().__init__(capacity)
+        self._damaged = damaged
+
+    def unpack(self, packed: bytes, event_id: str) -> Session | None:
+        try:
+            return _decode_session(_msgpack_decode(packed))
+        except DECODE_ERRORS as exc:
+            self._damaged(f"event {event_id}", exc)
+            return None
 
     def position(self, after: str | None) -> int:
         if after is None or self.seq_of(after) is not None:
@@ -324,9 +339,7 @@ class _StreamEventLog(EventLog):
         held = [
             (seq, parsed)
             for seq in (oldest, newest)
-            if seq >= 1
-            and (event := self.event_at(seq)) is not None
-            and (parsed := _stream_id(event.id)) is not None
+            if seq >= 1 and (parsed := _stream_id(self.id_of(seq))) is not None
         ]
         if len(held) < 2 or wanted >= held[1][1]:
             return newest
@@ -437,7 +450,7 @@ class RedisStore(Store):
         claim_lease: float = 30.0,
     ) -> None:
         super().__init__(event_buffer=event_buffer)
-        self.events = _StreamEventLog(event_buffer)
+        self.events = _StreamEventLog(event_buffer, self.damaged)
         address, options = _parse_url(url)
         if "prefix" in options and prefix not in (_DEFAULT_PREFIX, options["prefix"]):
             raise ValidationError(
@@ -539,13 +552,13 @@ class RedisStore(Store):
             self._feed(list(reversed(entries)))
 
     def _feed(self, entries: list[Any]) -> None:
-        append = self.events.append
+        append = self.events.append_packed
         for raw_id, values in entries:
             event_id = raw_id.decode()
-            # The script writes the fields in this order: k kind, a at, s snapshot.
+            # The script writes the fields in this order: k kind, a at, s snapshot. The snapshot
+            # is unpacked only if a subscriber reads the event (most are never read here).
             try:
-                session = _decode_session(_msgpack_decode(values[5]))
-                append(values[1].decode(), float(values[3]), session, event_id)
+                append(values[1].decode(), float(values[3]), values[5], event_id)
             except DECODE_ERRORS as exc:
                 self.damaged(f"event {event_id}", exc)
             self._last_id = event_id
@@ -896,20 +909,22 @@ class RedisStore(Store):
     async def finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
     ) -> list[Session | None]:
-        # The per-session function, pipelined: every FCALL of the batch leaves in one write (the
-        # client sends all requests of one loop tick together) and the replies come back in order.
-        at = repr(float(now))
+        # One FCALL per slice of the group, not one per session: Redis's per-call cost (argument
+        # set-up, the function entry) and ours (a command packed, a reply awaited) are paid once
+        # per slice. Slices bound how long one call holds Redis; they leave in one write.
         if len(ends) == 1:  # straight out, not a task's tick later
             (sid, until), *_ = ends
             return [await self.finish_end(sid, now, ended_state, until)]
+        head: list[Arg] = [self._maxlen, repr(float(now)), ended_state]
+        slices = [ends[i : i + _FINISH_SLICE] for i in range(0, len(ends), _FINISH_SLICE)]
         replies = await asyncio.gather(
             *(
                 self._run(
-                    "finish_end",
-                    [self._key("s", sid)],
-                    [self._maxlen, at, ended_state, repr(float(until))],
+                    "finish_ends",
+                    (),
+                    head + [item for sid, until in part for item in (sid, repr(float(until)))],
                 )
-                for sid, until in ends
+                for part in slices
             ),
             return_exceptions=True,
         )
@@ -917,14 +932,16 @@ class RedisStore(Store):
         last: _StreamId = (0, 0)
         last_id = None
         failure: BaseException | None = None
-        for reply in replies:
+        for part, reply in zip(slices, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
-                finished.append(None)
-            elif reply is None:
-                finished.append(None)
-            else:
-                event_id, flat = reply
+                finished += [None] * len(part)
+                continue
+            for one in reply:
+                if not one:
+                    finished.append(None)
+                    continue
+                event_id, flat = one
                 position = _stream_id(event_id)
                 if position is not None and position > last:
                     last, last_id = position, event_id
@@ -937,17 +954,11 @@ class RedisStore(Store):
 
     async def having_children(self, session_ids: Sequence[str]) -> set[str]:
         # ``P parent:<id>`` exists while the session has a live child (Redis drops empty sets);
-        # one pipelined EXISTS per id.
-        prefix, call = self.prefix, self._ops.call
-        try:
-            counts = await asyncio.gather(
-                *(call("EXISTS", f"{prefix}parent:{sid}") for sid in session_ids)
-            )
-        except RedisError as exc:
-            raise StoreUnavailable(
-                f"Redis at {self.address.where} failed a children lookup: {exc.message}"
-            ) from None
-        return {sid for sid, n in zip(session_ids, counts, strict=True) if n}
+        # one function call looks them all up.
+        if not session_ids:
+            return set()
+        parents: list[str] = await self._run("having_children", (), session_ids)
+        return set(parents)
 
     async def next_deadline(self) -> float | None:
         score = await self._run("next_deadline", (), ())
