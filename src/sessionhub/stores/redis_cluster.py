@@ -41,11 +41,12 @@ What spans buckets, and how
 Events
 ------
 Each bucket has its own stream; every open store tails all of them (one blocking ``XREAD`` per
-bucket) and feeds one local log, snapshots left packed until a subscriber reads them. Event ids are ``<bucket>:<stream id>``. Order: per session (one
-bucket, one stream) every process sees the same order; across buckets each process sees the
-interleaving in which its tailers received them, which can differ between processes. ``after=``
-resumes exactly within a bucket; from an id another process gave out, events of other buckets that
-arrived around that id can be seen again or, if they were fed here before it, not again.
+bucket) and feeds one local log, snapshots left packed until a subscriber reads them. Event ids
+are ``<bucket>:<stream id>``. Order: per session (one bucket, one stream) every process sees the
+same order; across buckets each process sees the interleaving in which its tailers received them,
+which can differ between processes. ``after=`` resumes exactly within a bucket; from an id another
+process gave out, events of other buckets that arrived around that id can be seen again or, if
+they were fed here before it, not again.
 
 Client
 ------
