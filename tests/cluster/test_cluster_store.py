@@ -180,8 +180,8 @@ def _check_exactly_once(results: list[dict[str, list[str]]], sessions: int) -> N
         assert set(result["ended"]) == set(hooks)
 
 
-# Expiry on the Cluster is one session at a time per hub (tens per second on a loaded 2-core
-# machine): 2,100 sessions can take longer than the default 120 s there; the workers bound it too.
+# Creating 2,100 sessions and racing for unique labels on a loaded 2-core machine can take longer
+# than the default 120 s; the workers bound it too.
 @pytest.mark.timeout(400)
 def test_three_hub_processes_end_every_session_exactly_once(
     redis_cluster: RedisClusterServer,
