@@ -240,6 +240,7 @@ class Client:
 
     def _renew_while_open(self, session_id: str, lease_id: str) -> RenewalThread:
         call = calls.renew_lease(session_id, lease_id, self.request_lease)
+        # the same pooled connections: an httpx.Client "can be shared between threads" (its docs)
         renewal = RenewalThread(lambda: self._run(call), session_id, self.request_lease)
         self._renewals.add(renewal)  # so that close() stops it
         renewal.start()
