@@ -719,29 +719,60 @@ if ARGV[6] == '1' then
     end
   end
 end
--- Entries examined per call are bounded so that one call never blocks Redis for long; what is
--- left stays due and the hub's next pass goes on.
+-- Earliest first by real deadline. An entry's score is the deadline its session had when queued
+-- ('dq'); activity moves the real one ('ea') later without writing the index (see schedule), so an
+-- entry may sit earlier than its session is due, never later. Entries are read in score order; a
+-- moved one is queued again at its real deadline, and an exact one is claimed unless a moved one
+-- read before it is due earlier: then it and the rest of the read wait for the next read, which
+-- sees the moved ones in their place. Each entry moves at most once per call, so every read makes
+-- progress. Entries read per call are bounded so that one call never blocks Redis for long; what
+-- is left stays due and the hub's next pass goes on.
 local budget = limit * 4 + 100
+local held = {}  -- exact entries that waited: their records, so a later read loads none again
 while #out < limit and budget > 0 do
-  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0,
+  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'WITHSCORES', 'LIMIT', 0,
     math.min(limit - #out, budget, 500))
-  if #due == 0 then break end
-  budget = budget - #due
-  -- The entries read are the first by rank: all leave the index in one command (those whose
-  -- deadline moved go back in below).
-  redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, #due - 1)
-  for _, sid in ipairs(due) do
+  local n = #due / 2
+  if n == 0 then break end
+  budget = budget - n
+  local first = nil  -- the earliest real deadline, still due, of the moved entries read so far
+  local cut = n  -- entries 1..cut leave the index by rank; those after it that wait stay
+  local requeued, dropped = {}, {}
+  for i = 1, n do
+    local sid, score = due[2 * i - 1], tonumber(due[2 * i])
     local sk = skey(sid)
-    local h, flat = load(sk)
+    local h, flat
+    local kept = held[sid]
+    if kept then
+      h, flat = kept[1], kept[2]
+      held[sid] = nil
+    else
+      h, flat = load(sk)
+    end
     if h == nil or h.en ~= nil or h.er ~= nil or h.ea == nil then
       if h ~= nil and h.dq ~= nil then redis.call('HDEL', sk, 'dq') end
-    elseif tonumber(h.ea) > now_n then
-      redis.call('ZADD', P .. 'deadlines', h.ea, sid)  -- activity moved it: queue it again
-      redis.call('HSET', sk, 'dq', h.ea)
+      if i > cut then dropped[#dropped + 1] = sid end
     else
-      out[#out + 1] = claim(g, sk, h, flat, 'expired', now, moves, claimer, false)
+      local ea = tonumber(h.ea)
+      if ea ~= score then  -- activity moved it: queue it again where it is due
+        requeued[#requeued + 1] = h.ea
+        requeued[#requeued + 1] = sid
+        redis.call('HSET', sk, 'dq', h.ea)
+        if ea <= now_n and (first == nil or ea < first) then first = ea end
+      elseif i <= cut and (first == nil or score <= first) then
+        out[#out + 1] = claim(g, sk, h, flat, 'expired', now, moves, claimer, false)
+      else  -- a moved session read before it is due earlier: it waits for the next read
+        if i <= cut then cut = i - 1 end
+        held[sid] = {h, flat}
+      end
     end
   end
+  -- The first entries by rank leave in one command (the moved ones among them go back below).
+  if cut > 0 then redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, cut - 1) end
+  for i = 1, #requeued, 400 do
+    redis.call('ZADD', P .. 'deadlines', unpack(requeued, i, math.min(i + 399, #requeued)))
+  end
+  if #dropped > 0 then redis.call('ZREM', P .. 'deadlines', unpack(dropped)) end
 end
 flush(g)
 return out
