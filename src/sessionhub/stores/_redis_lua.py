@@ -721,25 +721,32 @@ if ARGV[6] == '1' then
 end
 -- Earliest first by real deadline. An entry's score is the deadline its session had when queued
 -- ('dq'); activity moves the real one ('ea') later without writing the index (see schedule), so an
--- entry may sit earlier than its session is due, never later. Entries are read in score order; a
--- moved one is queued again at its real deadline, and an exact one is claimed unless a moved one
--- read before it is due earlier: then it and the rest of the read wait for the next read, which
--- sees the moved ones in their place. Each entry moves at most once per call, so every read makes
--- progress. Entries read per call are bounded so that one call never blocks Redis for long; what
--- is left stays due and the hub's next pass goes on.
+-- entry may sit earlier than its session is due, never later. A read takes the first entries by
+-- score: every entry not read is due at or after the last score read ('bound'; when the read came
+-- short, everything due was read and the bound is now). So the sessions read whose real deadline
+-- is at most the bound are the earliest due: they are claimed in the order of their real
+-- deadlines. A moved one due later than the bound is queued again at its real deadline, where a
+-- later read finds it in its place (its record kept, so it is not loaded twice); one not due yet
+-- likewise. Each entry moves at most once per call, so every read claims or moves something.
+-- Entries read per call are bounded so that one call never blocks Redis for long; what is left
+-- stays due and the hub's next pass goes on.
 local budget = limit * 4 + 100
-local held = {}  -- exact entries that waited: their records, so a later read loads none again
+local held = {}  -- moved sessions queued again by this call and still due: their records
 while #out < limit and budget > 0 do
+  local want = math.min(limit - #out, budget, 500)
   local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-    math.min(limit - #out, budget, 500))
+    want)
   local n = #due / 2
   if n == 0 then break end
   budget = budget - n
-  local first = nil  -- the earliest real deadline, still due, of the moved entries read so far
-  local cut = n  -- entries 1..cut leave the index by rank; those after it that wait stay
-  local requeued, dropped = {}, {}
+  local bound = now_n
+  if n == want then bound = tonumber(due[#due]) end
+  -- The index entries read all leave in one command; the moved ones go back in at the end.
+  redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, n - 1)
+  local ready, sorted, last = {}, true, nil  -- {deadline, key, record, flat}, claimable
+  local requeued = {}
   for i = 1, n do
-    local sid, score = due[2 * i - 1], tonumber(due[2 * i])
+    local sid = due[2 * i - 1]
     local sk = skey(sid)
     local h, flat
     local kept = held[sid]
@@ -751,28 +758,34 @@ while #out < limit and budget > 0 do
     end
     if h == nil or h.en ~= nil or h.er ~= nil or h.ea == nil then
       if h ~= nil and h.dq ~= nil then redis.call('HDEL', sk, 'dq') end
-      if i > cut then dropped[#dropped + 1] = sid end
     else
       local ea = tonumber(h.ea)
-      if ea ~= score then  -- activity moved it: queue it again where it is due
+      if ea <= bound then
+        if last ~= nil and ea < last then sorted = false end
+        last = ea
+        ready[#ready + 1] = {ea, sk, h, flat}
+      else  -- moved (an exact entry is due by the bound): queue it again where it is due
         requeued[#requeued + 1] = h.ea
         requeued[#requeued + 1] = sid
         redis.call('HSET', sk, 'dq', h.ea)
-        if ea <= now_n and (first == nil or ea < first) then first = ea end
-      elseif i <= cut and (first == nil or score <= first) then
-        out[#out + 1] = claim(g, sk, h, flat, 'expired', now, moves, claimer, false)
-      else  -- a moved session read before it is due earlier: it waits for the next read
-        if i <= cut then cut = i - 1 end
-        held[sid] = {h, flat}
+        if ea <= now_n then
+          for j = 1, #flat, 2 do
+            if flat[j] == 'dq' then flat[j + 1] = h.ea end
+          end
+          held[sid] = {h, flat}
+        end
       end
     end
   end
-  -- The first entries by rank leave in one command (the moved ones among them go back below).
-  if cut > 0 then redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, cut - 1) end
+  if not sorted then
+    table.sort(ready, function(a, b) return a[1] < b[1] end)
+  end
+  for _, r in ipairs(ready) do
+    out[#out + 1] = claim(g, r[2], r[3], r[4], 'expired', now, moves, claimer, false)
+  end
   for i = 1, #requeued, 400 do
     redis.call('ZADD', P .. 'deadlines', unpack(requeued, i, math.min(i + 399, #requeued)))
   end
-  if #dropped > 0 then redis.call('ZREM', P .. 'deadlines', unpack(dropped)) end
 end
 flush(g)
 return out
