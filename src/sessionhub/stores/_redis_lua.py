@@ -734,19 +734,18 @@ local budget = limit * 4 + 100
 local held = {}  -- moved sessions queued again by this call and still due: their records
 while #out < limit and budget > 0 do
   local want = math.min(limit - #out, budget, 500)
-  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'WITHSCORES', 'LIMIT', 0,
-    want)
-  local n = #due / 2
+  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, want)
+  local n = #due
   if n == 0 then break end
   budget = budget - n
-  local bound = now_n
-  if n == want then bound = tonumber(due[#due]) end
+  local bound = now_n  -- (the last score alone: cheaper than a read WITHSCORES)
+  if n == want then bound = tonumber(redis.call('ZSCORE', P .. 'deadlines', due[n])) end
   -- The index entries read all leave in one command; the moved ones go back in at the end.
   redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, n - 1)
   local ready, sorted, last = {}, true, nil  -- {deadline, key, record, flat}, claimable
   local requeued = {}
   for i = 1, n do
-    local sid = due[2 * i - 1]
+    local sid = due[i]
     local sk = skey(sid)
     local h, flat
     local kept = held[sid]
