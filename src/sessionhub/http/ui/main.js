@@ -145,27 +145,26 @@ function start() {
 }
 
 /** Calls `then` once the first table is on screen: when the browser reports the presentation of
- * its first cell (Element Timing, "sessionhub:table"); where it reports none (another browser,
- * the cell not painted), after the next frame or at the latest SHOWN_WAIT_MS. */
+ * its first cell (Element Timing, "sessionhub:table"), or after the next frame where it reports
+ * none (another browser); at the latest after SHOWN_WAIT_MS (a background tab paints nothing). */
 function whenShown(then) {
   let done = false;
+  let observer = null;
   const once = () => {
     if (done) return;
     done = true;
+    if (observer) observer.disconnect();
     then();
   };
-  const fallback = () => requestAnimationFrame(() => setTimeout(once, 0));
-  if (!PerformanceObserver.supportedEntryTypes?.includes("element")) return fallback();
-  const observer = new PerformanceObserver((list) => {
-    if (!list.getEntries().some((entry) => entry.identifier === "sessionhub:table")) return;
-    observer.disconnect();
-    once();
+  setTimeout(once, SHOWN_WAIT_MS);
+  if (!PerformanceObserver.supportedEntryTypes?.includes("element")) {
+    requestAnimationFrame(() => setTimeout(once, 0));
+    return;
+  }
+  observer = new PerformanceObserver((list) => {
+    if (list.getEntries().some((entry) => entry.identifier === "sessionhub:table")) once();
   });
   observer.observe({ type: "element", buffered: true });
-  setTimeout(() => {
-    observer.disconnect();
-    fallback();
-  }, SHOWN_WAIT_MS);
 }
 
 start();
