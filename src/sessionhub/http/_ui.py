@@ -7,7 +7,9 @@ files used to be a request of its own, 30-50 ms apiece on a busy machine, and HT
 browser six connections to share with the page's API calls and its event stream. The modules are
 joined by a few lines below rather than by a bundler: they are ours, use one import form
 (``import { a, b as c } from "./x.js"``) and export only functions, classes and constants, and
-anything else is refused here, at creation, rather than broken in a browser.
+anything else is refused here, at creation, rather than broken in a browser. They are joined into
+one classic script (strict, in a function scope), inlined where ``index.html`` loads ``main.js``:
+at the end of the body, where it runs as soon as it is parsed (see ``_assemble``).
 
 The page is public, like ``/openapi.json``: it holds no data, and every call it makes goes to the
 API with the token the user enters. A strict Content-Security-Policy allows connections to this
