@@ -106,7 +106,8 @@ function drawChart() {
       { label: "created", stroke: "#2f7d32", fill: "rgba(47,125,50,0.35)", paths: bars },
       { label: "ended", stroke: "#b3261e", width: 2, points: { show: true, size: 4 } },
     ],
-    axes: [{}, { size: 40 }],
+    // the y axis as wide as its longest label ("12,000" does not fit a fixed 40 px)
+    axes: [{}, { size: (u, values) => 24 + 7 * Math.max(1, ...(values || []).map((v) => String(v).length)) }],
   }, rate.data, host);
   performance.mark("sessionhub:chart");
 }
