@@ -117,7 +117,8 @@ class DataBody(_Body):
 class LeaseBody(_Body):
     """``POST /v1/sessions/{id}/requests``: count a request in flight until it is released
     (``DELETE /v1/sessions/{id}/requests/{lease_id}``) or, if abandoned, for ``lease`` seconds
-    (at most a day: the document must not offer a lease the server refuses)."""
+    (at most a day: the document must not offer a lease the server refuses); the same body renews
+    it (``PUT .../requests/{lease_id}``: ``lease`` seconds from then)."""
 
     lease: Annotated[float, Meta(gt=0, le=MAX_LEASE)] = DEFAULT_LEASE
 
@@ -157,8 +158,9 @@ class ErrorAnswer(msgspec.Struct):
 
 class Lease(msgspec.Struct):
     """The answer to ``POST /v1/sessions/{id}/requests`` (201): the session counts the request.
-    Release it with ``DELETE .../requests/{lease_id}``; if it is not released within
-    ``expires_in`` seconds, it is released then."""
+    Release it with ``DELETE .../requests/{lease_id}``; if it is not released (or renewed, with
+    ``PUT .../requests/{lease_id}``, which answers this too) within ``expires_in`` seconds, it is
+    released then."""
 
     lease_id: str
     expires_in: float

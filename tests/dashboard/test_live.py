@@ -77,6 +77,23 @@ def test_overview_counts_follow_creates_transitions_and_ends(
     assert still_same_document(page)
 
 
+def test_overview_lists_namespaces_in_code_point_order(server: Served, watched: Watched) -> None:
+    # Not the locale's order (which would put "alpha" before "Alpha"): see overview.js.
+    suffix = uuid.uuid4().hex[:8]
+    names = [f"beta-{suffix}", f"alpha-{suffix}", f"Alpha-{suffix}", f"_z-{suffix}"]
+    for name in names:
+        server.create(unique(name), namespace=name)
+    page = watched.page
+    open_dashboard(page, server)
+    expect(pair(page, "ov-namespaces", names[0])).to_have_text("1")
+    shown = [
+        text
+        for text in page.locator("#ov-namespaces th").all_text_contents()
+        if text.endswith(suffix)
+    ]
+    assert shown == sorted(names) == [names[2], names[3], names[1], names[0]]
+
+
 def test_a_new_session_appears_in_the_table_and_leaves_when_it_ends(
     server: Served, watched: Watched
 ) -> None:

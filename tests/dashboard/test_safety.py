@@ -129,6 +129,23 @@ def test_with_a_token_nothing_happens_until_it_is_entered(
     assert TOKEN not in page.url
 
 
+def test_the_token_state_is_shown_once_the_page_is_up(server: Served, watched: Watched) -> None:
+    # The page reads the tab's token after its first table is on screen (main.js): no token...
+    page = watched.page
+    page.goto(ui_url(server))
+    expect(page.get_by_test_id("token-state")).to_have_text("no token needed")
+    expect(page.get_by_test_id("token-forget")).to_be_hidden()
+    expect(page.get_by_test_id("stream-state")).to_have_text("live")
+    # ... and one this tab holds, though this server needs none.
+    page.evaluate(f"sessionStorage.setItem('sessionhub.token', {TOKEN!r})")
+    page.reload()
+    expect(page.get_by_test_id("token-state")).to_have_text("token set (this tab only)")
+    expect(page.get_by_test_id("token-forget")).to_be_visible()
+    page.get_by_test_id("token-forget").click()
+    expect(page.get_by_test_id("token-state")).to_have_text("token forgotten")
+    assert page.evaluate("sessionStorage.getItem('sessionhub.token')") is None
+
+
 def test_a_new_tab_does_not_have_the_token(token_server: Served, watched: Watched) -> None:
     page = watched.page
     page.goto(ui_url(token_server))

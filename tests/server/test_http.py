@@ -110,9 +110,12 @@ def test_every_route_answers_its_success_status_and_shape(http: httpx.Client) ->
     leased = call("POST", S + "/requests", "/v1/sessions/s1/requests", 201, json={"lease": 30})
     assert set(leased) == {"lease_id", "expires_in", "session"}
     assert (leased["expires_in"], leased["session"]["active_requests"]) == (30.0, 1)
-    released = call(
-        "DELETE", S + "/requests/{lease_id}", f"/v1/sessions/s1/requests/{leased['lease_id']}"
-    )
+    lease_path = f"/v1/sessions/s1/requests/{leased['lease_id']}"
+    renewed = call("PUT", S + "/requests/{lease_id}", lease_path, json={"lease": 45})
+    assert set(renewed) == {"lease_id", "expires_in", "session"}
+    assert (renewed["lease_id"], renewed["expires_in"]) == (leased["lease_id"], 45.0)
+    assert renewed["session"]["active_requests"] == 1
+    released = call("DELETE", S + "/requests/{lease_id}", lease_path)
     assert set(released) == {"session"}
     assert released["session"]["active_requests"] == 0
 

@@ -9,13 +9,14 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._errors import SessionHubError, SessionNotFound
+from .._errors import SessionNotFound
 from .._hub import DEFAULT, _Default
 from .._leases import DEFAULT_LEASE
 from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
 from . import _calls as calls
+from . import _renewal as renewing
 from ._calls import Call
 from ._remote import AsyncRemoteHub, RemoteDataHandle, RemoteHistoryHandle
 from ._sse import EventStreamParser, backoff
@@ -33,7 +34,7 @@ class AsyncClient(AsyncRemoteHub):
     by every call. ``url`` defaults to ``SESSIONHUB_URL`` (else ``http://127.0.0.1:7480``) and
     ``token`` to ``SESSIONHUB_TOKEN``. A server that cannot be reached raises ``StoreUnavailable``.
     ``request_lease`` bounds how long the server counts a ``track_request`` block whose process
-    died before releasing it (seconds).
+    died before releasing it (seconds); a block that runs longer renews its lease meanwhile.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class AsyncClient(AsyncRemoteHub):
         self.timeout = timeout
         self.reconnect_attempts = reconnect_attempts
         self.request_lease = request_lease
+        self._renewals: set[asyncio.Task[None]] = set()
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=calls.headers_for(calls.default_token(token)),
@@ -61,7 +63,10 @@ class AsyncClient(AsyncRemoteHub):
         return f"AsyncClient({calls.shown_url(self.url)!r})"  # never the token or a password
 
     async def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; blocks of ``track_request`` still open are renewed no
+        more (their leases run out on the server)."""
+        for renewal in list(self._renewals):
+            await renewing.stop_renewing(renewal)
         await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:
@@ -200,18 +205,38 @@ class AsyncClient(AsyncRemoteHub):
     @contextlib.asynccontextmanager
     async def track_request(self, session_id: str) -> AsyncIterator[Session]:
         """Count a request in flight on the server for the block's duration: a request lease
-        taken on entry and released on exit, whatever happens in the block (if this process dies
-        first, the lease runs out after ``request_lease`` seconds)."""
+        taken on entry, renewed every half ``request_lease`` while the block runs and released on
+        exit, whatever happens in the block (if this process dies first, the lease runs out after
+        ``request_lease`` seconds). A renewal that fails is logged once as a warning
+        (``sessionhub.client``) and does not interrupt the block."""
         lease = await self._run(calls.take_lease(session_id, self.request_lease))
-        release = calls.release_lease(session_id, lease.lease_id)
+        renewal = self._renew_while_open(session_id, lease.lease_id)
+        failed = True
         try:
             yield lease.session
-        except BaseException:
-            with contextlib.suppress(SessionHubError):  # the block's error is the one to see
+            failed = False
+        finally:
+            await renewing.stop_renewing(renewal)
+            await self._release(session_id, lease.lease_id, failed)
+
+    def _renew_while_open(self, session_id: str, lease_id: str) -> asyncio.Task[None]:
+        call = calls.renew_lease(session_id, lease_id, self.request_lease)
+        renewal = asyncio.create_task(
+            renewing.renew_until_cancelled(lambda: self._run(call), session_id, self.request_lease),
+            name=f"sessionhub lease renewal ({session_id})",
+        )
+        self._renewals.add(renewal)  # so that close() stops it
+        renewal.add_done_callback(self._renewals.discard)
+        return renewal
+
+    async def _release(self, session_id: str, lease_id: str, failed: bool) -> None:
+        release = calls.release_lease(session_id, lease_id)
+        if failed:
+            with contextlib.suppress(Exception):  # the block's error is the one to see
                 await self._run(release)
-            raise
-        with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing is held
-            await self._run(release)
+        else:
+            with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing is held
+                await self._run(release)
 
     async def end(self, session_id: str, reason: str = "ended") -> bool:
         return await self._run(calls.end(session_id, reason))

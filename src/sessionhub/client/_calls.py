@@ -326,6 +326,12 @@ def take_lease(session_id: str, lease: float) -> Call[wire.Lease]:
     return Call("POST", path, _lease, body=_body({"lease": lease}), session_id=session_id)
 
 
+def renew_lease(session_id: str, lease_id: str, lease: float) -> Call[wire.Lease]:
+    """Hold the lease until ``release_lease`` or ``lease`` seconds from now."""
+    path = _session_path(session_id, "requests", _seg(lease_id))
+    return Call("PUT", path, _lease, body=_body({"lease": lease}), session_id=session_id)
+
+
 def release_lease(session_id: str, lease_id: str) -> Call[Session]:
     path = _session_path(session_id, "requests", _seg(lease_id))
     return Call("DELETE", path, _field(wire.Released, "session"), session_id=session_id)

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from .._errors import SessionHubError, SessionNotFound
+from .._errors import SessionNotFound
 from .._hub import DEFAULT, _Default
 from .._leases import DEFAULT_LEASE
 from .._limits import check_id
@@ -18,6 +18,7 @@ from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
 from . import _calls as calls
 from ._calls import Call
+from ._renewal import RenewalThread
 from ._sse import EventStreamParser, backoff
 
 __all__ = ["Client", "RemoteData", "RemoteHistory"]
@@ -33,7 +34,7 @@ class Client:
     by every call. ``url`` defaults to ``SESSIONHUB_URL`` (else ``http://127.0.0.1:7480``) and
     ``token`` to ``SESSIONHUB_TOKEN``. A server that cannot be reached raises ``StoreUnavailable``.
     ``request_lease`` bounds how long the server counts a ``track_request`` block whose process
-    died before releasing it (seconds).
+    died before releasing it (seconds); a block that runs longer renews its lease meanwhile.
     """
 
     def __init__(
@@ -50,6 +51,7 @@ class Client:
         self.timeout = timeout
         self.reconnect_attempts = reconnect_attempts
         self.request_lease = request_lease
+        self._renewals: set[RenewalThread] = set()
         self._http = httpx.Client(
             base_url=self.url,
             headers=calls.headers_for(calls.default_token(token)),
@@ -72,7 +74,10 @@ class Client:
         self.health()
 
     def close(self) -> None:
-        """Close the pooled connections."""
+        """Close the pooled connections; blocks of ``track_request`` still open are renewed no
+        more (their leases run out on the server)."""
+        for renewal in list(self._renewals):
+            renewal.stop()
         self._http.close()
 
     def _run(self, call: Call[T]) -> T:
@@ -218,18 +223,37 @@ class Client:
     @contextlib.contextmanager
     def track_request(self, session_id: str) -> Iterator[Session]:
         """Count a request in flight on the server for the block's duration: a request lease
-        taken on entry and released on exit, whatever happens in the block (if this process dies
-        first, the lease runs out after ``request_lease`` seconds)."""
+        taken on entry, renewed every half ``request_lease`` while the block runs (from a daemon
+        thread) and released on exit, whatever happens in the block (if this process dies first,
+        the lease runs out after ``request_lease`` seconds). A renewal that fails is logged once
+        as a warning (``sessionhub.client``) and does not interrupt the block."""
         lease = self._run(calls.take_lease(session_id, self.request_lease))
-        release = calls.release_lease(session_id, lease.lease_id)
+        renewal = self._renew_while_open(session_id, lease.lease_id)
+        failed = True
         try:
             yield lease.session
-        except BaseException:
-            with contextlib.suppress(SessionHubError):  # the block's error is the one to see
+            failed = False
+        finally:
+            renewal.stop()
+            self._renewals.discard(renewal)
+            self._release(session_id, lease.lease_id, failed)
+
+    def _renew_while_open(self, session_id: str, lease_id: str) -> RenewalThread:
+        call = calls.renew_lease(session_id, lease_id, self.request_lease)
+        # the same pooled connections: an httpx.Client "can be shared between threads" (its docs)
+        renewal = RenewalThread(lambda: self._run(call), session_id, self.request_lease)
+        self._renewals.add(renewal)  # so that close() stops it
+        renewal.start()
+        return renewal
+
+    def _release(self, session_id: str, lease_id: str, failed: bool) -> None:
+        release = calls.release_lease(session_id, lease_id)
+        if failed:
+            with contextlib.suppress(Exception):  # the block's error is the one to see
                 self._run(release)
-            raise
-        with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing is held
-            self._run(release)
+        else:
+            with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing is held
+                self._run(release)
 
     def end(self, session_id: str, reason: str = "ended") -> bool:
         return self._run(calls.end(session_id, reason))

@@ -150,6 +150,13 @@ OPERATIONS: Final[dict[tuple[str, str], Operation]] = {
         answer=wire.Lease,
         errors=(400, 404, 429),
     ),
+    ("PUT", S + "/requests/{lease_id}"): Operation(
+        summary="Renew a request lease: held until released or `lease` seconds from now (the "
+        "request in flight stays the same one); 404 if it was released, expired or never given, "
+        "or the session ended",
+        body=wire.LeaseBody,
+        answer=wire.Lease,
+    ),
     ("DELETE", S + "/requests/{lease_id}"): Operation(
         summary="Release a request lease; 404 if it was released, expired or never given",
         answer=wire.Released,
@@ -261,7 +268,14 @@ _ERRORS: Final = {
 }
 
 
-_PATH_PARAMS: Final = {"id": _ID, "user_id": _ID, "name": _NAME, "key": _KEY, "lease_id": _STR}
+_LEASE_ID: Final = {"type": "string", "pattern": r"^[A-Za-z0-9_\-]{1,64}$"}
+_PATH_PARAMS: Final = {
+    "id": _ID,
+    "user_id": _ID,
+    "name": _NAME,
+    "key": _KEY,
+    "lease_id": _LEASE_ID,
+}
 
 
 def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:

@@ -260,6 +260,13 @@ async def lease_start(face: Face, request: Request) -> Reply:
     return json_reply(wire.Lease(lease.id, lease.seconds, session), 201)
 
 
+async def lease_renew(face: Face, request: Request) -> Reply:
+    body = await request.json(wire.LeaseBody)
+    session_id, lease_id = request.params
+    lease, session = await face.leases.renew(session_id, lease_id, body.lease)
+    return json_reply(wire.Lease(lease.id, lease.seconds, session))
+
+
 async def lease_release(face: Face, request: Request) -> Reply:
     session_id, lease_id = request.params
     return json_reply(wire.Released(await face.leases.release(session_id, lease_id)))
@@ -283,7 +290,7 @@ ROUTES = (
     Route("/v1/sessions", {"GET": find, "POST": create}),
     Route(S + "/touch", {"POST": touch}),
     Route(S + "/requests", {"POST": lease_start}),
-    Route(S + "/requests/{lease_id}", {"DELETE": lease_release}),
+    Route(S + "/requests/{lease_id}", {"PUT": lease_renew, "DELETE": lease_release}),
     Route(S + "/transitions", {"POST": transition}),
     Route(S + "/counters/{name}", {"POST": incr}),
     Route(S + "/children", {"POST": link}),

@@ -719,28 +719,71 @@ if ARGV[6] == '1' then
     end
   end
 end
--- Entries examined per call are bounded so that one call never blocks Redis for long; what is
--- left stays due and the hub's next pass goes on.
+-- Earliest first by real deadline. An entry's score is the deadline its session had when queued
+-- ('dq'); activity moves the real one ('ea') later without writing the index (see schedule), so an
+-- entry may sit earlier than its session is due, never later. A read takes the first entries by
+-- score: every entry not read is due at or after the last score read ('bound'; when the read came
+-- short, everything due was read and the bound is now). So the sessions read whose real deadline
+-- is at most the bound are the earliest due: they are claimed in the order of their real
+-- deadlines. A moved one due later than the bound is queued again at its real deadline, where a
+-- later read finds it in its place (its record kept, so it is not loaded twice); one not due yet
+-- likewise. Each entry moves at most once per call, so every read claims or moves something.
+-- Entries read per call are bounded so that one call never blocks Redis for long; what is left
+-- stays due and the hub's next pass goes on.
 local budget = limit * 4 + 100
+local held = {}  -- moved sessions queued again by this call and still due: their records
 while #out < limit and budget > 0 do
-  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0,
-    math.min(limit - #out, budget, 500))
-  if #due == 0 then break end
-  budget = budget - #due
-  -- The entries read are the first by rank: all leave the index in one command (those whose
-  -- deadline moved go back in below).
-  redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, #due - 1)
-  for _, sid in ipairs(due) do
+  local want = math.min(limit - #out, budget, 500)
+  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, want)
+  local n = #due
+  if n == 0 then break end
+  budget = budget - n
+  local bound = now_n  -- (the last score alone: cheaper than a read WITHSCORES)
+  if n == want then bound = tonumber(redis.call('ZSCORE', P .. 'deadlines', due[n])) end
+  -- The index entries read all leave in one command; the moved ones go back in at the end.
+  redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, n - 1)
+  local ready, sorted, last = {}, true, nil  -- {deadline, key, record, flat}, claimable
+  local requeued = {}
+  for i = 1, n do
+    local sid = due[i]
     local sk = skey(sid)
-    local h, flat = load(sk)
+    local h, flat
+    local kept = held[sid]
+    if kept then
+      h, flat = kept[1], kept[2]
+      held[sid] = nil
+    else
+      h, flat = load(sk)
+    end
     if h == nil or h.en ~= nil or h.er ~= nil or h.ea == nil then
       if h ~= nil and h.dq ~= nil then redis.call('HDEL', sk, 'dq') end
-    elseif tonumber(h.ea) > now_n then
-      redis.call('ZADD', P .. 'deadlines', h.ea, sid)  -- activity moved it: queue it again
-      redis.call('HSET', sk, 'dq', h.ea)
     else
-      out[#out + 1] = claim(g, sk, h, flat, 'expired', now, moves, claimer, false)
+      local ea = tonumber(h.ea)
+      if ea <= bound then
+        if last ~= nil and ea < last then sorted = false end
+        last = ea
+        ready[#ready + 1] = {ea, sk, h, flat}
+      else  -- moved (an exact entry is due by the bound): queue it again where it is due
+        requeued[#requeued + 1] = h.ea
+        requeued[#requeued + 1] = sid
+        redis.call('HSET', sk, 'dq', h.ea)
+        if ea <= now_n then
+          for j = 1, #flat, 2 do
+            if flat[j] == 'dq' then flat[j + 1] = h.ea end
+          end
+          held[sid] = {h, flat}
+        end
+      end
     end
+  end
+  if not sorted then
+    table.sort(ready, function(a, b) return a[1] < b[1] end)
+  end
+  for _, r in ipairs(ready) do
+    out[#out + 1] = claim(g, r[2], r[3], r[4], 'expired', now, moves, claimer, false)
+  end
+  for i = 1, #requeued, 400 do
+    redis.call('ZADD', P .. 'deadlines', unpack(requeued, i, math.min(i + 399, #requeued)))
   end
 end
 flush(g)

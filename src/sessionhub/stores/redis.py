@@ -100,7 +100,9 @@ Expiry and claims
 -----------------
 ``claim_expired`` takes due ids from ``P deadlines`` and, in the same function, marks each session as
 ending (``end_reason``), records the claimer and removes it from the deadline index, so among any
-number of hub processes exactly one claims each session and runs its hooks. Each open instance keeps
+number of hub processes exactly one claims each session and runs its hooks. Claims come earliest
+first by the real deadline: an entry that activity left early (see ``_redis_lua``) is queued again
+at its session's deadline before anything due after that is claimed. Each open instance keeps
 ``P claimer:<c>`` alive (``SET PX claim_lease``, renewed every quarter lease by the event tailer) and
 deletes it on ``close()``. A process that dies between claiming and ``finish_end`` leaves claims whose
 claimer key expires: the next sweep (``claim_expired`` every quarter lease) of another instance takes

@@ -41,15 +41,17 @@ function url(path, query) {
 }
 
 export async function call(method, path, { query, body } = {}) {
+  const target = url(path, query);
+  const early = method === "GET" ? globalThis.sessionhubEarly?.get(target) : undefined;
+  if (early) globalThis.sessionhubEarly.delete(target); // from early.js: taken once
+  if (early && "answer" in early) return early.answer; // the server put it in the page
+  // The headers (the token) only for a request: the first sessionStorage read of a visit costs
+  // synchronous calls to the browser, which the answers in the page do not need.
   const init = { method, headers: headers(), credentials: "same-origin", cache: "no-store" };
   if (body !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const target = url(path, query);
-  const early = method === "GET" ? globalThis.sessionhubEarly?.get(target) : undefined;
-  if (early) globalThis.sessionhubEarly.delete(target); // from early.js: taken once
-  if (early && "answer" in early) return early.answer; // the server put it in the page
   const response = await (early ? early.response : fetch(target, init));
   const answer = await response.json().catch(() => null);
   if (!response.ok) {

@@ -10,6 +10,9 @@ import {
 } from "./session.js";
 import { applyToTable, initSessions, reload as reloadTable } from "./sessions.js";
 
+// How long the page waits for the first table to be on screen before it goes on anyway.
+const SHOWN_WAIT_MS = 300;
+
 const app = { needsToken: false, stopStream: null, queue: [], frame: 0, firstReads: null };
 
 function say(text, kind = "info") {
@@ -123,16 +126,45 @@ function start() {
   initSessions(onError);
   initSessionView({ onError, canAct, onDone: (text) => say(text, "ok") });
   window.addEventListener("hashchange", route);
-  showTokenState();
   route();
   // At once, not after the stream is up: the page is usable from the first answers (in the page
-  // itself when the server has no token: drawn before the first paint). The chart's library comes
-  // after them, and after the frame that shows them.
+  // itself when the server has no token: drawn before the first paint).
   const stats = call("GET", "/v1/stats").then(renderOverview).catch(onError);
   app.firstReads = Promise.all([stats, reloadTable()]);
-  app.firstReads.then(() => requestAnimationFrame(() => setTimeout(loadChart, 0)));
-  connect();
+  // Once the frame that shows them is on screen, what it does not need (measured on cold visits):
+  // the token's state (the visit's first sessionStorage read: synchronous calls to the browser,
+  // 15-20 ms; a refused token has shown its state already), the event stream (its request: 5-10
+  // ms) and the chart's library. Before that, on a busy machine, they competed with the raster of
+  // that frame.
+  app.firstReads.then(() => whenShown(() => {
+    if (!app.needsToken) showTokenState();
+    connect();
+    loadChart();
+  }));
   setInterval(refreshStats, 5000); // the per-minute chart moves on even when nothing happens
+}
+
+/** Calls `then` once the first table is on screen: when the browser reports the presentation of
+ * its first cell (Element Timing, "sessionhub:table"), or after the next frame where it reports
+ * none (another browser); at the latest after SHOWN_WAIT_MS (a background tab paints nothing). */
+function whenShown(then) {
+  let done = false;
+  let observer = null;
+  const once = () => {
+    if (done) return;
+    done = true;
+    if (observer) observer.disconnect();
+    then();
+  };
+  setTimeout(once, SHOWN_WAIT_MS);
+  if (!PerformanceObserver.supportedEntryTypes?.includes("element")) {
+    requestAnimationFrame(() => setTimeout(once, 0));
+    return;
+  }
+  observer = new PerformanceObserver((list) => {
+    if (list.getEntries().some((entry) => entry.identifier === "sessionhub:table")) once();
+  });
+  observer.observe({ type: "element", buffered: true });
 }
 
 start();
