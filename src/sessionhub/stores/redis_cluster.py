@@ -21,9 +21,11 @@ What spans buckets, and how
 - ``find``/``count``/``census``/``next_deadline``/``purge``: every bucket is asked concurrently and
   the answers are merged (pages by id, counts summed). An index entry whose record is missing is
   skipped by the bucket's function, never listed.
-- ``claim_expired``: the due entries of every bucket are read, the earliest ``limit`` chosen, and
-  each bucket claims its share in one atomic function: exactly one claimer per session among any
-  number of processes. Claim leases (heartbeat keys) are kept in every bucket.
+- ``claim_expired``: every bucket claims its proportional share of ``limit`` at once, in one atomic
+  function each (what a drained bucket leaves is shared again among the others): exactly one
+  claimer per session among any number of processes. Claim leases (heartbeat keys) are kept in
+  every bucket. ``finish_ends`` and ``having_children`` run the single node's functions once per
+  bucket (per slice of 250 ends), all in flight together.
 - A parent in another bucket: checked live before the create (``SessionNotFound``) and again after
   it; a parent that began ending in between ends the new child (reason ``parent_ended`` event
   ``transitioned``, then ``ended``) and the create fails with ``SessionNotFound``.
@@ -39,11 +41,12 @@ What spans buckets, and how
 Events
 ------
 Each bucket has its own stream; every open store tails all of them (one blocking ``XREAD`` per
-bucket) and feeds one local log. Event ids are ``<bucket>:<stream id>``. Order: per session (one
-bucket, one stream) every process sees the same order; across buckets each process sees the
-interleaving in which its tailers received them, which can differ between processes. ``after=``
-resumes exactly within a bucket; from an id another process gave out, events of other buckets that
-arrived around that id can be seen again or, if they were fed here before it, not again.
+bucket) and feeds one local log, snapshots left packed until a subscriber reads them. Event ids
+are ``<bucket>:<stream id>``. Order: per session (one bucket, one stream) every process sees the
+same order; across buckets each process sees the interleaving in which its tailers received them,
+which can differ between processes. ``after=`` resumes exactly within a bucket; from an id another
+process gave out, events of other buckets that arrived around that id can be seen again or, if
+they were fed here before it, not again.
 
 Client
 ------
@@ -66,8 +69,8 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import redis.exceptions as redis_errors
 from redis.asyncio.cluster import ClusterNode, PipelineCommand, RedisCluster
@@ -91,17 +94,20 @@ from ._cluster_lua import CLUSTER_FUNCTIONS, CLUSTER_LIBRARY
 from ._resp import Arg, RedisError
 from .redis import (
     _DEFAULT_PREFIX,
+    _FINISH_SLICE,
     RedisStore,
     _decode_session,
     _flat_id,
     _msgpack_decode,
     _Refusal,
     _stream_id,
+    _StreamId,
 )
 
 __all__ = ["RedisClusterStore"]
 
 logger = logging.getLogger("sessionhub.redis_cluster")
+_T = TypeVar("_T")
 
 _SLOTS = 16384
 _MAX_IN_FLIGHT = 100  # store commands in flight at once, per store instance
@@ -316,10 +322,24 @@ class _AutoPipeline:
 class _ClusterEventLog(EventLog):
     """The local log of events from every bucket's stream; ids ``<bucket>:<ms>-<seq>``.
 
+    Snapshots are kept packed and unpacked when a reader first gets to them, as on one node: each
+    process tails every bucket, and most events are never read here.
+
     An id not in the ring resumes after the last event held of the same bucket at or before it
     (an id older than every held event of its bucket: from the oldest held, after ``missed``; newer
     than all: from now on).
     """
+
+    def __init__(self, capacity: int, damaged: Callable[[str, BaseException], object]) -> None:
+        super().__init__(capacity)
+        self._damaged = damaged
+
+    def unpack(self, packed: bytes, event_id: str) -> Session | None:
+        try:
+            return _decode_session(_msgpack_decode(packed))
+        except DECODE_ERRORS as exc:
+            self._damaged(f"event {event_id}", exc)
+            return None
 
     def position(self, after: str | None) -> int:
         if after is None or self.seq_of(after) is not None:
@@ -331,11 +351,12 @@ class _ClusterEventLog(EventLog):
         oldest = self.oldest_seq
         best, seen_older, seen_any = None, False, False
         for seq in range(oldest, self.next_seq):
-            event = self.event_at(seq)
-            if event is None or not event.id.startswith(bucket + ":"):
+            # By id only: placing a position unpacks no snapshot (markers' ids have no colon).
+            event_id = self.id_of(seq)
+            if not event_id.startswith(bucket + ":"):
                 continue
             seen_any = True
-            parsed = _stream_id(event.id.partition(":")[2])
+            parsed = _stream_id(event_id.partition(":")[2])
             if parsed is not None and parsed <= wanted:
                 best, seen_older = seq, True
         if best is not None:
@@ -445,7 +466,7 @@ class RedisClusterStore(RedisStore):
             options.get("wait_replicas", wait_replicas),
             options.get("wait_timeout_ms", wait_timeout_ms),
         )
-        self.events = _ClusterEventLog(event_buffer)
+        self.events = _ClusterEventLog(event_buffer, self.damaged)
         self.buckets = count
         self._prefixes = [f"{self.prefix}{{{tag}}}:" for tag in bucket_tags(count)]
         address = self.address
@@ -472,6 +493,7 @@ class RedisClusterStore(RedisStore):
             [] for _ in range(count)
         ]
         self._calls = 0
+        self._claim_turn = 0  # which buckets get the remainder of the next claim's split
         # redis-py refuses a command (MaxConnectionsError) rather than wait when a node's pool is
         # full: commands wait here instead, at most a pool's worth in flight.
         self._in_flight = asyncio.Semaphore(_MAX_IN_FLIGHT)
@@ -647,13 +669,13 @@ class RedisClusterStore(RedisStore):
             self._feed_bucket(bucket, [(raw_id, values)])
 
     def _feed_bucket(self, bucket: int, entries: list[Any]) -> None:
-        append = self.events.append
+        append = self.events.append_packed
         for raw_id, values in entries:
             stream_id = raw_id.decode()
             event_id = f"{bucket}:{stream_id}"
+            # The snapshot stays packed until a subscriber reads the event (most never are here).
             try:
-                session = _decode_session(_msgpack_decode(values[b"s"]))
-                append(values[b"k"].decode(), float(values[b"a"]), session, event_id)
+                append(values[b"k"].decode(), float(values[b"a"]), values[b"s"], event_id)
             except DECODE_ERRORS as exc:
                 self.damaged(f"event {event_id}", exc)
             self._last_ids[bucket] = stream_id
@@ -967,29 +989,95 @@ class RedisClusterStore(RedisStore):
     async def finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
     ) -> list[Session | None]:
-        # Each end as finish_end does it (unique reservations released after it), all at once:
-        # the auto-pipeline sends them as one batch per primary.
+        # The single node's finish_ends function, once per slice of each bucket's ends (a bucket's
+        # keys share one slot, so the function is valid there); every call goes out at once, one
+        # pipelined batch per primary. Unique reservations are released after the ends, as
+        # finish_end does.
+        by_bucket: dict[int, list[int]] = {}
+        for index, (sid, _) in enumerate(ends):
+            by_bucket.setdefault(self.bucket(sid), []).append(index)
+        calls = [
+            (bucket, indexes[i : i + _FINISH_SLICE])
+            for bucket, indexes in by_bucket.items()
+            for i in range(0, len(indexes), _FINISH_SLICE)
+        ]
+        head: list[Arg] = [self._maxlen, repr(float(now)), ended_state]
         replies = await asyncio.gather(
-            *(self.finish_end(sid, now, ended_state, until) for sid, until in ends),
+            *(
+                self._through_failover(
+                    self._run_in, bucket, "finish_ends", (), head + self._end_pairs(ends, part)
+                )
+                for bucket, part in calls
+            ),
             return_exceptions=True,
         )
-        for reply in replies:
+        finished: list[Session | None] = [None] * len(ends)
+        last: dict[int, tuple[_StreamId, str]] = {}  # per bucket: its newest event
+        failure: BaseException | None = None
+        for (bucket, part), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
-                raise reply  # the others are finished; the failed ones stay claimed
-        return [reply for reply in replies if not isinstance(reply, BaseException)]
+                failure = failure or reply  # the others are finished; these stay claimed
+                continue
+            for index, one in zip(part, reply, strict=True):
+                if one:
+                    event_id, flat = one
+                    position = _stream_id(event_id)
+                    if position is not None and position > last.get(bucket, ((0, 0), ""))[0]:
+                        last[bucket] = (position, event_id)
+                    finished[index] = self._decoded(flat)
+        await asyncio.gather(
+            *(self._delivered_in(bucket, event_id) for bucket, (_, event_id) in last.items()),
+            *(
+                self._release_unique(ended.id, ended.namespace, list(ended.labels.items()))
+                for ended in finished
+                if ended is not None and ended.labels
+            ),
+        )
+        if failure is not None:
+            raise failure
+        return finished
+
+    @staticmethod
+    def _end_pairs(ends: Sequence[tuple[str, float]], indexes: Sequence[int]) -> list[Arg]:
+        return [item for i in indexes for item in (ends[i][0], repr(float(ends[i][1])))]
+
+    async def _delivered_in(self, bucket: int, event_id: str) -> None:
+        _bucket_of_call.set(bucket)  # this task's own context: a gathered coroutine is a task
+        await self._delivered(event_id)
 
     async def having_children(self, session_ids: Sequence[str]) -> set[str]:
-        # A child is indexed in its own bucket: every bucket's ``parent:<id>`` of every id, asked
-        # at once (one pipelined batch per primary). The set exists while a child is live or
-        # claimed for its end (Redis drops empty sets).
-        asked = [(sid, f"{prefix}parent:{sid}") for sid in session_ids for prefix in self._prefixes]
-        try:
-            found = await asyncio.gather(*(self._call("EXISTS", key) for _, key in asked))
-        except RedisError as exc:
-            raise StoreUnavailable(
-                f"the Redis Cluster failed a children lookup: {exc.message}"
-            ) from None
-        return {sid for (sid, _), exists in zip(asked, found, strict=True) if exists}
+        # A child is indexed in its own bucket, which need not be its parent's: every bucket runs
+        # the single node's having_children on all the ids, at once (one pipelined batch per
+        # primary). ``parent:<id>`` exists while a child is live or claimed for its end.
+        if not session_ids:
+            return set()
+        found = await asyncio.gather(
+            *(
+                self._through_failover(self._run_in, b, "having_children", (), session_ids)
+                for b in range(self.buckets)
+            )
+        )
+        return {sid for part in found for sid in part}
+
+    async def _through_failover(self, call: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+        """``call(*args)``, again while the Cluster answers ``StoreUnavailable``, for up to half
+        the claim lease (a failover takes seconds).
+
+        For the steps after a claim: on a Cluster one primary can fail while the others answer,
+        so an expiry batch can be claimed in the live buckets and then fail to look up children
+        or to finish in a failing one. Its claimer is alive, so no other process takes those
+        claims over; giving up at once would leave them unfinished. Both steps can be repeated:
+        a lookup only reads, and an end already finished answers nothing the second time."""
+        give_up = time.monotonic() + self.claim_lease / 2
+        pause = 0.05
+        while True:
+            try:
+                return await call(*args)
+            except StoreUnavailable:
+                if not self._opened or time.monotonic() + pause > give_up:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
 
     # fan-out reads
 
@@ -1037,47 +1125,56 @@ class RedisClusterStore(RedisStore):
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
     ) -> list[Session]:
-        """The earliest ``limit`` due entries over all buckets, each bucket claiming its share.
+        """Up to ``limit`` due sessions: every bucket claims its proportional share at once, one
+        atomic function call per bucket (exactly one claimer per session among any number of
+        processes).
 
-        A deadline entry can be stale (activity moved the session later; the bucket's function
-        queues it again instead of claiming it), so a round can claim less than the entries read:
-        rounds repeat until ``limit`` are claimed or nothing is due, as the hub takes a short batch
-        to mean that nothing more is due."""
+        Sessions hash evenly over the buckets, so under a burst each holds about its share of what
+        is due. A bucket that claims less than its share has nothing more due (its function reads
+        on past stale deadline entries until it has its share or none is left); what it left of
+        ``limit`` is shared again among the buckets that claimed their whole share, until
+        ``limit`` are claimed or every bucket is drained (the hub takes a short batch to mean
+        that nothing more is due). Each bucket claims its own earliest; across buckets the order
+        is by bucket share, not strictly by deadline."""
         sweep = time.monotonic() >= self._next_sweep
         if sweep:
             self._next_sweep = time.monotonic() + self.claim_lease / 4
         claimed: list[Session] = []
-        while len(claimed) < limit:
-            shares = await self._due_shares(now, limit - len(claimed))
-            calls = [
-                self._claim_in(bucket, now, moves, share, sweep)
-                for bucket, share in enumerate(shares)
-                if share or sweep
-            ]
-            for part in await asyncio.gather(*calls):
-                claimed += part
+        failure: BaseException | None = None
+        active = list(range(self.buckets))
+        while len(claimed) < limit and active:
+            shares = self._shares(active, limit - len(claimed))
+            asked = [b for b in active if shares[b] or sweep]
+            replies = await asyncio.gather(
+                *(self._claim_in(b, now, moves, shares[b], sweep) for b in asked),
+                return_exceptions=True,
+            )
             sweep = False
-            if not any(shares):
-                break
+            done: set[int] = set()  # claimed less than its share: nothing more due there now
+            for bucket, reply in zip(asked, replies, strict=True):
+                if isinstance(reply, BaseException):
+                    # Raised only if nothing was claimed: what other buckets claimed must reach
+                    # the hub (their claimer is alive, so no other process would take them).
+                    failure = failure or reply
+                    done.add(bucket)
+                    continue
+                claimed += reply
+                if len(reply) < shares[bucket]:
+                    done.add(bucket)
+            active = [b for b in active if b not in done]
+        if failure is not None and not claimed:
+            raise failure
         claimed.sort(key=lambda s: (s.expires_at if s.expires_at is not None else now, s.id))
         return claimed
 
-    async def _due_shares(self, now: float, limit: int) -> list[int]:
-        """How many of the earliest ``limit`` due deadline entries each bucket holds."""
-        due = await asyncio.gather(
-            *(
-                self._call("ZRANGEBYSCORE", p + "deadlines", "-inf", repr(float(now)),
-                           "WITHSCORES", "LIMIT", 0, limit)
-                for p in self._prefixes
-            )
-        )  # fmt: skip
-        entries: list[tuple[float, int]] = []
-        for bucket, reply in enumerate(due):  # [(id, score), ...]
-            entries += ((float(score), bucket) for _, score in reply)
-        shares = [0] * self.buckets
-        for _, bucket in heapq.nsmallest(limit, entries):
-            shares[bucket] += 1
-        return shares
+    def _shares(self, active: Sequence[int], limit: int) -> dict[int, int]:
+        """``limit`` split evenly over the ``active`` buckets; the remainder goes one each to
+        buckets taken in turn across calls, so a small ``limit`` does not favour the first."""
+        base, extra = divmod(limit, len(active))
+        start = self._claim_turn % len(active)
+        self._claim_turn += extra
+        lucky = {active[(start + i) % len(active)] for i in range(extra)}
+        return {b: base + (b in lucky) for b in active}
 
     async def _claim_in(
         self, bucket: int, now: float, moves: Mapping[str, str], share: int, sweep: bool
