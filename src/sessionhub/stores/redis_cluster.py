@@ -96,11 +96,10 @@ from .redis import (
     _DEFAULT_PREFIX,
     _FINISH_SLICE,
     RedisStore,
-    _decode_session,
     _flat_id,
-    _msgpack_decode,
     _Refusal,
     _stream_id,
+    _StreamEventLog,
     _StreamId,
 )
 
@@ -319,35 +318,25 @@ class _AutoPipeline:
             await self._route(again)
 
 
-class _ClusterEventLog(EventLog):
+class _ClusterEventLog(_StreamEventLog):
     """The local log of events from every bucket's stream; ids ``<bucket>:<ms>-<seq>``.
 
-    Snapshots are kept packed and unpacked when a reader first gets to them, as on one node: each
-    process tails every bucket, and most events are never read here.
+    Snapshots are kept packed and unpacked when a reader first gets to them, as on one node (the
+    unpacking is the node's own): each process tails every bucket, and most events are never read
+    here.
 
     An id not in the ring resumes after the last event held of the same bucket at or before it
     (an id older than every held event of its bucket: from the oldest held, after ``missed``; newer
     than all: from now on).
     """
 
-    def __init__(self, capacity: int, damaged: Callable[[str, BaseException], object]) -> None:
-        super().__init__(capacity)
-        self._damaged = damaged
-
-    def unpack(self, packed: bytes, event_id: str) -> Session | None:
-        try:
-            return _decode_session(_msgpack_decode(packed))
-        except DECODE_ERRORS as exc:
-            self._damaged(f"event {event_id}", exc)
-            return None
-
     def position(self, after: str | None) -> int:
         if after is None or self.seq_of(after) is not None:
-            return super().position(after)
+            return EventLog.position(self, after)
         bucket, sep, raw = after.partition(":")
         wanted = _stream_id(raw)
         if not sep or wanted is None:
-            return super().position(after)
+            return EventLog.position(self, after)
         oldest = self.oldest_seq
         best, seen_older, seen_any = None, False, False
         for seq in range(oldest, self.next_seq):
