@@ -59,14 +59,6 @@ async def next_event(events: AsyncIterator[SessionEvent]) -> SessionEvent:
 
 
 @pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    """A plain connection to the test server, for looking at keys and counters."""
-    client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 def own_server() -> Iterator[RedisServer]:
     """A server of the test's own, for tests that stop or restart it."""
     server = RedisServer()

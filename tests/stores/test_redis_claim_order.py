@@ -17,20 +17,13 @@ import pytest
 
 from sessionhub import Session
 from sessionhub.stores import Change, CreateRules
-from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
 
 MOVES = {"ACTIVE": "TERMINATING"}
 T0 = 1_750_000_000.0
-
-
-@pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
-    yield client
-    await client.close()
 
 
 @pytest.fixture

@@ -9,22 +9,14 @@ import uuid
 from collections.abc import AsyncIterator
 
 import msgspec
-import pytest
 
 from sessionhub import SessionEvent, SessionHub
-from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import _FINISH_SLICE, RedisStore
 
 from ..redis_server import RedisServer
 
 WAIT = 10.0  # a safety net for events that must come, not an assertion about speed
-
-
-@pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
-    yield client
-    await client.close()
 
 
 def _prefix() -> str:

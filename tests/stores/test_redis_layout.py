@@ -16,14 +16,11 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from sessionhub import ManualClock, Session, SessionHub
 from sessionhub.stores import CreateRules
-from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.memory import MemoryStore
 from sessionhub.stores.redis import RedisStore
 
@@ -37,13 +34,6 @@ IDS = ["B", "a", "Z1", "~e", "b", "A", "z", "a-z", "0", "_x", "a0", "Ab"]
 
 def by_bytes(ids: list[str]) -> list[str]:
     return sorted(ids, key=lambda sid: sid.encode())
-
-
-@pytest.fixture
-async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
-    yield client
-    await client.close()
 
 
 async def all_pages(hub: SessionHub, namespace: str | None, limit: int) -> list[str]:
