@@ -9,18 +9,21 @@ import json
 import sys
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from google.adk.agents.base_agent import BaseAgent
 from google.adk.agents.invocation_context import InvocationContext
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.runners import Runner
 from google.genai import types
 
 from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub
+from sessionhub.integrations._hubs import hub_name
 from sessionhub.integrations.adk import AdkSessionRef, SessionHubSessionService
 
 from .conftest import OpenHub
@@ -202,6 +205,7 @@ WRITER = """
 import asyncio, sys
 from google.adk.errors._stale_session_error import StaleSessionError
 from google.adk.errors.already_exists_error import AlreadyExistsError
+from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from sessionhub import SessionHub
@@ -356,3 +360,100 @@ async def test_adk_events_read_are_the_callers_to_change(open_agent_hub: OpenHub
             got.content.parts[0].text = "changed"
             got.actions.state_delta["k"].append(3)
             got.actions.state_delta["new"] = True
+
+
+@pytest.mark.parametrize(
+    "parts",
+    [
+        ("adk:shop", "ada", "3f1c-uuid"),
+        ("",),
+        ("a b", "é", "%", "/", "x/y%z"),
+        ("".join(chr(c) for c in range(0x21, 0x7F)),),
+        ("tab\there", "line\nbreak", "ä\u2028"),
+        ("x" * 199,),
+        ("x" * 201,),
+    ],
+)
+def test_adk_hub_names_are_the_stored_layout(parts: tuple[str, ...]) -> None:
+    # ids already stored must keep naming the same sessions: the fast path for safe text gives
+    # exactly what percent-encoding every part gives
+    safe = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%/")
+    quoted = "/".join(quote(part, safe=safe) or "%" for part in parts)
+    expected = quoted if len(quoted) <= 200 else None
+    name = hub_name(*parts)
+    if expected is None:
+        assert name.startswith("#")
+        assert len(name) == 65
+    else:
+        assert name == expected
+
+
+async def test_adk_head_too_large_for_a_data_value_is_refused_whole() -> None:
+    async with SessionHub(idle_timeout=None, limits=Limits(max_data_value_bytes=2000)) as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", session_id="s")
+        big = Event(
+            author="x", content=types.Content(role="model", parts=[types.Part(text="x" * 5000)])
+        )
+        with pytest.raises(PayloadTooLarge):
+            await service.append_event(session, big)
+        await service.append_event(
+            session, Event(author="y", actions=EventActions(state_delta={"k": 1}))
+        )
+        stored = await service.get_session(app_name="a", user_id="u", session_id="s")
+        assert stored is not None
+        assert [e.author for e in stored.events] == ["y"]
+        assert stored.state == {"k": 1}
+
+
+async def test_adk_scoped_state_made_later_by_another_service_is_read(
+    open_agent_hub: OpenHub,
+) -> None:
+    async with open_agent_hub() as hub:
+        first, second = SessionHubSessionService(hub), SessionHubSessionService(hub)
+        before = await first.create_session(app_name="a", user_id="u", session_id="s1")
+        assert before.state == {}
+        await second.create_session(
+            app_name="a", user_id="u", session_id="s2", state={"user:seen": 1, "app:v": 2}
+        )
+        after = await first.create_session(app_name="a", user_id="u", session_id="s3")
+        assert after.state == {"user:seen": 1, "app:v": 2}
+        listed = await first.list_sessions(app_name="a", user_id="u")
+        assert [s.state for s in listed.sessions] == [{"user:seen": 1, "app:v": 2}] * 3
+
+
+async def test_adk_listing_skips_hub_sessions_it_did_not_make(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        await service.create_session(app_name="a", user_id="u", session_id="s")
+        # in the app's namespace and the user's index, but without the adapter's names
+        await hub.create(
+            hub_name("adk:a", "u", "other"),
+            namespace=hub_name("adk:a"),
+            user_id="u",
+            details={"adk": "not names"},
+        )
+        await hub.create(namespace=hub_name("adk:a"), user_id="u")
+        listed = await service.list_sessions(app_name="a", user_id="u")
+        assert [s.id for s in listed.sessions] == ["s"]
+
+
+async def test_adk_refused_append_leaves_temp_state_unapplied(open_agent_hub: OpenHub) -> None:
+    # as InMemorySessionService: an append to a session gone raises before touching the session
+    async with open_agent_hub() as hub:
+        service = SessionHubSessionService(hub)
+        session = await service.create_session(app_name="a", user_id="u", state={"k": 0})
+        await service.delete_session(app_name="a", user_id="u", session_id=session.id)
+        event = Event(author="x", actions=EventActions(state_delta={"temp:t": 1, "k": 1}))
+        with pytest.raises(SessionNotFoundError):
+            await service.append_event(session, event)
+        assert session.state == {"k": 0}
+        assert session.events == []
+        # and an append that is stored applies it, as ADK does, without storing it
+        kept = await service.create_session(app_name="a", user_id="u", session_id="kept")
+        event = Event(author="x", actions=EventActions(state_delta={"temp:t": 1, "k": 1}))
+        await service.append_event(kept, event)
+        assert kept.state == {"temp:t": 1, "k": 1}
+        stored = await service.get_session(app_name="a", user_id="u", session_id="kept")
+        assert stored is not None
+        assert stored.state == {"k": 1}

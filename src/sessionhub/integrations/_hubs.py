@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any, Protocol
 from urllib.parse import quote
@@ -106,6 +107,14 @@ class HubLink:
 # separator of composite ids): such text names itself, anything else is percent-encoded (UTF-8).
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "%/")
 _MAX_ID = 200
+_SAFE_TEXT = re.compile(f"[{re.escape(_SAFE)}]+")
+
+
+def _part(text: str) -> str:
+    # safe text (a uuid, most names) names itself: a match is a tenth of what quote() costs
+    if _SAFE_TEXT.fullmatch(text):
+        return text
+    return quote(text, safe=_SAFE) or "%"
 
 
 @functools.lru_cache(maxsize=65_536)  # quote() is the costly part of a call, names recur
@@ -116,7 +125,7 @@ def hub_name(*parts: str) -> str:
     past that, a digest of the parts. The adapters keep the original names in the session's
     details, so they never need to reverse it.
     """
-    name = "/".join(quote(part, safe=_SAFE) or "%" for part in parts)
+    name = "/".join([_part(part) for part in parts])
     if len(name) <= _MAX_ID:
         return name
     digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()

@@ -35,7 +35,7 @@ import itertools
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 from google.adk.errors._stale_session_error import StaleSessionError
@@ -56,6 +56,7 @@ from pydantic import PrivateAttr
 
 from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, VersionConflict
 from .._hub import SessionHub
+from .._limits import encode_json
 from .._models import DataEntry
 from .._models import Session as HubSession
 from ._adk_cache import Cached, EventCache
@@ -115,6 +116,16 @@ class HubBackedSession(Session):
     _recorded: bool = PrivateAttr(default=False)
 
 
+def _remember(session: HubBackedSession, head: _Head, *, recorded: bool) -> None:
+    """Set the session's private head and flag in its private dict: pydantic's attribute access
+    to private attributes costs a tenth of an append."""
+    private = session.__pydantic_private__
+    if private is None:
+        session._head, session._recorded = head, recorded
+    else:
+        private["_head"], private["_recorded"] = head, recorded
+
+
 _S = TypeVar("_S", bound=Session)
 _setattr = object.__setattr__
 _PRIVATE_DEFAULTS: dict[type[Session], dict[str, Any]] = {}
@@ -157,8 +168,11 @@ def _built(
 _SET_NO_EVENTS = frozenset({"id", "app_name", "user_id", "state", "last_update_time"})
 
 
-def _scoped(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """``state`` split into (app, user, session) state, prefixes removed, temp keys dropped."""
+def _scoped(
+    state: Mapping[str, Any], temp: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """``state`` split into (app, user, session) state, prefixes removed; temp keys go into
+    ``temp`` if given (as they are), else nowhere."""
     app: dict[str, Any] = {}
     user: dict[str, Any] = {}
     session: dict[str, Any] = {}
@@ -169,6 +183,8 @@ def _scoped(state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any], d
             user[key.removeprefix(State.USER_PREFIX)] = value
         elif not key.startswith(State.TEMP_PREFIX):
             session[key] = value
+        elif temp is not None:
+            temp[key] = value
     return app, user, session
 
 
@@ -258,7 +274,7 @@ class SessionHubSessionService(BaseSessionService):
         now = platform_time.get_time()
         gen = f"{_PROCESS}-{next(_INCARNATIONS)}"
         head = {"rev": 0, "state": session_state, "time": now, "pending": None, "gen": gen}
-        entry = await hub.data(key).set(_HEAD, head, expected_version=0)
+        entry = await _set_entry(hub, key, _HEAD, head, 0)
         session = _built(
             HubBackedSession,
             id=session_id,
@@ -267,8 +283,7 @@ class SessionHubSessionService(BaseSessionService):
             state=session_state,
             last_update_time=now,
         )
-        session._head = _Head.of(entry)
-        session._recorded = True
+        _remember(session, _Head.of(entry), recorded=True)
         await self._merge_scoped(hub, session)
         return session
 
@@ -297,8 +312,7 @@ class SessionHubSessionService(BaseSessionService):
             events=events,
             last_update_time=head.time,
         )
-        session._head = head
-        session._recorded = recorded
+        _remember(session, head, recorded=recorded)
         await self._merge_scoped(hub, session)
         return session
 
@@ -395,13 +409,18 @@ class SessionHubSessionService(BaseSessionService):
             limit=limit,
             cursor=cursor,
         )
-        listed = [(record.id, names) for record in page.items if (names := _names(record))]
-        owners = sorted({names.user_id for _, names in listed})
+        # the ADK names straight from the details (no AdkSessionRef per listed session)
+        listed = [
+            (record.id, names)
+            for record in page.items
+            if isinstance(names := record.details.get("adk"), dict)
+        ]
+        owners = sorted({names["user"] for _, names in listed})
         # independent reads, made together: one wait for all of them on a remote store or server
         app_state, heads, *user_states = await _together(
             hub,
             self._scoped_state(hub, self._app_key(app_name)),
-            _together(hub, *(self._head_or_none(hub, key) for key, _ in listed)),
+            _listed_heads(hub, [key for key, _ in listed]),
             *(self._scoped_state(hub, self._user_key(app_name, owner)) for owner in owners),
         )
         app_prefixed = {State.APP_PREFIX + k: v for k, v in app_state.items()}
@@ -413,27 +432,20 @@ class SessionHubSessionService(BaseSessionService):
         for (_, names), head in zip(listed, heads, strict=True):
             if head is None:
                 continue  # ended since the page was read
-            state = head.state  # decoded for this call: its own
+            state = head.get("state", {})  # decoded for this call: its own
             state.update(app_prefixed)
-            state.update(prefixed_of[names.user_id])
+            state.update(prefixed_of[names["user"]])
             sessions.append(
                 _built(
                     Session,
-                    id=names.session_id,
+                    id=names["session"],
                     app_name=app_name,
-                    user_id=names.user_id,
+                    user_id=names["user"],
                     state=state,
-                    last_update_time=head.time,
+                    last_update_time=head.get("time", 0.0),
                 )
             )
         return sessions, page.cursor
-
-    @staticmethod
-    async def _head_or_none(hub: Hub, key: str) -> _Head | None:
-        try:
-            return _Head.of(await _head_entry(hub, key))
-        except SessionNotFound:
-            return None
 
     async def delete_session(self, *, app_name: str, user_id: str, session_id: str) -> None:
         hub = await self._link.ready()
@@ -451,10 +463,13 @@ class SessionHubSessionService(BaseSessionService):
             return event
         hub = await self._link.ready()
         key = self._session_key(session.app_name, session.user_id, session.id)
-        self._apply_temp_state(session, event)
-        event = self._trim_temp_delta_state(event)
+        # temp state is applied to the session (as ADK's _apply_temp_state does) only once the
+        # event is stored: a refused append (stale, not found) leaves the session as it was, as
+        # InMemorySessionService leaves it
+        temp: dict[str, Any] = {}
         delta = event.actions.state_delta if event.actions else {}
-        app_delta, user_delta, session_delta = _scoped(delta or {})
+        app_delta, user_delta, session_delta = _scoped(delta or {}, temp)
+        event = self._trim_temp_delta_state(event)
         try:
             head = await self._writable_head(hub, key, session)
             raw = event.model_dump_json(exclude_none=True)
@@ -469,7 +484,7 @@ class SessionHubSessionService(BaseSessionService):
             }
             recorded = True
             try:
-                entry = await hub.data(key).set(_HEAD, new_head, expected_version=head.version)
+                entry = await _set_entry(hub, key, _HEAD, new_head, head.version)
                 await self._record(hub, key, head, entry, raw, session)
                 self._events.record(key, head.gen, head.rev + 1, raw)
             except VersionConflict:
@@ -478,11 +493,12 @@ class SessionHubSessionService(BaseSessionService):
         except SessionNotFound:
             raise SessionNotFoundError(f"Session {session.id} not found.") from None
         await self._write_scoped(hub, session.app_name, session.user_id, app_delta, user_delta)
+        if temp:
+            session.state.update(temp)
         self._commit_event_to_session(session, event)
         session.last_update_time = event.timestamp
         if isinstance(session, HubBackedSession):
-            session._head = _Head.of(entry)
-            session._recorded = recorded
+            _remember(session, _Head.of(entry), recorded=recorded)
         return event
 
     @staticmethod
@@ -492,7 +508,7 @@ class SessionHubSessionService(BaseSessionService):
         """Record the event the head now holds; if the history refuses it (too large), put the
         head back as it was, so the event is refused whole and the session goes on without it."""
         try:
-            await hub.history(key).append(_EVENT, _event_record(head.rev + 1, raw))
+            await _append_record(hub, key, head.rev + 1, raw)
         except PayloadTooLarge:
             old = {
                 "rev": head.rev,
@@ -501,9 +517,9 @@ class SessionHubSessionService(BaseSessionService):
                 "pending": head.pending,
                 "gen": head.gen,
             }
-            restored = await hub.data(key).set(_HEAD, old, expected_version=entry.version)
+            restored = await _set_entry(hub, key, _HEAD, old, entry.version)
             if isinstance(session, HubBackedSession):
-                session._head = _Head.of(restored)
+                _remember(session, _Head.of(restored), recorded=True)
             raise
 
     @staticmethod
@@ -522,11 +538,12 @@ class SessionHubSessionService(BaseSessionService):
         by the compare-and-set). Another session object is checked as ADK's database service
         checks one: stale if the store was updated after it.
         """
-        known = None
+        known: _Head | None = None
         if isinstance(session, HubBackedSession):
-            if session._head is not None and session._recorded:
-                return session._head
-            known = session._head
+            private = session.__pydantic_private__ or {}
+            known = cast("_Head | None", private.get("_head"))
+            if known is not None and private.get("_recorded"):
+                return known
         head = _Head.of(await _head_entry(hub, key))
         if known is not None and known.version != head.version:
             raise StaleSessionError(_STALE)
@@ -534,7 +551,7 @@ class SessionHubSessionService(BaseSessionService):
             raise StaleSessionError(_STALE)
         if head.pending is not None and not await self._recorded(hub, key, head):
             # its writer died, or has not recorded it yet: record it before moving past it
-            await hub.history(key).append(_EVENT, _event_record(head.rev, head.pending))
+            await _append_record(hub, key, head.rev, head.pending)
             self._events.record(key, head.gen, head.rev, head.pending)
         return head
 
@@ -555,11 +572,15 @@ class SessionHubSessionService(BaseSessionService):
 
     async def _scoped_state(self, hub: Hub, key: str) -> dict[str, Any]:
         try:
-            entries = (
-                await hub.store.data_items(key, hub.clock())
-                if isinstance(hub, SessionHub)
-                else await hub.data(key).entries()
-            )
+            if not isinstance(hub, SessionHub):
+                entries = await hub.data(key).entries()
+            elif hub.store.ephemeral and await hub.store.get(key) is None:
+                # an app or user without state yet (the usual case): an in-process lookup instead
+                # of a raised and caught SessionNotFound, whose traceback costs a third of a
+                # create_session (in garbage collection too)
+                return {}
+            else:
+                entries = await hub.store.data_items(key, hub.clock())
         except SessionNotFound:
             return {}
         return {entry.value[0]: entry.value[1] for entry in entries}
@@ -601,10 +622,10 @@ class SessionHubSessionService(BaseSessionService):
         session, made on first use; it never expires."""
         for name, value in delta.items():
             try:
-                await hub.data(key).set(_state_key(name), [name, value])
+                await _set_entry(hub, key, _state_key(name), [name, value], None)
             except SessionNotFound:
                 await self._create_scope(hub, key, app_name, user_id)
-                await hub.data(key).set(_state_key(name), [name, value])
+                await _set_entry(hub, key, _state_key(name), [name, value], None)
 
     async def _create_scope(self, hub: Hub, key: str, app_name: str, user_id: str | None) -> None:
         scope = {"app": app_name} if user_id is None else {"app": app_name, "user": user_id}
@@ -657,6 +678,55 @@ async def _head_entry(hub: Hub, key: str) -> DataEntry | None:
     if isinstance(hub, SessionHub):
         return await hub.store.data_get(key, _HEAD, hub.clock())
     return await hub.data(key).entry(_HEAD)
+
+
+async def _listed_heads(hub: Hub, keys: list[str]) -> list[dict[str, Any] | None]:
+    """The stored heads of the sessions ``keys``, as decoded (``{}`` for a head not written yet,
+    ``None`` for a session gone): a listing needs only their state and time, not a ``_Head``."""
+    if isinstance(hub, SessionHub) and hub.store.ephemeral:
+        # an in-process memory store never waits: one loop, straight to the store
+        store, now = hub.store, hub.clock()
+        heads: list[dict[str, Any] | None] = []
+        for key in keys:
+            try:
+                entry = await store.data_get(key, _HEAD, now)
+            except SessionNotFound:
+                heads.append(None)
+                continue
+            heads.append({} if entry is None else entry.value)
+        return heads
+    return await _together(hub, *(_head_value(hub, key) for key in keys))
+
+
+async def _head_value(hub: Hub, key: str) -> dict[str, Any] | None:
+    try:
+        entry = await _head_entry(hub, key)
+    except SessionNotFound:
+        return None
+    return {} if entry is None else entry.value
+
+
+async def _set_entry(
+    hub: Hub, key: str, name: str, value: Any, expected_version: int | None
+) -> DataEntry:
+    """``hub.data(key).set(name, value, expected_version=...)``. On an embedded hub, straight to
+    the store, encoded and size-checked as the handle does (same errors): the handle would only
+    check again a key and an id this module made valid (a third of a write on the memory store)."""
+    if isinstance(hub, SessionHub):
+        raw = encode_json(value, "data value", hub.limits.max_data_value_bytes)
+        return await hub.store.data_set(key, name, raw, expected_version, hub.clock())
+    return await hub.data(key).set(name, value, expected_version=expected_version)
+
+
+async def _append_record(hub: Hub, key: str, rev: int, event: str) -> None:
+    """Record revision ``rev`` (its event as JSON text) in the history; straight to the store on
+    an embedded hub, as ``_set_entry`` writes."""
+    record = _event_record(rev, event)
+    if isinstance(hub, SessionHub):
+        raw = encode_json(record, "history record", hub.limits.max_history_record_bytes)
+        await hub.store.history_append(key, _EVENT, raw, hub.clock())
+    else:
+        await hub.history(key).append(_EVENT, record)
 
 
 async def _together(hub: Hub, *reads: Awaitable[Any]) -> list[Any]:
