@@ -53,6 +53,35 @@ async def test_finish_ends_over_several_calls_answers_each_end_in_order(
         assert again == [None, None, None]
 
 
+async def test_finish_ends_leave_every_index_and_delete_every_key_of_each_session(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    # The group's writes are gathered per key and written once (issue 12): each session's own
+    # indexes (user, label) and keys (record, data, history) must still all go.
+    prefix = _prefix()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, auto_expire=False, idle_timeout=None) as hub:
+        ids = [f"g{i}" for i in range(6)]
+        for i, sid in enumerate(ids):
+            await hub.create(sid, user_id=f"u{i % 2}", labels={"team": f"t{i % 3}"})
+        now = time.time()
+        for sid in ids:
+            await store.data_set(sid, "k", b'"v"', None, now)
+            await store.history_append(sid, "message", b'{"n":1}', now)
+            assert await store.claim_end(sid, "expired", now, hub._terminate) is not None
+            for kind in ("s", "d", "h"):
+                assert await admin.call("EXISTS", f"{prefix}{kind}:{{{sid}}}") == 1, (kind, sid)
+        finished = await store.finish_ends([(sid, now) for sid in ids], now, "ended")
+        assert [s.id if s else None for s in finished] == ids
+        for sid in ids:
+            for kind in ("s", "d", "h"):
+                assert await admin.call("EXISTS", f"{prefix}{kind}:{{{sid}}}") == 0, (kind, sid)
+        assert (await hub.find(user_id="u0")).items == []
+        assert (await hub.find(labels={"team": "t1"}, include_ended=True)).items == []
+        assert await hub.count() == 0
+        assert await admin.call("HLEN", f"{prefix}claims") == 0
+
+
 async def test_events_nobody_reads_are_not_unpacked(
     redis_server: RedisServer, admin: RedisClient
 ) -> None:
