@@ -22,7 +22,7 @@ from google.adk.events.event_actions import EventActions
 from google.adk.runners import Runner
 from google.genai import types
 
-from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub
+from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub, ValidationError
 from sessionhub.integrations._hubs import hub_name
 from sessionhub.integrations.adk import AdkSessionRef, SessionHubSessionService
 
@@ -391,6 +391,19 @@ def test_adk_hub_names_are_the_stored_layout(parts: tuple[str, ...]) -> None:
         assert len(name) == 65
     else:
         assert name == expected
+
+
+async def test_adk_name_with_a_lone_surrogate_is_refused_clearly() -> None:
+    # A Python str may hold a lone surrogate, which no JSON can carry: a clear ValidationError,
+    # nothing written, and the service goes on (it used to leak a UnicodeEncodeError).
+    assert hub_name("u\udc80") == "u%ED%B2%80"
+    async with SessionHub(idle_timeout=None) as hub:
+        service = SessionHubSessionService(hub)
+        with pytest.raises(ValidationError, match="JSON"):
+            await service.create_session(app_name="a", user_id="u\udc80", session_id="s")
+        assert await hub.count() == 0
+        made = await service.create_session(app_name="a", user_id="u", session_id="s")
+        assert made.user_id == "u"
 
 
 async def test_adk_scoped_state_made_later_by_another_service_is_read(

@@ -114,7 +114,7 @@ def _part(text: str) -> str:
     # safe text (a uuid, most names) names itself: a match is a tenth of what quote() costs
     if _SAFE_TEXT.fullmatch(text):
         return text
-    return quote(text, safe=_SAFE) or "%"
+    return quote(text, safe=_SAFE, errors="surrogatepass") or "%"
 
 
 @functools.lru_cache(maxsize=65_536)  # quote() is the costly part of a call, names recur
