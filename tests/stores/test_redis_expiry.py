@@ -69,17 +69,20 @@ async def test_finish_ends_leave_every_index_and_delete_every_key_of_each_sessio
             await store.data_set(sid, "k", b'"v"', None, now)
             await store.history_append(sid, "message", b'{"n":1}', now)
             assert await store.claim_end(sid, "expired", now, hub._terminate) is not None
-            for kind in ("s", "d", "h"):
-                assert await admin.call("EXISTS", f"{prefix}{kind}:{{{sid}}}") == 1, (kind, sid)
+            assert await _own_keys(admin, prefix, sid) == [1, 1, 1], sid
         finished = await store.finish_ends([(sid, now) for sid in ids], now, "ended")
         assert [s.id if s else None for s in finished] == ids
         for sid in ids:
-            for kind in ("s", "d", "h"):
-                assert await admin.call("EXISTS", f"{prefix}{kind}:{{{sid}}}") == 0, (kind, sid)
+            assert await _own_keys(admin, prefix, sid) == [0, 0, 0], sid
         assert (await hub.find(user_id="u0")).items == []
         assert (await hub.find(labels={"team": "t1"}, include_ended=True)).items == []
         assert await hub.count() == 0
         assert await admin.call("HLEN", f"{prefix}claims") == 0
+
+
+async def _own_keys(admin: RedisClient, prefix: str, sid: str) -> list[int]:
+    """Whether the session's record, data and history keys exist (1) or not (0)."""
+    return [await admin.call("EXISTS", f"{prefix}{kind}:{{{sid}}}") for kind in ("s", "d", "h")]
 
 
 async def test_events_nobody_reads_are_not_unpacked(
