@@ -379,8 +379,9 @@ def history_append(session_id: str, kind: str, payload: Any) -> Call[HistoryReco
 
 
 def history_append_many(session_id: str, records: object) -> Call[list[HistoryRecord]]:
-    """One request for the whole batch: the server appends it in one store operation."""
-    body = [{"kind": kind, "payload": payload} for kind, payload in batch_pairs(records)]
+    """One request for the whole batch: the server appends it in one store operation. How many
+    records a batch may hold is the server's ``Limits.max_history_batch``: the server refuses."""
+    body = [{"kind": kind, "payload": payload} for kind, payload in batch_pairs(records, None)]
     path = _session_path(session_id, "history", "batch")
     decode = _field(wire.HistoryItems, "items")
     return Call("POST", path, decode, body=_body({"records": body}), session_id=session_id)

@@ -360,7 +360,8 @@ class GrpcClient(AsyncRemoteHub):
     ) -> list[HistoryRecord]:
         entries = [
             _message(pb.HistoryEntry, kind=kind, payload_json=_json(payload, f"history record {i}"))
-            for i, (kind, payload) in enumerate(batch_pairs(records))
+            # How many records one batch may hold is the server's Limits: it refuses, not we.
+            for i, (kind, payload) in enumerate(batch_pairs(records, None))
         ]
         request = pb.HistoryAppendManyRequest(id=session_id, records=entries)
         answer = await self._call(self._stub.HistoryAppendMany, request, session_id)
