@@ -32,6 +32,7 @@ from .._models import DataEntry, HistoryRecord, Page, Session
 __all__ = [
     "DEFAULT_URL",
     "Call",
+    "ClientClosed",
     "base_url",
     "default_token",
     "raise_for_response",
@@ -81,6 +82,17 @@ def shown_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class ClientClosed(SessionHubError, RuntimeError):
+    """A client was used after its ``close()`` (``AsyncClient``, ``Client``, ``GrpcClient``):
+    open a new one. A ``RuntimeError`` too, as the transports' own errors for it were."""
+
+    code = "client_closed"
+
+
+def closed(client: object) -> ClientClosed:
+    return ClientClosed(f"{client!r} is closed: open a new client")  # the repr hides the token
 
 
 def transport_error(url: str, exc: httpx.TransportError) -> StoreUnavailable:
