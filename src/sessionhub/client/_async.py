@@ -67,9 +67,9 @@ class AsyncClient(AsyncRemoteHub):
         """Close the pooled connections; blocks of ``track_request`` still open are renewed no
         more (their leases run out on the server). Calls after it raise ``ClientClosed``; a second
         ``close()`` does nothing."""
-        self._closed = True
         for renewal in list(self._renewals):
             await renewing.stop_renewing(renewal)
+        self._closed = True  # after the renewals stopped: none of them fails on it
         await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:

@@ -78,9 +78,9 @@ class Client:
         """Close the pooled connections; blocks of ``track_request`` still open are renewed no
         more (their leases run out on the server). Calls after it raise ``ClientClosed``; a second
         ``close()`` does nothing."""
-        self._closed = True
         for renewal in list(self._renewals):
             renewal.stop()
+        self._closed = True  # after the renewals stopped: none of them fails on it
         self._http.close()
 
     def _run(self, call: Call[T]) -> T:
