@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ._errors import ValidationError, quoted
-from ._limits import check_key, check_limit, check_name, encode_json
+from ._limits import MAX_HISTORY_BATCH, check_key, check_limit, check_name, encode_json
 from ._models import DataEntry, HistoryRecord
 
 if TYPE_CHECKING:
@@ -29,10 +29,6 @@ __all__ = [
     "check_pop_kinds",
 ]
 
-#: The most records one ``append_many`` writes: one store operation (one Lua call on Redis) stays
-#: short, as a history read's page does.
-MAX_HISTORY_BATCH: Final = 1000
-
 
 def _expected(value: int | None) -> int | None:
     if value is not None and (type(value) is not int or value < 0):
@@ -40,18 +36,18 @@ def _expected(value: int | None) -> int | None:
     return value
 
 
-def batch_pairs(records: object) -> list[tuple[Any, Any]]:
-    """``append_many``'s records as ``(kind, payload)`` pairs, 1 to ``MAX_HISTORY_BATCH`` of them;
-    the kinds and payloads themselves are checked by the hub (clients send them on as they are)."""
+def batch_pairs(records: object, limit: int | None) -> list[tuple[Any, Any]]:
+    """``append_many``'s records as ``(kind, payload)`` pairs, 1 to ``limit`` of them (the hub's
+    ``Limits.max_history_batch``; clients pass ``None``, as the server's limit is the server's to
+    check); the kinds and payloads themselves are checked by the hub (clients send them on)."""
     if isinstance(records, (str, bytes, Mapping)) or not isinstance(records, Iterable):
         raise ValidationError(
             f"records must be a list of (kind, payload) pairs, got {quoted(records)}"
         )
     pairs = list(records)
-    if not 1 <= len(pairs) <= MAX_HISTORY_BATCH:
-        raise ValidationError(
-            f"records must hold 1 to {MAX_HISTORY_BATCH} records, got {len(pairs)}"
-        )
+    if not pairs or (limit is not None and len(pairs) > limit):
+        most = "" if limit is None else f" to {limit}"
+        raise ValidationError(f"records must hold 1{most} records, got {len(pairs)}")
     for i, pair in enumerate(pairs):
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise ValidationError(f"record {i} must be a (kind, payload) pair, got {quoted(pair)}")
@@ -151,11 +147,14 @@ class SessionHistory(HistoryCounts):
     async def append_many(self, records: Iterable[tuple[str, Any]]) -> list[HistoryRecord]:
         """Append ``(kind, payload)`` records together, in one store operation: consecutive
         ``seq``s whatever else writes the history, all or none (each record is checked as
-        ``append`` checks it before anything is written)."""
-        limit = self._hub.limits.max_history_record_bytes
+        ``append`` checks it before anything is written). At most ``Limits.max_history_batch``
+        records (1000 by default); a larger batch is refused whole with ``ValidationError``."""
+        limits = self._hub.limits
+        pairs = batch_pairs(records, limits.max_history_batch)
+        limit = limits.max_history_record_bytes
         encoded = [
             (check_name(kind, "history kind"), encode_json(payload, f"history record {i}", limit))
-            for i, (kind, payload) in enumerate(batch_pairs(records))
+            for i, (kind, payload) in enumerate(pairs)
         ]
         return await self._hub.store.history_append_many(
             self.session_id, encoded, self._hub.clock()

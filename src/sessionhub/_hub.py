@@ -342,6 +342,9 @@ class SessionHub:
 
     def _retain_until(self, ended: Session) -> float:
         assert ended.ended_at is not None
+        # Every store writes the retention it keeps an ended record for into the record
+        # (stores._base.kept_for), so a hub with another default agrees with the store's purge.
+        # Only records ended by a version before that lack it: this hub's default is a guess.
         retention = self.retention if ended.retention is None else ended.retention
         return ended.ended_at + retention
 

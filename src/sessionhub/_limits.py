@@ -16,6 +16,7 @@ from ._models import EMPTY, json_encoder
 __all__ = [
     "INT64_MAX",
     "INT64_MIN",
+    "MAX_HISTORY_BATCH",
     "MAX_JSON_DEPTH",
     "MAX_REASON_LENGTH",
     "REASON_PATTERN",
@@ -26,6 +27,9 @@ __all__ = [
 #: data values, history payloads. Fixed, so that every store and face can always decode and encode
 #: what was stored (msgspec and protobuf recurse; about 1,000 levels break them).
 MAX_JSON_DEPTH: Final = 64
+#: ``Limits.max_history_batch``'s default: one ``append_many`` (one store operation, one Lua call
+#: on Redis) stays about as short as a history read's page of at most 1000 records.
+MAX_HISTORY_BATCH: Final = 1000
 #: Counters are signed 64-bit integers on every store.
 INT64_MAX: Final = 2**63 - 1
 INT64_MIN: Final = -(2**63)
@@ -49,6 +53,12 @@ class Limits:
 
     ``max_json_depth`` (64, fixed) bounds the nesting of every JSON value a caller stores (details,
     data values, history payloads): deeper values are refused with ``ValidationError``.
+
+    ``max_history_batch`` (1000 by default) is the most records one ``history.append_many`` may
+    write: a larger batch is refused whole with ``ValidationError`` (HTTP 400, gRPC
+    ``INVALID_ARGUMENT``) and nothing is written; ``None`` lifts the bound (a batch is one store
+    operation, which holds a Redis server for as long as it runs). Remote clients do not know the
+    server's limit: the server refuses.
     """
 
     max_json_depth: ClassVar[int] = MAX_JSON_DEPTH
@@ -62,6 +72,7 @@ class Limits:
     max_label_length: int | None = 256
     max_data_value_bytes: int | None = 1024 * 1024
     max_history_record_bytes: int | None = 64 * 1024
+    max_history_batch: int | None = MAX_HISTORY_BATCH
 
     def __post_init__(self) -> None:
         for name in self.__slots__:

@@ -132,7 +132,7 @@ class HistoryBody(_Body):
 
 class HistoryBatchBody(_Body):
     """``POST /v1/sessions/{id}/history/batch``: append records together, consecutively, all or
-    none (the hub checks how many: 1 to ``MAX_HISTORY_BATCH``)."""
+    none (the hub checks how many: 1 to its ``Limits.max_history_batch``)."""
 
     records: list[HistoryBody]
 

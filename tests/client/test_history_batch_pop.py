@@ -89,7 +89,7 @@ async def test_append_many_refuses_malformed_batches_writing_nothing(open_hub: O
         [("item",)],
         [("item", 1, 2)],
         ["item"],
-        [("item", 1)] * 1001,  # past MAX_HISTORY_BATCH
+        [("item", 1)] * 1001,  # past Limits.max_history_batch's default
         [("item", 1), ("bad kind", 2)],
         [("item", 1), ("", 2)],
         [("item", 1), (7, 2)],
@@ -99,6 +99,42 @@ async def test_append_many_refuses_malformed_batches_writing_nothing(open_hub: O
         with pytest.raises(ValidationError):
             await history.append_many(records)
     assert await hub.history("s").counts() == {}
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "10", True])
+def test_max_history_batch_must_be_a_positive_integer_or_none(bad: Any) -> None:
+    with pytest.raises(ValidationError, match="max_history_batch"):
+        Limits(max_history_batch=bad)
+
+
+async def test_a_batch_past_max_history_batch_is_refused_whole(open_hub: OpenHub) -> None:
+    """The server's limit, not a client's guess: a remote client sends the batch and the server
+    refuses it (400, INVALID_ARGUMENT) before writing anything."""
+    hub = await open_hub(limits=Limits(max_history_batch=3))
+    await hub.create("s")
+    history = hub.history("s")
+    with pytest.raises(ValidationError, match="1 to 3 records, got 4"):
+        await history.append_many([("item", i) for i in range(4)])
+    assert await history.counts() == {}
+    records = await history.append_many([("item", i) for i in range(3)])
+    assert [(r.seq, r.payload) for r in records] == [(1, 0), (2, 1), (3, 2)]
+
+
+@pytest.mark.parametrize("most", [2500, None])
+async def test_max_history_batch_can_be_raised_or_lifted(
+    open_hub: OpenHub, most: int | None
+) -> None:
+    hub = await open_hub(limits=Limits(max_history_batch=most))
+    await hub.create("s")
+    history = hub.history("s")
+    if most is not None:
+        with pytest.raises(ValidationError):
+            await history.append_many([("item", i) for i in range(most + 1)])
+    records = await history.append_many([("item", i) for i in range(2500)])
+    assert [r.seq for r in records] == list(range(1, 2501))
+    assert await history.counts() == {"item": 2500}
+    last = await history.read(newest_first=True, limit=1)
+    assert [(r.seq, r.payload) for r in last] == [(2500, 2499)]
 
 
 async def test_append_many_refuses_a_batch_with_one_record_too_large(open_hub: OpenHub) -> None:

@@ -366,6 +366,23 @@ async def test_stopping_the_server_ends_open_streams_cleanly(make_served: MakeSe
     assert (await served.hub.get("held")).active_requests == 0
 
 
+async def test_a_history_batch_past_the_hubs_limit_is_invalid_argument_writing_nothing(
+    make_served: MakeServed,
+) -> None:
+    async with SessionHub(limits=Limits(max_history_batch=2)) as hub:
+        served = await make_served(hub)
+        await make(served, id="h")
+        records = [pb.HistoryEntry(kind="k", payload_json=str(i)) for i in range(3)]
+        request = pb.HistoryAppendManyRequest(id="h", records=records)
+        error = await failure(served.native.HistoryAppendMany(request))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert error_code(error) == "invalid"
+        assert await hub.history("h").counts() == {}
+        del request.records[2]
+        answer = await served.native.HistoryAppendMany(request)
+        assert [(r.seq, r.kind) for r in answer.records] == [(1, "k"), (2, "k")]
+
+
 async def test_history_batch_and_pop_refuse_bad_input_writing_nothing(
     make_served: MakeServed,
 ) -> None:

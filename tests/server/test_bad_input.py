@@ -201,6 +201,24 @@ def test_history_batch_and_pop_bad_bodies_are_400s(
     assert snapshot(http, "live") == before
 
 
+def test_a_history_batch_past_the_servers_limit_is_a_400_writing_nothing(
+    make_server: Callable[..., ThreadedServer],
+) -> None:
+    server = make_server(limits=Limits(max_history_batch=2))
+    with httpx.Client(
+        base_url=server.url, headers={"Authorization": f"Bearer {server.token}"}
+    ) as http:
+        assert http.post("/v1/sessions", json={"id": "live"}).status_code == 201
+        before = snapshot(http, "live")
+        three = {"records": [{"kind": "item", "payload": i} for i in range(3)]}
+        assert "1 to 2 records, got 3" in assert_error(http.post(BATCH, json=three), 400, "invalid")
+        assert snapshot(http, "live") == before
+        schema = http.get("/openapi.json").json()["components"]["schemas"]["HistoryBatchBody"]
+        assert schema["properties"]["records"]["maxItems"] == 2  # the document says so too
+        two = {"records": three["records"][:2]}
+        assert http.post(BATCH, json=two).status_code == 201
+
+
 def test_history_batch_and_pop_take_json_only_and_bounded_bodies(
     make_server: Callable[..., ThreadedServer],
 ) -> None:

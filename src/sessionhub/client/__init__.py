@@ -5,6 +5,7 @@ an embedded ``SessionHub`` runs against a server by changing how the hub is made
 """
 
 from ._async import AsyncClient, AsyncRemoteData, AsyncRemoteHistory
+from ._calls import ClientClosed
 from ._sync import Client, RemoteData, RemoteHistory
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "AsyncRemoteData",
     "AsyncRemoteHistory",
     "Client",
+    "ClientClosed",
     "RemoteData",
     "RemoteHistory",
 ]

@@ -52,6 +52,7 @@ class AsyncClient(AsyncRemoteHub):
         self.reconnect_attempts = reconnect_attempts
         self.request_lease = request_lease
         self._renewals: set[asyncio.Task[None]] = set()
+        self._closed = False
         self._http = httpx.AsyncClient(
             base_url=self.url,
             headers=calls.headers_for(calls.default_token(token)),
@@ -64,12 +65,16 @@ class AsyncClient(AsyncRemoteHub):
 
     async def close(self) -> None:
         """Close the pooled connections; blocks of ``track_request`` still open are renewed no
-        more (their leases run out on the server)."""
+        more (their leases run out on the server). Calls after it raise ``ClientClosed``; a second
+        ``close()`` does nothing."""
         for renewal in list(self._renewals):
             await renewing.stop_renewing(renewal)
+        self._closed = True  # after the renewals stopped: none of them fails on it
         await self._http.aclose()
 
     async def _run(self, call: Call[T]) -> T:
+        if self._closed:
+            raise calls.closed(self)
         try:
             response = await self._http.request(
                 call.method,
@@ -78,7 +83,11 @@ class AsyncClient(AsyncRemoteHub):
                 content=call.body,
                 headers=_JSON if call.body is not None else None,
             )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, RuntimeError) as exc:
+            if self._closed:  # closed while the request was out
+                raise calls.closed(self) from exc
+            if isinstance(exc, RuntimeError):
+                raise
             raise calls.transport_error(self.url, exc) from exc
         return call.result(response)
 
@@ -208,7 +217,13 @@ class AsyncClient(AsyncRemoteHub):
         taken on entry, renewed every half ``request_lease`` while the block runs and released on
         exit, whatever happens in the block (if this process dies first, the lease runs out after
         ``request_lease`` seconds). A renewal that fails is logged once as a warning
-        (``sessionhub.client``) and does not interrupt the block."""
+        (``sessionhub.client``) and does not interrupt the block.
+
+        If the client is closed before the block exits, the exit releases nothing and raises
+        nothing (the block's own error, if any, propagates): as for a process that died, the
+        lease runs out on the server ``request_lease`` seconds after it was last renewed. Raising
+        there would turn a block that did its work into a failure over cleanup that cannot be
+        done any more, and the lease exists for exactly that case."""
         lease = await self._run(calls.take_lease(session_id, self.request_lease))
         renewal = self._renew_while_open(session_id, lease.lease_id)
         failed = True
@@ -230,6 +245,8 @@ class AsyncClient(AsyncRemoteHub):
         return renewal
 
     async def _release(self, session_id: str, lease_id: str, failed: bool) -> None:
+        if self._closed:  # nothing to release it with: the lease runs out on the server
+            return
         release = calls.release_lease(session_id, lease_id)
         if failed:
             with contextlib.suppress(Exception):  # the block's error is the one to see
@@ -317,6 +334,8 @@ class AsyncClient(AsyncRemoteHub):
         parser = EventStreamParser(after)
         failures = 0
         while True:
+            if self._closed:
+                raise calls.closed(self)
             headers = {"Last-Event-ID": parser.last_event_id} if parser.last_event_id else {}
             try:
                 async with self._http.stream(
@@ -334,7 +353,11 @@ class AsyncClient(AsyncRemoteHub):
                         event = parser.feed(line)
                         if event is not None:
                             yield event
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, RuntimeError) as exc:
+                if self._closed:  # closed while the stream was open
+                    raise calls.closed(self) from exc
+                if isinstance(exc, RuntimeError):
+                    raise
                 failures += 1
                 if not reconnect or failures > self.reconnect_attempts:
                     raise calls.transport_error(self.url, exc) from exc

@@ -32,6 +32,7 @@ from .._models import DataEntry, HistoryRecord, Page, Session
 __all__ = [
     "DEFAULT_URL",
     "Call",
+    "ClientClosed",
     "base_url",
     "default_token",
     "raise_for_response",
@@ -81,6 +82,17 @@ def shown_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
+
+
+class ClientClosed(SessionHubError, RuntimeError):
+    """A client was used after its ``close()`` (``AsyncClient``, ``Client``, ``GrpcClient``):
+    open a new one. A ``RuntimeError`` too, as the transports' own errors for it were."""
+
+    code = "client_closed"
+
+
+def closed(client: object) -> ClientClosed:
+    return ClientClosed(f"{client!r} is closed: open a new client")  # the repr hides the token
 
 
 def transport_error(url: str, exc: httpx.TransportError) -> StoreUnavailable:
@@ -379,8 +391,9 @@ def history_append(session_id: str, kind: str, payload: Any) -> Call[HistoryReco
 
 
 def history_append_many(session_id: str, records: object) -> Call[list[HistoryRecord]]:
-    """One request for the whole batch: the server appends it in one store operation."""
-    body = [{"kind": kind, "payload": payload} for kind, payload in batch_pairs(records)]
+    """One request for the whole batch: the server appends it in one store operation. How many
+    records a batch may hold is the server's ``Limits.max_history_batch``: the server refuses."""
+    body = [{"kind": kind, "payload": payload} for kind, payload in batch_pairs(records, None)]
     path = _session_path(session_id, "history", "batch")
     decode = _field(wire.HistoryItems, "items")
     return Call("POST", path, decode, body=_body({"records": body}), session_id=session_id)

@@ -52,6 +52,7 @@ class Client:
         self.reconnect_attempts = reconnect_attempts
         self.request_lease = request_lease
         self._renewals: set[RenewalThread] = set()
+        self._closed = False
         self._http = httpx.Client(
             base_url=self.url,
             headers=calls.headers_for(calls.default_token(token)),
@@ -75,12 +76,16 @@ class Client:
 
     def close(self) -> None:
         """Close the pooled connections; blocks of ``track_request`` still open are renewed no
-        more (their leases run out on the server)."""
+        more (their leases run out on the server). Calls after it raise ``ClientClosed``; a second
+        ``close()`` does nothing."""
         for renewal in list(self._renewals):
             renewal.stop()
+        self._closed = True  # after the renewals stopped: none of them fails on it
         self._http.close()
 
     def _run(self, call: Call[T]) -> T:
+        if self._closed:
+            raise calls.closed(self)
         try:
             response = self._http.request(
                 call.method,
@@ -89,7 +94,11 @@ class Client:
                 content=call.body,
                 headers=_JSON if call.body is not None else None,
             )
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, RuntimeError) as exc:
+            if self._closed:  # closed (by another thread) while the request was out
+                raise calls.closed(self) from exc
+            if isinstance(exc, RuntimeError):
+                raise
             raise calls.transport_error(self.url, exc) from exc
         return call.result(response)
 
@@ -226,7 +235,9 @@ class Client:
         taken on entry, renewed every half ``request_lease`` while the block runs (from a daemon
         thread) and released on exit, whatever happens in the block (if this process dies first,
         the lease runs out after ``request_lease`` seconds). A renewal that fails is logged once
-        as a warning (``sessionhub.client``) and does not interrupt the block."""
+        as a warning (``sessionhub.client``) and does not interrupt the block. If the client is
+        closed before the block exits, the exit releases nothing and raises nothing: the lease
+        runs out on the server, as ``AsyncClient.track_request`` says."""
         lease = self._run(calls.take_lease(session_id, self.request_lease))
         renewal = self._renew_while_open(session_id, lease.lease_id)
         failed = True
@@ -247,6 +258,8 @@ class Client:
         return renewal
 
     def _release(self, session_id: str, lease_id: str, failed: bool) -> None:
+        if self._closed:  # nothing to release it with: the lease runs out on the server
+            return
         release = calls.release_lease(session_id, lease_id)
         if failed:
             with contextlib.suppress(Exception):  # the block's error is the one to see
@@ -288,6 +301,8 @@ class Client:
         parser = EventStreamParser(after)
         failures = 0
         while True:
+            if self._closed:
+                raise calls.closed(self)
             headers = {"Last-Event-ID": parser.last_event_id} if parser.last_event_id else {}
             try:
                 with self._http.stream(
@@ -305,7 +320,11 @@ class Client:
                         event = parser.feed(line)
                         if event is not None:
                             yield event
-            except httpx.TransportError as exc:
+            except (httpx.TransportError, RuntimeError) as exc:
+                if self._closed:  # closed while the stream was open
+                    raise calls.closed(self) from exc
+                if isinstance(exc, RuntimeError):
+                    raise
                 failures += 1
                 if not reconnect or failures > self.reconnect_attempts:
                     raise calls.transport_error(self.url, exc) from exc

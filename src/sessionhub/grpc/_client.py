@@ -34,7 +34,7 @@ from .._hub import DEFAULT, _Default
 from .._limits import check_id
 from .._metrics import MetricsSnapshot
 from .._models import DataEntry, HistoryRecord, Page, Session, SessionEvent
-from ..client._calls import to_json
+from ..client._calls import closed, to_json
 from ..client._remote import AsyncRemoteHub, RemoteDataHandle, RemoteHistoryHandle
 from ..client._sse import backoff
 from . import _convert as convert
@@ -85,7 +85,8 @@ class GrpcClient(AsyncRemoteHub):
 
     ``url`` is ``grpc://host:port`` (``grpcs://`` for TLS), by default ``SESSIONHUB_GRPC_URL``
     else ``grpc://127.0.0.1:7481``; ``token`` defaults to ``SESSIONHUB_TOKEN``. ``timeout`` bounds
-    each call; a server that cannot be reached raises ``StoreUnavailable``.
+    each call; a server that cannot be reached raises ``StoreUnavailable``. After ``close()``,
+    calls raise ``ClientClosed``.
     """
 
     def __init__(
@@ -112,19 +113,35 @@ class GrpcClient(AsyncRemoteHub):
             self._channel = grpc.aio.insecure_channel(self.target, channel_options)
         self._stub = pb_grpc.SessionHubServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"GrpcClient({self.url!r})"  # never the token
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the channel: calls still out, ``Track`` calls of open ``track_request`` blocks
+        included, end (the server releases those requests), and later calls raise
+        ``ClientClosed``. A second ``close()`` does nothing."""
+        self._closed = True
         await self._channel.close()
 
+    def _closed_under(self) -> bool:
+        """Whether a call's ``CancelledError`` (or ``UsageError``) is this client's ``close()``
+        ending it, not a cancellation of the caller's task (which must propagate as it is)."""
+        task = asyncio.current_task()
+        return self._closed and (task is None or not task.cancelling())
+
     async def _call(self, method: Any, request: Any, session_id: str | None = None) -> Any:
+        if self._closed:
+            raise closed(self)
         try:
             return await method(request, metadata=self._metadata, timeout=self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise error_from_rpc(exc, self.url, session_id) from None
+        except (asyncio.CancelledError, grpc.aio.UsageError):
+            if self._closed_under():
+                raise closed(self) from None
+            raise
 
     async def health(self) -> str:
         """The server's health (``"ok"`` when serving), via ``grpc.health.v1``."""
@@ -258,7 +275,13 @@ class GrpcClient(AsyncRemoteHub):
     @contextlib.asynccontextmanager
     async def track_request(self, session_id: str) -> AsyncIterator[Session]:
         """Count a request in flight on the server for the block's duration (a ``Track`` call
-        open meanwhile); released when the block exits, or by the server if this process dies."""
+        open meanwhile); released when the block exits, or by the server if this process dies.
+
+        If the client is closed before the block exits, closing the channel ended the call (the
+        server released the request then) and the exit raises nothing (the block's own error, if
+        any, propagates): there is nothing left to release."""
+        if self._closed:
+            raise closed(self)
         request = _message(pb.TrackRequest, id=session_id)
         call = self._stub.Track(metadata=self._metadata)
         try:
@@ -283,6 +306,9 @@ class GrpcClient(AsyncRemoteHub):
     async def _release(self, call: Any, session_id: str, *, raising: bool) -> None:
         """Half-close a ``Track`` call and wait for the server to release the request (so that
         it is released when ``track_request`` exits); cancel it if that fails."""
+        if self._closed:  # the channel's close ended the call: the server released the request
+            call.cancel()
+            return
         try:
             async with asyncio.timeout(self.timeout):
                 await call.done_writing()
@@ -360,7 +386,8 @@ class GrpcClient(AsyncRemoteHub):
     ) -> list[HistoryRecord]:
         entries = [
             _message(pb.HistoryEntry, kind=kind, payload_json=_json(payload, f"history record {i}"))
-            for i, (kind, payload) in enumerate(batch_pairs(records))
+            # How many records one batch may hold is the server's Limits: it refuses, not we.
+            for i, (kind, payload) in enumerate(batch_pairs(records, None))
         ]
         request = pb.HistoryAppendManyRequest(id=session_id, records=entries)
         answer = await self._call(self._stub.HistoryAppendMany, request, session_id)
@@ -417,6 +444,8 @@ class GrpcClient(AsyncRemoteHub):
         last = after
         failures = 0
         while True:
+            if self._closed:
+                raise closed(self)
             request = _message(
                 pb.WatchRequest,
                 namespace=namespace,
@@ -434,6 +463,10 @@ class GrpcClient(AsyncRemoteHub):
                     if event.id:  # `missed` notices carry no id: resuming goes on from the last
                         last = event.id
                     yield event
+            except (asyncio.CancelledError, grpc.aio.UsageError):
+                if self._closed_under():
+                    raise closed(self) from None
+                raise
             except grpc.aio.AioRpcError as exc:
                 error = error_from_rpc(exc, self.url, session_id)
                 if not reconnect or not isinstance(error, StoreUnavailable):

@@ -129,7 +129,7 @@ class SessionHubApp:
         self._keepalive = keepalive
         self._manage_hub = manage_hub
         self._router = _Router(ROUTES)
-        self._openapi = json_encoder.encode(openapi_document(hub.lifecycle))
+        self._openapi = json_encoder.encode(openapi_document(hub.lifecycle, hub.limits))
         # Without a token anyone may read the API: the page then carries its first reads.
         reads = self._first_reads if token is None else None
         self._ui = Dashboard(reads) if ui else None

@@ -15,9 +15,8 @@ from typing import Any, Final
 import msgspec
 
 from .. import _wire as wire
-from .._containers import MAX_HISTORY_BATCH
 from .._lifecycle import DEFAULT_LIFECYCLE, Lifecycle
-from .._limits import MAX_SECONDS, REASON_PATTERN
+from .._limits import MAX_SECONDS, REASON_PATTERN, Limits
 from .._models import DataEntry, EventKind, HistoryRecord, Page, Session
 
 __all__ = ["OPERATIONS", "Operation", "Param", "openapi_document"]
@@ -278,7 +277,7 @@ _PATH_PARAMS: Final = {
 }
 
 
-def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
+def _body_rules(events: Iterable[str], limits: Limits) -> dict[str, dict[str, dict[str, Any]]]:
     """What the hub checks of each body field, beyond the JSON types of ``_wire``."""
     names = sorted(set(events))
     event = {
@@ -288,6 +287,9 @@ def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         "examples": names,
     }
     retention = {"minimum": 0, "exclusiveMaximum": 1e12}
+    batch: dict[str, Any] = {"minItems": 1}
+    if limits.max_history_batch is not None:
+        batch["maxItems"] = limits.max_history_batch
     return {
         "CreateBody": {
             "id": _ID,
@@ -303,7 +305,7 @@ def _body_rules(events: Iterable[str]) -> dict[str, dict[str, dict[str, Any]]]:
         "TransitionBody": {"event": event},
         "LinkBody": {"child_id": _ID},
         "HistoryBody": {"kind": _NAME},
-        "HistoryBatchBody": {"records": {"minItems": 1, "maxItems": MAX_HISTORY_BATCH}},
+        "HistoryBatchBody": {"records": batch},
         "HistoryPopBody": {
             "kind": _NAME,
             "marker": {**_NAME, "description": "The marker's kind: not the popped `kind`."},
@@ -375,8 +377,11 @@ def _operation(
     return out
 
 
-def openapi_document(lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> dict[str, Any]:
-    """The document as a JSON-ready dict, for a hub with ``lifecycle``."""
+def openapi_document(
+    lifecycle: Lifecycle = DEFAULT_LIFECYCLE, limits: Limits | None = None
+) -> dict[str, Any]:
+    """The document as a JSON-ready dict, for a hub with ``lifecycle`` and ``limits`` (the
+    defaults when ``None``: they bound a history batch's size)."""
     types = sorted(
         {t for op in OPERATIONS.values() for t in (op.body, op.answer) if t not in (None, dict)}
         | {wire.ErrorAnswer},
@@ -386,7 +391,8 @@ def openapi_document(lifecycle: Lifecycle = DEFAULT_LIFECYCLE) -> dict[str, Any]
         types, ref_template="#/components/schemas/{name}"
     )
     schemas = dict(zip(types, refs, strict=True))
-    _constrain(components, _body_rules(event for _, event in lifecycle.transitions))
+    rules = _body_rules((event for _, event in lifecycle.transitions), limits or Limits())
+    _constrain(components, rules)
     error_content = {"application/json": {"schema": schemas[wire.ErrorAnswer]}}
     responses = {
         f"E{status}": {"description": text, "content": error_content}

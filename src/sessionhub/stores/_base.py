@@ -28,6 +28,8 @@ Rules every implementation follows:
 - A deadline is ``_models.expires_at`` of the new record, recomputed on every change.
 - Ending is two steps: ``claim_end``/``claim_expired`` mark sessions (the claimer alone runs hooks),
   then ``finish_end`` moves them to the ended state, frees unique labels, and retains or deletes them.
+  A retained record without a ``retention`` of its own gets ``kept_for``'s: the hub's ``get`` reads
+  how long it is kept from the record itself, never from its own (possibly changed) default.
   ``finish_ends`` and ``having_children`` serve expiry bursts; their defaults loop over the
   one-session operations, and remote stores answer each in one round trip.
 """
@@ -75,6 +77,7 @@ __all__ = [
     "apply_change",
     "counter_overflow",
     "ending",
+    "kept_for",
     "live_session",
     "pop_marker",
     "stack_top",
@@ -112,6 +115,16 @@ def accepting_activity(session: Session | None, session_id: str) -> Session:
     if session.end_reason is not None:
         raise ending(session_id)
     return session
+
+
+def kept_for(session: Session, now: float, retain_until: float) -> float | None:
+    """The ``retention`` of a session's ended record (``finish_end`` at ``now``): its own, or,
+    when it had none and is kept, ``retain_until - now``. The record then states how long it is
+    kept, so a hub opened later with another default retention reads the store's decision.
+    (``now + (retain_until - now) == retain_until`` exactly for any retention below ``now``.)"""
+    if session.retention is not None or retain_until <= now:
+        return session.retention
+    return retain_until - now
 
 
 def counter_overflow(name: str, value: int, delta: int) -> ValidationError:

@@ -373,7 +373,14 @@ local function finish(g, sk, now, state, keep_until)
     new[#new + 1] = '0'
   end
   if tonumber(keep_until) > tonumber(now) then
-    redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+    if h.ret == nil then  -- the record states how long it is kept (stores._base.kept_for)
+      local ret = fnum(tonumber(keep_until) - tonumber(now))
+      new[#new + 1] = 'ret'
+      new[#new + 1] = ret
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v, 'ret', ret)
+    else
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+    end
     if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
     gather(g, 'ZADD', P .. 'retained', keep_until, sid)
     gather(g, 'ZADD', P .. 'ended', 0, sid)

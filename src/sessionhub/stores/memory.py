@@ -56,6 +56,7 @@ from ._base import (
     appended_records,
     apply_change,
     ending,
+    kept_for,
     live_session,
     pop_marker,
     stack_top,
@@ -656,6 +657,7 @@ class MemoryStore(Store):
             expires_at=None,
             active_requests=0,
             version=session.version + 1,
+            retention=kept_for(session, now, retain_until),
         )
         self._unindex(session)
         self._release_unique(session)

@@ -91,6 +91,7 @@ from ._base import (
     accepting_activity,
     appended_records,
     apply_change,
+    kept_for,
     live_session,
     pop_marker,
     stack_top,
@@ -1072,6 +1073,7 @@ class SQLiteStore(Store):
             expires_at=None,
             active_requests=0,
             version=session.version + 1,
+            retention=kept_for(session, now, retain_until),
         )
         self._index_labels(session, session.labels, add=False)
         self._release_unique(session)

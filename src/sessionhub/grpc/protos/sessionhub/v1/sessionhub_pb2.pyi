@@ -1131,7 +1131,7 @@ class HistoryAppendManyRequest(_message.Message):
     id: _builtins.str
     @_builtins.property
     def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryEntry]:
-        """1 to 1000"""
+        """1 to the server's Limits.max_history_batch (default 1000)"""
 
     def __init__(
         self,
