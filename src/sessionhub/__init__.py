@@ -12,6 +12,7 @@ from ._connect import connect
 from ._containers import SessionData, SessionHistory
 from ._errors import (
     CapacityExceeded,
+    ClientClosed,
     DamagedRecord,
     DuplicateSession,
     PayloadTooLarge,
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncClient",
     "CapacityExceeded",
     "Client",
+    "ClientClosed",
     "Clock",
     "DamagedRecord",
     "DataEntry",

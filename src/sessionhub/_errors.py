@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Final
 
 __all__ = [
     "CapacityExceeded",
+    "ClientClosed",
     "DamagedRecord",
     "DuplicateSession",
     "PayloadTooLarge",
@@ -173,6 +174,13 @@ class DamagedRecord(SessionHubError):
     code = "damaged_record"
     http_status = 500
     grpc_status = "DATA_LOSS"
+
+
+class ClientClosed(SessionHubError, RuntimeError):
+    """A client was used after its ``close()`` (``AsyncClient``, ``Client``, ``GrpcClient``):
+    open a new one. A ``RuntimeError`` too, as the transports' own errors for it were."""
+
+    code = "client_closed"  # raised by the client itself: no server sends it
 
 
 _BY_CODE: dict[str, type[SessionHubError]] = {

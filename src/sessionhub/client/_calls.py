@@ -18,6 +18,7 @@ import msgspec
 from .. import _wire as wire
 from .._containers import batch_pairs
 from .._errors import (
+    ClientClosed,
     SessionHubError,
     SessionNotFound,
     StoreUnavailable,
@@ -82,13 +83,6 @@ def shown_url(url: str) -> str:
     if "@" not in parts.netloc:
         return url
     return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-
-
-class ClientClosed(SessionHubError, RuntimeError):
-    """A client was used after its ``close()`` (``AsyncClient``, ``Client``, ``GrpcClient``):
-    open a new one. A ``RuntimeError`` too, as the transports' own errors for it were."""
-
-    code = "client_closed"
 
 
 def closed(client: object) -> ClientClosed:
