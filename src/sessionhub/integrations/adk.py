@@ -59,7 +59,7 @@ from .._hub import SessionHub
 from .._limits import encode_json
 from .._models import DataEntry
 from .._models import Session as HubSession
-from ._adk_cache import Cached, EventCache
+from ._adk_cache import Cached, EventCache, copier
 from ._hubs import Hub, HubLink, hub_name
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
@@ -186,6 +186,17 @@ def _scoped(
         elif temp is not None:
             temp[key] = value
     return app, user, session
+
+
+def _own_copies(values: dict[str, Any]) -> Callable[[], dict[str, Any]]:
+    """A function returning a deep copy of ``values`` (decoded for this call, never changed
+    after), or ``values`` itself when none of its values could be changed in place."""
+    if all(type(value) in _SCALARS for value in values.values()):
+        return lambda: values
+    return cast("Callable[[], dict[str, Any]]", copier(values))
+
+
+_SCALARS = frozenset({type(None), bool, int, float, str})
 
 
 def _state_key(key: str) -> str:
@@ -423,9 +434,12 @@ class SessionHubSessionService(BaseSessionService):
             _listed_heads(hub, [key for key, _ in listed]),
             *(self._scoped_state(hub, self._user_key(app_name, owner)) for owner in owners),
         )
-        app_prefixed = {State.APP_PREFIX + k: v for k, v in app_state.items()}
+        # each listed session gets its own copies of the scoped values (as InMemorySessionService
+        # deep-copies them per session): one compiled copy each, or the decoded dict itself when
+        # its values are immutable scalars
+        app_prefixed = _own_copies({State.APP_PREFIX + k: v for k, v in app_state.items()})
         prefixed_of = {
-            owner: {State.USER_PREFIX + k: v for k, v in state.items()}
+            owner: _own_copies({State.USER_PREFIX + k: v for k, v in state.items()})
             for owner, state in zip(owners, user_states, strict=True)
         }
         sessions: list[Session] = []
@@ -433,8 +447,8 @@ class SessionHubSessionService(BaseSessionService):
             if head is None:
                 continue  # ended since the page was read
             state = head.get("state", {})  # decoded for this call: its own
-            state.update(app_prefixed)
-            state.update(prefixed_of[names["user"]])
+            state.update(app_prefixed())
+            state.update(prefixed_of[names["user"]]())
             sessions.append(
                 _built(
                     Session,
@@ -469,10 +483,17 @@ class SessionHubSessionService(BaseSessionService):
         temp: dict[str, Any] = {}
         delta = event.actions.state_delta if event.actions else {}
         app_delta, user_delta, session_delta = _scoped(delta or {}, temp)
-        event = self._trim_temp_delta_state(event)
         try:
             head = await self._writable_head(hub, key, session)
-            raw = event.model_dump_json(exclude_none=True)
+            # stored without its temp keys, but the caller's event is trimmed (as ADK's base
+            # service trims it) only once stored: a refused one is left as it was given
+            raw = (
+                event.model_dump_json(
+                    exclude_none=True, exclude={"actions": {"state_delta": set(temp)}}
+                )
+                if temp
+                else event.model_dump_json(exclude_none=True)
+            )
             if raw == head.pending:
                 return event  # an equal re-delivery of the last event: stored already, as in ADK
             new_head = {
@@ -495,6 +516,7 @@ class SessionHubSessionService(BaseSessionService):
         await self._write_scoped(hub, session.app_name, session.user_id, app_delta, user_delta)
         if temp:
             session.state.update(temp)
+        event = self._trim_temp_delta_state(event)
         self._commit_event_to_session(session, event)
         session.last_update_time = event.timestamp
         if isinstance(session, HubBackedSession):
