@@ -512,3 +512,22 @@ async def test_adk_refused_append_leaves_the_callers_event_as_it_was(
         stored = event()
         await ours.append_event(first, stored)
         assert stored.actions.state_delta == {"k": 1}
+
+
+async def test_adk_state_changed_in_place_by_a_reader_is_not_stored(
+    open_agent_hub: OpenHub,
+) -> None:
+    # as InMemorySessionService: a session read is a copy; a value changed in place in its state
+    # (not through an event's delta) is not what the next append stores
+    async with open_agent_hub() as hub:
+        for service in (InMemorySessionService(), SessionHubSessionService(hub)):
+            await service.create_session(
+                app_name="a", user_id="u", session_id="s", state={"cfg": {"x": 1}}
+            )
+            read = await service.get_session(app_name="a", user_id="u", session_id="s")
+            assert read is not None
+            read.state["cfg"]["x"] = 2
+            await service.append_event(read, Event(author="x"))
+            again = await service.get_session(app_name="a", user_id="u", session_id="s")
+            assert again is not None
+            assert again.state == {"cfg": {"x": 1}}, type(service).__name__

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import inspect
 import itertools
 import secrets
@@ -59,7 +60,7 @@ from .._hub import SessionHub
 from .._limits import encode_json
 from .._models import DataEntry
 from .._models import Session as HubSession
-from ._adk_cache import Cached, EventCache, copier
+from ._adk_cache import Cached, EventCache, copier, parse
 from ._hubs import Hub, HubLink, hub_name
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
@@ -199,6 +200,13 @@ def _own_copies(values: dict[str, Any]) -> Callable[[], dict[str, Any]]:
 _SCALARS = frozenset({type(None), bool, int, float, str})
 
 
+def _own_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``state`` (a decoded head's, so JSON values): shallow when it can be."""
+    if all(type(value) in _SCALARS for value in state.values()):
+        return state.copy()
+    return copy.deepcopy(state)
+
+
 def _state_key(key: str) -> str:
     """A data key for an app or user state key (the entry keeps the original beside its value)."""
     if 1 <= len(key) <= 512 and key.isprintable():
@@ -291,7 +299,7 @@ class SessionHubSessionService(BaseSessionService):
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=session_state,
+            state=_own_state(session_state),  # a copy, as ADK returns (not the caller's values)
             last_update_time=now,
         )
         _remember(session, _Head.of(entry), recorded=True)
@@ -319,7 +327,8 @@ class SessionHubSessionService(BaseSessionService):
             id=session_id,
             app_name=app_name,
             user_id=user_id,
-            state=dict(head.state),
+            # the session's own copy: the head keeps what is stored, for the next append
+            state=_own_state(head.state),
             events=events,
             last_update_time=head.time,
         )
@@ -374,7 +383,7 @@ class SessionHubSessionService(BaseSessionService):
                 event = known.event() if shared else known.copy()
             elif next_rev == head.rev and head.pending is not None:
                 # written by a writer that has not recorded it (yet): parsed for this read only
-                event = Event.model_validate_json(head.pending)
+                event = parse(head.pending)
             else:
                 break  # a revision is missing: return what is contiguous
             if after is not None and event.timestamp < after:
