@@ -6,6 +6,13 @@ is created), so a process may keep the parsed event and, for every read, return 
 instead of parsing the JSON again. Copying is then most of a ``get_session``; ``copier`` compiles,
 once per cached event, a copy that does what ADK's own deep copier does for that event (same
 values, nothing shared with the cache) but visits only the parts that are not immutable scalars.
+
+A process's first read of an event (a cold ``get_session``) is one parse, handed to the caller
+as it is (no deep copy after it), by ``parse``: ``Event``'s JSON validation without its
+before-validator, which routes convenience keywords that JSON written by ``model_dump_json``
+never holds and costs a third of a parse. Measured (memory store, last 50 of 200 events, CPU
+time, loaded 2-core machine): the cold read went from 0.2-0.5x to 0.5-0.75x of ADK's in-memory
+deep copies; a pydantic parse of an event still costs more than ADK's deep copy of it.
 """
 
 from __future__ import annotations

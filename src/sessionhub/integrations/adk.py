@@ -24,6 +24,21 @@ How an ADK session lives in the hub:
 - the head also names the session's incarnation (``gen``, new at each create), so a process may
   keep the events it has seen recorded by (session, incarnation, revision): a ``get_session``
   whose events are all known reads only the head (``_adk_cache``).
+
+Copies, as ``InMemorySessionService`` makes them: a session returned (created, read, listed) has
+its own state, sharing no mutable value with the head this module keeps for the next append nor
+with another listed session; a caller's event is trimmed of its ``temp:`` keys only once stored
+(the stored JSON leaves them out by ``exclude``), so a refused append leaves it as given.
+
+Speed (memory store beside ``InMemorySessionService``, ``bench_agents.py --quick --adk --cpu``,
+this module before and after in the same run, loaded 2-core machine): create 0.06-0.07 ms ->
+0.05 ms (0.5-0.6x -> 0.7x and more), append 0.05-0.06 -> 0.04 ms (0.4-0.5x -> 0.6x), warm get of
+50 events 1.2-1.8x -> 2.0-3.1x, cold get 0.2-0.3x -> 0.6-0.7x. What is left of an append is its
+store operations (head compare-and-set, history record, one write per ``user:``/``app:`` key, each
+encoding, refreshing the session and decoding its result) and the event's ``model_dump_json``;
+a create is ``hub.create`` (its checks, the details' size check) and the head's write. 2x would
+need a store operation writing a session with its head, one writing a head with its history
+record, and results left undecoded: changes of the hub and stores, not of this adapter.
 """
 
 from __future__ import annotations
