@@ -570,6 +570,11 @@ class SessionHubSessionService(BaseSessionService):
             _remember(session, written, recorded=recorded)
         return event
 
+    def _update_session_state(self, session: Session, event: Event) -> None:
+        """ADK's own, in one ``update`` instead of one per key (the same state after it)."""
+        if event.actions and event.actions.state_delta:
+            session.state.update(event.actions.state_delta)
+
     @staticmethod
     async def _record(
         hub: Hub, key: str, head: _Head, entry: DataEntry, raw: str, session: Session
