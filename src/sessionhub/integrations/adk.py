@@ -32,8 +32,9 @@ with another listed session; a caller's event is trimmed of its ``temp:`` keys o
 
 Speed (memory store beside ``InMemorySessionService``, ``bench_agents.py --quick --adk --cpu``,
 this module before and after in the same run, loaded 2-core machine): create 0.06-0.07 ms ->
-0.05 ms (0.5-0.6x -> 0.7x and more), append 0.05-0.06 -> 0.04 ms (0.4-0.5x -> 0.6x), warm get of
-50 events 1.2-1.8x -> 2.0-3.1x, cold get 0.2-0.3x -> 0.6-0.7x. What is left of an append is its
+0.04-0.05 ms (0.5-0.7x -> 0.7-1.0x), append 0.05-0.06 -> 0.04 ms (0.4-0.5x -> 0.5-0.6x), warm
+get of 50 events 1.2-2.3x -> 1.9-3.1x (its second read parses the events again: see
+``_adk_cache``), cold get 0.2-0.5x -> 0.6-0.9x. What is left of an append is its
 store operations (head compare-and-set, history record, one write per ``user:``/``app:`` key, each
 encoding, refreshing the session and decoding its result) and the event's ``model_dump_json``;
 a create is ``hub.create`` (its checks, the details' size check) and the head's write. 2x would
