@@ -20,6 +20,7 @@ from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
 from google.adk.runners import Runner
+from google.adk.sessions import InMemorySessionService
 from google.genai import types
 
 from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub, ValidationError
@@ -457,3 +458,76 @@ async def test_adk_refused_append_leaves_temp_state_unapplied(open_agent_hub: Op
         stored = await service.get_session(app_name="a", user_id="u", session_id="kept")
         assert stored is not None
         assert stored.state == {"k": 1}
+
+
+async def test_adk_listed_sessions_do_not_share_scoped_state(open_agent_hub: OpenHub) -> None:
+    # as InMemorySessionService (deep copies per session): changing one listed session's app or
+    # user value changes neither another listed session nor what is stored
+    def fresh() -> dict[str, object]:
+        return {"app:cfg": {"tags": ["a"]}, "user:prefs": {"lang": "en"}}
+
+    async with open_agent_hub() as hub:
+        for service in (InMemorySessionService(), SessionHubSessionService(hub)):
+            await service.create_session(app_name="a", user_id="u", session_id="s1", state=fresh())
+            await service.create_session(app_name="a", user_id="u", session_id="s2")
+            for user_id in ("u", None):
+                listed = (await service.list_sessions(app_name="a", user_id=user_id)).sessions
+                first, second = listed
+                first.state["app:cfg"]["tags"].append("changed")
+                first.state["user:prefs"]["lang"] = "fr"
+                assert second.state == fresh(), type(service).__name__
+                assert (await service.list_sessions(app_name="a")).sessions[0].state == fresh()
+            assert await service.get_user_state(app_name="a", user_id="u") == {
+                "prefs": {"lang": "en"}
+            }
+
+
+async def test_adk_refused_append_leaves_the_callers_event_as_it_was(
+    open_agent_hub: OpenHub,
+) -> None:
+    # InMemorySessionService raises SessionNotFoundError before touching the event: its temp
+    # keys stay in its delta (the caller may retry it elsewhere); a stale append leaves it too
+    def event() -> Event:
+        return Event(author="x", actions=EventActions(state_delta={"temp:t": 1, "k": 1}))
+
+    async with open_agent_hub() as hub:
+        for service in (InMemorySessionService(), SessionHubSessionService(hub)):
+            session = await service.create_session(app_name="a", user_id="u", session_id="gone")
+            await service.delete_session(app_name="a", user_id="u", session_id="gone")
+            refused = event()
+            with pytest.raises(SessionNotFoundError):
+                await service.append_event(session, refused)
+            assert refused.actions.state_delta == {"temp:t": 1, "k": 1}, type(service).__name__
+        ours = SessionHubSessionService(hub)
+        first = await ours.create_session(app_name="a", user_id="u", session_id="s")
+        second = await ours.get_session(app_name="a", user_id="u", session_id="s")
+        assert second is not None
+        await ours.append_event(first, Event(author="w"))
+        stale = event()
+        with pytest.raises(StaleSessionError):
+            await ours.append_event(second, stale)
+        assert stale.actions.state_delta == {"temp:t": 1, "k": 1}
+        assert second.state == {}
+        # an append that is stored trims it, as ADK's base service does
+        stored = event()
+        await ours.append_event(first, stored)
+        assert stored.actions.state_delta == {"k": 1}
+
+
+async def test_adk_state_changed_in_place_by_a_reader_is_not_stored(
+    open_agent_hub: OpenHub,
+) -> None:
+    # as InMemorySessionService: a session read is a copy; a value changed in place in its state
+    # (not through an event's delta) is not what the next append stores
+    async with open_agent_hub() as hub:
+        for service in (InMemorySessionService(), SessionHubSessionService(hub)):
+            await service.create_session(
+                app_name="a", user_id="u", session_id="s", state={"cfg": {"x": 1}}
+            )
+            read = await service.get_session(app_name="a", user_id="u", session_id="s")
+            assert read is not None
+            read.state["cfg"]["x"] = 2
+            await service.append_event(read, Event(author="x"))
+            again = await service.get_session(app_name="a", user_id="u", session_id="s")
+            assert again is not None
+            assert again.state == {"cfg": {"x": 1}}, type(service).__name__

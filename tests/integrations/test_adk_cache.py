@@ -12,7 +12,7 @@ from google.adk.events.event_actions import EventActions
 from google.genai import types
 from pydantic import BaseModel
 
-from sessionhub.integrations._adk_cache import EventCache, copier
+from sessionhub.integrations._adk_cache import EventCache, copier, parse
 
 
 def rich_event() -> Event:
@@ -116,3 +116,39 @@ def test_a_revision_recorded_again_with_other_json_is_replaced() -> None:
     second = Event(author="two").model_dump_json()
     assert cache.record("a", None, 1, first).copy().author == "one"
     assert cache.record("a", None, 1, second).copy().author == "two"
+
+
+def test_parse_makes_what_event_validation_makes() -> None:
+    # every event shape the adapter stores: parsed without the convenience-keyword routing, the
+    # result is ADK's own parse (class, values, fields set, nested types)
+    events = [
+        rich_event(),
+        Event(author="x"),
+        Event(author="x", partial=False, turn_complete=True, long_running_tool_ids={"b", "a"}),
+        Event(author="x", actions=EventActions(state_delta={"a": None}, skip_summarization=True)),
+    ]
+    for event in events:
+        raw = event.model_dump_json(exclude_none=True)
+        ours, theirs = parse(raw), Event.model_validate_json(raw)
+        assert type(ours) is Event
+        assert ours == theirs == event
+        assert ours.model_fields_set == theirs.model_fields_set
+        assert ours.model_dump_json() == theirs.model_dump_json()
+        assert [type(v) for v in ours.__dict__.values()] == [
+            type(v) for v in theirs.__dict__.values()
+        ]
+
+
+def test_each_copy_of_a_cached_event_is_the_callers_own() -> None:
+    # the first copy is parsed for its caller, the second from the event the cache keeps, the
+    # third compiled: all equal, none sharing anything mutable with another or the cache
+    event = rich_event()
+    cached = EventCache(10).record("s", "g", 1, event.model_dump_json(exclude_none=True))
+    copies = [cached.copy() for _ in range(3)]
+    assert copies == [event] * 3
+    kept = {id(part) for part in mutable_parts(cached.event())}
+    for i, one in enumerate(copies):
+        mine = {id(part) for part in mutable_parts(one)}
+        assert not mine & kept
+        for other in copies[i + 1 :]:
+            assert not mine & {id(part) for part in mutable_parts(other)}
