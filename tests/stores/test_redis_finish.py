@@ -94,6 +94,10 @@ async def test_an_end_finished_by_its_claimer_equals_one_finished_by_another_sto
             claimed = await claimer.claim_end(sid, "ended", NOW + 1, MOVES)
             assert claimed is not None
             assert claimed.state == "TERMINATING"
+        assert claimed is not None
+        # The claimer finishes from the record its claim returned; the other store from Redis's.
+        assert "mine" in claimer._held
+        assert "theirs" not in other._held
         until = NOW + 1e9 if retain else NOW  # retained past the hub clock's now
         if group:
             [mine] = await claimer.finish_ends([("mine", until)], NOW + 2, "CLOSED")

@@ -183,10 +183,10 @@ local function index_keys(ns, user, parent, labels)
   return keys
 end
 
+-- Counts that drop to zero stay in the hash (readers skip them): one command per count, no HDEL
+-- (a field per namespace and state ever used, a bounded set).
 local function census(ns, state, delta)
-  local field = ns .. '\t' .. state
-  local n = redis.call('HINCRBY', P .. 'census', field, delta)
-  if n <= 0 then redis.call('HDEL', P .. 'census', field) end
+  redis.call('HINCRBY', P .. 'census', ns .. '\t' .. state, delta)
 end
 
 local function release_unique(ns, labels, sid)
@@ -290,8 +290,7 @@ local function flush(g)
     end
   end
   for field, delta in pairs(g.census) do
-    local n = redis.call('HINCRBY', P .. 'census', field, delta)
-    if n <= 0 then redis.call('HDEL', P .. 'census', field) end
+    if delta ~= 0 then redis.call('HINCRBY', P .. 'census', field, delta) end
   end
 end
 local function count(g, ns, state, delta)
@@ -385,6 +384,64 @@ local function finish(g, sk, now, state, keep_until)
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
   return {emit('ended', now, new), new}
+end
+
+-- The end of a session whose claimed record the caller holds (the reply of its claim). A claimed
+-- record does not change (every write refuses it; a takeover rewrites 'cb' alone, which the end
+-- drops), so the caller sends what finish would read from it and the 'ended' event's snapshot
+-- packed: the function reads three fields, not the record, builds no table of it, packs nothing
+-- and replies with the event id alone (issue 12: reading the record back, the tables and the pack
+-- were most of finish's CPU besides its commands). The caller's copy is trusted only at the
+-- version it was claimed at: a record changed behind the claim (by hand, by another version) is
+-- ended by finish from what is stored. ARGV from 'pos': version, state, namespace, user, parent
+-- ('' none), snapshot, labels (counted pairs). Returns the event id, false (not claimed, ended,
+-- or earlier in this group) or nil (changed: the caller runs finish), and the next position.
+local function finish_known(g, sid, now, state, keep_until, pos)
+  local n = tonumber(ARGV[pos + 6])
+  local after = pos + 7 + 2 * n
+  local sk = skey(sid)
+  local cur = redis.call('HMGET', sk, 'v', 'en', 'er')
+  if cur[2] or not cur[3] or (g and g.seen[sid]) then return false, after end
+  if cur[1] ~= ARGV[pos] then return nil, after end
+  if g then g.seen[sid] = true end
+  local ns, u, p = ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
+  gather(g, 'ZREM', P .. 'live', sid)
+  gather(g, 'ZREM', P .. 'ns:' .. ns, sid)
+  if u ~= '' then gather(g, 'ZREM', P .. 'user:' .. u, sid) end
+  if p ~= '' then gather(g, 'ZREM', P .. 'parent:' .. p, sid) end
+  for i = pos + 7, after - 1, 2 do
+    local name, value = ARGV[i], ARGV[i + 1]
+    gather(g, 'ZREM', label_key(name, value), sid)
+    local field = unique_field(ns, name, value)
+    if redis.call('HGET', P .. 'uniq', field) == sid then redis.call('HDEL', P .. 'uniq', field) end
+  end
+  count(g, ns, ARGV[pos + 1], -1)
+  gather(g, 'HDEL', P .. 'claims', sid)
+  if tonumber(keep_until) > tonumber(now) then
+    redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0',
+      'v', fint(tonumber(cur[1]) + 1))
+    redis.call('HDEL', sk, 'cb', 'ea', 'dq')
+    gather(g, 'ZADD', P .. 'retained', keep_until, sid)
+    gather(g, 'ZADD', P .. 'ended', 0, sid)
+    gather(g, 'ZADD', P .. 'ended:' .. ns, 0, sid)
+  else
+    gather(g, 'ZREM', P .. 'all', sid)
+    gather(g, 'ZREM', P .. 'all:' .. ns, sid)
+    gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
+  end
+  return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+    'k', 'ended', 'a', now, 's', ARGV[pos + 5]), after
+end
+
+-- One end of finish_end / finish_ends at ARGV[pos]: session id, retain until, then the claimed
+-- record's part (see finish_known), or '' when the caller does not hold it. Returns the reply
+-- (an event id; {event id, record}; false) and the next position.
+local function finish_at(g, pos, now, state)
+  local sid, keep_until = ARGV[pos], ARGV[pos + 1]
+  if ARGV[pos + 2] == '' then return finish(g, skey(sid), now, state, keep_until), pos + 3 end
+  local reply, after = finish_known(g, sid, now, state, keep_until, pos + 2)
+  if reply == nil then reply = finish(g, skey(sid), now, state, keep_until) end
+  return reply, after
 end
 
 -- Data and history writes are activity: slide the idle deadline like a touch.
@@ -804,19 +861,20 @@ flush(g)
 return out
 """
 
-# args: prefix, maxlen, now, ended state, retain until.
+# keys: session. args: prefix, maxlen, now, ended state, then the end (see finish_at).
 _FINISH_END = r"""
-return finish(nil, KEYS[1], ARGV[3], ARGV[4], ARGV[5])
+return (finish_at(nil, 5, ARGV[3], ARGV[4]))
 """
 
-# args: prefix, maxlen, now, ended state, then session id, retain until pairs. The ends of one
-# expiry batch in one call (a single Redis: every key in one node): a reply per pair, as
-# finish_end's, in order.
+# args: prefix, maxlen, now, ended state, then the ends (see finish_at). The ends of one expiry
+# batch in one call (a single Redis: every key in one node): a reply per end, as finish_end's, in
+# order.
 _FINISH_ENDS = r"""
 local now, state = ARGV[3], ARGV[4]
 local out, g = {}, gathered()
-for i = 5, #ARGV, 2 do
-  out[#out + 1] = finish(g, skey(ARGV[i]), now, state, ARGV[i + 1])
+local pos = 5
+while pos <= #ARGV do
+  out[#out + 1], pos = finish_at(g, pos, now, state)
 end
 flush(g)
 return out

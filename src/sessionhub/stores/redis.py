@@ -168,6 +168,8 @@ _DEFAULT_PREFIX = "sessionhub:"
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
 _FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few milliseconds at most
+_HELD = 20_000  # claimed records held for their finish (see RedisStore._hold)
+_EndArgs = tuple[list[Arg], list[str] | None]
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -277,6 +279,44 @@ def _snapshot(record: list[Arg]) -> bytes:
     """An event's session snapshot as the functions pack it (``cmsgpack.pack`` of the record's
     fields: every item a MessagePack string), packed here so that ``create`` need not in Lua."""
     return _msgpack_encode([item.decode() if isinstance(item, bytes) else item for item in record])
+
+
+def _ended(claimed: Sequence[str], now: str, state: str) -> tuple[list[str], list[Arg]]:
+    """What the ``finish_known`` Lua sends for a session from its claimed record: the ended record
+    (as the Lua ``finish`` builds it from the stored one: claim fields and deadline gone, the end
+    written, the order kept) and the arguments the function reads instead of the record."""
+    new: list[str] = []
+    labels: list[str] = []
+    version = claimed_state = namespace = ""
+    user = parent = ""
+    has_requests = False
+    for i in range(0, len(claimed), 2):
+        name, value = claimed[i], claimed[i + 1]
+        if name == "cb" or name == "ea" or name == "dq":
+            continue
+        if name == "st":
+            claimed_state, value = value, state
+        elif name == "ua":
+            value = now
+        elif name == "v":
+            version, value = value, str(int(value) + 1)
+        elif name == "ar":
+            value, has_requests = "0", True
+        elif name == "ns":
+            namespace = value
+        elif name == "u":
+            user = value
+        elif name == "p":
+            parent = value
+        elif name[:2] == "l:":
+            labels += (name[2:], value)
+        new += (name, value)
+    new += ("en", now)
+    if not has_requests:
+        new += ("ar", "0")
+    snapshot = _msgpack_encode(new)
+    args: list[Arg] = [version, claimed_state, namespace, user, parent, snapshot, len(labels) // 2]
+    return new, args + labels
 
 
 def _counted(items: Sequence[Arg] | None, width: int = 1) -> list[Arg]:
@@ -491,6 +531,11 @@ class RedisStore(Store):
         self._next_beat = 0.0
         self._next_sweep = 0.0
         self._opened = False
+        # The records of this instance's claims, by id, as the claims returned them: its finish
+        # sends what the function would read from them (see _redis_lua.finish_known). Bounded,
+        # the oldest dropped: a claim never finished here (hooks failed, another instance took it
+        # over) is finished from the stored record instead.
+        self._held: dict[str, list[str]] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -868,7 +913,36 @@ class RedisStore(Store):
             return None
         event_id, flat = reply
         await self._delivered(event_id)
-        return self._decoded(flat)
+        claimed = self._decoded(flat)
+        self._hold(flat)
+        return claimed
+
+    def _hold(self, flat: list[str]) -> None:
+        """Keep a claimed record (already decoded: a damaged one is never held) for its finish."""
+        held = self._held
+        held[_flat_id(flat)] = flat
+        if len(held) > _HELD:
+            del held[next(iter(held))]
+
+    def _end_args(self, session_id: str, retain_until: float, now: str, state: str) -> _EndArgs:
+        """One end's arguments for ``finish_end``/``finish_ends``, and the ended record when this
+        instance holds the claimed one (then the function replies with the event id alone)."""
+        until = repr(float(retain_until))
+        claimed = self._held.pop(session_id, None)
+        if claimed is None:
+            return [session_id, until, ""], None
+        new, known = _ended(claimed, now, state)
+        return [session_id, until, *known], new
+
+    def _end_reply(self, reply: Any, new: list[str] | None) -> tuple[str, Session] | None:
+        """An end's event id and ended session from its reply (see ``_end_args``)."""
+        if not reply:
+            return None
+        if isinstance(reply, str):
+            assert new is not None  # an event id alone answers a held record only
+            return reply, self._decoded(new)
+        event_id, flat = reply
+        return event_id, self._decoded(flat)
 
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
@@ -890,23 +964,33 @@ class RedisStore(Store):
         event_ids = [event_id for event_id, _ in claimed if event_id]
         if event_ids:
             await self._delivered(event_ids[-1])
-        return self._listed([flat for _, flat in claimed])
+        return self._listed_held([flat for _, flat in claimed])
+
+    def _listed_held(self, flats: list[list[str]]) -> list[Session]:
+        """The claimed sessions of records read, each held for its finish (see ``_hold``)."""
+        sessions = self._listed(flats)
+        if len(sessions) == len(flats):
+            for flat in flats:
+                self._hold(flat)
+        else:  # some damaged: hold the decoded ones only
+            ids = {s.id for s in sessions}
+            for flat in flats:
+                if _flat_id(flat) in ids:
+                    self._hold(flat)
+        return sessions
 
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
     ) -> Session | None:
-        args: list[Arg] = [
-            self._maxlen,
-            repr(float(now)),
-            ended_state,
-            repr(float(retain_until)),
-        ]
+        at = repr(float(now))
+        end, new = self._end_args(session_id, retain_until, at, ended_state)
+        args: list[Arg] = [self._maxlen, at, ended_state, *end]
         reply = await self._run("finish_end", [self._key("s", session_id)], args)
-        if reply is None:
+        ended = self._end_reply(reply, new)
+        if ended is None:
             return None
-        event_id, flat = reply
-        await self._delivered(event_id)
-        return self._decoded(flat)
+        await self._delivered(ended[0])
+        return ended[1]
 
     async def finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
@@ -917,37 +1001,40 @@ class RedisStore(Store):
         if len(ends) == 1:  # straight out, not a task's tick later
             (sid, until), *_ = ends
             return [await self.finish_end(sid, now, ended_state, until)]
-        head: list[Arg] = [self._maxlen, repr(float(now)), ended_state]
+        at = repr(float(now))
+        head: list[Arg] = [self._maxlen, at, ended_state]
         slices = [ends[i : i + _FINISH_SLICE] for i in range(0, len(ends), _FINISH_SLICE)]
+        calls = []
+        for part in slices:
+            args, news = list(head), []
+            for sid, until in part:
+                end, new = self._end_args(sid, until, at, ended_state)
+                args += end
+                news.append(new)
+            calls.append((args, news))
         replies = await asyncio.gather(
-            *(
-                self._run(
-                    "finish_ends",
-                    (),
-                    head + [item for sid, until in part for item in (sid, repr(float(until)))],
-                )
-                for part in slices
-            ),
+            *(self._run("finish_ends", (), args) for args, _ in calls),
             return_exceptions=True,
         )
         finished: list[Session | None] = []
         last: _StreamId = (0, 0)
         last_id = None
         failure: BaseException | None = None
-        for part, reply in zip(slices, replies, strict=True):
+        for (_, news), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
-                finished += [None] * len(part)
+                finished += [None] * len(news)
                 continue
-            for one in reply:
-                if not one:
+            for one, new in zip(reply, news, strict=True):
+                ended = self._end_reply(one, new)
+                if ended is None:
                     finished.append(None)
                     continue
-                event_id, flat = one
+                event_id = ended[0]
                 position = _stream_id(event_id)
                 if position is not None and position > last:
                     last, last_id = position, event_id
-                finished.append(self._decoded(flat))
+                finished.append(ended[1])
         if last_id is not None:
             await self._delivered(last_id)
         if failure is not None:
