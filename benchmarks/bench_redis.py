@@ -5,6 +5,7 @@ and Redis CPU per operation, beside the store as it was before its Lua was rewor
     uv run python benchmarks/bench_redis.py --quick    # a smoke run
     uv run python benchmarks/bench_redis.py --cpu      # only the Redis CPU per operation
     uv run python benchmarks/bench_redis.py --cpu --baseline main   # beside another commit
+    uv run python benchmarks/bench_redis.py --cpu --rounds 20       # a busy machine: more rounds
     uv run python benchmarks/bench_redis.py --url redis://host:6379/0   # an existing Redis
 
 Without ``--url`` it starts a private ``redis-server`` on a free port (never the machine's own on
@@ -390,12 +391,19 @@ def main() -> None:
         help=f"the commit whose store is the 'before' of the CPU figures (default {BASELINE}: the "
         "issue's target is against it)",
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help=f"rounds of the CPU measure (default {CPU_ROUNDS}; more on a busy machine, where "
+        "fewer rounds run undisturbed)",
+    )
     options = parser.parse_args()
     n_get, n_create, rounds = (10_000, 2_000, 1) if options.quick else (100_000, 20_000, 3)
     server = None if options.url else RedisServer()
     try:
         url = options.url or (server.url if server else "")
-        asyncio.run(cpu_per_op(url, 3 if options.quick else CPU_ROUNDS, options.baseline))
+        rounds = options.rounds or (3 if options.quick else CPU_ROUNDS)
+        asyncio.run(cpu_per_op(url, rounds, options.baseline))
         if not options.cpu:
             asyncio.run(measure(url, n_get, n_create, rounds))
     finally:

@@ -304,7 +304,9 @@ end
 -- deadline index ('queued' false: the caller took it out already); its 'dq' field stays until
 -- finish_end drops it, harmless meanwhile as nothing schedules a session being ended. Written
 -- without a writer (this and finish_end are the hot path of every end): the record is edited in
--- place for the reply and the event.
+-- place for the event. Returns the event id alone: the caller reads the claimed record from the
+-- event's snapshot, which its tailer brings anyway (issue 12: replying with the record cost Redis
+-- about as much as reading it).
 local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   local state = moved(moves, h.st) or h.st
   local v = fint(tonumber(h.v) + 1)
@@ -327,7 +329,7 @@ local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   end
   local n = #flat  -- 'er' and 'cb' are new: an unclaimed session has neither
   flat[n + 1], flat[n + 2], flat[n + 3], flat[n + 4] = 'er', reason, 'cb', claimer
-  return {emit('transitioned', now, flat), flat}
+  return emit('transitioned', now, flat)
 end
 
 -- The end of a claimed session (finish_end, and each of finish_ends): it leaves every index,
@@ -749,7 +751,8 @@ end
 return flat
 """
 
-# args: prefix, maxlen, reason, now, claimer, moves (counted pairs).
+# keys: session. args: prefix, maxlen, reason, now, claimer, moves (counted pairs). Returns the
+# event id of the claim (see claim), or nothing when the session is not there to claim.
 _CLAIM_END = r"""
 local sk = KEYS[1]
 local moves = take_list(6, true)
@@ -759,8 +762,9 @@ return claim(nil, sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
 """
 
 # args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves
-# (counted pairs). Returns {event id, record} pairs; a taken-over claim has no event id (its
-# 'transitioned' event was sent when it was first claimed).
+# (counted pairs). Returns, for each claim, its 'transitioned' event's id and the session id (the
+# record is that event's snapshot) or, for a taken-over claim (its event was sent when it was first
+# claimed), '' and the record.
 _CLAIM_EXPIRED = r"""
 local now = ARGV[3]
 local now_n = tonumber(now)
@@ -851,7 +855,7 @@ while #out < limit and budget > 0 do
     table.sort(ready, function(a, b) return a[1] < b[1] end)
   end
   for _, r in ipairs(ready) do
-    out[#out + 1] = claim(g, r[2], r[3], r[4], 'expired', now, moves, claimer, false)
+    out[#out + 1] = {claim(g, r[2], r[3], r[4], 'expired', now, moves, claimer, false), r[3].id}
   end
   for i = 1, #requeued, 400 do
     redis.call('ZADD', P .. 'deadlines', unpack(requeued, i, math.min(i + 399, #requeued)))

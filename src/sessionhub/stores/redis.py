@@ -169,7 +169,7 @@ _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
 _FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few milliseconds at most
 _HELD = 20_000  # claimed records held for their finish (see RedisStore._hold)
-_EndArgs = tuple[list[Arg], list[str] | None]
+_EndArgs = tuple[list[Arg], Session | None]
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -281,42 +281,31 @@ def _snapshot(record: list[Arg]) -> bytes:
     return _msgpack_encode([item.decode() if isinstance(item, bytes) else item for item in record])
 
 
-def _ended(claimed: Sequence[str], now: str, state: str) -> tuple[list[str], list[Arg]]:
-    """What the ``finish_known`` Lua sends for a session from its claimed record: the ended record
-    (as the Lua ``finish`` builds it from the stored one: claim fields and deadline gone, the end
-    written, the order kept) and the arguments the function reads instead of the record."""
-    new: list[str] = []
-    labels: list[str] = []
-    version = claimed_state = namespace = ""
-    user = parent = ""
-    has_requests = False
-    for i in range(0, len(claimed), 2):
-        name, value = claimed[i], claimed[i + 1]
-        if name == "cb" or name == "ea" or name == "dq":
-            continue
-        if name == "st":
-            claimed_state, value = value, state
-        elif name == "ua":
-            value = now
-        elif name == "v":
-            version, value = value, str(int(value) + 1)
-        elif name == "ar":
-            value, has_requests = "0", True
-        elif name == "ns":
-            namespace = value
-        elif name == "u":
-            user = value
-        elif name == "p":
-            parent = value
-        elif name[:2] == "l:":
-            labels += (name[2:], value)
-        new += (name, value)
-    new += ("en", now)
-    if not has_requests:
-        new += ("ar", "0")
-    snapshot = _msgpack_encode(new)
-    args: list[Arg] = [version, claimed_state, namespace, user, parent, snapshot, len(labels) // 2]
-    return new, args + labels
+def _ended(claimed: Session, now: str, state: str) -> tuple[Session, list[Arg]]:
+    """A claimed session ended at ``now`` (what the Lua ``finish`` makes of its stored record) and
+    the arguments ``finish_known`` reads instead of that record, the event's snapshot packed."""
+    at = float(now)
+    ended = msgspec.structs.replace(
+        claimed,
+        state=state,
+        updated_at=at,
+        ended_at=at,
+        expires_at=None,
+        active_requests=0,
+        version=claimed.version + 1,
+    )
+    labels = [item for pair in claimed.labels.items() for item in pair]
+    args: list[Arg] = [
+        str(claimed.version),
+        claimed.state,
+        claimed.namespace,
+        claimed.user_id or "",
+        claimed.parent_id or "",
+        _snapshot(_encode_session(ended)),
+        len(labels) // 2,
+        *labels,
+    ]
+    return ended, args
 
 
 def _counted(items: Sequence[Arg] | None, width: int = 1) -> list[Arg]:
@@ -535,7 +524,7 @@ class RedisStore(Store):
         # sends what the function would read from them (see _redis_lua.finish_known). Bounded,
         # the oldest dropped: a claim never finished here (hooks failed, another instance took it
         # over) is finished from the stored record instead.
-        self._held: dict[str, list[str]] = {}
+        self._held: dict[str, Session] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -908,39 +897,66 @@ class RedisStore(Store):
             self._claimer,
             *_counted(_pairs(moves), 2),
         ]
-        reply = await self._run("claim_end", [self._key("s", session_id)], args)
-        if reply is None:
+        event_id = await self._run("claim_end", [self._key("s", session_id)], args)
+        if event_id is None:
             return None
-        event_id, flat = reply
         await self._delivered(event_id)
-        claimed = self._decoded(flat)
-        self._hold(flat)
-        return claimed
+        claimed = await self._claimed([(event_id, session_id)])
+        return claimed[0] if claimed else None
 
-    def _hold(self, flat: list[str]) -> None:
-        """Keep a claimed record (already decoded: a damaged one is never held) for its finish."""
+    async def _claimed(self, replies: Sequence[tuple[str, str | list[str]]]) -> list[Session]:
+        """The sessions of claims (``claim_end``, ``claim_expired``: event id and session id, or
+        ``''`` and the record for a taken-over claim), each held for its finish (see ``_hold``).
+        A claim's record is its event's snapshot, which the tailer has brought (the caller waited
+        for the last one) and a subscriber would unpack anyway. One the ring does not hold (a
+        tailer far behind, the ring overrun) is read from Redis: a claim leaves the record
+        unchanged but for its claimer."""
+        sessions: list[Session] = []
+        events = self.events
+        unheld: list[str] = []
+        for event_id, item in replies:
+            if not isinstance(item, str):
+                sessions += self._listed([item])
+                continue
+            seq = events.seq_of(event_id)
+            event = None if seq is None else events.event_at(seq)
+            if event is None or event.session is None:
+                unheld.append(item)
+            else:
+                sessions.append(event.session)
+        if unheld:
+            flats = await asyncio.gather(
+                *(self._ops.call("HGETALL", self._key("s", sid)) for sid in unheld)
+            )
+            sessions += [s for s in self._listed([f for f in flats if f]) if s.ended_at is None]
+        for session in sessions:
+            self._hold(session)
+        return sessions
+
+    def _hold(self, claimed: Session) -> None:
+        """Keep a session claimed here for its finish (see ``_redis_lua.finish_known``)."""
         held = self._held
-        held[_flat_id(flat)] = flat
+        held[claimed.id] = claimed
         if len(held) > _HELD:
             del held[next(iter(held))]
 
     def _end_args(self, session_id: str, retain_until: float, now: str, state: str) -> _EndArgs:
-        """One end's arguments for ``finish_end``/``finish_ends``, and the ended record when this
+        """One end's arguments for ``finish_end``/``finish_ends``, and the ended session when this
         instance holds the claimed one (then the function replies with the event id alone)."""
         until = repr(float(retain_until))
         claimed = self._held.pop(session_id, None)
         if claimed is None:
             return [session_id, until, ""], None
-        new, known = _ended(claimed, now, state)
-        return [session_id, until, *known], new
+        ended, known = _ended(claimed, now, state)
+        return [session_id, until, *known], ended
 
-    def _end_reply(self, reply: Any, new: list[str] | None) -> tuple[str, Session] | None:
+    def _end_reply(self, reply: Any, ended: Session | None) -> tuple[str, Session] | None:
         """An end's event id and ended session from its reply (see ``_end_args``)."""
         if not reply:
             return None
         if isinstance(reply, str):
-            assert new is not None  # an event id alone answers a held record only
-            return reply, self._decoded(new)
+            assert ended is not None  # an event id alone answers a held record only
+            return reply, ended
         event_id, flat = reply
         return event_id, self._decoded(flat)
 
@@ -964,20 +980,7 @@ class RedisStore(Store):
         event_ids = [event_id for event_id, _ in claimed if event_id]
         if event_ids:
             await self._delivered(event_ids[-1])
-        return self._listed_held([flat for _, flat in claimed])
-
-    def _listed_held(self, flats: list[list[str]]) -> list[Session]:
-        """The claimed sessions of records read, each held for its finish (see ``_hold``)."""
-        sessions = self._listed(flats)
-        if len(sessions) == len(flats):
-            for flat in flats:
-                self._hold(flat)
-        else:  # some damaged: hold the decoded ones only
-            ids = {s.id for s in sessions}
-            for flat in flats:
-                if _flat_id(flat) in ids:
-                    self._hold(flat)
-        return sessions
+        return await self._claimed(claimed)
 
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float

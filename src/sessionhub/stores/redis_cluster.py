@@ -1184,4 +1184,4 @@ class RedisClusterStore(RedisStore):
         if event_ids:
             _bucket_of_call.set(bucket)
             await self._delivered(event_ids[-1])
-        return self._listed_held([flat for _, flat in claimed])
+        return await self._claimed(claimed)
