@@ -221,3 +221,32 @@ async def test_census_counts_that_drop_to_zero_never_show(redis_server: RedisSer
         second = await hub.create(namespace="n1", idle_timeout=None)
         assert await store.census() == {("n1", second.state): 1}
         assert (await hub.metrics()).live_sessions == 1
+
+
+async def test_claims_whose_events_left_the_ring_are_read_from_redis(
+    redis_server: RedisServer,
+) -> None:
+    """A claim replies with its event id; the claimed session is that event's snapshot, from the
+    ring the tailer fills. With a ring of one event, every claim of a batch but the last must be
+    read from Redis instead, and be the same session."""
+    prefix = _prefix()
+    small = RedisStore(redis_server.url, prefix=prefix, event_buffer=1)
+    [other] = await _stores(redis_server.url, prefix, 1)
+    await small.open()
+    try:
+        ids = [f"s{i}" for i in range(5)]
+        for sid in ids:
+            await small.create(_session(sid), RULES)
+        claimed = await small.claim_expired(NOW + 61, MOVES, 10)
+        assert [s.id for s in claimed] == ids
+        assert claimed == [await other.get(sid) for sid in ids]
+        assert all(s.state == "TERMINATING" and s.end_reason == "expired" for s in claimed)
+        finished = await small.finish_ends([(sid, NOW + 1e9) for sid in ids], NOW + 62, "CLOSED")
+        assert finished == [await other.get(sid) for sid in ids]
+        assert all(
+            s is not None and s.version == c.version + 1
+            for s, c in zip(finished, claimed, strict=True)
+        )
+    finally:
+        await small.close()
+        await other.close()

@@ -58,7 +58,8 @@ read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
 ``P parent:<id>``           live children of a session
 ``P label:<n>:<name>=<v>``  live sessions with a label (``<n>`` the name's byte length)
 ``P uniq``                  hash ``<ns>\\t<n>:<name>=<value>`` -> holder id (unique labels)
-``P census``                hash ``<ns>\\t<state>`` -> live count
+``P census``                hash ``<ns>\\t<state>`` -> live count (counts that drop to 0 stay,
+                            at 0: readers skip them)
 ``P deadlines``             sorted set id -> deadline (live, unclaimed sessions)
 ``P retained``              sorted set id -> end of retention (ended sessions kept readable)
 ``P claims``                hash id -> claimer, the ends claimed and not yet finished
@@ -109,7 +110,12 @@ claimer key expires: the next sweep (``claim_expired`` every quarter lease) of a
 them over and finishes those ends, so a crash can make hooks run again for those sessions (at least
 once), never zero times. The hub's expiry finishes the ends of a batch with ``finish_ends``: one
 function call per slice of 250, whose index writes are gathered by key (one ``ZREM`` per index for
-the slice, not one per session).
+the slice, not one per session). A claim's reply is its event id: the claimed session is read from
+that event's snapshot, which the tailer brings (or from the record, when the ring lacks it). The
+instance keeps the sessions it claimed (up to 20,000, the oldest dropped) and finishes them from
+that copy: the function then reads three fields instead of the record, and the ``ended`` snapshot
+is packed here (see ``_redis_lua``); an end claimed by another instance, or a record changed
+behind its claim, is finished from the stored record.
 """
 
 from __future__ import annotations
@@ -130,6 +136,7 @@ import msgspec
 
 from .._errors import (
     CapacityExceeded,
+    DamagedRecord,
     DuplicateSession,
     PayloadTooLarge,
     QuotaExceeded,
@@ -911,27 +918,38 @@ class RedisStore(Store):
         for the last one) and a subscriber would unpack anyway. One the ring does not hold (a
         tailer far behind, the ring overrun) is read from Redis: a claim leaves the record
         unchanged but for its claimer."""
-        sessions: list[Session] = []
+        found: list[Session | str | None] = []  # in claim order; a session id: read it
         events = self.events
         unheld: list[str] = []
         for event_id, item in replies:
             if not isinstance(item, str):
-                sessions += self._listed([item])
+                found += self._listed([item]) or [None]
                 continue
-            seq = events.seq_of(event_id)
-            event = None if seq is None else events.event_at(seq)
-            if event is None or event.session is None:
+            seq = events.seq_of(self._ring_id(event_id))
+            if seq is None:
                 unheld.append(item)
-            else:
-                sessions.append(event.session)
+                found.append(item)
+                continue
+            event = events.event_at(seq)
+            # None when damaged (counted): skipped, as _listed skips a damaged record
+            found.append(None if event is None else event.session)
         if unheld:
-            flats = await asyncio.gather(
-                *(self._ops.call("HGETALL", self._key("s", sid)) for sid in unheld)
-            )
-            sessions += [s for s in self._listed([f for f in flats if f]) if s.ended_at is None]
+            read = await asyncio.gather(*(self.get(sid) for sid in unheld), return_exceptions=True)
+            by_id: dict[str, Session | None] = {}
+            for sid, session in zip(unheld, read, strict=True):
+                if isinstance(session, BaseException) and not isinstance(session, DamagedRecord):
+                    raise session
+                live = isinstance(session, Session) and session.ended_at is None
+                by_id[sid] = session if live and isinstance(session, Session) else None
+            found = [by_id[item] if isinstance(item, str) else item for item in found]
+        sessions = [session for session in found if isinstance(session, Session)]
         for session in sessions:
             self._hold(session)
         return sessions
+
+    def _ring_id(self, event_id: str) -> str:
+        """The id under which the tailer puts an event a function returned into ``self.events``."""
+        return event_id
 
     def _hold(self, claimed: Session) -> None:
         """Keep a session claimed here for its finish (see ``_redis_lua.finish_known``)."""

@@ -703,6 +703,9 @@ class RedisClusterStore(RedisStore):
             if reply:  # [[stream key, [(id, {field: value}), ...]]]
                 self._feed_bucket(bucket, reply[0][1])
 
+    def _ring_id(self, event_id: str) -> str:
+        return f"{_bucket_of_call.get()}:{event_id}"  # as _feed_bucket names it
+
     async def _delivered(self, event_id: str) -> None:
         bucket = _bucket_of_call.get()
         wanted = _stream_id(event_id)
@@ -1180,8 +1183,8 @@ class RedisClusterStore(RedisStore):
         claimed = await self._run_in(bucket, "claim_expired", (), args)
         if not claimed:
             return []
+        _bucket_of_call.set(bucket)  # this task's own context (see _ring_id)
         event_ids = [event_id for event_id, _ in claimed if event_id]
         if event_ids:
-            _bucket_of_call.set(bucket)
             await self._delivered(event_ids[-1])
         return await self._claimed(claimed)
