@@ -250,3 +250,25 @@ async def test_claims_whose_events_left_the_ring_are_read_from_redis(
     finally:
         await small.close()
         await other.close()
+
+
+async def test_having_children_of_a_large_batch_names_exactly_the_parents(
+    redis_server: RedisServer,
+) -> None:
+    """One EXISTS of many keys first tells a batch without parents (most are) at once; a batch
+    with some is then looked at key by key, across the slices of the keys."""
+    prefix = _prefix()
+    [store] = await _stores(redis_server.url, prefix, 1)
+    try:
+        for sid in ("p-early", "p-late"):
+            await store.create(_session(sid), RULES)
+        for sid, parent in (("c1", "p-early"), ("c2", "p-late"), ("c3", "p-late")):
+            child = msgspec.structs.replace(_session(sid), parent_id=parent, labels={})
+            await store.create(child, RULES)
+        lonely = [f"none-{i}" for i in range(1200)]
+        assert await store.having_children(lonely) == set()
+        batch = ["p-early", *lonely, "p-late", "c1", "p-late"]
+        assert await store.having_children(batch) == {"p-early", "p-late"}
+        assert await store.having_children(["c1", "c2"]) == set()
+    finally:
+        await store.close()
