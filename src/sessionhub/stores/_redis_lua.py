@@ -63,11 +63,22 @@ id. A claimed record does not change (every write refuses it; a takeover rewrite
 which the end drops), and the copy is trusted only at the version it was claimed at; ends of
 sessions claimed elsewhere, or changed behind the claim, go through ``finish`` as before. The
 census keeps counts that drop to zero (one ``HINCRBY``, no ``HDEL``; every reader, of every
-version since the census exists, skips zero counts). Measured in one run beside the previous
-library of commit 9513ad1 (``INFO latencystats`` p50 per call, a busy machine): ``finish_end``
-0.58x, ``claim_end`` 0.87x; ``benchmarks/bench_redis.py --cpu`` figures against commit 8ad59c7 are in the README. The
-record format is unchanged: nothing to migrate, and stores of every version read each other's
-data (a claim made by an older version is finished by ``finish`` from the stored record).
+version since the census exists, skips zero counts). ``having_children`` asks one ``EXISTS`` of
+many keys per slice of a batch (most batches hold no parent) before asking key by key. Measured
+beside the previous library (commit 9513ad1) in the same runs, on a busy machine (load 7-16):
+median ``finish_end`` 0.58-0.72x, ``claim_end`` 0.82-0.87x; an end 0.66-0.77x (median call) and
+0.76-0.86x (process CPU); the expiry path 0.70-0.74x (process CPU). Against commit 8ad59c7
+(issue 12's measure): an end 0.52-0.63x median call, 0.65-0.74x process CPU; expiry 0.45-0.54x
+process CPU; create 0.6-0.7x, unchanged (its eight commands remain: a lower figure needs fewer
+index writes). The record format is unchanged: nothing to migrate, and stores of every version
+read each other's data (a claim made by an older version is finished by ``finish`` from the
+stored record).
+
+A packed record (the scalars in one field) would make ``get`` cheaper: ``HGETALL`` of a
+12-field record cost 3.9-4.5 µs, of a one-field record of the same bytes 1.4-1.6 µs (busy
+machine, ``redis-benchmark``). Not done: every function reads the record, and a touch (the
+hottest write, at 0.4-0.5x) would unpack and pack it in Lua, which costs about what the
+``HGETALL`` saves; and both formats would have to be read forever after.
 """
 
 from __future__ import annotations
