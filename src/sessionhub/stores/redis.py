@@ -527,10 +527,10 @@ class RedisStore(Store):
         self._next_beat = 0.0
         self._next_sweep = 0.0
         self._opened = False
-        # The records of this instance's claims, by id, as the claims returned them: its finish
-        # sends what the function would read from them (see _redis_lua.finish_known). Bounded,
+        # The sessions this instance claimed, by id, as their claims left them: its finish sends
+        # what the function would read from the record (see _redis_lua.finish_known). Bounded,
         # the oldest dropped: a claim never finished here (hooks failed, another instance took it
-        # over) is finished from the stored record instead.
+        # over) leaves its entry until then; an end not held is finished from the stored record.
         self._held: dict[str, Session] = {}
 
     @classmethod
