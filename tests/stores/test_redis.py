@@ -427,8 +427,14 @@ async def test_nothing_is_left_behind_when_sessions_end(
         clock.advance(31)
         assert await store.purge(clock()) == 6
         keys = await admin.call("KEYS", prefix + "*")
-        # What stays: the event stream and this open store's heartbeat.
-        assert sorted(keys) == [prefix + "claimer:" + store._claimer, prefix + "events"]
+        # What stays: the event stream, this open store's heartbeat and the census, whose counts
+        # stay at zero (a field per namespace and state used; no HDEL on the hot path).
+        assert sorted(keys) == [
+            prefix + "census",
+            prefix + "claimer:" + store._claimer,
+            prefix + "events",
+        ]
+        assert set((await admin.call("HGETALL", prefix + "census"))[1::2]) == {"0"}
 
 
 async def test_one_unique_label_among_racing_stores(redis_server: RedisServer) -> None:

@@ -58,7 +58,8 @@ read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
 ``P parent:<id>``           live children of a session
 ``P label:<n>:<name>=<v>``  live sessions with a label (``<n>`` the name's byte length)
 ``P uniq``                  hash ``<ns>\\t<n>:<name>=<value>`` -> holder id (unique labels)
-``P census``                hash ``<ns>\\t<state>`` -> live count
+``P census``                hash ``<ns>\\t<state>`` -> live count (counts that drop to 0 stay,
+                            at 0: readers skip them)
 ``P deadlines``             sorted set id -> deadline (live, unclaimed sessions)
 ``P retained``              sorted set id -> end of retention (ended sessions kept readable)
 ``P claims``                hash id -> claimer, the ends claimed and not yet finished
@@ -109,7 +110,12 @@ claimer key expires: the next sweep (``claim_expired`` every quarter lease) of a
 them over and finishes those ends, so a crash can make hooks run again for those sessions (at least
 once), never zero times. The hub's expiry finishes the ends of a batch with ``finish_ends``: one
 function call per slice of 250, whose index writes are gathered by key (one ``ZREM`` per index for
-the slice, not one per session).
+the slice, not one per session). A claim's reply is its event id: the claimed session is read from
+that event's snapshot, which the tailer brings (or from the record, when the ring lacks it). The
+instance keeps the sessions it claimed (up to 20,000, the oldest dropped) and finishes them from
+that copy: the function then reads three fields instead of the record, and the ``ended`` snapshot
+is packed here (see ``_redis_lua``); an end claimed by another instance, or a record changed
+behind its claim, is finished from the stored record.
 """
 
 from __future__ import annotations
@@ -130,6 +136,7 @@ import msgspec
 
 from .._errors import (
     CapacityExceeded,
+    DamagedRecord,
     DuplicateSession,
     PayloadTooLarge,
     QuotaExceeded,
@@ -168,6 +175,8 @@ _DEFAULT_PREFIX = "sessionhub:"
 _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
 _FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few milliseconds at most
+_HELD = 20_000  # claimed records held for their finish (see RedisStore._hold)
+_EndArgs = tuple[list[Arg], Session | None]
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -277,6 +286,33 @@ def _snapshot(record: list[Arg]) -> bytes:
     """An event's session snapshot as the functions pack it (``cmsgpack.pack`` of the record's
     fields: every item a MessagePack string), packed here so that ``create`` need not in Lua."""
     return _msgpack_encode([item.decode() if isinstance(item, bytes) else item for item in record])
+
+
+def _ended(claimed: Session, now: str, state: str) -> tuple[Session, list[Arg]]:
+    """A claimed session ended at ``now`` (what the Lua ``finish`` makes of its stored record) and
+    the arguments ``finish_known`` reads instead of that record, the event's snapshot packed."""
+    at = float(now)
+    ended = msgspec.structs.replace(
+        claimed,
+        state=state,
+        updated_at=at,
+        ended_at=at,
+        expires_at=None,
+        active_requests=0,
+        version=claimed.version + 1,
+    )
+    labels = [item for pair in claimed.labels.items() for item in pair]
+    args: list[Arg] = [
+        str(claimed.version),
+        claimed.state,
+        claimed.namespace,
+        claimed.user_id or "",
+        claimed.parent_id or "",
+        _snapshot(_encode_session(ended)),
+        len(labels) // 2,
+        *labels,
+    ]
+    return ended, args
 
 
 def _counted(items: Sequence[Arg] | None, width: int = 1) -> list[Arg]:
@@ -491,6 +527,11 @@ class RedisStore(Store):
         self._next_beat = 0.0
         self._next_sweep = 0.0
         self._opened = False
+        # The sessions this instance claimed, by id, as their claims left them: its finish sends
+        # what the function would read from the record (see _redis_lua.finish_known). Bounded,
+        # the oldest dropped: a claim never finished here (hooks failed, another instance took it
+        # over) leaves its entry until then; an end not held is finished from the stored record.
+        self._held: dict[str, Session] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -863,12 +904,79 @@ class RedisStore(Store):
             self._claimer,
             *_counted(_pairs(moves), 2),
         ]
-        reply = await self._run("claim_end", [self._key("s", session_id)], args)
-        if reply is None:
+        event_id = await self._run("claim_end", [self._key("s", session_id)], args)
+        if event_id is None:
             return None
-        event_id, flat = reply
         await self._delivered(event_id)
-        return self._decoded(flat)
+        claimed = await self._claimed([(event_id, session_id)])
+        return claimed[0] if claimed else None
+
+    async def _claimed(self, replies: Sequence[tuple[str, str | list[str]]]) -> list[Session]:
+        """The sessions of claims (``claim_end``, ``claim_expired``: event id and session id, or
+        ``''`` and the record for a taken-over claim), each held for its finish (see ``_hold``).
+        A claim's record is its event's snapshot, which the tailer has brought (the caller waited
+        for the last one) and a subscriber would unpack anyway. One the ring does not hold (a
+        tailer far behind, the ring overrun) is read from Redis: a claim leaves the record
+        unchanged but for its claimer."""
+        found: list[Session | str | None] = []  # in claim order; a session id: read it
+        events = self.events
+        unheld: list[str] = []
+        for event_id, item in replies:
+            if not isinstance(item, str):
+                found += self._listed([item]) or [None]
+                continue
+            seq = events.seq_of(self._ring_id(event_id))
+            if seq is None:
+                unheld.append(item)
+                found.append(item)
+                continue
+            event = events.event_at(seq)
+            # None when damaged (counted): skipped, as _listed skips a damaged record
+            found.append(None if event is None else event.session)
+        if unheld:
+            read = await asyncio.gather(*(self.get(sid) for sid in unheld), return_exceptions=True)
+            by_id: dict[str, Session | None] = {}
+            for sid, session in zip(unheld, read, strict=True):
+                if isinstance(session, BaseException) and not isinstance(session, DamagedRecord):
+                    raise session
+                live = isinstance(session, Session) and session.ended_at is None
+                by_id[sid] = session if live and isinstance(session, Session) else None
+            found = [by_id[item] if isinstance(item, str) else item for item in found]
+        sessions = [session for session in found if isinstance(session, Session)]
+        for session in sessions:
+            self._hold(session)
+        return sessions
+
+    def _ring_id(self, event_id: str) -> str:
+        """The id under which the tailer puts an event a function returned into ``self.events``."""
+        return event_id
+
+    def _hold(self, claimed: Session) -> None:
+        """Keep a session claimed here for its finish (see ``_redis_lua.finish_known``)."""
+        held = self._held
+        held[claimed.id] = claimed
+        if len(held) > _HELD:
+            del held[next(iter(held))]
+
+    def _end_args(self, session_id: str, retain_until: float, now: str, state: str) -> _EndArgs:
+        """One end's arguments for ``finish_end``/``finish_ends``, and the ended session when this
+        instance holds the claimed one (then the function replies with the event id alone)."""
+        until = repr(float(retain_until))
+        claimed = self._held.pop(session_id, None)
+        if claimed is None:
+            return [session_id, until, ""], None
+        ended, known = _ended(claimed, now, state)
+        return [session_id, until, *known], ended
+
+    def _end_reply(self, reply: Any, ended: Session | None) -> tuple[str, Session] | None:
+        """An end's event id and ended session from its reply (see ``_end_args``)."""
+        if not reply:
+            return None
+        if isinstance(reply, str):
+            assert ended is not None  # an event id alone answers a held record only
+            return reply, ended
+        event_id, flat = reply
+        return event_id, self._decoded(flat)
 
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
@@ -890,23 +998,20 @@ class RedisStore(Store):
         event_ids = [event_id for event_id, _ in claimed if event_id]
         if event_ids:
             await self._delivered(event_ids[-1])
-        return self._listed([flat for _, flat in claimed])
+        return await self._claimed(claimed)
 
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
     ) -> Session | None:
-        args: list[Arg] = [
-            self._maxlen,
-            repr(float(now)),
-            ended_state,
-            repr(float(retain_until)),
-        ]
+        at = repr(float(now))
+        end, new = self._end_args(session_id, retain_until, at, ended_state)
+        args: list[Arg] = [self._maxlen, at, ended_state, *end]
         reply = await self._run("finish_end", [self._key("s", session_id)], args)
-        if reply is None:
+        ended = self._end_reply(reply, new)
+        if ended is None:
             return None
-        event_id, flat = reply
-        await self._delivered(event_id)
-        return self._decoded(flat)
+        await self._delivered(ended[0])
+        return ended[1]
 
     async def finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
@@ -917,37 +1022,40 @@ class RedisStore(Store):
         if len(ends) == 1:  # straight out, not a task's tick later
             (sid, until), *_ = ends
             return [await self.finish_end(sid, now, ended_state, until)]
-        head: list[Arg] = [self._maxlen, repr(float(now)), ended_state]
+        at = repr(float(now))
+        head: list[Arg] = [self._maxlen, at, ended_state]
         slices = [ends[i : i + _FINISH_SLICE] for i in range(0, len(ends), _FINISH_SLICE)]
+        calls = []
+        for part in slices:
+            args, news = list(head), []
+            for sid, until in part:
+                end, new = self._end_args(sid, until, at, ended_state)
+                args += end
+                news.append(new)
+            calls.append((args, news))
         replies = await asyncio.gather(
-            *(
-                self._run(
-                    "finish_ends",
-                    (),
-                    head + [item for sid, until in part for item in (sid, repr(float(until)))],
-                )
-                for part in slices
-            ),
+            *(self._run("finish_ends", (), args) for args, _ in calls),
             return_exceptions=True,
         )
         finished: list[Session | None] = []
         last: _StreamId = (0, 0)
         last_id = None
         failure: BaseException | None = None
-        for part, reply in zip(slices, replies, strict=True):
+        for (_, news), reply in zip(calls, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply
-                finished += [None] * len(part)
+                finished += [None] * len(news)
                 continue
-            for one in reply:
-                if not one:
+            for one, new in zip(reply, news, strict=True):
+                ended = self._end_reply(one, new)
+                if ended is None:
                     finished.append(None)
                     continue
-                event_id, flat = one
+                event_id = ended[0]
                 position = _stream_id(event_id)
                 if position is not None and position > last:
                     last, last_id = position, event_id
-                finished.append(self._decoded(flat))
+                finished.append(ended[1])
         if last_id is not None:
             await self._delivered(last_id)
         if failure is not None:

@@ -703,6 +703,9 @@ class RedisClusterStore(RedisStore):
             if reply:  # [[stream key, [(id, {field: value}), ...]]]
                 self._feed_bucket(bucket, reply[0][1])
 
+    def _ring_id(self, event_id: str) -> str:
+        return f"{_bucket_of_call.get()}:{event_id}"  # as _feed_bucket names it
+
     async def _delivered(self, event_id: str) -> None:
         bucket = _bucket_of_call.get()
         wanted = _stream_id(event_id)
@@ -990,30 +993,38 @@ class RedisClusterStore(RedisStore):
             for bucket, indexes in by_bucket.items()
             for i in range(0, len(indexes), _FINISH_SLICE)
         ]
-        head: list[Arg] = [self._maxlen, repr(float(now)), ended_state]
+        at = repr(float(now))
+        head: list[Arg] = [self._maxlen, at, ended_state]
+        built = []
+        for _, part in calls:
+            args, news = list(head), []
+            for i in part:
+                end, new = self._end_args(ends[i][0], ends[i][1], at, ended_state)
+                args += end
+                news.append(new)
+            built.append((args, news))
         replies = await asyncio.gather(
             *(
-                self._through_failover(
-                    self._run_in, bucket, "finish_ends", (), head + self._end_pairs(ends, part)
-                )
-                for bucket, part in calls
+                self._through_failover(self._run_in, bucket, "finish_ends", (), args)
+                for (bucket, _), (args, _) in zip(calls, built, strict=True)
             ),
             return_exceptions=True,
         )
         finished: list[Session | None] = [None] * len(ends)
         last: dict[int, tuple[_StreamId, str]] = {}  # per bucket: its newest event
         failure: BaseException | None = None
-        for (bucket, part), reply in zip(calls, replies, strict=True):
+        for (bucket, part), (_, news), reply in zip(calls, built, replies, strict=True):
             if isinstance(reply, BaseException):
                 failure = failure or reply  # the others are finished; these stay claimed
                 continue
-            for index, one in zip(part, reply, strict=True):
-                if one:
-                    event_id, flat = one
+            for index, one, new in zip(part, reply, news, strict=True):
+                ended = self._end_reply(one, new)
+                if ended is not None:
+                    event_id = ended[0]
                     position = _stream_id(event_id)
                     if position is not None and position > last.get(bucket, ((0, 0), ""))[0]:
                         last[bucket] = (position, event_id)
-                    finished[index] = self._decoded(flat)
+                    finished[index] = ended[1]
         await asyncio.gather(
             *(self._delivered_in(bucket, event_id) for bucket, (_, event_id) in last.items()),
             *(
@@ -1025,10 +1036,6 @@ class RedisClusterStore(RedisStore):
         if failure is not None:
             raise failure
         return finished
-
-    @staticmethod
-    def _end_pairs(ends: Sequence[tuple[str, float]], indexes: Sequence[int]) -> list[Arg]:
-        return [item for i in indexes for item in (ends[i][0], repr(float(ends[i][1])))]
 
     async def _delivered_in(self, bucket: int, event_id: str) -> None:
         _bucket_of_call.set(bucket)  # this task's own context: a gathered coroutine is a task
@@ -1176,8 +1183,8 @@ class RedisClusterStore(RedisStore):
         claimed = await self._run_in(bucket, "claim_expired", (), args)
         if not claimed:
             return []
+        _bucket_of_call.set(bucket)  # this task's own context (see _ring_id)
         event_ids = [event_id for event_id, _ in claimed if event_id]
         if event_ids:
-            _bucket_of_call.set(bucket)
             await self._delivered(event_ids[-1])
-        return self._listed([flat for _, flat in claimed])
+        return await self._claimed(claimed)
