@@ -116,6 +116,7 @@ async def test_an_end_finished_by_its_claimer_equals_one_finished_by_another_sto
             ended_at=NOW + 2,
             expires_at=None,
             active_requests=0,
+            retention=until - (NOW + 2) if retain else None,  # a kept record states its retention
             version=claimed.version + 1,
         )
         assert mine == expected

@@ -432,11 +432,11 @@ end
 -- were most of finish's CPU besides its commands). The caller's copy is trusted only at the
 -- version it was claimed at: a record changed behind the claim (by hand, by another version) is
 -- ended by finish from what is stored. ARGV from 'pos': version, state, namespace, user, parent
--- ('' none), snapshot, labels (counted pairs). Returns the event id, false (not claimed, ended,
+-- ('' none), snapshot, the retention to write ('' none: see finish), labels (counted pairs). Returns the event id, false (not claimed, ended,
 -- or earlier in this group) or nil (changed: the caller runs finish), and the next position.
 local function finish_known(g, sid, now, state, keep_until, pos)
-  local n = tonumber(ARGV[pos + 6])
-  local after = pos + 7 + 2 * n
+  local n = tonumber(ARGV[pos + 7])
+  local after = pos + 8 + 2 * n
   local sk = skey(sid)
   local cur = redis.call('HMGET', sk, 'v', 'en', 'er')
   if cur[2] or not cur[3] or (g and g.seen[sid]) then return false, after end
@@ -447,7 +447,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
   gather(g, 'ZREM', P .. 'ns:' .. ns, sid)
   if u ~= '' then gather(g, 'ZREM', P .. 'user:' .. u, sid) end
   if p ~= '' then gather(g, 'ZREM', P .. 'parent:' .. p, sid) end
-  for i = pos + 7, after - 1, 2 do
+  for i = pos + 8, after - 1, 2 do
     local name, value = ARGV[i], ARGV[i + 1]
     gather(g, 'ZREM', label_key(name, value), sid)
     local field = unique_field(ns, name, value)
@@ -456,8 +456,13 @@ local function finish_known(g, sid, now, state, keep_until, pos)
   count(g, ns, ARGV[pos + 1], -1)
   gather(g, 'HDEL', P .. 'claims', sid)
   if tonumber(keep_until) > tonumber(now) then
-    redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0',
-      'v', fint(tonumber(cur[1]) + 1))
+    local v = fint(tonumber(cur[1]) + 1)
+    if ARGV[pos + 6] ~= '' then
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v,
+        'ret', ARGV[pos + 6])
+    else
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+    end
     redis.call('HDEL', sk, 'cb', 'ea', 'dq')
     gather(g, 'ZADD', P .. 'retained', keep_until, sid)
     gather(g, 'ZADD', P .. 'ended', 0, sid)

@@ -160,6 +160,7 @@ from ._base import (
     appended_records,
     counter_overflow,
     ending,
+    kept_for,
 )
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
@@ -288,7 +289,9 @@ def _snapshot(record: list[Arg]) -> bytes:
     return _msgpack_encode([item.decode() if isinstance(item, bytes) else item for item in record])
 
 
-def _ended(claimed: Session, now: str, state: str) -> tuple[Session, list[Arg]]:
+def _ended(
+    claimed: Session, now: str, state: str, retain_until: float
+) -> tuple[Session, list[Arg]]:
     """A claimed session ended at ``now`` (what the Lua ``finish`` makes of its stored record) and
     the arguments ``finish_known`` reads instead of that record, the event's snapshot packed."""
     at = float(now)
@@ -299,8 +302,14 @@ def _ended(claimed: Session, now: str, state: str) -> tuple[Session, list[Arg]]:
         ended_at=at,
         expires_at=None,
         active_requests=0,
+        retention=kept_for(claimed, at, retain_until),
         version=claimed.version + 1,
     )
+    # The retention finish writes when the record had none (as the Lua finish does).
+    stated = "" if ended.retention is claimed.retention else f"{ended.retention:.17g}"  # Lua's fnum
+    record = _encode_session(ended)
+    if stated:  # the snapshot states it as the record does
+        record[record.index("ret") + 1] = stated
     labels = [item for pair in claimed.labels.items() for item in pair]
     args: list[Arg] = [
         str(claimed.version),
@@ -308,7 +317,8 @@ def _ended(claimed: Session, now: str, state: str) -> tuple[Session, list[Arg]]:
         claimed.namespace,
         claimed.user_id or "",
         claimed.parent_id or "",
-        _snapshot(_encode_session(ended)),
+        _snapshot(record),
+        stated,
         len(labels) // 2,
         *labels,
     ]
@@ -965,7 +975,7 @@ class RedisStore(Store):
         claimed = self._held.pop(session_id, None)
         if claimed is None:
             return [session_id, until, ""], None
-        ended, known = _ended(claimed, now, state)
+        ended, known = _ended(claimed, now, state, retain_until)
         return [session_id, until, *known], ended
 
     def _end_reply(self, reply: Any, ended: Session | None) -> tuple[str, Session] | None:
