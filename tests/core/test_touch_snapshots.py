@@ -14,7 +14,15 @@ from typing import Any
 
 import pytest
 
-from sessionhub import ManualClock, Session, SessionHub, SessionNotFound
+from sessionhub import (
+    Limits,
+    ManualClock,
+    Session,
+    SessionHub,
+    SessionNotFound,
+    TooManyRequests,
+    ValidationError,
+)
 from sessionhub.stores import MemoryStore
 
 from .helpers import MakeHub, next_events
@@ -202,3 +210,33 @@ async def test_memory_touch_refusals_unchanged(bare_hub: SessionHub) -> None:
         await hub.touch(sid)
     with pytest.raises(SessionNotFound):
         await hub.touch("no-such-session")
+
+
+async def test_memory_refused_activity_changes_nothing(clock: ManualClock) -> None:
+    limits = Limits(max_requests_per_session=1)
+    store = MemoryStore(event_buffer=1)
+    async with SessionHub(store, clock=clock, auto_expire=False, limits=limits) as hub:
+        sid = (await hub.create()).id
+        await hub.create()
+        await hub.incr(sid, "n", 2**63 - 2)
+        before = _frozen(await hub.get(sid))  # a copy: the record is left held by the store only
+        clock.advance(1)
+        with pytest.raises(ValidationError):
+            await hub.incr(sid, "n", 2)
+        assert _frozen(await hub.get(sid)) == before
+        async with hub.track_request(sid):
+            during = _frozen(await hub.get(sid))
+            with pytest.raises(TooManyRequests):
+                async with hub.track_request(sid):
+                    pass
+            assert _frozen(await hub.get(sid)) == during
+        after = await hub.get(sid)
+        assert (after.active_requests, after.version) == (0, during["version"] + 1)
+        assert after.counters == {"n": 2**63 - 2}
+        with pytest.raises(ValidationError):
+            await hub.incr(sid, "n", -(2**63) - 1)  # refused by the hub before the store
+        assert await hub.incr(sid, "n", -(2**63 - 2)) == 0
+        assert await hub.incr(sid, "n", -(2**63)) == -(2**63)  # the lowest value is allowed
+        with pytest.raises(ValidationError):
+            await hub.incr(sid, "n", -1)
+        assert (await hub.get(sid)).counters == {"n": -(2**63)}

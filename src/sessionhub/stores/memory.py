@@ -40,6 +40,7 @@ from .._errors import (
     quoted,
     shortened,
 )
+from .._limits import INT64_MAX, INT64_MIN
 from .._models import (
     DataEntry,
     EventKind,
@@ -92,6 +93,27 @@ _ALONE = _alone_count()
 
 def _no_count(_: object) -> int:
     return -1  # never ``_ALONE``: every touch copies
+
+
+_getrefcount = sys.getrefcount if _ALONE is not None else _no_count  # (PyPy has none)
+_UNSET = msgspec.UNSET
+
+
+def _activity_only(change: Change) -> bool:
+    """Whether ``change`` only counts activity: a touch, counter increments and requests in
+    flight (what ``incr`` and ``track_request`` send), no event."""
+    return (
+        change.emit is None
+        and change.expected_version is None
+        and change.moves is None
+        and change.labels is None
+        and change.details is None
+        and not change.labels_remove
+        and not change.details_remove
+        and change.idle_timeout is _UNSET
+        and change.ttl is _UNSET
+        and change.parent_id is _UNSET
+    )
 
 
 #: The live sessions under one index key: the id alone, a few in a sorted list, or many.
@@ -551,8 +573,7 @@ class MemoryStore(Store):
         a 19-field record allocated, every field's reference count raised, the old one freed.
         """
         sessions, replace, schedule, alone = self._sessions, _replace, self._schedule, _ALONE
-        getrefcount = sys.getrefcount if alone is not None else _no_count  # (PyPy has none)
-        set_ = _set
+        getrefcount, set_ = _getrefcount, _set
 
         def touch(session_id: str, now: float) -> Session:
             old = sessions.get(session_id)
@@ -598,6 +619,14 @@ class MemoryStore(Store):
 
     async def modify(self, session_id: str, change: Change) -> Session:
         old = self._live_session(session_id)
+        # A record nothing else holds takes an activity-only change (incr, track_request) in
+        # place, as a touch does (see _touch_function); the refcount is read before any call.
+        if (
+            _getrefcount(old) == _ALONE
+            and _activity_only(change)
+            and self._counted_in_place(old, change)
+        ):
+            return old
         new = apply_change(old, change, self._unique_checker(old, change))
         self._sessions[session_id] = new
         if new.labels is not old.labels or new.parent_id != old.parent_id:
@@ -609,6 +638,46 @@ class MemoryStore(Store):
         if change.emit is not None:
             self.events.append(change.emit, change.now, new)
         return new
+
+    def _counted_in_place(self, old: Session, change: Change) -> bool:
+        """``apply_change`` of an activity-only change, made to ``old`` itself; False (nothing
+        changed) when the change is refused, for ``apply_change`` to raise the error."""
+        if old.end_reason is not None:
+            return False
+        requests = old.active_requests + change.requests
+        if (
+            change.requests > 0
+            and change.max_requests is not None
+            and requests > change.max_requests
+        ):
+            return False
+        counters = old.counters
+        if change.counters:
+            counters = dict(counters)  # a new mapping: one a caller holds never changes
+            for name, delta in change.counters.items():
+                value = counters.get(name, 0) + delta
+                if not INT64_MIN <= value <= INT64_MAX:
+                    return False
+                counters[name] = value
+        requests = max(requests, 0)
+        activity = change.now if change.touch else old.last_activity_at
+        deadline = expires_at(
+            created_at=old.created_at,
+            last_activity_at=activity,
+            idle_timeout=old.idle_timeout,
+            ttl=old.ttl,
+            active_requests=requests,
+        )
+        previous = old.expires_at
+        _set(old, "counters", counters)
+        _set(old, "active_requests", requests)
+        _set(old, "last_activity_at", activity)
+        _set(old, "updated_at", change.now)
+        _set(old, "expires_at", deadline)
+        _set(old, "version", old.version + 1)
+        if deadline is not None and (previous is None or deadline < previous):
+            self._schedule(deadline, old.id)  # _rescheduled: the deadline moved earlier
+        return True
 
     def _unique_checker(self, old: Session, change: Change) -> Callable[[Mapping[str, str]], None]:
         if change.labels is None and not change.labels_remove:
