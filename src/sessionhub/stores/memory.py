@@ -15,6 +15,20 @@ construction. The structures are chosen so that the common case costs next to no
   no deadline work: the entry is re-queued when its bucket comes due. Expiring k sessions costs
   O(k log k) plus one pass over the buckets they sat in.
 - Unique labels, quotas and subscribers cost nothing when the hub does not use them.
+- A touch, ``incr`` or ``track_request`` changes the record in place when nothing outside the
+  store holds it: CPython's refcount (the dict and the local reference, nothing else) proves that
+  no caller, event in the ring, listing page or subscriber can see that snapshot, so the change
+  cannot be observed (CPython's in-place ``str +=`` relies on the same fact). A record anyone
+  holds is copied, so a snapshot handed out never changes; where refcounts cannot tell (not
+  CPython, free-threaded builds) every change copies. A session whose ``created`` event is still
+  in the ring is copied on its first touch. Measured on a busy 2-core machine (CPU time, best of
+  3 runs, 20k sessions touched in a shuffled order): a touch of a record nobody holds 2.1-3.0 us
+  before, 1.6-2.2 us after (cache misses: a copy allocates 168 bytes, raises the count of each of
+  19 fields and frees the old record); a first touch after creation (half of them pinned by the
+  ring) unchanged within the noise; one hot record ~750 ns either way (four ``force_setattr``
+  cost what one ``replace`` does; cachegrind: 6.7k instructions per first touch before, 6.5k
+  after). ``track_request`` enter + exit 12-16 us before, 8.5-12.5 us after (with ``_hub``'s
+  context manager class).
 """
 
 from __future__ import annotations
