@@ -530,23 +530,13 @@ class SessionHub:
         session = await self._modify(session_id, change)
         return session.counters[counter]
 
-    @contextlib.asynccontextmanager
-    async def track_request(self, session_id: str) -> AsyncIterator[Session]:
+    def track_request(self, session_id: str) -> contextlib.AbstractAsyncContextManager[Session]:
         """Count a request in flight for the block's duration; the session is not idle meanwhile.
 
         Raises ``SessionNotFound`` for an unknown or ended session and ``TooManyRequests`` past the
         per-session limit. The request is released however the block exits.
         """
-        max_requests = self.limits.max_requests_per_session
-        session = await self._modify(
-            session_id,
-            Change(now=self.clock(), requests=1, max_requests=max_requests, touch=True),
-        )
-        try:
-            yield session
-        finally:
-            with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing to release
-                await self._modify(session_id, Change(now=self.clock(), requests=-1, touch=True))
+        return _Request(self, session_id)
 
     async def link(self, parent_id: str, child_id: str) -> Session:
         """Make ``child_id`` a child of ``parent_id`` (ending the parent ends it); emits ``updated``."""
@@ -900,6 +890,29 @@ class SessionHub:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
+
+
+class _Request:
+    """``track_request``'s block. A class, not ``contextlib.asynccontextmanager``: its async
+    generator (created, registered with the loop, stepped twice) cost as much as the two changes
+    it wrapped on the memory store."""
+
+    __slots__ = ("_hub", "_session_id")
+
+    def __init__(self, hub: SessionHub, session_id: str) -> None:
+        self._hub = hub
+        self._session_id = session_id
+
+    async def __aenter__(self) -> Session:
+        hub = self._hub
+        max_requests = hub.limits.max_requests_per_session
+        change = Change(now=hub.clock(), requests=1, max_requests=max_requests, touch=True)
+        return await hub._modify(self._session_id, change)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        hub = self._hub
+        with contextlib.suppress(SessionNotFound):  # ended meanwhile: nothing to release
+            await hub._modify(self._session_id, Change(now=hub.clock(), requests=-1, touch=True))
 
 
 def _children_first(batch: list[Session]) -> list[Session]:

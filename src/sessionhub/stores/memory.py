@@ -15,12 +15,28 @@ construction. The structures are chosen so that the common case costs next to no
   no deadline work: the entry is re-queued when its bucket comes due. Expiring k sessions costs
   O(k log k) plus one pass over the buckets they sat in.
 - Unique labels, quotas and subscribers cost nothing when the hub does not use them.
+- A touch, ``incr`` or ``track_request`` changes the record in place when nothing outside the
+  store holds it: CPython's refcount (the dict and the local reference, nothing else) proves that
+  no caller, event in the ring, listing page or subscriber can see that snapshot, so the change
+  cannot be observed (CPython's in-place ``str +=`` relies on the same fact). A record anyone
+  holds is copied, so a snapshot handed out never changes; where refcounts cannot tell (not
+  CPython, free-threaded builds) every change copies. A session whose ``created`` event is still
+  in the ring is copied on its first touch. Measured on a busy 2-core machine (CPU time, best of
+  3 runs, 20k sessions touched in a shuffled order): a touch of a record nobody holds 2.1-3.0 us
+  before, 1.6-2.2 us after (cache misses: a copy allocates 168 bytes, raises the count of each of
+  19 fields and frees the old record); a first touch after creation (half of them pinned by the
+  ring) unchanged within the noise; one hot record ~750 ns either way (four ``force_setattr``
+  cost what one ``replace`` does; cachegrind: 6.7k instructions per first touch before, 6.5k
+  after). ``track_request`` enter + exit 12-16 us before, 8.5-12.5 us after (with ``_hub``'s
+  context manager class).
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import sys
+import sysconfig
 from bisect import bisect_left, bisect_right, insort
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -38,6 +54,7 @@ from .._errors import (
     quoted,
     shortened,
 )
+from .._limits import INT64_MAX, INT64_MIN
 from .._models import (
     DataEntry,
     EventKind,
@@ -66,6 +83,53 @@ __all__ = ["MemoryStore"]
 
 _replace = msgspec.structs.replace
 _decode = msgspec.json.decode
+_set = msgspec.structs.force_setattr
+
+
+def _alone_count() -> int | None:
+    """What ``sys.getrefcount(old)`` reads in ``touch`` when the store's dict and the local ``old``
+    are the only references to a record, measured the same way (the figure depends on the
+    interpreter's version); ``None`` where refcounts cannot tell (not CPython, or a
+    free-threaded build whose counts are split between threads)."""
+    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED"):
+        return None
+    sessions = {
+        "probe": Session(
+            id="probe", state="probe", created_at=0.0, updated_at=0.0, last_activity_at=0.0
+        )
+    }
+    old = sessions.get("probe")
+    return sys.getrefcount(old)
+
+
+#: See ``_alone_count`` and ``MemoryStore._touch_function``.
+_ALONE = _alone_count()
+
+
+def _no_count(_: object) -> int:
+    return -1  # never ``_ALONE``: every touch copies
+
+
+_getrefcount = sys.getrefcount if _ALONE is not None else _no_count  # (PyPy has none)
+_UNSET = msgspec.UNSET
+
+
+def _activity_only(change: Change) -> bool:
+    """Whether ``change`` only counts activity: a touch, counter increments and requests in
+    flight (what ``incr`` and ``track_request`` send), no event."""
+    return (
+        change.emit is None
+        and change.expected_version is None
+        and change.moves is None
+        and change.labels is None
+        and change.details is None
+        and not change.labels_remove
+        and not change.details_remove
+        and change.idle_timeout is _UNSET
+        and change.ttl is _UNSET
+        and change.parent_id is _UNSET
+    )
+
 
 #: The live sessions under one index key: the id alone, a few in a sorted list, or many.
 _Members: TypeAlias = "str | list[str] | SortedList[str]"
@@ -512,8 +576,19 @@ class MemoryStore(Store):
         change (and under the same rules: a session ended or being ended accepts no touch).
 
         A closure, not a method: the hottest write reads its dict and helpers from cells, not
-        through ``self`` (a few percent of a touch; most of it is the copy of the record)."""
-        sessions, replace, schedule = self._sessions, _replace, self._schedule
+        through ``self``.
+
+        A record nothing outside the store can see is refreshed in place. When the dict and the
+        local ``old`` hold the only references (CPython's refcount says so, as it does for an
+        in-place ``str +=``), no caller, event in the ring, listing page or subscriber holds this
+        snapshot, so changing it cannot be observed: a ``Session`` has no weak references and
+        the fields set are immutable floats and ints (never a mapping changed in place).
+        Otherwise the record is copied, as every snapshot handed out must stay as it was. On a
+        cold record (20k sessions touched in a shuffled order) the copy's cost is cache misses:
+        a 19-field record allocated, every field's reference count raised, the old one freed.
+        """
+        sessions, replace, schedule, alone = self._sessions, _replace, self._schedule, _ALONE
+        getrefcount, set_ = _getrefcount, _set
 
         def touch(session_id: str, now: float) -> Session:
             old = sessions.get(session_id)
@@ -537,13 +612,20 @@ class MemoryStore(Store):
                     active_requests=old.active_requests,
                 )
             previous = old.expires_at
-            sessions[session_id] = new = replace(
-                old,
-                last_activity_at=now,
-                updated_at=now,
-                expires_at=deadline,
-                version=old.version + 1,
-            )
+            if getrefcount(old) == alone:
+                set_(old, "version", old.version + 1)
+                set_(old, "last_activity_at", now)
+                set_(old, "updated_at", now)
+                set_(old, "expires_at", deadline)
+                new = old
+            else:
+                sessions[session_id] = new = replace(
+                    old,
+                    last_activity_at=now,
+                    updated_at=now,
+                    expires_at=deadline,
+                    version=old.version + 1,
+                )
             if deadline is not None and (previous is None or deadline < previous):
                 schedule(deadline, session_id)
             return new
@@ -552,6 +634,14 @@ class MemoryStore(Store):
 
     async def modify(self, session_id: str, change: Change) -> Session:
         old = self._live_session(session_id)
+        # A record nothing else holds takes an activity-only change (incr, track_request) in
+        # place, as a touch does (see _touch_function); the refcount is read before any call.
+        if (
+            _getrefcount(old) == _ALONE
+            and _activity_only(change)
+            and self._counted_in_place(old, change)
+        ):
+            return old
         new = apply_change(old, change, self._unique_checker(old, change))
         self._sessions[session_id] = new
         if new.labels is not old.labels or new.parent_id != old.parent_id:
@@ -563,6 +653,46 @@ class MemoryStore(Store):
         if change.emit is not None:
             self.events.append(change.emit, change.now, new)
         return new
+
+    def _counted_in_place(self, old: Session, change: Change) -> bool:
+        """``apply_change`` of an activity-only change, made to ``old`` itself; False (nothing
+        changed) when the change is refused, for ``apply_change`` to raise the error."""
+        if old.end_reason is not None:
+            return False
+        requests = old.active_requests + change.requests
+        if (
+            change.requests > 0
+            and change.max_requests is not None
+            and requests > change.max_requests
+        ):
+            return False
+        counters = old.counters
+        if change.counters:
+            counters = dict(counters)  # a new mapping: one a caller holds never changes
+            for name, delta in change.counters.items():
+                value = counters.get(name, 0) + delta
+                if not INT64_MIN <= value <= INT64_MAX:
+                    return False
+                counters[name] = value
+        requests = max(requests, 0)
+        activity = change.now if change.touch else old.last_activity_at
+        deadline = expires_at(
+            created_at=old.created_at,
+            last_activity_at=activity,
+            idle_timeout=old.idle_timeout,
+            ttl=old.ttl,
+            active_requests=requests,
+        )
+        previous = old.expires_at
+        _set(old, "counters", counters)
+        _set(old, "active_requests", requests)
+        _set(old, "last_activity_at", activity)
+        _set(old, "updated_at", change.now)
+        _set(old, "expires_at", deadline)
+        _set(old, "version", old.version + 1)
+        if deadline is not None and (previous is None or deadline < previous):
+            self._schedule(deadline, old.id)  # _rescheduled: the deadline moved earlier
+        return True
 
     def _unique_checker(self, old: Session, change: Change) -> Callable[[Mapping[str, str]], None]:
         if change.labels is None and not change.labels_remove:
