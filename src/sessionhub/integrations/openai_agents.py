@@ -21,7 +21,7 @@ once always pop two different items. Histories written by earlier versions over 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Protocol, cast
 
 from agents.items import TResponseInputItem
@@ -32,7 +32,7 @@ from .._errors import DuplicateSession, SessionNotFound
 from .._limits import encode_json
 from .._models import HistoryRecord
 from .._models import Session as HubSession
-from ._hubs import Hub, HubLink, hub_name
+from ._hubs import HistoryLike, Hub, HubLink, hub_name
 
 __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
 
@@ -107,17 +107,8 @@ class SessionHubSession:
         if wanted == 0:
             return []
         hub = await self._link.ready()
-        items: list[TResponseInputItem] = []
-        # aclosing: a walk left early is closed here, not by asyncio's async-generator finalizer
-        # (which schedules the close with call_soon_threadsafe: a self-pipe write per read).
         try:
-            async with contextlib.aclosing(
-                self._visible(hub, before=None, expected=wanted)
-            ) as records:
-                async for record in records:
-                    items.append(record.payload)
-                    if wanted is not None and len(items) >= wanted:
-                        break
+            items = await _newest(hub.history(self._key), wanted)
         except SessionNotFound:
             return []
         items.reverse()
@@ -174,45 +165,47 @@ class SessionHubSession:
         for batch in _batches(items):
             await history.append_many([(_ITEM, item) for item in batch])
 
-    async def _visible(
-        self, hub: Hub, *, before: int | None, expected: int | None
-    ) -> AsyncGenerator[HistoryRecord, None]:
-        """The items in the conversation as of the record ``before`` (now, when ``None``), newest
-        first; ``expected`` is how many the caller wants (``None``: all), to size the first read.
 
-        Walking back, a ``pop`` written by ``history_pop`` jumps to the item it left on top, a
-        bare one removes the next item not removed yet, and a ``clear`` ends the walk: the same
-        items a forward replay of the markers leaves.
-        """
-        history = hub.history(self._key)
-        cursor = before
-        pops = 0
-        size = _PAGE if expected is None else min(_PAGE, expected + 1)
-        while True:
-            page = await history.read(after=cursor, limit=size, newest_first=True)
-            jumped = False
-            for record in page:
-                if record.kind == _CLEAR:
-                    return
-                if record.kind == _POP:
-                    below = _below(record)
-                    if below is None:
-                        pops += 1
-                    elif below == 0:
-                        return
-                    else:
-                        cursor, jumped = below + 1, True
-                        break
-                elif record.kind == _ITEM:
-                    if pops:
-                        pops -= 1
-                    else:
-                        yield record
-            if not jumped:
-                if len(page) < size:
-                    return
-                cursor = page[-1].seq
-                size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
+async def _newest(history: HistoryLike, wanted: int | None) -> list[TResponseInputItem]:
+    """The ``wanted`` newest items in the conversation (``None``: all), newest first.
+
+    Walking back, a ``pop`` written by ``history_pop`` jumps to the item it left on top, a bare
+    one removes the next item not removed yet, and a ``clear`` ends the walk: the same items a
+    forward replay of the markers leaves. A page at a time in a plain loop (no generator of
+    records: one resumption per item cost more than the store's read); one read, usually.
+    """
+    items: list[TResponseInputItem] = []
+    cursor: int | None = None
+    pops = 0
+    size = _PAGE if wanted is None else min(_PAGE, wanted + 1)
+    while True:
+        page = await history.read(after=cursor, limit=size, newest_first=True)
+        jumped = False
+        for record in page:
+            kind = record.kind
+            if kind == _ITEM:
+                if pops:
+                    pops -= 1
+                    continue
+                items.append(record.payload)
+                if len(items) == wanted:
+                    return items
+            elif kind == _POP:
+                below = _below(record)
+                if below is None:
+                    pops += 1
+                elif below == 0:
+                    return items
+                else:
+                    cursor, jumped = below + 1, True
+                    break
+            elif kind == _CLEAR:
+                return items
+        if not jumped:
+            if len(page) < size:
+                return items
+            cursor = page[-1].seq
+            size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
 
 
 def _batches(items: list[TResponseInputItem]) -> Iterator[list[TResponseInputItem]]:
