@@ -29,9 +29,12 @@ from agents.memory.session_settings import SessionSettings, resolve_session_limi
 
 from .._containers import MAX_HISTORY_BATCH
 from .._errors import DuplicateSession, SessionNotFound
+from .._hub import SessionHub
 from .._limits import encode_json
 from .._models import HistoryRecord
 from .._models import Session as HubSession
+from ..stores.redis import RedisStore
+from ..stores.sqlite import SQLiteStore
 from ._hubs import HistoryLike, Hub, HubLink, hub_name
 
 __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
@@ -39,6 +42,8 @@ __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
 NAMESPACE = "openai-agents"
 _ITEM, _POP, _CLEAR = "item", "pop", "clear"
 _PAGE = 1000  # the most records one history read returns
+# the stores that read a conversation in one go (``history_stack``)
+_STACK_STORES = (SQLiteStore, RedisStore)
 # The JSON one batch of `add_items` may carry: half a server's default request limit
 # (`--max-body-bytes`, 2 MiB), so that a call of many large items still reaches a server.
 _BATCH_BYTES = 1024 * 1024
@@ -86,6 +91,7 @@ class SessionHubSession:
         self.ttl = ttl
         self._link = HubLink(hub)
         self._key = hub_name(session_id)
+        self._hidden = 0  # records the last read found hidden by markers (see get_items)
 
     @property
     def hub(self) -> Hub:
@@ -108,6 +114,13 @@ class SessionHubSession:
             return []
         hub = await self._link.ready()
         try:
+            if isinstance(hub, SessionHub) and isinstance(hub.store, _STACK_STORES):
+                # The store walks the markers beside its read: one hop or round trip, usually;
+                # its first read also takes the records markers hid last time (and since).
+                items, self._hidden = await hub.store.history_stack(
+                    self._key, _ITEM, _POP, _CLEAR, wanted, hub.clock(), self._hidden
+                )
+                return items
             items = await _newest(hub.history(self._key), wanted)
         except SessionNotFound:
             return []
@@ -132,7 +145,11 @@ class SessionHubSession:
             popped = await _stack(hub, self._key).pop(_ITEM, marker=_POP)
         except SessionNotFound:
             return None
-        return None if popped is None else popped.payload
+        if popped is None:
+            return None
+        self._hidden += 2  # its marker, and the item it hides
+        item: TResponseInputItem = popped.payload
+        return item
 
     async def clear_session(self) -> None:
         hub = await self._link.ready()
@@ -140,6 +157,7 @@ class SessionHubSession:
             await hub.history(self._key).append(_CLEAR)
         except SessionNotFound:
             return
+        self._hidden = 0  # reads stop at the clear
 
     # beyond the protocol
 
