@@ -67,8 +67,11 @@ class StackWalk:
         self._top = self._walked_to = 0  # the newest record's seq, the last one walked
         #: how many records the next read should take: one more than wanted, so that a walk of
         #: items only knows it has reached the bottom without reading again, and ``hidden``
-        #: more, the records the caller expects markers to hide (what the last walk found)
-        self.size = PAGE if wanted is None else min(PAGE, wanted + 1 + max(hidden, 0))
+        #: more, the records the caller expects markers to hide (what the last walk found) when
+        #: they are few: past that, a marker's jump and a second short read cost less than
+        #: reading every record it jumps over
+        extra = hidden if 0 < hidden <= 3 * (wanted or 0) else 0
+        self.size = PAGE if wanted is None else min(PAGE, wanted + 1 + extra)
 
     def feed(self, rows: Sequence[tuple[int, str, Any]]) -> int | None:
         """Walk a page (the answer to a read of ``self.size`` records); the ``seq`` to read on
