@@ -164,6 +164,7 @@ from ._base import (
 )
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
+from ._stack import StackWalk
 
 __all__ = ["RedisStore"]
 
@@ -1205,6 +1206,48 @@ class RedisStore(Store):
                 continue
             records.append(HistoryRecord(seq=seq, kind=record_kind, at=float(at), payload=decoded))
         return records
+
+    async def history_stack(
+        self,
+        session_id: str,
+        kind: str,
+        marker: str,
+        stop: str,
+        wanted: int | None,
+        now: float,
+        hidden: int = 0,
+    ) -> tuple[list[Any], int]:
+        """The payloads of the ``wanted`` newest ``kind`` records still on the stack (``None``:
+        all), oldest first, and how many records markers hid (``_stack.StackWalk`` resolves
+        the markers; ``hidden`` is what the caller expects them to hide, to size the read). One
+        ``history_read`` call (one round trip) unless markers hide more than its page holds."""
+
+        def damaged(seq: int, exc: Exception) -> None:
+            self.damaged(f"history record {seq} of session {session_id}", exc)
+
+        keys = [self._key("s", session_id), self._key("h", session_id)]
+        walk = StackWalk(kind, marker, stop, wanted, damaged, hidden)
+        cursor: int | str = ""
+        now_arg = repr(float(now))
+        while True:
+            try:
+                first, records = await self._run(
+                    "history_read", keys, (cursor, walk.size, 1, "", now_arg)
+                )
+            except _Refusal as refusal:
+                self._refused(refusal, session_id)
+            if not records:
+                break
+            # the page comes oldest first from seq `first`; the walk reads it newest first
+            rows: list[tuple[int, str, str]] = []
+            for i in range(len(records) - 1, -1, -1):
+                record_kind, _, payload = records[i].split("\t", 2)
+                rows.append((first + i, record_kind, payload))
+            next_cursor = walk.feed(rows)
+            if next_cursor is None:
+                break
+            cursor = next_cursor
+        return walk.oldest_first(), walk.hidden
 
     async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         keys = [self._key("s", session_id), self._key("hc", session_id)]

@@ -96,6 +96,7 @@ from ._base import (
     pop_marker,
     stack_top,
 )
+from ._stack import StackWalk
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -1343,6 +1344,61 @@ class SQLiteStore(Store):
                 continue
             records.append(HistoryRecord(seq=seq, kind=record_kind, at=at, payload=payload))
         return records
+
+    async def history_stack(
+        self,
+        session_id: str,
+        kind: str,
+        marker: str,
+        stop: str,
+        wanted: int | None,
+        now: float,
+        hidden: int = 0,
+    ) -> tuple[list[Any], int]:
+        """The payloads of the ``wanted`` newest ``kind`` records still on the stack (``None``:
+        all), oldest first, and how many records markers hid (``_stack.StackWalk`` resolves
+        the markers; ``hidden`` is what the caller expects them to hide, to size the read). One
+        thread hop, and one statement unless markers hide more than the first page holds."""
+        return await self._submit(
+            self._history_stack, session_id, kind, marker, stop, wanted, now, hidden
+        )
+
+    def _history_stack(
+        self,
+        session_id: str,
+        kind: str,
+        marker: str,
+        stop: str,
+        wanted: int | None,
+        now: float,
+        hidden: int,
+    ) -> tuple[list[Any], int]:
+        def damaged(seq: int, exc: Exception) -> None:
+            self.damaged(f"history record {seq} of session {session_id}", exc)
+
+        db = self._db
+        walk = StackWalk(kind, marker, stop, wanted, damaged, hidden)
+        # no `at`, no HistoryRecord: the columns the walk needs, with the retention check
+        rows = db.execute(
+            "SELECT seq, kind, payload FROM history WHERE session_id = ? AND EXISTS ("
+            "SELECT 1 FROM sessions WHERE id = ? AND (retain_until IS NULL OR retain_until > ?)) "
+            "ORDER BY seq DESC LIMIT ?",
+            (session_id, session_id, now, walk.size),
+        ).fetchall()
+        if not rows:
+            self._readable(session_id, now)
+            return [], 0
+        # Later pages read below the first: records never change once written (the session's
+        # deletion only ends the walk early, as a read just after it would).
+        while (cursor := walk.feed(rows)) is not None:
+            rows = db.execute(
+                "SELECT seq, kind, payload FROM history WHERE session_id = ? AND seq < ? "
+                "ORDER BY seq DESC LIMIT ?",
+                (session_id, cursor, walk.size),
+            ).fetchall()
+            if not rows:
+                break
+        return walk.oldest_first(), walk.hidden
 
     async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         return await self._read(self._readable_history_counts, session_id, now)

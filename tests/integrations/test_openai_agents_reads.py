@@ -1,0 +1,151 @@
+"""``SessionHubSession.get_items`` on every backend (the SQLite and Redis stores resolve the pop
+and clear markers beside their read, the others walk ``history.read`` pages): long runs of pops
+that reach past a page, bare markers, foreign records, damaged records, ended sessions, and on
+Redis the round trips a read costs."""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+import redis as redis_py
+from agents.items import TResponseInputItem
+
+from sessionhub import SessionHub
+from sessionhub.integrations._hubs import hub_name
+from sessionhub.integrations.openai_agents import SessionHubSession
+from sessionhub.stores.redis import RedisStore
+
+from ..redis_server import RedisServer
+from .conftest import OpenHub
+
+
+def numbered(tag: str, n: int) -> list[TResponseInputItem]:
+    return [{"role": "user", "content": f"{tag}{i}"} for i in range(n)]
+
+
+async def check_reads(session: SessionHubSession, model: list[TResponseInputItem]) -> None:
+    """Every limit the SDK may ask for reads the same as a plain list."""
+    assert await session.get_items() == model
+    for limit in (1, 2, 3, 7, 30, 51, 200, len(model), len(model) + 1):
+        assert await session.get_items(limit) == model[-limit:], limit
+    assert await session.get_items(0) == []
+    assert await session.get_items(-1) == model
+
+
+async def test_reads_past_long_runs_of_pops(open_agent_hub: OpenHub) -> None:
+    """Runs of pops longer than a read's page, between runs of adds, as a list would."""
+    async with open_agent_hub() as hub:
+        session = SessionHubSession(f"pops-{uuid.uuid4().hex}", hub)
+        model: list[TResponseInputItem] = []
+        for round_, (adds, pops) in enumerate([(120, 70), (5, 3), (60, 59), (2, 40), (90, 1)]):
+            fresh = numbered(f"{round_}.", adds)
+            await session.add_items(fresh)
+            model.extend(fresh)
+            for _ in range(pops):
+                assert await session.pop_item() == (model.pop() if model else None)
+            await check_reads(session, model)
+            # a second handle (another process has one) reads the same
+            assert await SessionHubSession(session.session_id, hub).get_items(50) == model[-50:]
+
+
+async def test_reads_with_bare_markers_clears_and_foreign_records(open_agent_hub: OpenHub) -> None:
+    """Bare ``pop`` markers (appended by hand, as servers did before the pop verb) remove the
+    newest item left; a ``clear`` hides everything before it; reads pass over records of other
+    kinds (``pop_item`` stops at them: the store's stack, unchanged here)."""
+    async with open_agent_hub() as hub:
+        session = SessionHubSession(f"bare-{uuid.uuid4().hex}", hub)
+        history = hub.history(hub_name(session.session_id))
+        await session.add_items(numbered("old", 5))
+        await session.clear_session()
+        assert await session.get_items() == []
+        model = numbered("a", 8)
+        await session.add_items(model)
+        assert await session.pop_item() == model.pop()
+        await history.append("note", {"not": "an item"})
+        for _ in range(3):
+            await history.append("pop")
+            model.pop()
+        await history.append("note", [1, 2])
+        await check_reads(session, model)
+        await history.append("pop", {"below": "nonsense"})  # a bare marker all the same
+        model.pop()
+        await check_reads(session, model)
+
+
+async def test_reads_of_an_unknown_or_ended_conversation(open_agent_hub: OpenHub) -> None:
+    async with open_agent_hub() as hub:
+        assert await SessionHubSession(f"never-{uuid.uuid4().hex}", hub).get_items(50) == []
+        session = SessionHubSession(f"ended-{uuid.uuid4().hex}", hub)
+        await session.add_items(numbered("x", 3))
+        assert await session.get_items(2) == numbered("x", 3)[1:]
+        assert await session.end()
+        assert await session.get_items() == []
+        assert await session.get_items(50) == []
+        assert await session.pop_item() is None
+
+
+def damage_sqlite(path: Path, session_id: str, seqs: list[int]) -> None:
+    with sqlite3.connect(path) as db:
+        for seq in seqs:
+            db.execute(
+                "UPDATE history SET payload = ? WHERE session_id = ? AND seq = ?",
+                (b'{"role": "user", "cont', session_id, seq),
+            )
+
+
+async def test_damaged_items_are_skipped_and_counted_sqlite(tmp_path: Path) -> None:
+    """A record that cannot be decoded is skipped (and counted), as ``history.read`` skips it:
+    the read goes further back to fill the limit."""
+    model = numbered("i", 60)
+    async with SessionHub(f"sqlite:///{tmp_path}/d.db", idle_timeout=None) as hub:
+        session = SessionHubSession("damaged", hub)
+        await session.add_items(model)
+        damage_sqlite(tmp_path / "d.db", hub_name("damaged"), [60, 30])
+        expected = model[:29] + model[30:59]
+        assert await session.get_items(5) == expected[-5:]
+        assert await session.get_items(40) == expected[-40:]
+        assert await session.get_items() == expected
+        assert hub.store.damaged_records >= 3
+
+
+async def test_damaged_items_are_skipped_and_counted_redis(redis_server: RedisServer) -> None:
+    model = numbered("i", 60)
+    prefix = f"dmg{uuid.uuid4().hex[:8]}:"
+    async with SessionHub(f"{redis_server.url}?prefix={prefix}", idle_timeout=None) as hub:
+        session = SessionHubSession("damaged", hub)
+        await session.add_items(model)
+        raw = redis_py.Redis.from_url(redis_server.url)
+        key = f"{prefix}h:{{{hub_name('damaged')}}}"
+        for seq in (60, 30):
+            raw.lset(key, seq - 1, 'item\t1.0\t{"role": "user", "cont')
+        raw.close()
+        expected = model[:29] + model[30:59]
+        assert await session.get_items(5) == expected[-5:]
+        assert await session.get_items(40) == expected[-40:]
+        assert await session.get_items() == expected
+        assert hub.store.damaged_records >= 3
+
+
+@pytest.mark.parametrize("pops", [0, 1, 30])
+async def test_redis_reads_are_one_round_trip(redis_server: RedisServer, pops: int) -> None:
+    """``get_items(50)`` of 200 items is one command, also under pops whose items lie in its
+    page; ``pop_item`` is one command."""
+    prefix = f"rt{uuid.uuid4().hex[:8]}:"
+    async with SessionHub(f"{redis_server.url}?prefix={prefix}", idle_timeout=None) as hub:
+        store = hub.store
+        assert isinstance(store, RedisStore)
+        session = SessionHubSession("trips", hub)
+        model = numbered("t", 200)
+        await session.add_items(model)
+        for _ in range(pops):
+            sent = store.round_trips
+            assert await session.pop_item() == model.pop()
+            assert store.round_trips - sent == 1
+        await session.add_items(numbered("u", 10))
+        model += numbered("u", 10)
+        sent = store.round_trips
+        assert await session.get_items(50) == model[-50:]
+        assert store.round_trips - sent == 1
