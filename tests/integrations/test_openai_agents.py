@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from openai.types.responses import ResponseOutputMessage, ResponseOutputText
 
-from sessionhub import ManualClock, PayloadTooLarge, SessionHub
+from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub
 from sessionhub.integrations.openai_agents import SessionHubSession, list_conversations
 
 from .conftest import OpenHub
@@ -145,6 +145,17 @@ async def test_agents_add_items_past_one_request_or_batch(open_agent_hub: OpenHu
         with pytest.raises(PayloadTooLarge):
             await session.add_items([{"role": "user", "content": "x" * 70_000}])
         assert len(await session.get_items()) == len(many) + len(large)
+
+
+async def test_agents_add_items_follow_the_hubs_batch_limit() -> None:
+    """An embedded hub with a smaller ``max_history_batch`` takes a long call in batches it
+    accepts (and one without a bound in one); the items come back whole and in order."""
+    items: list[TResponseInputItem] = [{"role": "user", "content": str(i)} for i in range(10)]
+    for most in (3, None):
+        async with SessionHub(limits=Limits(max_history_batch=most)) as hub:
+            session = SessionHubSession("batched", hub)
+            await session.add_items(items)
+            assert await session.get_items() == items
 
 
 async def test_agents_owner_labels_listing_and_expiry() -> None:

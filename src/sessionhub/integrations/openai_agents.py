@@ -194,7 +194,9 @@ class SessionHubSession:
 
     async def _append_all(self, hub: Hub, items: list[TResponseInputItem]) -> None:
         history = _stack(hub, self._key)
-        for batch in _batches(items):
+        # A server's limit is its own (the default, unless it was started with another).
+        limit = hub.limits.max_history_batch if isinstance(hub, SessionHub) else MAX_HISTORY_BATCH
+        for batch in _batches(items, limit or len(items)):
             await history.append_many([(_ITEM, item) for item in batch])
 
 
@@ -240,9 +242,10 @@ async def _newest(history: HistoryLike, wanted: int | None) -> list[TResponseInp
             size = min(_PAGE, size * 4)  # markers hid some: read further, in growing pages
 
 
-def _batches(items: list[TResponseInputItem]) -> Iterator[list[TResponseInputItem]]:
+def _batches(items: list[TResponseInputItem], most: int) -> Iterator[list[TResponseInputItem]]:
     """The items of one ``add_items`` call in as few batches as a server takes in one request: at
-    most ``MAX_HISTORY_BATCH`` items and about ``_BATCH_BYTES`` of JSON each (one, usually)."""
+    most ``most`` items (the hub's ``max_history_batch``) and about ``_BATCH_BYTES`` of JSON each
+    (one, usually)."""
     if len(items) == 1:
         yield items
         return
@@ -250,7 +253,7 @@ def _batches(items: list[TResponseInputItem]) -> Iterator[list[TResponseInputIte
     size = 0
     for item in items:
         grown = size + len(encode_json(item, "history record", None))
-        if batch and (grown > _BATCH_BYTES or len(batch) == MAX_HISTORY_BATCH):
+        if batch and (grown > _BATCH_BYTES or len(batch) == most):
             yield batch
             batch, grown = [], grown - size
         batch.append(item)
