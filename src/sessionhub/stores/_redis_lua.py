@@ -497,22 +497,24 @@ local function live_fields(sk)
   return h
 end
 
+-- Activity on a session (data and history writes): as touch, one HSET of the fields that change,
+-- without the writer's tables (its setup was most of a history write's Lua).
 local function refresh(sk, h, now)
   local ea = deadline(tonumber(h.ca), tonumber(now), tonumber(h.it), tonumber(h.ttl),
     tonumber(h.ar or '0'))
-  local w = writer(h, {})
-  put(w, 'la', now)
-  put(w, 'ua', now)
-  put(w, 'v', fint(tonumber(h.v) + 1))
-  local score = nil
-  if ea ~= nil then
-    score = fnum(ea)
-    put(w, 'ea', score)
-  else
-    drop(w, 'ea')
+  local v = fint(tonumber(h.v) + 1)
+  if ea == nil then
+    redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v)
+    if h.ea ~= nil then redis.call('HDEL', sk, 'ea') end
+    return
   end
-  schedule(w, h.id, h.dq, ea, score)
-  commit(w, sk)
+  local score = fnum(ea)
+  if h.dq ~= nil and ea >= tonumber(h.dq) then  -- queued no later: the entry stays (schedule)
+    redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score)
+    return
+  end
+  redis.call('ZADD', P .. 'deadlines', score, h.id)
+  redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score, 'dq', score)
 end
 
 -- Reads see live sessions and ended ones retained past 'now' (the end of retention is the score
