@@ -17,14 +17,14 @@ items of one call are contiguous whatever other writers do. Two tasks (or proces
 once always pop two different items. Histories written by earlier versions over a server hold bare
 ``pop`` markers (without the item left on top); reads still resolve them.
 
-Reads. On a ``SessionHub`` over the SQLite or Redis store, ``get_items`` is the store's
-``history_stack``: the markers are resolved beside the read (in the SQLite worker thread: one hop,
+Reads. On a ``SessionHub``, ``get_items`` is the store's ``history_stack``; over SQLite or Redis
+the markers are resolved beside the read (in the SQLite worker thread: one hop,
 one statement usually; on Redis: one ``history_read`` call), a marker's jump lands in the page
 already read when it can, and only the items returned are decoded, straight to plain values (no
 ``HistoryRecord`` per record). The first read of a walk also takes the records markers hid last
 time (this handle's pops count two each) when they are few, so a read after pops stays one
-statement / one round trip. Other hubs (memory store, servers) walk ``history.read`` pages in a
-plain loop. Measured in one process, interleaved batches beside the SDK on the loaded 2-core
+statement / one round trip. The memory store walks its own pages; clients of a server walk
+``history.read`` pages in a plain loop. Measured in one process, interleaved batches beside the SDK on the loaded 2-core
 machine (load 10-11, two runs; peer time / ours, medians; ``main`` is the adapter before):
 get_items(50) of 200, SQLite 1.5-1.6x -> 1.9-2.0x (CPU 1.5-1.7x -> 1.9-2.0x), Redis 1.1-1.3x ->
 1.35-1.6x (client CPU 1.5x -> 2.2-2.3x); the same after 200 pops and adds, SQLite 0.7x -> 0.9-1.3x,
@@ -47,8 +47,6 @@ from .._hub import SessionHub
 from .._limits import encode_json
 from .._models import HistoryRecord
 from .._models import Session as HubSession
-from ..stores.redis import RedisStore
-from ..stores.sqlite import SQLiteStore
 from ._hubs import HistoryLike, Hub, HubLink, hub_name
 
 __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
@@ -56,8 +54,6 @@ __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
 NAMESPACE = "openai-agents"
 _ITEM, _POP, _CLEAR = "item", "pop", "clear"
 _PAGE = 1000  # the most records one history read returns
-# the stores that read a conversation in one go (``history_stack``)
-_STACK_STORES = (SQLiteStore, RedisStore)
 # The JSON one batch of `add_items` may carry: half a server's default request limit
 # (`--max-body-bytes`, 2 MiB), so that a call of many large items still reaches a server.
 _BATCH_BYTES = 1024 * 1024
@@ -128,7 +124,7 @@ class SessionHubSession:
             return []
         hub = await self._link.ready()
         try:
-            if isinstance(hub, SessionHub) and isinstance(hub.store, _STACK_STORES):
+            if isinstance(hub, SessionHub):
                 # The store walks the markers beside its read: one hop or round trip, usually;
                 # its first read also takes the records markers hid last time (and since).
                 items, self._hidden = await hub.store.history_stack(

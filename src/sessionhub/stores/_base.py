@@ -382,6 +382,39 @@ class Store(abc.ABC):
             await self.history_append(session_id, kind, payload, now) for kind, payload in records
         ]
 
+    async def history_stack(
+        self,
+        session_id: str,
+        kind: str,
+        marker: str,
+        stop: str,
+        wanted: int | None,
+        now: float,
+        hidden: int = 0,
+    ) -> tuple[list[Any], int]:
+        """The payloads of the ``wanted`` newest ``kind`` records still on the stack (``None``:
+        all), oldest first, and how many records markers hid: ``marker`` records (``history_pop``'s)
+        remove items, a ``stop`` record ends the stack, others are passed over (``_stack.StackWalk``
+        resolves them). ``hidden`` is what the caller expects markers to hide, to size the first
+        read. SQLite and Redis walk beside their read (one hop, one round trip, usually); this
+        default walks pages of ``history_read``."""
+        from ._stack import StackWalk
+
+        def damaged(seq: int, exc: Exception) -> None:
+            self.damaged(f"history record {seq} of session {session_id}", exc)
+
+        walk = StackWalk(kind, marker, stop, wanted, damaged, hidden, decode=_same)
+        before: int | None = None
+        while True:
+            page = await self.history_read(
+                session_id, after=before, limit=walk.size, newest_first=True, kind=None, now=now
+            )
+            if (
+                not page
+                or (before := walk.feed([(r.seq, r.kind, r.payload) for r in page])) is None
+            ):
+                return walk.oldest_first(), walk.hidden
+
     async def history_pop(
         self, session_id: str, kind: str, marker: str, now: float
     ) -> HistoryRecord | None:
@@ -408,6 +441,10 @@ class Store(abc.ABC):
             session_id, after=top + 1, limit=1, newest_first=True, kind=None, now=now
         )
         return found[0]
+
+
+def _same(payload: Any) -> Any:
+    return payload
 
 
 def _merged(

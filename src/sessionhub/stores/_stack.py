@@ -43,6 +43,7 @@ class StackWalk:
 
     __slots__ = (
         "_damaged",
+        "_decode",
         "_kind",
         "_marker",
         "_pops",
@@ -62,9 +63,11 @@ class StackWalk:
         wanted: int | None,
         damaged: Callable[[int, Exception], None],
         hidden: int = 0,
+        decode: Callable[[Any], Any] = _decode,
     ) -> None:
         self._kind, self._marker, self._stop = kind, marker, stop
         self._damaged = damaged
+        self._decode = decode  # of the rows' payloads: JSON text, or as they are when decoded
         self._pops = 0
         self.wanted = wanted
         self.items: list[Any] = []  # newest first
@@ -80,12 +83,13 @@ class StackWalk:
     def feed(self, rows: Sequence[tuple[int, str, Any]]) -> int | None:
         """Walk a page (the answer to a read of ``self.size`` records); the ``seq`` to read on
         below (exclusive), or ``None`` when the walk is over."""
-        kind, marker, stop, items, wanted = (
+        kind, marker, stop, items, wanted, decode = (
             self._kind,
             self._marker,
             self._stop,
             self.items,
             self.wanted,
+            self._decode,
         )
         i, n = 0, len(rows)
         if n and not self._top:
@@ -98,14 +102,17 @@ class StackWalk:
                     self._pops -= 1
                 else:
                     try:
-                        items.append(_decode(payload))
+                        items.append(decode(payload))
                     except DECODE_ERRORS as exc:
                         self._damaged(seq, exc)
                     else:
                         if len(items) == wanted:
                             return None
             elif record_kind == marker:
-                below = _below(payload, seq)
+                try:
+                    below = _below(decode(payload), seq)
+                except DECODE_ERRORS:
+                    below = None
                 if below is None:
                     self._pops += 1
                 elif below == 0:
@@ -137,10 +144,7 @@ class StackWalk:
         return max(walked - len(self.items), 0)
 
 
-def _below(payload: Any, seq: int) -> int | None:
+def _below(marker: Any, seq: int) -> int | None:
     """The item a ``history_pop`` marker left on top (0: none); ``None`` for a bare marker."""
-    try:
-        below = _decode(payload)["below"]
-    except (*DECODE_ERRORS, KeyError, TypeError, IndexError):
-        return None
+    below = marker.get("below") if isinstance(marker, dict) else None
     return below if type(below) is int and 0 <= below < seq else None

@@ -1217,10 +1217,8 @@ class RedisStore(Store):
         now: float,
         hidden: int = 0,
     ) -> tuple[list[Any], int]:
-        """The payloads of the ``wanted`` newest ``kind`` records still on the stack (``None``:
-        all), oldest first, and how many records markers hid (``_stack.StackWalk`` resolves
-        the markers; ``hidden`` is what the caller expects them to hide, to size the read). One
-        ``history_read`` call (one round trip) unless markers hide more than its page holds."""
+        """``Store.history_stack`` beside one ``history_read`` call (one round trip) unless
+        markers hide more than its page holds."""
 
         def damaged(seq: int, exc: Exception) -> None:
             self.damaged(f"history record {seq} of session {session_id}", exc)

@@ -1355,10 +1355,8 @@ class SQLiteStore(Store):
         now: float,
         hidden: int = 0,
     ) -> tuple[list[Any], int]:
-        """The payloads of the ``wanted`` newest ``kind`` records still on the stack (``None``:
-        all), oldest first, and how many records markers hid (``_stack.StackWalk`` resolves
-        the markers; ``hidden`` is what the caller expects them to hide, to size the read). One
-        thread hop, and one statement unless markers hide more than the first page holds."""
+        """``Store.history_stack`` in the worker thread: one hop, and one statement unless
+        markers hide more than the first page holds."""
         return await self._submit(
             self._history_stack, session_id, kind, marker, stop, wanted, now, hidden
         )
