@@ -382,6 +382,14 @@ class Store(abc.ABC):
             await self.history_append(session_id, kind, payload, now) for kind, payload in records
         ]
 
+    def _history_damaged(self, session_id: str) -> Callable[[int, Exception], None]:
+        """What a history walk calls for a record it cannot decode: count it, log it, go on."""
+
+        def damaged(seq: int, exc: Exception) -> None:
+            self.damaged(f"history record {seq} of session {session_id}", exc)
+
+        return damaged
+
     async def history_stack(
         self,
         session_id: str,
@@ -400,10 +408,9 @@ class Store(abc.ABC):
         default walks pages of ``history_read``."""
         from ._stack import StackWalk
 
-        def damaged(seq: int, exc: Exception) -> None:
-            self.damaged(f"history record {seq} of session {session_id}", exc)
-
-        walk = StackWalk(kind, marker, stop, wanted, damaged, hidden, decode=_same)
+        walk = StackWalk(
+            kind, marker, stop, wanted, self._history_damaged(session_id), hidden, decode=_same
+        )
         before: int | None = None
         while True:
             page = await self.history_read(

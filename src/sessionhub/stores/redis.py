@@ -1220,11 +1220,8 @@ class RedisStore(Store):
         """``Store.history_stack`` beside one ``history_read`` call (one round trip) unless
         markers hide more than its page holds."""
 
-        def damaged(seq: int, exc: Exception) -> None:
-            self.damaged(f"history record {seq} of session {session_id}", exc)
-
         keys = [self._key("s", session_id), self._key("h", session_id)]
-        walk = StackWalk(kind, marker, stop, wanted, damaged, hidden)
+        walk = StackWalk(kind, marker, stop, wanted, self._history_damaged(session_id), hidden)
         cursor: int | str = ""
         now_arg = repr(float(now))
         while True:

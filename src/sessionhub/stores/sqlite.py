@@ -1371,11 +1371,8 @@ class SQLiteStore(Store):
         now: float,
         hidden: int,
     ) -> tuple[list[Any], int]:
-        def damaged(seq: int, exc: Exception) -> None:
-            self.damaged(f"history record {seq} of session {session_id}", exc)
-
         db = self._db
-        walk = StackWalk(kind, marker, stop, wanted, damaged, hidden)
+        walk = StackWalk(kind, marker, stop, wanted, self._history_damaged(session_id), hidden)
         # no `at`, no HistoryRecord: the columns the walk needs, with the retention check
         rows = db.execute(
             "SELECT seq, kind, payload FROM history WHERE session_id = ? AND EXISTS ("
