@@ -47,6 +47,7 @@ from .._hub import SessionHub
 from .._limits import encode_json
 from .._models import HistoryRecord
 from .._models import Session as HubSession
+from ..stores import StackRead
 from ._hubs import HistoryLike, Hub, HubLink, hub_name
 
 __all__ = ["NAMESPACE", "SessionHubSession", "list_conversations"]
@@ -127,9 +128,8 @@ class SessionHubSession:
             if isinstance(hub, SessionHub):
                 # The store walks the markers beside its read: one hop or round trip, usually;
                 # its first read also takes the records markers hid last time (and since).
-                items, self._hidden = await hub.store.history_stack(
-                    self._key, _ITEM, _POP, _CLEAR, wanted, hub.clock(), self._hidden
-                )
+                read = StackRead(_ITEM, _POP, _CLEAR, wanted, self._hidden)
+                items, self._hidden = await hub.store.history_stack(self._key, read, hub.clock())
                 return items
             items = await _newest(hub.history(self._key), wanted)
         except SessionNotFound:

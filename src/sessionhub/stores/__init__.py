@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ._base import Change, CreateRules, Query, Store
+from ._base import Change, CreateRules, Query, StackRead, Store
 from .memory import MemoryStore
 
-__all__ = ["Change", "CreateRules", "MemoryStore", "Query", "Store", "store_from_url"]
+__all__ = ["Change", "CreateRules", "MemoryStore", "Query", "StackRead", "Store", "store_from_url"]
 
 
 def store_from_url(url: str) -> Store:

@@ -39,7 +39,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
@@ -66,11 +66,15 @@ from .._models import (
     json_encoder,
 )
 
+if TYPE_CHECKING:
+    from ._stack import StackWalk
+
 __all__ = [
     "DECODE_ERRORS",
     "Change",
     "CreateRules",
     "Query",
+    "StackRead",
     "Store",
     "accepting_activity",
     "appended_records",
@@ -382,35 +386,25 @@ class Store(abc.ABC):
             await self.history_append(session_id, kind, payload, now) for kind, payload in records
         ]
 
-    def _history_damaged(self, session_id: str) -> Callable[[int, Exception], None]:
-        """What a history walk calls for a record it cannot decode: count it, log it, go on."""
+    def _stack_walk(
+        self, session_id: str, read: StackRead, decode: Callable[[Any], Any] | None = None
+    ) -> StackWalk:
+        """A walk for ``history_stack``: a record it cannot decode is counted, logged, passed."""
+        from ._stack import StackWalk
 
         def damaged(seq: int, exc: Exception) -> None:
             self.damaged(f"history record {seq} of session {session_id}", exc)
 
-        return damaged
+        return StackWalk(read, damaged) if decode is None else StackWalk(read, damaged, decode)
 
     async def history_stack(
-        self,
-        session_id: str,
-        kind: str,
-        marker: str,
-        stop: str,
-        wanted: int | None,
-        now: float,
-        hidden: int = 0,
+        self, session_id: str, read: StackRead, now: float
     ) -> tuple[list[Any], int]:
-        """The payloads of the ``wanted`` newest ``kind`` records still on the stack (``None``:
-        all), oldest first, and how many records markers hid: ``marker`` records (``history_pop``'s)
-        remove items, a ``stop`` record ends the stack, others are passed over (``_stack.StackWalk``
-        resolves them). ``hidden`` is what the caller expects markers to hide, to size the first
-        read. SQLite and Redis walk beside their read (one hop, one round trip, usually); this
-        default walks pages of ``history_read``."""
-        from ._stack import StackWalk
-
-        walk = StackWalk(
-            kind, marker, stop, wanted, self._history_damaged(session_id), hidden, decode=_same
-        )
+        """The payloads of the ``read.wanted`` newest ``read.kind`` records still on the stack
+        (``None``: all), oldest first, and how many records markers hid (see ``StackRead``).
+        SQLite and Redis walk beside their read (one hop, one round trip, usually); this default
+        walks pages of ``history_read``."""
+        walk = self._stack_walk(session_id, read, decode=_same)
         before: int | None = None
         while True:
             page = await self.history_read(
@@ -452,6 +446,19 @@ class Store(abc.ABC):
 
 def _same(payload: Any) -> Any:
     return payload
+
+
+class StackRead(msgspec.Struct, frozen=True):
+    """What ``Store.history_stack`` reads: ``kind`` records are the items; ``marker`` records
+    (``history_pop``'s) remove items, a ``stop`` record ends the stack, others are passed over
+    (``_stack.StackWalk`` resolves them). ``hidden`` is what the caller expects markers to hide
+    (the last read's answer), to size the first read."""
+
+    kind: str
+    marker: str
+    stop: str
+    wanted: int | None
+    hidden: int = 0
 
 
 def _merged(

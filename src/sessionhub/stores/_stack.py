@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from ._base import DECODE_ERRORS
+from ._base import DECODE_ERRORS, StackRead
 
 __all__ = ["PAGE", "StackWalk"]
 
@@ -57,15 +57,12 @@ class StackWalk:
 
     def __init__(
         self,
-        kind: str,
-        marker: str,
-        stop: str,
-        wanted: int | None,
+        read: StackRead,
         damaged: Callable[[int, Exception], None],
-        hidden: int = 0,
         decode: Callable[[Any], Any] = _decode,
     ) -> None:
-        self._kind, self._marker, self._stop = kind, marker, stop
+        self._kind, self._marker, self._stop = read.kind, read.marker, read.stop
+        wanted, hidden = read.wanted, read.hidden
         self._damaged = damaged
         self._decode = decode  # of the rows' payloads: JSON text, or as they are when decoded
         self._pops = 0

@@ -156,6 +156,7 @@ from ._base import (
     Change,
     CreateRules,
     Query,
+    StackRead,
     Store,
     appended_records,
     counter_overflow,
@@ -164,7 +165,6 @@ from ._base import (
 )
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
-from ._stack import StackWalk
 
 __all__ = ["RedisStore"]
 
@@ -1208,20 +1208,12 @@ class RedisStore(Store):
         return records
 
     async def history_stack(
-        self,
-        session_id: str,
-        kind: str,
-        marker: str,
-        stop: str,
-        wanted: int | None,
-        now: float,
-        hidden: int = 0,
+        self, session_id: str, read: StackRead, now: float
     ) -> tuple[list[Any], int]:
         """``Store.history_stack`` beside one ``history_read`` call (one round trip) unless
         markers hide more than its page holds."""
-
         keys = [self._key("s", session_id), self._key("h", session_id)]
-        walk = StackWalk(kind, marker, stop, wanted, self._history_damaged(session_id), hidden)
+        walk = self._stack_walk(session_id, read)
         cursor: int | str = ""
         now_arg = repr(float(now))
         while True:

@@ -87,6 +87,7 @@ from ._base import (
     Change,
     CreateRules,
     Query,
+    StackRead,
     Store,
     accepting_activity,
     appended_records,
@@ -96,7 +97,6 @@ from ._base import (
     pop_marker,
     stack_top,
 )
-from ._stack import StackWalk
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -1346,33 +1346,15 @@ class SQLiteStore(Store):
         return records
 
     async def history_stack(
-        self,
-        session_id: str,
-        kind: str,
-        marker: str,
-        stop: str,
-        wanted: int | None,
-        now: float,
-        hidden: int = 0,
+        self, session_id: str, read: StackRead, now: float
     ) -> tuple[list[Any], int]:
         """``Store.history_stack`` in the worker thread: one hop, and one statement unless
         markers hide more than the first page holds."""
-        return await self._submit(
-            self._history_stack, session_id, kind, marker, stop, wanted, now, hidden
-        )
+        return await self._submit(self._history_stack, session_id, read, now)
 
-    def _history_stack(
-        self,
-        session_id: str,
-        kind: str,
-        marker: str,
-        stop: str,
-        wanted: int | None,
-        now: float,
-        hidden: int,
-    ) -> tuple[list[Any], int]:
+    def _history_stack(self, session_id: str, read: StackRead, now: float) -> tuple[list[Any], int]:
         db = self._db
-        walk = StackWalk(kind, marker, stop, wanted, self._history_damaged(session_id), hidden)
+        walk = self._stack_walk(session_id, read)
         # no `at`, no HistoryRecord: the columns the walk needs, with the retention check
         rows = db.execute(
             "SELECT seq, kind, payload FROM history WHERE session_id = ? AND EXISTS ("
