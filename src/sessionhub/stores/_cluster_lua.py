@@ -21,13 +21,13 @@ from ._redis_lua import _BODIES, build_library
 
 __all__ = ["CLUSTER_FUNCTIONS", "CLUSTER_LIBRARY"]
 
-_PARENT_CHECK = "if h.p then\n  local parent = fields(skey(h.p)"
+_PARENT_CHECK = "if p ~= '' then\n  local parent = fields(skey(p)"
 
 
 def _unparented(create: str) -> str:
     if _PARENT_CHECK not in create:
         raise RuntimeError("the create function changed: update _cluster_lua._unparented")
-    return create.replace(_PARENT_CHECK, "if false then\n  local parent = fields(skey(h.p)", 1)
+    return create.replace(_PARENT_CHECK, "if false then\n  local parent = fields(skey(p)", 1)
 
 
 # keys: reservation. args: prefix, the value read, the new value. Takes over a stale reservation

@@ -215,6 +215,7 @@ end
 -- Counts that drop to zero stay in the hash (readers skip them): one command per count, no HDEL
 -- (a field per namespace and state ever used, a bounded set).
 local function census(ns, state, delta)
+  -- (Deltas as text: a Lua number given to redis.call is formatted with %.17g on every call.)
   redis.call('HINCRBY', P .. 'census', ns .. '\t' .. state, delta)
 end
 
@@ -319,11 +320,11 @@ local function flush(g)
     end
   end
   for field, delta in pairs(g.census) do
-    if delta ~= 0 then redis.call('HINCRBY', P .. 'census', field, delta) end
+    if delta ~= 0 then redis.call('HINCRBY', P .. 'census', field, fint(delta)) end
   end
 end
 local function count(g, ns, state, delta)
-  if g == nil then return census(ns, state, delta) end
+  if g == nil then return census(ns, state, delta < 0 and '-1' or '1') end
   local field = ns .. '\t' .. state
   g.census[field] = (g.census[field] or 0) + delta
 end
@@ -413,8 +414,8 @@ local function finish(g, sk, now, state, keep_until)
     end
     if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
     gather(g, 'ZADD', P .. 'retained', keep_until, sid)
-    gather(g, 'ZADD', P .. 'ended', 0, sid)
-    gather(g, 'ZADD', P .. 'ended:' .. h.ns, 0, sid)
+    gather(g, 'ZADD', P .. 'ended', '0', sid)
+    gather(g, 'ZADD', P .. 'ended:' .. h.ns, '0', sid)
   else
     -- Only sessions created before the 'ended' indexes are in 'all' (see find).
     gather(g, 'ZREM', P .. 'all', sid)
@@ -465,8 +466,8 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     end
     redis.call('HDEL', sk, 'cb', 'ea', 'dq')
     gather(g, 'ZADD', P .. 'retained', keep_until, sid)
-    gather(g, 'ZADD', P .. 'ended', 0, sid)
-    gather(g, 'ZADD', P .. 'ended:' .. ns, 0, sid)
+    gather(g, 'ZADD', P .. 'ended', '0', sid)
+    gather(g, 'ZADD', P .. 'ended:' .. ns, '0', sid)
   else
     gather(g, 'ZREM', P .. 'all', sid)
     gather(g, 'ZREM', P .. 'all:' .. ns, sid)
@@ -529,56 +530,58 @@ local function readable(sk, now)
 end
 """
 
-# args: prefix, maxlen, max_sessions, max_per_user, id, namespace, state, user, parent (user and
-# parent '' for none), deadline ('' for none), created at, the event's snapshot (MessagePack of the
-# record's fields, packed by the caller), labels (counted pairs), unique labels the session has
-# (counted pairs), then the record's fields ('dq' included when it has a deadline). The caller
-# passes what the function needs apart from the record, so it reads no field of it: building
-# tables of the record and packing the snapshot were most of create's CPU.
+# args: prefix, maxlen, max_sessions, max_per_user, user, parent ('' for none), deadline ('' for
+# none), the event's snapshot (MessagePack of the record's fields, packed by the caller), labels
+# (counted pairs), unique labels the session has (counted pairs), then the record's fields, which
+# begin with id, namespace, state and created at ('dq' included when it has a deadline). The caller
+# passes what the function needs apart from the record, so it builds no table of it: tables of
+# the record and packing the snapshot were most of create's CPU, and each argument costs (Redis
+# makes every one a Lua string of ARGV), so nothing is sent twice.
 _CREATE = r"""
 local sk = KEYS[1]
-local h = {id = ARGV[5], ns = ARGV[6], st = ARGV[7], ea = ARGV[10], ca = ARGV[11]}
-if ARGV[8] ~= '' then h.u = ARGV[8] end
-if ARGV[9] ~= '' then h.p = ARGV[9] end
-local labels, pos = take_list(13, true)
-local uniq
-uniq, pos = take_list(pos, true)
-local sid = h.id
+local u, p, ea = ARGV[5], ARGV[6], ARGV[7]
+local labels = 9
+local uniq = labels + 1 + 2 * tonumber(ARGV[labels])
+local rec = uniq + 1 + 2 * tonumber(ARGV[uniq])
+local sid, ns = ARGV[rec + 1], ARGV[rec + 3]
 if redis.call('EXISTS', sk) == 1 then fail('DUPID') end
-if h.p then
-  local parent = fields(skey(h.p), {'id', 'en', 'er'})
-  if parent.id == nil or parent.en ~= nil then fail('NOTFOUND', h.p) end
-  if parent.er ~= nil then fail('PARENTENDING', h.p) end
+if p ~= '' then
+  local parent = fields(skey(p), {'id', 'en', 'er'})
+  if parent.id == nil or parent.en ~= nil then fail('NOTFOUND', p) end
+  if parent.er ~= nil then fail('PARENTENDING', p) end
 end
 local max_sessions = tonumber(ARGV[3])
 if max_sessions and redis.call('ZCARD', P .. 'live') >= max_sessions then fail('CAPACITY') end
 local max_user = tonumber(ARGV[4])
-if max_user and h.u then
-  local owned = redis.call('ZCARD', P .. 'user:' .. h.u)
+if max_user and u ~= '' then
+  local owned = redis.call('ZCARD', P .. 'user:' .. u)
   if owned >= max_user then fail('QUOTA', owned) end
 end
-for i = 1, #uniq, 2 do
-  local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]))
-  if holder and holder ~= sid then fail('DUPLABEL', uniq[i], uniq[i + 1], holder, h.ns) end
+for i = uniq + 1, rec - 1, 2 do
+  local holder = redis.call('HGET', P .. 'uniq', unique_field(ns, ARGV[i], ARGV[i + 1]))
+  if holder and holder ~= sid then fail('DUPLABEL', ARGV[i], ARGV[i + 1], holder, ns) end
 end
 -- The record straight from the arguments, in slices (unpack's limit on the Lua stack).
+local pos = rec
 while pos <= #ARGV do
   local last = math.min(pos + 199, #ARGV)
   redis.call('HSET', sk, unpack(ARGV, pos, last))
   pos = last + 1
 end
-if h.ea ~= '' then redis.call('ZADD', P .. 'deadlines', h.ea, sid) end
-redis.call('ZADD', P .. 'live', 0, sid)
-redis.call('ZADD', P .. 'ns:' .. h.ns, 0, sid)
-if h.u then redis.call('ZADD', P .. 'user:' .. h.u, 0, sid) end
-if h.p then redis.call('ZADD', P .. 'parent:' .. h.p, 0, sid) end
-for i = 1, #labels, 2 do redis.call('ZADD', label_key(labels[i], labels[i + 1]), 0, sid) end
-for i = 1, #uniq, 2 do
-  redis.call('HSET', P .. 'uniq', unique_field(h.ns, uniq[i], uniq[i + 1]), sid)
+if ea ~= '' then redis.call('ZADD', P .. 'deadlines', ea, sid) end
+redis.call('ZADD', P .. 'live', '0', sid)
+redis.call('ZADD', P .. 'ns:' .. ns, '0', sid)
+if u ~= '' then redis.call('ZADD', P .. 'user:' .. u, '0', sid) end
+if p ~= '' then redis.call('ZADD', P .. 'parent:' .. p, '0', sid) end
+for i = labels + 1, uniq - 1, 2 do
+  redis.call('ZADD', label_key(ARGV[i], ARGV[i + 1]), '0', sid)
 end
-census(h.ns, h.st, 1)
+for i = uniq + 1, rec - 1, 2 do
+  redis.call('HSET', P .. 'uniq', unique_field(ns, ARGV[i], ARGV[i + 1]), sid)
+end
+census(ns, ARGV[rec + 5], '1')
 return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
-  'k', 'created', 'a', h.ca, 's', ARGV[12])
+  'k', 'created', 'a', ARGV[rec + 7], 's', ARGV[8])
 """
 
 # args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,
@@ -723,7 +726,7 @@ if labels_changed or parent ~= h.p then
     if not after[k] then redis.call('ZREM', k, sid) end
   end
   for k in pairs(after) do
-    if not before[k] then redis.call('ZADD', k, 0, sid) end
+    if not before[k] then redis.call('ZADD', k, '0', sid) end
   end
   release_unique(h.ns, old_labels, sid)
   for _, name in ipairs(uniq) do
@@ -732,8 +735,8 @@ if labels_changed or parent ~= h.p then
   end
 end
 if state ~= h.st then
-  census(h.ns, h.st, -1)
-  census(h.ns, state, 1)
+  census(h.ns, h.st, '-1')
+  census(h.ns, state, '1')
 end
 schedule(w, sid, h.dq, ea, score)
 local new = commit(w, sk)

@@ -247,6 +247,8 @@ def _json_key(key: str) -> str:
 
 
 def _encode_session(session: Session) -> list[Arg]:
+    """A record's fields, beginning with ``id``, ``ns``, ``st``, ``ca`` (the Lua ``create`` reads
+    them at those places instead of being sent them again)."""
     out: list[Arg] = [
         "id", session.id,
         "ns", session.namespace,
@@ -742,13 +744,9 @@ class RedisStore(Store):
             self._maxlen,
             "" if rules.max_sessions is None else rules.max_sessions,
             "" if rules.max_sessions_per_user is None else rules.max_sessions_per_user,
-            session.id,
-            session.namespace,
-            session.state,
             session.user_id or "",
             session.parent_id or "",
             deadline,
-            repr(float(session.created_at)),
             _snapshot(record),
             len(labels) // 2,
             *labels,
