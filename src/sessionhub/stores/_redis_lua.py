@@ -59,8 +59,8 @@ event's snapshot, which its tailer brings anyway. The store keeps the sessions i
 its ``finish_end`` / ``finish_ends`` send what the function would read from the record (version,
 state, namespace, user, parent, labels) with the ``ended`` snapshot packed: ``finish_known``
 checks three fields (``HMGET v en er``), builds no table, packs nothing and replies with the event
-id. A claimed record does not change (every write refuses it; a takeover rewrites ``cb`` alone,
-which the end drops), and the copy is trusted only at the version it was claimed at; ends of
+id. A claimed record does not change (every write refuses it; a takeover by an earlier version
+rewrites ``cb`` alone, which the end ignores), and the copy is trusted only at the version it was claimed at; ends of
 sessions claimed elsewhere, or changed behind the claim, go through ``finish`` as before. The
 census keeps counts that drop to zero (one ``HINCRBY``, no ``HDEL``; every reader, of every
 version since the census exists, skips zero counts). ``having_children`` asks one ``EXISTS`` of
@@ -109,7 +109,10 @@ end
 local function load(key)
   local flat = redis.call('HGETALL', key)
   if #flat == 0 then return nil, flat end
-  local h = {}
+  -- Sized for the scalars at once (a constructor's fields size the table, nil ones too): filled
+  -- from empty, the table was rehashed at every power of two.
+  local h = {id = nil, ns = nil, st = nil, u = nil, p = nil, ca = nil, ua = nil, la = nil,
+    ea = nil, en = nil, it = nil, ttl = nil, ret = nil, ar = nil, er = nil, v = nil, dq = nil}
   for i = 1, #flat, 2 do h[flat[i]] = flat[i + 1] end
   return h, flat
 end
@@ -329,18 +332,19 @@ local function count(g, ns, state, delta)
   g.census[field] = (g.census[field] or 0) + delta
 end
 
--- A claim names its claimer ('cb') and is listed in the claims hash, so that the claims of a
--- process that stopped heartbeating can be taken over (see claim_expired). The session leaves the
--- deadline index ('queued' false: the caller took it out already); its 'dq' field stays until
--- finish_end drops it, harmless meanwhile as nothing schedules a session being ended. Written
--- without a writer (this and finish_end are the hot path of every end): the record is edited in
--- place for the event. Returns the event id alone: the caller reads the claimed record from the
--- event's snapshot, which its tailer brings anyway (issue 12: replying with the record cost Redis
--- about as much as reading it).
+-- A claim is listed in the claims hash under its claimer, so that the claims of a process that
+-- stopped heartbeating can be taken over (see claim_expired). (Earlier versions also named the
+-- claimer in the record, 'cb', which nothing read: a field fewer to write and to drop.) The
+-- session leaves the deadline index ('queued' false: the caller took it out already); its 'dq'
+-- field stays until finish_end drops it, harmless meanwhile as nothing schedules a session being
+-- ended. Written without a writer (this and finish_end are the hot path of every end): the record
+-- is edited in place for the event. Returns the event id alone: the caller reads the claimed
+-- record from the event's snapshot, which its tailer brings anyway (issue 12: replying with the
+-- record cost Redis about as much as reading it).
 local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   local state = moved(moves, h.st) or h.st
   local v = fint(tonumber(h.v) + 1)
-  redis.call('HSET', sk, 'st', state, 'er', reason, 'cb', claimer, 'ua', now, 'v', v)
+  redis.call('HSET', sk, 'st', state, 'er', reason, 'ua', now, 'v', v)
   gather(g, 'HSET', P .. 'claims', h.id, claimer)
   if state ~= h.st then
     count(g, h.ns, h.st, -1)
@@ -357,8 +361,8 @@ local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
       flat[i + 1] = v
     end
   end
-  local n = #flat  -- 'er' and 'cb' are new: an unclaimed session has neither
-  flat[n + 1], flat[n + 2], flat[n + 3], flat[n + 4] = 'er', reason, 'cb', claimer
+  local n = #flat  -- 'er' is new: an unclaimed session has none
+  flat[n + 1], flat[n + 2] = 'er', reason
   return emit('transitioned', now, flat)
 end
 
@@ -426,7 +430,7 @@ local function finish(g, sk, now, state, keep_until)
 end
 
 -- The end of a session whose claimed record the caller holds (the reply of its claim). A claimed
--- record does not change (every write refuses it; a takeover rewrites 'cb' alone, which the end
+-- record does not change (every write refuses it; a takeover rewrites at most 'cb', which the end
 -- drops), so the caller sends what finish would read from it and the 'ended' event's snapshot
 -- packed: the function reads three fields, not the record, builds no table of it, packs nothing
 -- and replies with the event id alone (issue 12: reading the record back, the tables and the pack
@@ -464,7 +468,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     else
       redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
     end
-    redis.call('HDEL', sk, 'cb', 'ea', 'dq')
+    redis.call('HDEL', sk, 'ea', 'dq', 'cb')  -- ('cb': claims of earlier versions)
     gather(g, 'ZADD', P .. 'retained', keep_until, sid)
     gather(g, 'ZADD', P .. 'ended', '0', sid)
     gather(g, 'ZADD', P .. 'ended:' .. ns, '0', sid)
@@ -832,10 +836,8 @@ if ARGV[6] == '1' then
       if h == nil or h.en ~= nil or h.er == nil then
         redis.call('HDEL', P .. 'claims', sid)
       else
-        local w = writer(h, flat)
-        put(w, 'cb', claimer)
         redis.call('HSET', P .. 'claims', sid, claimer)
-        out[#out + 1] = {'', commit(w, sk)}
+        out[#out + 1] = {'', flat}
       end
     end
   end

@@ -37,7 +37,8 @@ session carries the hash tag ``{<session id>}``, so in a Redis Cluster they shar
                             v`` (floats as exact decimal text), ``l:<name>`` labels, ``d:<JSON key>``
                             detail values as JSON, ``c:<name>`` counters, ``dq`` the score of its
                             entry in the deadline index (stale from the claim of its end to
-                            ``finish_end``), ``cb`` the instance that claimed its end
+                            ``finish_end``), ``cb`` the instance that claimed its end (written by
+                            versions before 2026-12; the claims hash names it)
 ``P d:{id}``                hash: data key -> ``<version>:<JSON value>``
 ``P h:{id}``                list: history records ``<kind>\\t<at>\\t<JSON payload>`` (seq = position+1)
 ``P hc:{id}``               hash: history kind -> count
