@@ -5,13 +5,15 @@ versions, with ``cb``, must still be finished and taken over cleanly."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 
+import msgspec
 import pytest
 
 from sessionhub import Session
-from sessionhub.stores import CreateRules
-from sessionhub.stores._resp import RedisClient
-from sessionhub.stores.redis import RedisStore
+from sessionhub.stores import Change, CreateRules
+from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores.redis import RedisStore, _decode_session
 
 from ..redis_server import RedisServer
 
@@ -114,3 +116,91 @@ async def test_a_claim_taken_over_from_a_stopped_earlier_hub_keeps_its_record(
         assert await _fields(admin, prefix, "s1") == {}
     finally:
         await store.close()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
+    """A connection that does not decode replies (event snapshots are MessagePack)."""
+    client = RedisClient(RedisAddress(port=redis_server.port), decode=False, name="test-raw")
+    yield client
+    await client.close()
+
+
+async def _transitioned(raw: RedisClient, prefix: str) -> dict[str, Session]:
+    """The sessions of the stream's ``transitioned`` events, by id (one each)."""
+    out: dict[str, Session] = {}
+    for _, values in await raw.call("XRANGE", prefix + "events", "-", "+"):
+        if values[1] == b"transitioned":
+            session = _decode_session(msgspec.msgpack.decode(values[5], type=list[str]))
+            assert session.id not in out
+            out[session.id] = session
+    return out
+
+
+async def test_a_claim_of_a_session_known_here_is_what_a_claim_from_the_record_gives(
+    redis_server: RedisServer, admin: RedisClient, raw: RedisClient
+) -> None:
+    """An end claimed by the instance that last wrote the session sends the claimed snapshot
+    instead of reading the record (issue 12); the claimed session, the stored record, the event,
+    the census and the indexes are those of a claim from the stored record."""
+    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    elsewhere = RedisStore(redis_server.url, prefix=prefix)  # knows nothing of either session
+    await store.open()
+    await elsewhere.open()
+    try:
+        for sid in ("known", "unknown"):
+            await store.create(_session(sid), CreateRules())
+            await store.modify(sid, Change(now=NOW + 1, touch=True))
+        assert set(store._known) == {"known", "unknown"}
+        store._known.pop("unknown")
+        known = await store.claim_end("known", "ended", NOW + 2, MOVES)
+        unknown = await store.claim_end("unknown", "ended", NOW + 2, MOVES)
+        assert known is not None
+        assert unknown is not None
+        assert known == msgspec.structs.replace(unknown, id="known")
+        assert await elsewhere.get("known") == known
+        stored = {sid: await _fields(admin, prefix, sid) for sid in ("known", "unknown")}
+        assert {**stored["unknown"], "id": "known"} == stored["known"]
+        assert await _transitioned(raw, prefix) == {"known": known, "unknown": unknown}
+        assert await admin.call("ZRANGE", prefix + "deadlines", 0, -1) == []
+        assert await store.census() == {("default", "TERMINATING"): 2}
+        assert sorted(await admin.call("HKEYS", prefix + "claims")) == ["known", "unknown"]
+        assert "known" not in store._known
+        # Both finish alike (from the claim held here).
+        ends = await store.finish_ends([("known", NOW + 60), ("unknown", NOW + 60)], NOW + 3, "X")
+        assert ends[1] is not None
+        assert ends[0] == msgspec.structs.replace(ends[1], id="known")
+    finally:
+        await store.close()
+        await elsewhere.close()
+
+
+async def test_a_claim_of_a_session_changed_elsewhere_reads_the_record(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """The copy known here is used only at its version: a session another instance changed since
+    (or ended, or claimed) is claimed from what is stored, or not at all."""
+    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    other = RedisStore(redis_server.url, prefix=prefix)
+    await store.open()
+    await other.open()
+    try:
+        for sid in ("changed", "claimed", "ended"):
+            await store.create(_session(sid), CreateRules())
+        await other.modify("changed", Change(now=NOW + 5, labels={"team": "blue"}))
+        assert await other.claim_end("claimed", "by-other", NOW + 1, MOVES) is not None
+        assert await other.claim_end("ended", "by-other", NOW + 1, MOVES) is not None
+        assert await other.finish_end("ended", NOW + 1, "CLEANED", NOW + 60) is not None
+        claimed = await store.claim_end("changed", "ended", NOW + 6, MOVES)
+        assert claimed is not None
+        assert claimed.labels == {"team": "blue"}
+        assert claimed == await other.get("changed")
+        assert await store.claim_end("claimed", "ended", NOW + 6, MOVES) is None
+        assert await store.claim_end("ended", "ended", NOW + 6, MOVES) is None
+        assert await admin.call("HGET", prefix + "claims", "claimed") == other._claimer
+        assert await store.census() == {("default", "TERMINATING"): 2}
+    finally:
+        await store.close()
+        await other.close()

@@ -801,14 +801,37 @@ end
 return flat
 """
 
-# keys: session. args: prefix, maxlen, reason, now, claimer, moves (counted pairs). Returns the
-# event id of the claim (see claim), or nothing when the session is not there to claim.
+# keys: session. args: prefix, maxlen, reason, now, claimer, moves (counted pairs), then what the
+# caller knows of the session ('' nothing) or: its version, id, state, the state claimed, namespace,
+# the version claimed, and the claimed record's snapshot packed. When the stored version is that
+# one, nothing else changed either (every write of the record's fields bumps it; 'dq' is read):
+# the claim is written without reading the record, building a table of it or packing it (issue
+# 12: those were most of a claim's CPU), and replies with its event id. Otherwise the record is
+# read and claimed as ever, and the reply is {event id}: the caller reads the claimed record from
+# the event. False when the session is not there to claim.
 _CLAIM_END = r"""
 local sk = KEYS[1]
-local moves = take_list(6, true)
+local pos = 7 + 2 * math.max(tonumber(ARGV[6]), 0)  -- after the moves
+if ARGV[pos] ~= '' then
+  local cur = redis.call('HMGET', sk, 'v', 'en', 'er', 'dq')
+  if not cur[1] or cur[2] or cur[3] then return false end
+  if cur[1] == ARGV[pos] then
+    local sid, st, state, ns, now = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4],
+      ARGV[4]
+    redis.call('HSET', sk, 'st', state, 'er', ARGV[3], 'ua', now, 'v', ARGV[pos + 5])
+    redis.call('HSET', P .. 'claims', sid, ARGV[5])
+    if state ~= st then
+      census(ns, st, '-1')
+      census(ns, state, '1')
+    end
+    if cur[4] then redis.call('ZREM', P .. 'deadlines', sid) end
+    return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+      'k', 'transitioned', 'a', now, 's', ARGV[pos + 6])
+  end
+end
 local h, flat = load(sk)
 if h == nil or h.en ~= nil or h.er ~= nil then return false end
-return claim(nil, sk, h, flat, ARGV[3], ARGV[4], moves, ARGV[5], true)
+return {claim(nil, sk, h, flat, ARGV[3], ARGV[4], take_list(6, true), ARGV[5], true)}
 """
 
 # args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves

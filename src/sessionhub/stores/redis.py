@@ -179,6 +179,7 @@ _STORE_OPTIONS = ("prefix", "timeout", "stream_length")
 _StreamId = tuple[int, int]
 _FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few milliseconds at most
 _HELD = 20_000  # claimed records held for their finish (see RedisStore._hold)
+_KNOWN = 10_000  # live records last written or read here, for claim_end (see RedisStore._know)
 _EndArgs = tuple[list[Arg], Session | None]
 
 
@@ -546,6 +547,10 @@ class RedisStore(Store):
         # the oldest dropped: a claim never finished here (hooks failed, another instance took it
         # over) leaves its entry until then; an end not held is finished from the stored record.
         self._held: dict[str, Session] = {}
+        # Live sessions as this instance last wrote or read them, by id: a claim_end of one sends
+        # its version and the claimed snapshot packed, so the function need not read the record
+        # when nothing changed it since (see _redis_lua's claim_end). Bounded, oldest dropped.
+        self._known: dict[str, Session] = {}
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -775,6 +780,7 @@ class RedisStore(Store):
                     f"(limit {rules.max_sessions_per_user})"
                 ) from None
             self._refused(refusal, session.id)
+        self._know(session)
         await self._delivered(event_id)
         return session
 
@@ -894,7 +900,7 @@ class RedisStore(Store):
             self._refused(refusal, session_id)
         if event_id:
             await self._delivered(event_id)
-        return self._decoded(flat)
+        return self._know(self._decoded(flat))
 
     async def _touch(self, session_id: str, now: float) -> Session:
         """A heartbeat, by a function that does only that (half the Redis CPU of ``modify``)."""
@@ -902,24 +908,49 @@ class RedisStore(Store):
             flat = await self._run("touch", [self._key("s", session_id)], (repr(float(now)),))
         except _Refusal as refusal:
             self._refused(refusal, session_id)
-        return self._decoded(flat)
+        return self._know(self._decoded(flat))
+
+    def _know(self, session: Session) -> Session:
+        """Keep ``session`` as this instance last saw it stored (see ``claim_end``)."""
+        known = self._known
+        known.pop(session.id, None)  # to the newest end: the oldest seen leave first
+        if session.ended_at is None and session.end_reason is None:
+            known[session.id] = session
+            if len(known) > _KNOWN:
+                del known[next(iter(known))]
+        return session
 
     async def claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
     ) -> Session | None:
-        args: list[Arg] = [
-            self._maxlen,
-            reason,
-            repr(float(now)),
-            self._claimer,
-            *_counted(_pairs(moves), 2),
-        ]
-        event_id = await self._run("claim_end", [self._key("s", session_id)], args)
-        if event_id is None:
+        at = repr(float(now))
+        args: list[Arg] = [self._maxlen, reason, at, self._claimer, *_counted(_pairs(moves), 2)]
+        known = self._known.pop(session_id, None)
+        claimed = None
+        if known is None:
+            args.append("")
+        else:
+            # What the claim makes of the record if it is still at this version.
+            state = moves.get(known.state, known.state)
+            claimed = msgspec.structs.replace(
+                known, state=state, end_reason=reason, updated_at=float(at),
+                version=known.version + 1,
+            )  # fmt: skip
+            args += (
+                str(known.version), session_id, known.state, state, known.namespace,
+                str(claimed.version), _snapshot(_encode_session(claimed)),
+            )  # fmt: skip
+        reply = await self._run("claim_end", [self._key("s", session_id)], args)
+        if reply is None:
             return None
-        await self._delivered(event_id)
-        claimed = await self._claimed([(event_id, session_id)])
-        return claimed[0] if claimed else None
+        if isinstance(reply, str):  # claimed at the version known here
+            assert claimed is not None
+            await self._delivered(reply)
+            self._hold(claimed)
+            return claimed
+        await self._delivered(reply[0])
+        found = await self._claimed([(reply[0], session_id)])
+        return found[0] if found else None
 
     async def _claimed(self, replies: Sequence[tuple[str, str | list[str]]]) -> list[Session]:
         """The sessions of claims (``claim_end``, ``claim_expired``: event id and session id, or
@@ -964,6 +995,7 @@ class RedisStore(Store):
     def _hold(self, claimed: Session) -> None:
         """Keep a session claimed here for its finish (see ``_redis_lua.finish_known``)."""
         held = self._held
+        self._known.pop(claimed.id, None)  # claimed: no longer claimable
         held[claimed.id] = claimed
         if len(held) > _HELD:
             del held[next(iter(held))]
