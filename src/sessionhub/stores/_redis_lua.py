@@ -92,6 +92,15 @@ _LIB = r"""
 -- Set on entry to every function: Redis runs one function at a time, to the end.
 local KEYS, ARGV, P
 
+-- The global keys' names under the prefix, made again only when it changes: a concatenation
+-- makes a new string each time (hashed, and later collected), several per call on hot paths.
+local K = {}
+local function names(p)
+  return {p = p, live = p .. 'live', deadlines = p .. 'deadlines', claims = p .. 'claims',
+    retained = p .. 'retained', ended = p .. 'ended', events = p .. 'events',
+    census = p .. 'census', uniq = p .. 'uniq', all = p .. 'all'}
+end
+
 local US = '\31'
 local function skey(sid) return P .. 's:{' .. sid .. '}' end
 local function dkey(sid) return P .. 'd:{' .. sid .. '}' end
@@ -208,7 +217,7 @@ end
 
 -- The live indexes a session is in: every find filter has one.
 local function index_keys(ns, user, parent, labels)
-  local keys = {P .. 'live', P .. 'ns:' .. ns}
+  local keys = {K.live, P .. 'ns:' .. ns}
   if user then keys[#keys + 1] = P .. 'user:' .. user end
   if parent then keys[#keys + 1] = P .. 'parent:' .. parent end
   for name, value in pairs(labels) do keys[#keys + 1] = label_key(name, value) end
@@ -219,13 +228,13 @@ end
 -- (a field per namespace and state ever used, a bounded set).
 local function census(ns, state, delta)
   -- (Deltas as text: a Lua number given to redis.call is formatted with %.17g on every call.)
-  redis.call('HINCRBY', P .. 'census', ns .. '\t' .. state, delta)
+  redis.call('HINCRBY', K.census, ns .. '\t' .. state, delta)
 end
 
 local function release_unique(ns, labels, sid)
   for name, value in pairs(labels) do
     local field = unique_field(ns, name, value)
-    if redis.call('HGET', P .. 'uniq', field) == sid then redis.call('HDEL', P .. 'uniq', field) end
+    if redis.call('HGET', K.uniq, field) == sid then redis.call('HDEL', K.uniq, field) end
   end
 end
 
@@ -247,13 +256,13 @@ end
 -- touch, data and history writes on the session's own keys.
 local function schedule(w, sid, dq, ea, score)
   if ea ~= nil and (dq == nil or ea < tonumber(dq)) then
-    redis.call('ZADD', P .. 'deadlines', score, sid)
+    redis.call('ZADD', K.deadlines, score, sid)
     put(w, 'dq', score)
   end
 end
 
 local function emit(kind, at, flat)
-  return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+  return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
     'k', kind, 'a', at, 's', cmsgpack.pack(flat))
 end
 
@@ -323,7 +332,7 @@ local function flush(g)
     end
   end
   for field, delta in pairs(g.census) do
-    if delta ~= 0 then redis.call('HINCRBY', P .. 'census', field, fint(delta)) end
+    if delta ~= 0 then redis.call('HINCRBY', K.census, field, fint(delta)) end
   end
 end
 local function count(g, ns, state, delta)
@@ -345,12 +354,12 @@ local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   local state = moved(moves, h.st) or h.st
   local v = fint(tonumber(h.v) + 1)
   redis.call('HSET', sk, 'st', state, 'er', reason, 'ua', now, 'v', v)
-  gather(g, 'HSET', P .. 'claims', h.id, claimer)
+  gather(g, 'HSET', K.claims, h.id, claimer)
   if state ~= h.st then
     count(g, h.ns, h.st, -1)
     count(g, h.ns, state, 1)
   end
-  if queued and h.dq ~= nil then redis.call('ZREM', P .. 'deadlines', h.id) end
+  if queued and h.dq ~= nil then redis.call('ZREM', K.deadlines, h.id) end
   for i = 1, #flat, 2 do
     local f = flat[i]
     if f == 'st' then
@@ -378,7 +387,7 @@ local function finish(g, sk, now, state, keep_until)
   for _, key in ipairs(index_keys(h.ns, h.u, h.p, labels)) do gather(g, 'ZREM', key, sid) end
   release_unique(h.ns, labels, sid)
   count(g, h.ns, h.st, -1)
-  gather(g, 'HDEL', P .. 'claims', sid)
+  gather(g, 'HDEL', K.claims, sid)
   -- The ended record: claim fields and the deadline go ('dq' included: claim left it, its index
   -- entry is gone already), the end is written.
   local v = fint(tonumber(h.v) + 1)
@@ -417,12 +426,12 @@ local function finish(g, sk, now, state, keep_until)
       redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
     end
     if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
-    gather(g, 'ZADD', P .. 'retained', keep_until, sid)
-    gather(g, 'ZADD', P .. 'ended', '0', sid)
+    gather(g, 'ZADD', K.retained, keep_until, sid)
+    gather(g, 'ZADD', K.ended, '0', sid)
     gather(g, 'ZADD', P .. 'ended:' .. h.ns, '0', sid)
   else
     -- Only sessions created before the 'ended' indexes are in 'all' (see find).
-    gather(g, 'ZREM', P .. 'all', sid)
+    gather(g, 'ZREM', K.all, sid)
     gather(g, 'ZREM', P .. 'all:' .. h.ns, sid)
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
@@ -448,7 +457,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
   if cur[1] ~= ARGV[pos] then return nil, after end
   if g then g.seen[sid] = true end
   local ns, u, p = ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
-  gather(g, 'ZREM', P .. 'live', sid)
+  gather(g, 'ZREM', K.live, sid)
   gather(g, 'ZREM', P .. 'ns:' .. ns, sid)
   if u ~= '' then gather(g, 'ZREM', P .. 'user:' .. u, sid) end
   if p ~= '' then gather(g, 'ZREM', P .. 'parent:' .. p, sid) end
@@ -456,10 +465,10 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     local name, value = ARGV[i], ARGV[i + 1]
     gather(g, 'ZREM', label_key(name, value), sid)
     local field = unique_field(ns, name, value)
-    if redis.call('HGET', P .. 'uniq', field) == sid then redis.call('HDEL', P .. 'uniq', field) end
+    if redis.call('HGET', K.uniq, field) == sid then redis.call('HDEL', K.uniq, field) end
   end
   count(g, ns, ARGV[pos + 1], -1)
-  gather(g, 'HDEL', P .. 'claims', sid)
+  gather(g, 'HDEL', K.claims, sid)
   if tonumber(keep_until) > tonumber(now) then
     local v = fint(tonumber(cur[1]) + 1)
     if ARGV[pos + 6] ~= '' then
@@ -469,15 +478,15 @@ local function finish_known(g, sid, now, state, keep_until, pos)
       redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
     end
     redis.call('HDEL', sk, 'ea', 'dq', 'cb')  -- ('cb': claims of earlier versions)
-    gather(g, 'ZADD', P .. 'retained', keep_until, sid)
-    gather(g, 'ZADD', P .. 'ended', '0', sid)
+    gather(g, 'ZADD', K.retained, keep_until, sid)
+    gather(g, 'ZADD', K.ended, '0', sid)
     gather(g, 'ZADD', P .. 'ended:' .. ns, '0', sid)
   else
-    gather(g, 'ZREM', P .. 'all', sid)
+    gather(g, 'ZREM', K.all, sid)
     gather(g, 'ZREM', P .. 'all:' .. ns, sid)
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
-  return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+  return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
     'k', 'ended', 'a', now, 's', ARGV[pos + 5]), after
 end
 
@@ -518,7 +527,7 @@ local function refresh(sk, h, now)
     redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score)
     return
   end
-  redis.call('ZADD', P .. 'deadlines', score, h.id)
+  redis.call('ZADD', K.deadlines, score, h.id)
   redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score, 'dq', score)
 end
 
@@ -528,7 +537,7 @@ local function readable(sk, now)
   local h = redis.call('HMGET', sk, 'id', 'en')  -- no table of fields: reads are the hot path
   if not h[1] then fail('NOTFOUND') end
   if h[2] then
-    local kept = redis.call('ZSCORE', P .. 'retained', h[1])
+    local kept = redis.call('ZSCORE', K.retained, h[1])
     if not kept or tonumber(kept) <= tonumber(now) then fail('NOTFOUND') end
   end
 end
@@ -536,18 +545,19 @@ end
 
 # args: prefix, maxlen, max_sessions, max_per_user, user, parent ('' for none), deadline ('' for
 # none), the event's snapshot (MessagePack of the record's fields, packed by the caller), labels
-# (counted pairs), unique labels the session has (counted pairs), then the record's fields, which
-# begin with id, namespace, state and created at ('dq' included when it has a deadline). The caller
-# passes what the function needs apart from the record, so it builds no table of it: tables of
-# the record and packing the snapshot were most of create's CPU, and each argument costs (Redis
-# makes every one a Lua string of ARGV), so nothing is sent twice.
+# (counted pairs), unique labels the session has (counted pairs), then the record: the values of
+# its fields id, ns, st, ca, ua, la, ar and v, then its other fields as pairs ('dq' included when
+# it has a deadline). The caller passes what the function needs apart from the record, so it
+# builds no table of it: tables of the record and packing the snapshot were most of create's CPU.
+# And each argument costs (Redis makes every one a Lua string of ARGV): nothing is sent twice, and
+# the names of the fields every record has are the function's own.
 _CREATE = r"""
 local sk = KEYS[1]
 local u, p, ea = ARGV[5], ARGV[6], ARGV[7]
 local labels = 9
 local uniq = labels + 1 + 2 * tonumber(ARGV[labels])
 local rec = uniq + 1 + 2 * tonumber(ARGV[uniq])
-local sid, ns = ARGV[rec + 1], ARGV[rec + 3]
+local sid, ns = ARGV[rec], ARGV[rec + 1]
 if redis.call('EXISTS', sk) == 1 then fail('DUPID') end
 if p ~= '' then
   local parent = fields(skey(p), {'id', 'en', 'er'})
@@ -555,25 +565,30 @@ if p ~= '' then
   if parent.er ~= nil then fail('PARENTENDING', p) end
 end
 local max_sessions = tonumber(ARGV[3])
-if max_sessions and redis.call('ZCARD', P .. 'live') >= max_sessions then fail('CAPACITY') end
+if max_sessions and redis.call('ZCARD', K.live) >= max_sessions then fail('CAPACITY') end
 local max_user = tonumber(ARGV[4])
 if max_user and u ~= '' then
   local owned = redis.call('ZCARD', P .. 'user:' .. u)
   if owned >= max_user then fail('QUOTA', owned) end
 end
 for i = uniq + 1, rec - 1, 2 do
-  local holder = redis.call('HGET', P .. 'uniq', unique_field(ns, ARGV[i], ARGV[i + 1]))
+  local holder = redis.call('HGET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]))
   if holder and holder ~= sid then fail('DUPLABEL', ARGV[i], ARGV[i + 1], holder, ns) end
 end
 -- The record straight from the arguments, in slices (unpack's limit on the Lua stack).
-local pos = rec
+local pos = rec + 8
+local last = math.min(pos + 199, #ARGV)
+redis.call('HSET', sk, 'id', sid, 'ns', ns, 'st', ARGV[rec + 2], 'ca', ARGV[rec + 3],
+  'ua', ARGV[rec + 4], 'la', ARGV[rec + 5], 'ar', ARGV[rec + 6], 'v', ARGV[rec + 7],
+  unpack(ARGV, pos, last))
+pos = last + 1
 while pos <= #ARGV do
-  local last = math.min(pos + 199, #ARGV)
+  last = math.min(pos + 199, #ARGV)
   redis.call('HSET', sk, unpack(ARGV, pos, last))
   pos = last + 1
 end
-if ea ~= '' then redis.call('ZADD', P .. 'deadlines', ea, sid) end
-redis.call('ZADD', P .. 'live', '0', sid)
+if ea ~= '' then redis.call('ZADD', K.deadlines, ea, sid) end
+redis.call('ZADD', K.live, '0', sid)
 redis.call('ZADD', P .. 'ns:' .. ns, '0', sid)
 if u ~= '' then redis.call('ZADD', P .. 'user:' .. u, '0', sid) end
 if p ~= '' then redis.call('ZADD', P .. 'parent:' .. p, '0', sid) end
@@ -581,11 +596,11 @@ for i = labels + 1, uniq - 1, 2 do
   redis.call('ZADD', label_key(ARGV[i], ARGV[i + 1]), '0', sid)
 end
 for i = uniq + 1, rec - 1, 2 do
-  redis.call('HSET', P .. 'uniq', unique_field(ns, ARGV[i], ARGV[i + 1]), sid)
+  redis.call('HSET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]), sid)
 end
-census(ns, ARGV[rec + 5], '1')
-return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
-  'k', 'created', 'a', ARGV[rec + 7], 's', ARGV[8])
+census(ns, ARGV[rec + 2], '1')
+return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
+  'k', 'created', 'a', ARGV[rec + 3], 's', ARGV[8])
 """
 
 # args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,
@@ -637,7 +652,7 @@ if labels_changed then
   for _, name in ipairs(uniq) do
     local value = new_labels[name]
     if value then
-      local holder = redis.call('HGET', P .. 'uniq', unique_field(h.ns, name, value))
+      local holder = redis.call('HGET', K.uniq, unique_field(h.ns, name, value))
       if holder and holder ~= sid then fail('DUPLABEL', name, value, holder, h.ns) end
     end
   end
@@ -735,7 +750,7 @@ if labels_changed or parent ~= h.p then
   release_unique(h.ns, old_labels, sid)
   for _, name in ipairs(uniq) do
     local value = new_labels[name]
-    if value then redis.call('HSET', P .. 'uniq', unique_field(h.ns, name, value), sid) end
+    if value then redis.call('HSET', K.uniq, unique_field(h.ns, name, value), sid) end
   end
 end
 if state ~= h.st then
@@ -790,7 +805,7 @@ if dq ~= nil and ea >= tonumber(flat[dq]) then
   return flat
 end
 -- Queued earlier than before (see schedule).
-redis.call('ZADD', P .. 'deadlines', score, flat[at.id])
+redis.call('ZADD', K.deadlines, score, flat[at.id])
 redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', score, 'dq', score)
 if dq then
   flat[dq] = score
@@ -819,13 +834,13 @@ if ARGV[pos] ~= '' then
     local sid, st, state, ns, now = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4],
       ARGV[4]
     redis.call('HSET', sk, 'st', state, 'er', ARGV[3], 'ua', now, 'v', ARGV[pos + 5])
-    redis.call('HSET', P .. 'claims', sid, ARGV[5])
+    redis.call('HSET', K.claims, sid, ARGV[5])
     if state ~= st then
       census(ns, st, '-1')
       census(ns, state, '1')
     end
-    if cur[4] then redis.call('ZREM', P .. 'deadlines', sid) end
-    return redis.call('XADD', P .. 'events', 'MAXLEN', '~', ARGV[2], '*',
+    if cur[4] then redis.call('ZREM', K.deadlines, sid) end
+    return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
       'k', 'transitioned', 'a', now, 's', ARGV[pos + 6])
   end
 end
@@ -849,7 +864,7 @@ if ARGV[6] == '1' then
   -- Claims whose claimer's heartbeat key expired: that process stopped between claiming and
   -- finishing. Its ends are finished here (hooks may then run again for those sessions: at least
   -- once when a process dies, exactly once otherwise).
-  local claims = redis.call('HGETALL', P .. 'claims')
+  local claims = redis.call('HGETALL', K.claims)
   for i = 1, #claims, 2 do
     if #out >= limit then break end
     local sid, holder = claims[i], claims[i + 1]
@@ -857,9 +872,9 @@ if ARGV[6] == '1' then
       local sk = skey(sid)
       local h, flat = load(sk)
       if h == nil or h.en ~= nil or h.er == nil then
-        redis.call('HDEL', P .. 'claims', sid)
+        redis.call('HDEL', K.claims, sid)
       else
-        redis.call('HSET', P .. 'claims', sid, claimer)
+        redis.call('HSET', K.claims, sid, claimer)
         out[#out + 1] = {'', flat}
       end
     end
@@ -880,14 +895,14 @@ local budget = limit * 4 + 100
 local held = {}  -- moved sessions queued again by this call and still due: their records
 while #out < limit and budget > 0 do
   local want = math.min(limit - #out, budget, 500)
-  local due = redis.call('ZRANGEBYSCORE', P .. 'deadlines', '-inf', now, 'LIMIT', 0, want)
+  local due = redis.call('ZRANGEBYSCORE', K.deadlines, '-inf', now, 'LIMIT', 0, want)
   local n = #due
   if n == 0 then break end
   budget = budget - n
   local bound = now_n  -- (the last score alone: cheaper than a read WITHSCORES)
-  if n == want then bound = tonumber(redis.call('ZSCORE', P .. 'deadlines', due[n])) end
+  if n == want then bound = tonumber(redis.call('ZSCORE', K.deadlines, due[n])) end
   -- The index entries read all leave in one command; the moved ones go back in at the end.
-  redis.call('ZREMRANGEBYRANK', P .. 'deadlines', 0, n - 1)
+  redis.call('ZREMRANGEBYRANK', K.deadlines, 0, n - 1)
   local ready, sorted, last = {}, true, nil  -- {deadline, key, record, flat}, claimable
   local requeued = {}
   for i = 1, n do
@@ -929,7 +944,7 @@ while #out < limit and budget > 0 do
     out[#out + 1] = {claim(g, r[2], r[3], r[4], 'expired', now, moves, claimer, false), r[3].id}
   end
   for i = 1, #requeued, 400 do
-    redis.call('ZADD', P .. 'deadlines', unpack(requeued, i, math.min(i + 399, #requeued)))
+    redis.call('ZADD', K.deadlines, unpack(requeued, i, math.min(i + 399, #requeued)))
   end
 end
 flush(g)
@@ -979,16 +994,16 @@ return out
 _NEXT_DEADLINE = r"""
 local first
 for _ = 1, 100 do
-  first = redis.call('ZRANGE', P .. 'deadlines', 0, 0, 'WITHSCORES')
+  first = redis.call('ZRANGE', K.deadlines, 0, 0, 'WITHSCORES')
   if #first == 0 then return false end
   local sid = first[1]
   local sk = skey(sid)
   local h = fields(sk, {'id', 'ea', 'er', 'en'})
   if h.id == nil or h.ea == nil or h.er ~= nil or h.en ~= nil then
-    redis.call('ZREM', P .. 'deadlines', sid)
+    redis.call('ZREM', K.deadlines, sid)
     if h.id ~= nil then redis.call('HDEL', sk, 'dq') end
   elseif tonumber(h.ea) > tonumber(first[2]) then
-    redis.call('ZADD', P .. 'deadlines', h.ea, sid)
+    redis.call('ZADD', K.deadlines, h.ea, sid)
     redis.call('HSET', sk, 'dq', h.ea)
   else
     return first[2]
@@ -999,16 +1014,16 @@ return first[2]  -- possibly early: the hub then wakes once for nothing
 
 # args: prefix, now, limit.
 _PURGE = r"""
-local due = redis.call('ZRANGEBYSCORE', P .. 'retained', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local due = redis.call('ZRANGEBYSCORE', K.retained, '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
 local n = 0
 for _, sid in ipairs(due) do
-  redis.call('ZREM', P .. 'retained', sid)
+  redis.call('ZREM', K.retained, sid)
   local sk = skey(sid)
   local h = fields(sk, {'en', 'ns'})
   if h.en ~= nil then
-    redis.call('ZREM', P .. 'ended', sid)
+    redis.call('ZREM', K.ended, sid)
     redis.call('ZREM', P .. 'ended:' .. h.ns, sid)
-    redis.call('ZREM', P .. 'all', sid)  -- sessions created before the 'ended' indexes
+    redis.call('ZREM', K.all, sid)  -- sessions created before the 'ended' indexes
     redis.call('ZREM', P .. 'all:' .. h.ns, sid)
     redis.call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
     n = n + 1
@@ -1051,8 +1066,8 @@ else
   if ns ~= '' then suffix = ':' .. ns end
   sources = {P .. (ns ~= '' and 'ns' or 'live') .. suffix}
   if include_ended then
-    sources[2] = P .. 'ended' .. suffix
-    if redis.call('EXISTS', P .. 'all' .. suffix) == 1 then sources[3] = P .. 'all' .. suffix end
+    sources[2] = K.ended .. suffix
+    if redis.call('EXISTS', K.all .. suffix) == 1 then sources[3] = K.all .. suffix end
   end
 end
 
@@ -1350,6 +1365,7 @@ def build_library(
         "local function entry(body)\n"
         "  return function(keys, args)\n"
         "    KEYS, ARGV, P = keys, args, args[1]\n"
+        "    if K.p ~= P then K = names(P) end\n"
         "    return body()\n"
         "  end\n"
         "end\n"

@@ -181,6 +181,7 @@ _FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few mil
 _HELD = 20_000  # claimed records held for their finish (see RedisStore._hold)
 _KNOWN = 10_000  # live records last written or read here, for claim_end (see RedisStore._know)
 _EndArgs = tuple[list[Arg], Session | None]
+_FIXED = 16  # the items of the fields every record begins with (see _encode_session)
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -249,8 +250,8 @@ def _json_key(key: str) -> str:
 
 
 def _encode_session(session: Session) -> list[Arg]:
-    """A record's fields, beginning with ``id``, ``ns``, ``st``, ``ca`` (the Lua ``create`` reads
-    them at those places instead of being sent them again)."""
+    """A record's fields, beginning with ``id ns st ca ua la ar v`` in this order (the Lua
+    ``create`` is sent their values alone: see ``_FIXED``)."""
     out: list[Arg] = [
         "id", session.id,
         "ns", session.namespace,
@@ -758,7 +759,8 @@ class RedisStore(Store):
             *labels,
             len(unique) // 2,
             *unique,
-            *record,
+            *record[1:_FIXED:2],
+            *record[_FIXED:],
         ]
         try:
             event_id = await self._run("create", [self._key("s", session.id)], args)
