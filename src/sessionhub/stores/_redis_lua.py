@@ -60,8 +60,9 @@ its ``finish_end`` / ``finish_ends`` send what the function would read from the 
 state, namespace, user, parent, labels) with the ``ended`` snapshot packed: ``finish_known``
 checks three fields (``HMGET v en er``), builds no table, packs nothing and replies with the event
 id. A claimed record does not change (every write refuses it; a takeover by an earlier version
-rewrites ``cb`` alone, which the end ignores), and the copy is trusted only at the version it was claimed at; ends of
-sessions claimed elsewhere, or changed behind the claim, go through ``finish`` as before. The
+rewrites ``cb`` alone, which the end drops), and the copy is trusted only at the version it was
+claimed at; ends of sessions claimed elsewhere, or changed behind the claim, go through ``finish``
+as before. The
 census keeps counts that drop to zero (one ``HINCRBY``, no ``HDEL``; every reader, of every
 version since the census exists, skips zero counts). ``having_children`` asks one ``EXISTS`` of
 many keys per slice of a batch (most batches hold no parent) before asking key by key. Measured
@@ -73,6 +74,26 @@ process CPU; create 0.6-0.7x, unchanged (its eight commands remain: a lower figu
 index writes). The record format is unchanged: nothing to migrate, and stores of every version
 read each other's data (a claim made by an older version is finished by ``finish`` from the
 stored record).
+
+The fourth pass, profiled by instruction counts (``valgrind --tool=callgrind`` on the server:
+exact where timings on the shared 2-core machine vary by half). What a call costs besides its
+commands: each argument of an ``FCALL`` (Redis makes each a Lua string of ``ARGV``: about 600
+instructions, as much as a small command), each Lua number given to ``redis.call`` (formatted with
+``%.17g``, about 1,500), each concatenation (a new string, hashed, later collected), each table
+grown key by key (rehashed at every power of two), replies turned into Lua tables (an ``HGETALL``
+of a record: about 25,000 with its table) and ``cmsgpack.pack`` of a record (about 20,000). Hence:
+scores and census deltas are sent as text; ``create`` is sent no value twice and the names of the
+fields every record has are its own; the global keys' names are made once per prefix; ``load``
+sizes its table at once; a claim no longer writes ``cb`` (nothing read it: the claims hash names
+the claimer). And ``claim_end`` of a session this store instance last wrote (its create, touch or
+update) is sent the version it knows and the claimed snapshot packed: at that version the function
+checks four fields (``HMGET v en er dq``) and writes the claim without reading the record, a table
+or a pack (every write of a record's fields bumps ``v``; ``dq``, which does not, is read), about
+0.65x of a claim's instructions; a session changed elsewhere is claimed from the record, as
+before (one ``HMGET`` more). Instructions per operation against commit 8ad59c7, the bench's
+sequence on a private server (``callgrind``, whole server, so tailers' reads included): create
+0.60x, touch 0.46x, an end 0.48x (claim 0.43x, finish 0.53x), expiry 0.48x, expiry of touched
+sessions 0.50x. Timed: ``benchmarks/bench_redis.py --cpu`` prints them beside commit 8ad59c7.
 
 A packed record (the scalars in one field) would make ``get`` cheaper: ``HGETALL`` of a
 12-field record cost 3.9-4.5 µs, of a one-field record of the same bytes 1.4-1.6 µs (busy

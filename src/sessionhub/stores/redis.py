@@ -116,7 +116,9 @@ that event's snapshot, which the tailer brings (or from the record, when the rin
 instance keeps the sessions it claimed (up to 20,000, the oldest dropped) and finishes them from
 that copy: the function then reads three fields instead of the record, and the ``ended`` snapshot
 is packed here (see ``_redis_lua``); an end claimed by another instance, or a record changed
-behind its claim, is finished from the stored record.
+behind its claim, is finished from the stored record. Likewise ``claim_end``: the instance keeps
+the live sessions it last created, touched or updated (up to 10,000, the oldest dropped) and
+claims one of them from that copy while Redis holds the same version; otherwise from the record.
 """
 
 from __future__ import annotations
