@@ -204,3 +204,34 @@ async def test_a_claim_of_a_session_changed_elsewhere_reads_the_record(
     finally:
         await store.close()
         await other.close()
+
+
+@pytest.mark.parametrize("requests", [0, 2])
+async def test_an_end_with_requests_in_flight_is_kept_with_none(
+    redis_server: RedisServer, admin: RedisClient, requests: int
+) -> None:
+    """An end finished from the claim held here writes ``ar`` only when it was not 0 already: the
+    kept record and the session returned are those of an end finished from the stored record."""
+    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    store = RedisStore(redis_server.url, prefix=prefix)
+    await store.open()
+    try:
+        for sid in ("held", "read"):
+            await store.create(_session(sid), CreateRules())
+            if requests:
+                await store.modify(sid, Change(now=NOW + 1, requests=requests))
+            assert await store.claim_end(sid, "ended", NOW + 2, MOVES) is not None
+        assert "read" in store._held
+        store._held.pop("read")
+        [held, read] = await store.finish_ends(
+            [("held", NOW + 60), ("read", NOW + 60)], NOW + 3, "X"
+        )
+        assert read is not None
+        assert held == msgspec.structs.replace(read, id="held")
+        assert held.active_requests == 0
+        stored = {sid: await _fields(admin, prefix, sid) for sid in ("held", "read")}
+        assert stored["held"] == {**stored["read"], "id": "held"}
+        assert stored["held"]["ar"] == "0"
+        assert await store.get("held") == held
+    finally:
+        await store.close()

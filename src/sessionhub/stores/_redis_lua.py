@@ -466,39 +466,50 @@ end
 -- and replies with the event id alone (issue 12: reading the record back, the tables and the pack
 -- were most of finish's CPU besides its commands). The caller's copy is trusted only at the
 -- version it was claimed at: a record changed behind the claim (by hand, by another version) is
--- ended by finish from what is stored. ARGV from 'pos': version, state, namespace, user, parent
--- ('' none), snapshot, the retention to write ('' none: see finish), labels (counted pairs). Returns the event id, false (not claimed, ended,
--- or earlier in this group) or nil (changed: the caller runs finish), and the next position.
+-- ended by finish from what is stored. ARGV from 'pos': version, the ended version, state,
+-- namespace, user, parent ('' none), snapshot, the retention to write ('' none: see finish), how
+-- it is kept ('' not: deleted; 'k' kept; 'a' kept, and 'ar' written '0'), labels (counted
+-- pairs): nothing the caller knows is parsed or formatted here. Returns the event id, false (not
+-- claimed, ended, or earlier in this group) or nil (changed: the caller runs finish), and the
+-- next position.
 local function finish_known(g, sid, now, state, keep_until, pos)
-  local n = tonumber(ARGV[pos + 7])
-  local after = pos + 8 + 2 * n
+  local n = tonumber(ARGV[pos + 9])
+  local after = pos + 10 + 2 * n
   local sk = skey(sid)
-  local cur = redis.call('HMGET', sk, 'v', 'en', 'er')
+  local cur = redis.call('HMGET', sk, 'v', 'en', 'er', 'cb')
   if cur[2] or not cur[3] or (g and g.seen[sid]) then return false, after end
   if cur[1] ~= ARGV[pos] then return nil, after end
   if g then g.seen[sid] = true end
-  local ns, u, p = ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4]
+  local ns, u, p = ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5]
   gather(g, 'ZREM', K.live, sid)
   gather(g, 'ZREM', P .. 'ns:' .. ns, sid)
   if u ~= '' then gather(g, 'ZREM', P .. 'user:' .. u, sid) end
   if p ~= '' then gather(g, 'ZREM', P .. 'parent:' .. p, sid) end
-  for i = pos + 8, after - 1, 2 do
+  for i = pos + 10, after - 1, 2 do
     local name, value = ARGV[i], ARGV[i + 1]
     gather(g, 'ZREM', label_key(name, value), sid)
     local field = unique_field(ns, name, value)
     if redis.call('HGET', K.uniq, field) == sid then redis.call('HDEL', K.uniq, field) end
   end
-  count(g, ns, ARGV[pos + 1], -1)
+  count(g, ns, ARGV[pos + 2], -1)
   gather(g, 'HDEL', K.claims, sid)
-  if tonumber(keep_until) > tonumber(now) then
-    local v = fint(tonumber(cur[1]) + 1)
-    if ARGV[pos + 6] ~= '' then
-      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v,
-        'ret', ARGV[pos + 6])
+  local kept = ARGV[pos + 8]
+  if kept ~= '' then
+    local v, ret = ARGV[pos + 1], ARGV[pos + 7]
+    if kept == 'a' and ret ~= '' then
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v, 'ar', '0', 'ret', ret)
+    elseif kept == 'a' then
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v, 'ar', '0')
+    elseif ret ~= '' then
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v, 'ret', ret)
     else
-      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v)
     end
-    redis.call('HDEL', sk, 'ea', 'dq', 'cb')  -- ('cb': claims of earlier versions)
+    if cur[4] then  -- 'cb': claims of earlier versions
+      redis.call('HDEL', sk, 'ea', 'dq', 'cb')
+    else
+      redis.call('HDEL', sk, 'ea', 'dq')
+    end
     gather(g, 'ZADD', K.retained, keep_until, sid)
     gather(g, 'ZADD', K.ended, '0', sid)
     gather(g, 'ZADD', P .. 'ended:' .. ns, '0', sid)
@@ -508,7 +519,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
   return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-    'k', 'ended', 'a', now, 's', ARGV[pos + 5]), after
+    'k', 'ended', 'a', now, 's', ARGV[pos + 6]), after
 end
 
 -- One end of finish_end / finish_ends at ARGV[pos]: session id, retain until, then the claimed

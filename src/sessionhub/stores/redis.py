@@ -319,14 +319,17 @@ def _ended(
     if stated:  # the snapshot states it as the record does
         record[record.index("ret") + 1] = stated
     labels = [item for pair in claimed.labels.items() for item in pair]
+    kept = "" if retain_until <= at else "a" if claimed.active_requests else "k"
     args: list[Arg] = [
         str(claimed.version),
+        str(ended.version),
         claimed.state,
         claimed.namespace,
         claimed.user_id or "",
         claimed.parent_id or "",
         _snapshot(record),
         stated,
+        kept,
         len(labels) // 2,
         *labels,
     ]
