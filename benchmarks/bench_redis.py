@@ -219,9 +219,12 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
     ``private`` server the statistics are reset before each measured step, for the median call."""
     old_class = baseline_store_class(baseline)
     stores: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
+    # Another hub process on each store's data: it touches the sessions of 'end/o'.
+    others: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
     if old_class is not None:
         stores["before"] = old_class(url, prefix="cpu-old:")
-    for store in stores.values():
+        others["before"] = old_class(url, prefix="cpu-old:")
+    for store in (*stores.values(), *others.values()):
         await store.open()
     runs = {name: CpuRun(store, name) for name, store in stores.items()}
     now = time.time()
@@ -319,6 +322,13 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
             ending = [s.id for s in ids]
             await measured(name, "end", "fcall", partial(claimed, run, ending))
             await measured(name, "end", "fcall", partial(finished, run, ending), more=True)
+            # Sessions another process touched last: this one knows an older version of each.
+            elsewhere = [run.session(now, 600.0) for _ in range(CPU_CHUNK)]
+            await run.create(elsewhere)
+            await touched(others[name], elsewhere, touch)
+            ending = [s.id for s in elsewhere]
+            await measured(name, "end/o", "fcall", partial(claimed, run, ending))
+            await measured(name, "end/o", "fcall", partial(finished, run, ending), more=True)
             await run.create([run.session(now, 1.0) for _ in range(CPU_CHUNK)])  # due at now + 10
             await measured(name, "expiry", "fcall", partial(expired, run, now + 10))
             # Touched after they were queued: each deadline entry is early, the claim reads the
@@ -333,7 +343,7 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
                 )
             )
             await measured(name, "expiry/t", "fcall", partial(expired, run, now + 10))
-    for store in stores.values():
+    for store in (*stores.values(), *others.values()):
         await store.close()
 
     print(
@@ -348,7 +358,11 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
         f"a read of the newest {HISTORY_RECORDS} of {HISTORY_RECORDS} records (not in issue 12's targets)."
     )
     print(
-        "'end' is one end (claim_end + finish_end). 'expiry' is the hub's expiry path per session:"
+        "'end' is one end (claim_end + finish_end) of sessions this process touched last (today's"
+    )
+    print("claim_end then sends the claimed record: see _redis_lua); 'end/o' of sessions another")
+    print(
+        "process touched last (today's claim reads the record). 'expiry' is the hub's expiry path:"
     )
     for name, store in stores.items():
         path = "claim + having_children + finish_ends per batch"
@@ -376,7 +390,7 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
     if private:
         header += f"{'median call: before':>22}{'today':>8}{'ratio':>7}"
     print(f"{header}   target: ratios <= 0.5")
-    for op in ("create", "touch", "get", "history", "end", "expiry", "expiry/t"):
+    for op in ("create", "touch", "get", "history", "end", "end/o", "expiry", "expiry/t"):
         line = f"{op:<11}"
         worst = None
         columns: list[tuple[str, int, Callable[[list[float]], float]]] = [
