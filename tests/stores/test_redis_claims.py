@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import msgspec
 import pytest
 
-from sessionhub import Session
+from sessionhub import Session, SessionHub
 from sessionhub.stores import Change, CreateRules
 from sessionhub.stores._resp import RedisAddress, RedisClient
 from sessionhub.stores.redis import RedisStore, _decode_session
@@ -235,3 +235,53 @@ async def test_an_end_with_requests_in_flight_is_kept_with_none(
         assert await store.get("held") == held
     finally:
         await store.close()
+
+
+def _again(sid: str) -> Session:
+    """``sid`` created again later, for another user and team (at version 1, as the first was)."""
+    return msgspec.structs.replace(
+        _session(sid), created_at=NOW + 5, updated_at=NOW + 5, last_activity_at=NOW + 5,
+        expires_at=NOW + 15, user_id="u2", labels={"team": "blue"},
+    )  # fmt: skip
+
+
+async def test_a_session_created_again_under_its_id_is_not_taken_for_the_one_known_here(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """A copy known here (claim_end) or a claim held here (finish) of a session that ended and was
+    created again elsewhere under the same id, at the same version: the creation time tells them
+    apart, and the session stored is claimed and ended, with its own indexes and census."""
+    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    here = RedisStore(redis_server.url, prefix=prefix)
+    there = RedisStore(redis_server.url, prefix=prefix)
+    await here.open()
+    await there.open()
+    try:
+        for sid in ("known", "held"):
+            await here.create(_session(sid), CreateRules())
+        assert await here.claim_end("held", "ended", NOW + 1, MOVES) is not None
+        for sid in ("known", "held"):
+            if sid == "known":
+                assert await there.claim_end(sid, "ended", NOW + 2, MOVES) is not None
+            await there.finish_end(sid, NOW + 2, "CLEANED", NOW + 2)  # not kept
+            await there.create(_again(sid), CreateRules())
+        claimed = await there.claim_end("held", "again", NOW + 6, MOVES)
+        assert claimed is not None
+        assert claimed.version == here._held["held"].version  # the same version, another session
+        known = await here.claim_end("known", "ended", NOW + 6, MOVES)
+        assert known is not None
+        assert (known.user_id, known.labels, known.created_at) == ("u2", {"team": "blue"}, NOW + 5)
+        assert known == await there.get("known")
+        assert await here.census() == {("default", "TERMINATING"): 2}
+        for sid in ("known", "held"):
+            ended = await here.finish_end(sid, NOW + 7, "CLEANED", NOW + 60)
+            assert ended is not None
+            assert (ended.user_id, ended.labels) == ("u2", {"team": "blue"})
+        hub = SessionHub(here, auto_expire=False)
+        for query in ({"user_id": "u2"}, {"labels": {"team": "blue"}}, {}):
+            assert await hub.count(**query) == 0
+        assert await here.census() == {}
+        assert await admin.call("HGETALL", prefix + "claims") == []
+    finally:
+        await here.close()
+        await there.close()

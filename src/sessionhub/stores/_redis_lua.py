@@ -466,20 +466,23 @@ end
 -- and replies with the event id alone (issue 12: reading the record back, the tables and the pack
 -- were most of finish's CPU besides its commands). The caller's copy is trusted only at the
 -- version it was claimed at: a record changed behind the claim (by hand, by another version) is
--- ended by finish from what is stored. ARGV from 'pos': version, the ended version, state,
+-- ended by finish from what is stored (at that version of that session, by its creation time: it
+-- is claimed and not ended, as claims and ends bump the version). ARGV from 'pos': version,
+-- created at (as stored), the ended version, state,
 -- namespace, user, parent ('' none), snapshot, the retention to write ('' none: see finish), how
 -- it is kept ('' not: deleted; 'k' kept; 'a' kept, and 'ar' written '0'), labels (counted
 -- pairs): nothing the caller knows is parsed or formatted here. Returns the event id, false (not
 -- claimed, ended, or earlier in this group) or nil (changed: the caller runs finish), and the
 -- next position.
 local function finish_known(g, sid, now, state, keep_until, pos)
-  local n = tonumber(ARGV[pos + 9])
-  local after = pos + 10 + 2 * n
+  local n = tonumber(ARGV[pos + 10])
+  local after = pos + 11 + 2 * n
   local sk = skey(sid)
-  local cur = redis.call('HMGET', sk, 'v', 'en', 'er', 'cb')
-  if cur[2] or not cur[3] or (g and g.seen[sid]) then return false, after end
-  if cur[1] ~= ARGV[pos] then return nil, after end
+  if g and g.seen[sid] then return false, after end
+  local cur = redis.call('HMGET', sk, 'v', 'ca', 'cb')
+  if cur[1] ~= ARGV[pos] or cur[2] ~= ARGV[pos + 1] then return nil, after end
   if g then g.seen[sid] = true end
+  pos = pos + 1  -- (past created at)
   local ns, u, p = ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5]
   gather(g, 'ZREM', K.live, sid)
   gather(g, 'ZREM', P .. 'ns:' .. ns, sid)
@@ -505,7 +508,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     else
       redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v)
     end
-    if cur[4] then  -- 'cb': claims of earlier versions
+    if cur[3] then  -- 'cb': claims of earlier versions
       redis.call('HDEL', sk, 'ea', 'dq', 'cb')
     else
       redis.call('HDEL', sk, 'ea', 'dq')
@@ -849,31 +852,32 @@ return flat
 """
 
 # keys: session. args: prefix, maxlen, reason, now, claimer, moves (counted pairs), then what the
-# caller knows of the session ('' nothing) or: its version, id, state, the state claimed, namespace,
-# the version claimed, and the claimed record's snapshot packed. When the stored version is that
-# one, nothing else changed either (every write of the record's fields bumps it; 'dq' is read):
-# the claim is written without reading the record, building a table of it or packing it (issue
-# 12: those were most of a claim's CPU), and replies with its event id. Otherwise the record is
-# read and claimed as ever, and the reply is {event id}: the caller reads the claimed record from
-# the event. False when the session is not there to claim.
+# caller knows of the session ('' nothing) or: its version, created at (as stored), id, state, the
+# state claimed, namespace, the version claimed, and the claimed record's snapshot packed. When
+# the stored record is at that version of that session (its creation time tells a session created
+# again under the same id), nothing else changed either: every write of the record's fields bumps
+# the version (claims and ends too, so it is neither claimed nor ended); 'dq', which does not, is
+# read. The claim is then written without reading the record, building a table of it or packing it
+# (issue 12: those were most of a claim's CPU), and replies with its event id. Otherwise the
+# record is read and claimed as ever, and the reply is {event id}: the caller reads the claimed
+# record from the event. False when the session is not there to claim.
 _CLAIM_END = r"""
 local sk = KEYS[1]
 local pos = 7 + 2 * math.max(tonumber(ARGV[6]), 0)  -- after the moves
 if ARGV[pos] ~= '' then
-  local cur = redis.call('HMGET', sk, 'v', 'en', 'er', 'dq')
-  if not cur[1] or cur[2] or cur[3] then return false end
-  if cur[1] == ARGV[pos] then
-    local sid, st, state, ns, now = ARGV[pos + 1], ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4],
+  local cur = redis.call('HMGET', sk, 'v', 'ca', 'dq')
+  if cur[1] == ARGV[pos] and cur[2] == ARGV[pos + 1] then
+    local sid, st, state, ns, now = ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5],
       ARGV[4]
-    redis.call('HSET', sk, 'st', state, 'er', ARGV[3], 'ua', now, 'v', ARGV[pos + 5])
+    redis.call('HSET', sk, 'st', state, 'er', ARGV[3], 'ua', now, 'v', ARGV[pos + 6])
     redis.call('HSET', K.claims, sid, ARGV[5])
     if state ~= st then
       census(ns, st, '-1')
       census(ns, state, '1')
     end
-    if cur[4] then redis.call('ZREM', K.deadlines, sid) end
+    if cur[3] then redis.call('ZREM', K.deadlines, sid) end
     return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-      'k', 'transitioned', 'a', now, 's', ARGV[pos + 6])
+      'k', 'transitioned', 'a', now, 's', ARGV[pos + 7])
   end
 end
 local h, flat = load(sk)

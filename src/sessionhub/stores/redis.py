@@ -322,6 +322,7 @@ def _ended(
     kept = "" if retain_until <= at else "a" if claimed.active_requests else "k"
     args: list[Arg] = [
         str(claimed.version),
+        repr(float(claimed.created_at)),  # as create stored it: tells a session created again
         str(ended.version),
         claimed.state,
         claimed.namespace,
@@ -944,8 +945,8 @@ class RedisStore(Store):
                 version=known.version + 1,
             )  # fmt: skip
             args += (
-                str(known.version), session_id, known.state, state, known.namespace,
-                str(claimed.version), _snapshot(_encode_session(claimed)),
+                str(known.version), repr(float(known.created_at)), session_id, known.state,
+                state, known.namespace, str(claimed.version), _snapshot(_encode_session(claimed)),
             )  # fmt: skip
         reply = await self._run("claim_end", [self._key("s", session_id)], args)
         if reply is None:
