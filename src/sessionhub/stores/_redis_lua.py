@@ -58,12 +58,11 @@ only (and the session id, in ``claim_expired``): the store reads the claimed rec
 event's snapshot, which its tailer brings anyway. The store keeps the sessions it claimed, and
 its ``finish_end`` / ``finish_ends`` send what the function would read from the record (version,
 state, namespace, user, parent, labels) with the ``ended`` snapshot packed: ``finish_known``
-checks three fields (``HMGET v en er``), builds no table, packs nothing and replies with the event
-id. A claimed record does not change (every write refuses it; a takeover by an earlier version
-rewrites ``cb`` alone, which the end drops), and the copy is trusted only at the version it was
-claimed at; ends of sessions claimed elsewhere, or changed behind the claim, go through ``finish``
-as before. The
-census keeps counts that drop to zero (one ``HINCRBY``, no ``HDEL``; every reader, of every
+reads a few fields (now ``HMGET v ca cb``), builds no table, packs nothing and replies with the
+event id. A claimed record does not change (every write refuses it; a takeover by an earlier
+version rewrites ``cb`` alone, which the end drops), and the copy is trusted only at the version
+(and creation time) it was claimed at; ends of sessions claimed elsewhere, or changed behind the
+claim, go through ``finish`` as before. The census keeps counts that drop to zero (one ``HINCRBY``, no ``HDEL``; every reader, of every
 version since the census exists, skips zero counts). ``having_children`` asks one ``EXISTS`` of
 many keys per slice of a batch (most batches hold no parent) before asking key by key. Measured
 beside the previous library (commit 9513ad1) in the same runs, on a busy machine (load 7-16):
@@ -86,14 +85,21 @@ scores and census deltas are sent as text; ``create`` is sent no value twice and
 fields every record has are its own; the global keys' names are made once per prefix; ``load``
 sizes its table at once; a claim no longer writes ``cb`` (nothing read it: the claims hash names
 the claimer). And ``claim_end`` of a session this store instance last wrote (its create, touch or
-update) is sent the version it knows and the claimed snapshot packed: at that version the function
-checks four fields (``HMGET v en er dq``) and writes the claim without reading the record, a table
-or a pack (every write of a record's fields bumps ``v``; ``dq``, which does not, is read), about
-0.65x of a claim's instructions; a session changed elsewhere is claimed from the record, as
-before (one ``HMGET`` more). Instructions per operation against commit 8ad59c7, the bench's
-sequence on a private server (``callgrind``, whole server, so tailers' reads included): create
-0.60x, touch 0.46x, an end 0.48x (claim 0.43x, finish 0.53x), expiry 0.48x, expiry of touched
-sessions 0.50x. Timed: ``benchmarks/bench_redis.py --cpu`` prints them beside commit 8ad59c7.
+update) is sent the version and creation time it knows and the claimed snapshot packed: for that
+session at that version the function reads three fields (``HMGET v ca dq``) and writes the claim
+without reading the record, a table or a pack (every write of a record's fields bumps ``v``,
+claims and ends too; ``dq``, which does not, is read; ``ca`` tells a session created again under
+the same id), about 0.65x of a claim's instructions. A session changed elsewhere is claimed from
+the record, as before, with one ``HMGET`` more (``bench_redis``'s ``end/o``). ``finish_known`` is
+sent the ended version and how the record is kept, and drops ``cb`` only when it is there.
+Instructions per operation against commit 8ad59c7, the bench's sequence on a private server
+(``callgrind``, whole server, so tailers' reads included): create 0.60x, touch 0.46x, an end
+0.46x (claim 0.42x, finish 0.50x), expiry 0.46x, expiry of touched sessions 0.48x. Timed (``in
+FCALL``, best of 15 rounds, 5 runs on a quiet machine): create 0.56-0.59x, an end 0.50-0.53x
+(0.62-0.65x when another process touched the session last), expiry 0.46-0.49x, expiry of touched
+sessions 0.47-0.50x; the server's process CPU 0.62-0.64x, 0.56-0.59x, 0.50-0.52x, 0.51-0.52x.
+Create stays above half: its eight commands and its record's ``HSET`` (a listpack that a field at
+a time searches and grows) are most of it now.
 
 A packed record (the scalars in one field) would make ``get`` cheaper: ``HGETALL`` of a
 12-field record cost 3.9-4.5 µs, of a one-field record of the same bytes 1.4-1.6 µs (busy
