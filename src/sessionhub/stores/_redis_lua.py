@@ -119,13 +119,21 @@ _LIB = r"""
 -- Set on entry to every function: Redis runs one function at a time, to the end.
 local KEYS, ARGV, P
 
--- The global keys' names under the prefix, made again only when it changes: a concatenation
--- makes a new string each time (hashed, and later collected), several per call on hot paths.
-local K = {}
+-- The global keys' names under the prefix ('K'), made once per prefix: a concatenation makes a
+-- new string each time (hashed, and later collected), several per call on hot paths. Kept for up
+-- to 256 prefixes (a Cluster store's buckets each have one).
+local K, KNOWN, KNOWN_N = nil, {}, 0
 local function names(p)
-  return {p = p, live = p .. 'live', deadlines = p .. 'deadlines', claims = p .. 'claims',
+  local k = KNOWN[p]
+  if k then return k end
+  k = {live = p .. 'live', deadlines = p .. 'deadlines', claims = p .. 'claims',
     retained = p .. 'retained', ended = p .. 'ended', events = p .. 'events',
     census = p .. 'census', uniq = p .. 'uniq', all = p .. 'all'}
+  if KNOWN_N < 256 then
+    KNOWN[p] = k
+    KNOWN_N = KNOWN_N + 1
+  end
+  return k
 end
 
 local US = '\31'
@@ -1407,7 +1415,7 @@ def build_library(
         "local function entry(body)\n"
         "  return function(keys, args)\n"
         "    KEYS, ARGV, P = keys, args, args[1]\n"
-        "    if K.p ~= P then K = names(P) end\n"
+        "    K = names(P)\n"
         "    return body()\n"
         "  end\n"
         "end\n"
