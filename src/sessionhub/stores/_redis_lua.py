@@ -595,11 +595,12 @@ end
 # args: prefix, maxlen, max_sessions, max_per_user, user, parent ('' for none), deadline ('' for
 # none), the event's snapshot (MessagePack of the record's fields, packed by the caller), labels
 # (counted pairs), unique labels the session has (counted pairs), then the record: the values of
-# its fields id, ns, st, ca, ua, la, ar and v, then its other fields as pairs ('dq' included when
-# it has a deadline). The caller passes what the function needs apart from the record, so it
-# builds no table of it: tables of the record and packing the snapshot were most of create's CPU.
-# And each argument costs (Redis makes every one a Lua string of ARGV): nothing is sent twice, and
-# the names of the fields every record has are the function's own.
+# its fields id, ns, st, ca, ua, la, ar and v, then its other fields as pairs but for 'u' and 'ea'
+# (the user and the deadline above; 'dq', the deadline entry's score, is the deadline too). The
+# caller passes what the function needs apart from the record, so it builds no table of it:
+# tables of the record and packing the snapshot were most of create's CPU. And each argument
+# costs (Redis makes every one a Lua string of ARGV): nothing is sent twice, and the names of the
+# fields every record has are the function's own.
 _CREATE = r"""
 local sk = KEYS[1]
 local u, p, ea = ARGV[5], ARGV[6], ARGV[7]
@@ -625,11 +626,21 @@ for i = uniq + 1, rec - 1, 2 do
   if holder and holder ~= sid then fail('DUPLABEL', ARGV[i], ARGV[i + 1], holder, ns) end
 end
 -- The record straight from the arguments, in slices (unpack's limit on the Lua stack).
+local function record(...)
+  redis.call('HSET', sk, 'id', sid, 'ns', ns, 'st', ARGV[rec + 2], 'ca', ARGV[rec + 3],
+    'ua', ARGV[rec + 4], 'la', ARGV[rec + 5], 'ar', ARGV[rec + 6], 'v', ARGV[rec + 7], ...)
+end
 local pos = rec + 8
 local last = math.min(pos + 199, #ARGV)
-redis.call('HSET', sk, 'id', sid, 'ns', ns, 'st', ARGV[rec + 2], 'ca', ARGV[rec + 3],
-  'ua', ARGV[rec + 4], 'la', ARGV[rec + 5], 'ar', ARGV[rec + 6], 'v', ARGV[rec + 7],
-  unpack(ARGV, pos, last))
+if u ~= '' and ea ~= '' then
+  record('u', u, 'ea', ea, 'dq', ea, unpack(ARGV, pos, last))
+elseif u ~= '' then
+  record('u', u, unpack(ARGV, pos, last))
+elseif ea ~= '' then
+  record('ea', ea, 'dq', ea, unpack(ARGV, pos, last))
+else
+  record(unpack(ARGV, pos, last))
+end
 pos = last + 1
 while pos <= #ARGV do
   last = math.min(pos + 199, #ARGV)

@@ -744,6 +744,13 @@ class RedisStore(Store):
     async def create(self, session: Session, rules: CreateRules) -> Session:
         record = _encode_session(session)
         deadline = "" if session.expires_at is None else repr(float(session.expires_at))
+        # The function is sent the user and the deadline once, and names their fields.
+        rest = [
+            item
+            for i in range(_FIXED, len(record), 2)
+            if record[i] not in ("u", "ea")
+            for item in (record[i], record[i + 1])
+        ]
         if deadline:
             record += ("dq", deadline)  # queued with the record (the deadline index's score)
         labels = _pairs(session.labels)
@@ -766,7 +773,7 @@ class RedisStore(Store):
             len(unique) // 2,
             *unique,
             *record[1:_FIXED:2],
-            *record[_FIXED:],
+            *rest,
         ]
         try:
             event_id = await self._run("create", [self._key("s", session.id)], args)
