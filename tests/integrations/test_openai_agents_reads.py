@@ -111,6 +111,21 @@ async def test_damaged_items_are_skipped_and_counted_sqlite(tmp_path: Path) -> N
         assert hub.store.damaged_records >= 3
 
 
+async def test_a_damaged_item_is_counted_once_per_read_sqlite(tmp_path: Path) -> None:
+    """A handle's first read takes the newest records as plain items when they are; a damaged
+    one among them sends the read to the walk, which counts it: once per read, not twice."""
+    model = numbered("i", 10)
+    async with SessionHub(f"sqlite:///{tmp_path}/d.db", idle_timeout=None) as hub:
+        session = SessionHubSession("damaged", hub)
+        await session.add_items(model)
+        damage_sqlite(tmp_path / "d.db", hub_name("damaged"), [9])
+        for limit in (3, 9):
+            before = hub.store.damaged_records
+            fresh = SessionHubSession("damaged", hub)
+            assert await fresh.get_items(limit) == (model[:8] + model[9:])[-limit:]
+            assert hub.store.damaged_records - before == 1
+
+
 async def test_damaged_items_are_skipped_and_counted_redis(redis_server: RedisServer) -> None:
     model = numbered("i", 60)
     prefix = f"dmg{uuid.uuid4().hex[:8]}:"

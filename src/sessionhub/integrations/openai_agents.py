@@ -152,7 +152,10 @@ class SessionHubSession:
         ``pop`` record's place in the history decides which item it removed."""
         hub = await self._link.ready()
         try:
-            popped = await _stack(hub, self._key).pop(_ITEM, marker=_POP)
+            if isinstance(hub, SessionHub):  # the store's operation without the handle's checks
+                popped = await hub.store.history_pop(self._key, _ITEM, _POP, hub.clock())
+            else:
+                popped = await _stack(hub, self._key).pop(_ITEM, marker=_POP)
         except SessionNotFound:
             return None
         if popped is None:

@@ -1354,6 +1354,10 @@ class SQLiteStore(Store):
 
     def _history_stack(self, session_id: str, read: StackRead, now: float) -> tuple[list[Any], int]:
         db = self._db
+        if read.wanted is not None and not read.hidden:
+            items = self._newest_items(session_id, read.kind, read.wanted, now)
+            if items is not None:
+                return items, 0
         walk = self._stack_walk(session_id, read)
         # no `at`, no HistoryRecord: the columns the walk needs, with the retention check
         rows = db.execute(
@@ -1376,6 +1380,38 @@ class SQLiteStore(Store):
             if not rows:
                 break
         return walk.oldest_first(), walk.hidden
+
+    def _newest_items(
+        self, session_id: str, kind: str, wanted: int, now: float
+    ) -> list[Any] | None:
+        """The decoded payloads of the ``wanted`` newest records, oldest first, when all of them
+        are ``kind`` records that decode: the usual read, with nothing popped or cleared among
+        them (the caller expects none hidden). ``None`` when another record or a damaged one is
+        among them: the walk reads them again, resolves the markers and reports the damage.
+
+        Two columns, the kind only for other records (NULL for items) and no seq: building the
+        Python rows was most of the walk's statement (the seq column alone cost a fifth of it).
+        Measured in the worker (get_items(50) of 200 items, 2-core machine): 35 us -> 25 us.
+        """
+        rows = self._db.execute(
+            "SELECT nullif(kind, ?), payload FROM history WHERE session_id = ? AND EXISTS ("
+            "SELECT 1 FROM sessions WHERE id = ? AND (retain_until IS NULL OR retain_until > ?)) "
+            "ORDER BY seq DESC LIMIT ?",
+            (kind, session_id, session_id, now, wanted),
+        ).fetchall()
+        if not rows:
+            self._readable(session_id, now)
+            return []
+        items = []
+        for other, payload in rows:
+            if other is not None:
+                return None
+            try:
+                items.append(_decode_json(payload))
+            except DECODE_ERRORS:
+                return None
+        items.reverse()
+        return items
 
     async def history_counts(self, session_id: str, now: float) -> dict[str, int]:
         return await self._read(self._readable_history_counts, session_id, now)
