@@ -144,6 +144,22 @@ async def test_damaged_items_are_skipped_and_counted_redis(redis_server: RedisSe
         assert hub.store.damaged_records >= 3
 
 
+async def test_a_damaged_item_is_counted_once_per_read_redis(redis_server: RedisServer) -> None:
+    model = numbered("i", 10)
+    prefix = f"dmg{uuid.uuid4().hex[:8]}:"
+    async with SessionHub(f"{redis_server.url}?prefix={prefix}", idle_timeout=None) as hub:
+        session = SessionHubSession("damaged", hub)
+        await session.add_items(model)
+        raw = redis_py.Redis.from_url(redis_server.url)
+        raw.lset(f"{prefix}h:{{{hub_name('damaged')}}}", 8, 'item\t1.0\t{"role": "user", "cont')
+        raw.close()
+        for limit in (3, 9):
+            before = hub.store.damaged_records
+            fresh = SessionHubSession("damaged", hub)
+            assert await fresh.get_items(limit) == (model[:8] + model[9:])[-limit:]
+            assert hub.store.damaged_records - before == 1
+
+
 @pytest.mark.parametrize("pops", [0, 1, 30])
 async def test_redis_reads_are_one_round_trip(redis_server: RedisServer, pops: int) -> None:
     """``get_items(50)`` of 200 items is one command, also under pops whose items lie in its
