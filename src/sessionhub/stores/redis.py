@@ -1316,14 +1316,18 @@ class RedisStore(Store):
 def _plain_items(records: list[str], kind: str, wanted: int) -> list[Any] | None:
     """The decoded payloads of the ``wanted`` newest ``records`` (a page of ``history_read``,
     oldest first), when all of them are ``kind`` records that decode: the usual first read, with
-    nothing popped or cleared among them. ``None`` otherwise: the walk reads the page, resolves
-    the markers and reports the damage. A quarter of the walk's CPU on get_items(50) (one list of
-    splits and one of payloads, no rows for the walk)."""
-    parts = [record.split("\t", 2) for record in records[-wanted:]]
-    for record_kind, _, _ in parts:
+    nothing popped or cleared among them. ``None`` otherwise, found newest first (where markers
+    are), so the walk that then reads the page has lost little: it resolves the markers and
+    reports the damage. A third less CPU than the walk's rows on get_items(50)."""
+    payloads = []
+    for record in reversed(records[-wanted:]):
+        record_kind, _, payload = record.split("\t", 2)
         if record_kind != kind:
             return None
+        payloads.append(payload)
     try:
-        return [_json_decode(part[2]) for part in parts]
+        items = [_json_decode(payload) for payload in payloads]
     except DECODE_ERRORS:
         return None
+    items.reverse()
+    return items
