@@ -51,6 +51,24 @@ async def test_reads_past_long_runs_of_pops(open_agent_hub: OpenHub) -> None:
             assert await SessionHubSession(session.session_id, hub).get_items(50) == model[-50:]
 
 
+async def test_reads_of_more_items_than_a_page(open_agent_hub: OpenHub) -> None:
+    """A limit past the 1000 records one read takes: a fresh handle's read (nothing hidden
+    expected) and one after pops read on past the first page."""
+    async with open_agent_hub() as hub:
+        session = SessionHubSession(f"long-{uuid.uuid4().hex}", hub)
+        model = numbered("l", 1100)
+        await session.add_items(model[:600])
+        await session.add_items(model[600:])
+        fresh = SessionHubSession(session.session_id, hub)
+        assert await fresh.get_items(1050) == model[-1050:]
+        assert await fresh.get_items() == model
+        assert await SessionHubSession(session.session_id, hub).get_items(2**70) == model
+        for _ in range(3):
+            assert await session.pop_item() == model.pop()
+        assert await SessionHubSession(session.session_id, hub).get_items(1050) == model[-1050:]
+        assert await session.get_items(1050) == model[-1050:]
+
+
 async def test_reads_with_bare_markers_clears_and_foreign_records(open_agent_hub: OpenHub) -> None:
     """Bare ``pop`` markers (appended by hand, as servers did before the pop verb) remove the
     newest item left; a ``clear`` hides everything before it; reads pass over records of other

@@ -1225,8 +1225,16 @@ class RedisStore(Store):
                 self._refused(refusal, session_id)
             if not records:
                 break
-            if cursor == "" and read.wanted is not None and not read.hidden:
-                items = _plain_items(records, read.kind, read.wanted)
+            wanted = read.wanted
+            # the first page holds the wanted newest records, or all there are (shorter than
+            # asked): when they are plain items, they are the answer
+            if (
+                cursor == ""
+                and wanted is not None
+                and not read.hidden
+                and (len(records) >= wanted or len(records) < walk.size)
+            ):
+                items = _plain_items(records, read.kind, wanted)
                 if items is not None:
                     return items, 0
             # the page comes oldest first from seq `first`; the walk reads it newest first

@@ -97,6 +97,7 @@ from ._base import (
     pop_marker,
     stack_top,
 )
+from ._stack import PAGE
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore"]
 
@@ -1354,7 +1355,8 @@ class SQLiteStore(Store):
 
     def _history_stack(self, session_id: str, read: StackRead, now: float) -> tuple[list[Any], int]:
         db = self._db
-        if read.wanted is not None and not read.hidden:
+        # (more than a page: the walk's pages, as reads of any length are)
+        if read.wanted is not None and read.wanted <= PAGE and not read.hidden:
             items = self._newest_items(session_id, read.kind, read.wanted, now)
             if items is not None:
                 return items, 0
