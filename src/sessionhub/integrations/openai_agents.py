@@ -31,11 +31,13 @@ one round trip. The memory store walks its own pages; clients of a server walk `
 pages in a plain loop. A pop on Redis is one ``FCALL`` (``_redis_lua``): about 11 us of server
 time, a third of it the session's activity refresh; the rest of its ~40 us is the round trip.
 
-Measured with ``benchmarks/bench_agents.py --quick`` (3 runs before, 6 after, 2-core machine, load
-2-5; peer time / ours, each the best of 3 rounds): get_items(50) of 200, SQLite 1.8-2.0x ->
-2.4-2.8x (in the worker 35 -> 22 us), Redis 1.2-2.0x -> 2.0-2.3x; pop_item on Redis 1.0-1.8x ->
-1.7-2.0x (its floor is the round trip: a bare ``RPOP`` through the store's client costs a third of
-``RedisSession``'s pop), on SQLite 3.0-5.0x, unchanged.
+Measured with ``benchmarks/bench_agents.py --quick`` (3 runs before, 12 after, 2-core machine shared
+with other work, load 2-5; peer time / ours, each the best of 3 rounds): get_items(50) of 200,
+SQLite 1.8-2.0x -> 2.4-2.9x (in the worker 35 -> 22 us), Redis 1.2-2.0x -> 2.0-2.4x; pop_item on
+Redis 1.0-1.8x -> 1.7-2.4x (its floor is the round trip: a bare ``RPOP`` through the store's client
+costs a third of ``RedisSession``'s pop), on SQLite 2.3-5.0x. In 3 of the 12 runs a burst of load
+during sessionhub's turn cut its reads to 1.3-1.6x and the Redis pop to 1.3x: these operations
+wait on another thread or process, which a busy machine schedules late.
 """
 
 from __future__ import annotations
