@@ -49,8 +49,10 @@ import contextlib
 import copy
 import inspect
 import itertools
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -77,7 +79,7 @@ from .._limits import encode_json
 from .._models import DataEntry
 from .._models import Session as HubSession
 from ._adk_cache import Cached, EventCache, copier, parse
-from ._hubs import Hub, HubLink, hub_name
+from ._hubs import Hub, HubLink, hub_name, hub_name_under
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
 
@@ -223,6 +225,26 @@ def _own_state(state: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(state)
 
 
+# ADK's id provider as ADK sets it by default (an application may set its own, tests often do)
+_IDS: ContextVar[Callable[[], str]] | None = getattr(
+    platform_uuid, "_id_provider_context_var", None
+)
+_DEFAULT_IDS = getattr(platform_uuid, "_default_id_provider", None)
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _new_id() -> str:
+    """``platform_uuid.new_uuid()``: under ADK's default provider, ``str(uuid.uuid4())`` made from
+    the same 122 random bits at a third of its cost (a tenth of a create_session)."""
+    if _IDS is None or _IDS.get() is not _DEFAULT_IDS:
+        return platform_uuid.new_uuid()
+    digits = os.urandom(16).hex()
+    return (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
+        f"{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
+    )
+
+
 def _state_key(key: str) -> str:
     """A data key for an app or user state key (the entry keeps the original beside its value)."""
     if 1 <= len(key) <= 512 and key.isprintable():
@@ -291,8 +313,9 @@ class SessionHubSessionService(BaseSessionService):
         session_id: str | None = None,
     ) -> Session:
         hub = await self._link.ready()
-        session_id = (session_id.strip() if session_id else None) or platform_uuid.new_uuid()
-        key = self._session_key(app_name, user_id, session_id)
+        session_id = (session_id.strip() if session_id else None) or _new_id()
+        # named as _session_key names it, without caching a name that may be used only once
+        key = hub_name_under((f"adk:{app_name}", user_id), session_id)
         app_delta, user_delta, session_state = _scoped(state or {})
         try:
             await hub.create(
