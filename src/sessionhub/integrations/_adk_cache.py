@@ -239,7 +239,8 @@ class Cached:
 
 class EventCache:
     """The events this process has seen recorded in sessions' histories, by (session key,
-    incarnation) and revision; the sessions used least recently go first past ``limit`` events."""
+    incarnation) and revision; the sessions used least recently go first past ``limit`` events,
+    and a session alone past it keeps its newest nine tenths of ``limit``."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -275,8 +276,11 @@ class EventCache:
         while self._size > self.limit and len(self._sessions) > 1:
             _, dropped = self._sessions.popitem(last=False)
             self._size -= len(dropped)
-        if self._size > self.limit:  # one session longer than the limit: its oldest events go
+        if self._size > self.limit:
+            # one session longer than the limit: its oldest events go, a tenth of the limit at a
+            # time (its revisions are sorted once per tenth, not at each append past the limit)
             (only,) = self._sessions.values()
-            for rev in sorted(only)[: self._size - self.limit]:
+            keep = self.limit - self.limit // 10
+            for rev in sorted(only)[: len(only) - keep]:
                 del only[rev]
             self._size = len(only)
