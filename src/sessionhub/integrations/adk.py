@@ -76,7 +76,7 @@ from pydantic import PrivateAttr
 from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, VersionConflict
 from .._hub import SessionHub
 from .._limits import encode_json
-from .._models import DataEntry
+from .._models import DataEntry, json_encoder
 from .._models import Session as HubSession
 from ._adk_cache import Cached, EventCache, copier, parse
 from ._hubs import Hub, HubLink, hub_name, hub_name_under
@@ -196,7 +196,9 @@ def _scoped(
     user: dict[str, Any] = {}
     session: dict[str, Any] = {}
     for key, value in state.items():
-        if key.startswith(State.APP_PREFIX):
+        if ":" not in key:  # no prefix (the usual key), as every prefix ends with ":"
+            session[key] = value
+        elif key.startswith(State.APP_PREFIX):
             app[key.removeprefix(State.APP_PREFIX)] = value
         elif key.startswith(State.USER_PREFIX):
             user[key.removeprefix(State.USER_PREFIX)] = value
@@ -250,6 +252,17 @@ def _state_key(key: str) -> str:
     if 1 <= len(key) <= 512 and key.isprintable():
         return key
     return hub_name(key)
+
+
+def _event_json(event: Event, temp: Mapping[str, Any]) -> str:
+    """``event.model_dump_json(exclude_none=True)``, less its ``temp`` state keys; made by the
+    event's serializer itself, as model_dump_json makes it, without that call's keywords (a
+    twentieth of an append)."""
+    serializer = event.__pydantic_serializer__
+    if temp:
+        exclude = {"actions": {"state_delta": set(temp)}}
+        return serializer.to_json(event, exclude_none=True, exclude=exclude).decode()
+    return serializer.to_json(event, exclude_none=True).decode()
 
 
 def _event_record(rev: int, event: str) -> dict[str, Any]:
@@ -548,13 +561,7 @@ class SessionHubSessionService(BaseSessionService):
                 head = await self._writable_head(hub, key, session)
             # stored without its temp keys, but the caller's event is trimmed (as ADK's base
             # service trims it) only once stored: a refused one is left as it was given
-            raw = (
-                event.model_dump_json(
-                    exclude_none=True, exclude={"actions": {"state_delta": set(temp)}}
-                )
-                if temp
-                else event.model_dump_json(exclude_none=True)
-            )
+            raw = _event_json(event, temp)
             if raw == head.pending:
                 return event  # an equal re-delivery of the last event: stored already, as in ADK
             state = {**head.state, **session_delta}
@@ -827,7 +834,12 @@ async def _append_record(hub: Hub, key: str, rev: int, event: str) -> None:
     an embedded hub, as ``_set_entry`` writes."""
     record = _event_record(rev, event)
     if isinstance(hub, SessionHub):
-        raw = encode_json(record, "history record", hub.limits.max_history_record_bytes)
+        # a number and a string: JSON, and flat, so encode_json's checks are only its size limit
+        # (a third of its cost); past the limit it raises its own error
+        raw = json_encoder.encode(record)
+        limit = hub.limits.max_history_record_bytes
+        if limit is not None and len(raw) > limit:
+            encode_json(record, "history record", limit)
         await hub.store.history_append(key, _EVENT, raw, hub.clock())
     else:
         await hub.history(key).append(_EVENT, record)
