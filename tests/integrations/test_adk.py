@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -571,3 +572,33 @@ async def test_adk_state_changed_in_place_by_a_reader_is_not_stored(
             again = await service.get_session(app_name="a", user_id="u", session_id="s")
             assert again is not None
             assert again.state == {"cfg": {"x": 1}}, type(service).__name__
+
+
+class RedactedEvent(Event):
+    """An application's event whose own JSON leaves its metadata out."""
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        kwargs["exclude"] = {**(kwargs.get("exclude") or {}), "custom_metadata": True}
+        return super().model_dump_json(**kwargs)
+
+
+async def test_adk_event_subclass_is_stored_as_its_own_json_makes_it(
+    open_agent_hub: OpenHub,
+) -> None:
+    async with open_agent_hub() as hub:
+        writer = SessionHubSessionService(hub)
+        session = await writer.create_session(app_name="a", user_id="u", session_id="s")
+        event = RedactedEvent(
+            author="x",
+            custom_metadata={"secret": 1},
+            actions=EventActions(state_delta={"k": 1, "temp:t": 2}),
+        )
+        await writer.append_event(session, event)
+        read = await SessionHubSessionService(hub).get_session(
+            app_name="a", user_id="u", session_id="s"
+        )
+        assert read is not None
+        (stored,) = read.events
+        assert stored.custom_metadata is None
+        assert stored.actions.state_delta == {"k": 1}
+        assert stored.id == event.id

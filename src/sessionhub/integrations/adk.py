@@ -71,7 +71,7 @@ from google.adk.sessions.base_session_service import (
 )
 from google.adk.sessions.session import Session
 from google.adk.sessions.state import State
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, VersionConflict
 from .._hub import SessionHub
@@ -258,11 +258,10 @@ def _event_json(event: Event, temp: Mapping[str, Any]) -> str:
     """``event.model_dump_json(exclude_none=True)``, less its ``temp`` state keys; made by the
     event's serializer itself, as model_dump_json makes it, without that call's keywords (a
     twentieth of an append)."""
-    serializer = event.__pydantic_serializer__
-    if temp:
-        exclude = {"actions": {"state_delta": set(temp)}}
-        return serializer.to_json(event, exclude_none=True, exclude=exclude).decode()
-    return serializer.to_json(event, exclude_none=True).decode()
+    exclude = {"actions": {"state_delta": set(temp)}} if temp else None
+    if type(event).model_dump_json is not BaseModel.model_dump_json:  # a subclass's own
+        return event.model_dump_json(exclude_none=True, exclude=exclude)
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True, exclude=exclude).decode()
 
 
 def _event_record(rev: int, event: str) -> dict[str, Any]:
