@@ -816,19 +816,20 @@ async def _head_value(hub: Hub, key: str) -> dict[str, Any] | None:
     return {} if entry is None else entry.value
 
 
-async def _set_entry(
+def _set_entry(
     hub: Hub, key: str, name: str, value: Any, expected_version: int | None
-) -> DataEntry:
+) -> Awaitable[DataEntry]:
     """``hub.data(key).set(name, value, expected_version=...)``. On an embedded hub, straight to
     the store, encoded and size-checked as the handle does (same errors): the handle would only
-    check again a key and an id this module made valid (a third of a write on the memory store)."""
+    check again a key and an id this module made valid (a third of a write on the memory store).
+    The store's own awaitable, not a coroutine around it (one frame less per write)."""
     if isinstance(hub, SessionHub):
         raw = encode_json(value, "data value", hub.limits.max_data_value_bytes)
-        return await hub.store.data_set(key, name, raw, expected_version, hub.clock())
-    return await hub.data(key).set(name, value, expected_version=expected_version)
+        return hub.store.data_set(key, name, raw, expected_version, hub.clock())
+    return hub.data(key).set(name, value, expected_version=expected_version)
 
 
-async def _append_record(hub: Hub, key: str, rev: int, event: str) -> None:
+def _append_record(hub: Hub, key: str, rev: int, event: str) -> Awaitable[object]:
     """Record revision ``rev`` (its event as JSON text) in the history; straight to the store on
     an embedded hub, as ``_set_entry`` writes."""
     record = _event_record(rev, event)
@@ -839,9 +840,8 @@ async def _append_record(hub: Hub, key: str, rev: int, event: str) -> None:
         limit = hub.limits.max_history_record_bytes
         if limit is not None and len(raw) > limit:
             encode_json(record, "history record", limit)
-        await hub.store.history_append(key, _EVENT, raw, hub.clock())
-    else:
-        await hub.history(key).append(_EVENT, record)
+        return hub.store.history_append(key, _EVENT, raw, hub.clock())
+    return hub.history(key).append(_EVENT, record)
 
 
 async def _together(hub: Hub, *reads: Awaitable[Any]) -> list[Any]:
