@@ -7,8 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import uuid
 from collections.abc import AsyncGenerator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
@@ -19,12 +21,15 @@ from google.adk.errors.already_exists_error import AlreadyExistsError
 from google.adk.errors.session_not_found_error import SessionNotFoundError
 from google.adk.events.event import Event
 from google.adk.events.event_actions import EventActions
+from google.adk.platform import uuid as platform_uuid
 from google.adk.runners import Runner
 from google.adk.sessions import InMemorySessionService
 from google.genai import types
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sessionhub import Limits, ManualClock, PayloadTooLarge, SessionHub, ValidationError
-from sessionhub.integrations._hubs import hub_name
+from sessionhub.integrations._hubs import hub_name, hub_name_under
 from sessionhub.integrations.adk import AdkSessionRef, SessionHubSessionService
 
 from .conftest import OpenHub
@@ -394,6 +399,42 @@ def test_adk_hub_names_are_the_stored_layout(parts: tuple[str, ...]) -> None:
         assert name == expected
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    parent=st.lists(st.text(max_size=120), min_size=1, max_size=3).map(tuple),
+    last=st.text(max_size=120) | st.sampled_from(["#x", "%", "", "a/b", "x" * 199]),
+)
+def test_adk_names_made_under_a_parent_are_hub_names(parent: tuple[str, ...], last: str) -> None:
+    # create_session names a new session with hub_name_under: it must be the very id that
+    # get_session and append_event name with hub_name, short, long (digested) or unusual
+    assert hub_name_under(parent, last) == hub_name(*parent, last)
+
+
+async def test_adk_new_session_ids_are_uuid4_text_or_the_applications_own() -> None:
+    async with SessionHub(idle_timeout=None) as hub:
+        service = SessionHubSessionService(hub)
+        made = [await service.create_session(app_name="a", user_id="u") for _ in range(50)]
+        for session in made:
+            parsed = uuid.UUID(session.id)
+            assert str(parsed) == session.id
+            assert parsed.version == 4
+            assert parsed.variant == uuid.RFC_4122
+        assert len({session.id for session in made}) == 50
+        # an application's id provider (ADK's platform hook) is honoured, as ADK's services do
+        counter = iter(range(100))
+        platform_uuid.set_id_provider(lambda: f"fixed-{next(counter)}")
+        try:
+            first = await service.create_session(app_name="a", user_id="u")
+            second = await service.create_session(app_name="a", user_id="u")
+        finally:
+            platform_uuid.reset_id_provider()
+        assert (first.id, second.id) == ("fixed-0", "fixed-1")
+        got = await service.get_session(app_name="a", user_id="u", session_id="fixed-1")
+        assert got is not None
+        assert got.id == "fixed-1"
+        assert uuid.UUID((await service.create_session(app_name="a", user_id="u")).id).version == 4
+
+
 async def test_adk_name_with_a_lone_surrogate_is_refused_clearly() -> None:
     # A Python str may hold a lone surrogate, which no JSON can carry: a clear ValidationError,
     # nothing written, and the service goes on (it used to leak a UnicodeEncodeError).
@@ -531,3 +572,33 @@ async def test_adk_state_changed_in_place_by_a_reader_is_not_stored(
             again = await service.get_session(app_name="a", user_id="u", session_id="s")
             assert again is not None
             assert again.state == {"cfg": {"x": 1}}, type(service).__name__
+
+
+class RedactedEvent(Event):
+    """An application's event whose own JSON leaves its metadata out."""
+
+    def model_dump_json(self, **kwargs: Any) -> str:
+        kwargs["exclude"] = {**(kwargs.get("exclude") or {}), "custom_metadata": True}
+        return super().model_dump_json(**kwargs)
+
+
+async def test_adk_event_subclass_is_stored_as_its_own_json_makes_it(
+    open_agent_hub: OpenHub,
+) -> None:
+    async with open_agent_hub() as hub:
+        writer = SessionHubSessionService(hub)
+        session = await writer.create_session(app_name="a", user_id="u", session_id="s")
+        event = RedactedEvent(
+            author="x",
+            custom_metadata={"secret": 1},
+            actions=EventActions(state_delta={"k": 1, "temp:t": 2}),
+        )
+        await writer.append_event(session, event)
+        read = await SessionHubSessionService(hub).get_session(
+            app_name="a", user_id="u", session_id="s"
+        )
+        assert read is not None
+        (stored,) = read.events
+        assert stored.custom_metadata is None
+        assert stored.actions.state_delta == {"k": 1}
+        assert stored.id == event.id

@@ -110,6 +110,21 @@ def test_cache_keeps_at_most_its_limit() -> None:
     assert dict(cache.revisions("b", "g2")) == {}  # another incarnation of the same key
 
 
+def test_one_session_past_the_limit_drops_its_oldest_tenth_at_once() -> None:
+    # a long session's every append used to sort all its cached revisions to drop one (50 us,
+    # four appends' worth): it drops a tenth of the limit at a time instead
+    cache = EventCache(limit=20)
+    for rev in range(1, 22):
+        cache.record("a", "g", rev, "{}")
+    assert sorted(cache.revisions("a", "g")) == list(range(4, 22))
+    for rev in range(22, 24):
+        cache.record("a", "g", rev, "{}")
+    assert sorted(cache.revisions("a", "g")) == list(range(4, 24))  # within the limit again
+    cache.record("b", "g", 1, "{}")  # another session: the long one, used least recently, goes
+    assert dict(cache.revisions("a", "g")) == {}
+    assert sorted(cache.revisions("b", "g")) == [1]
+
+
 def test_a_revision_recorded_again_with_other_json_is_replaced() -> None:
     cache = EventCache(limit=10)
     first = Event(author="one").model_dump_json()

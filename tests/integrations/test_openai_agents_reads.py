@@ -51,6 +51,24 @@ async def test_reads_past_long_runs_of_pops(open_agent_hub: OpenHub) -> None:
             assert await SessionHubSession(session.session_id, hub).get_items(50) == model[-50:]
 
 
+async def test_reads_of_more_items_than_a_page(open_agent_hub: OpenHub) -> None:
+    """A limit past the 1000 records one read takes: a fresh handle's read (nothing hidden
+    expected) and one after pops read on past the first page."""
+    async with open_agent_hub() as hub:
+        session = SessionHubSession(f"long-{uuid.uuid4().hex}", hub)
+        model = numbered("l", 1100)
+        await session.add_items(model[:600])
+        await session.add_items(model[600:])
+        fresh = SessionHubSession(session.session_id, hub)
+        assert await fresh.get_items(1050) == model[-1050:]
+        assert await fresh.get_items() == model
+        assert await SessionHubSession(session.session_id, hub).get_items(2**70) == model
+        for _ in range(3):
+            assert await session.pop_item() == model.pop()
+        assert await SessionHubSession(session.session_id, hub).get_items(1050) == model[-1050:]
+        assert await session.get_items(1050) == model[-1050:]
+
+
 async def test_reads_with_bare_markers_clears_and_foreign_records(open_agent_hub: OpenHub) -> None:
     """Bare ``pop`` markers (appended by hand, as servers did before the pop verb) remove the
     newest item left; a ``clear`` hides everything before it; reads pass over records of other
@@ -111,6 +129,21 @@ async def test_damaged_items_are_skipped_and_counted_sqlite(tmp_path: Path) -> N
         assert hub.store.damaged_records >= 3
 
 
+async def test_a_damaged_item_is_counted_once_per_read_sqlite(tmp_path: Path) -> None:
+    """A handle's first read takes the newest records as plain items when they are; a damaged
+    one among them sends the read to the walk, which counts it: once per read, not twice."""
+    model = numbered("i", 10)
+    async with SessionHub(f"sqlite:///{tmp_path}/d.db", idle_timeout=None) as hub:
+        session = SessionHubSession("damaged", hub)
+        await session.add_items(model)
+        damage_sqlite(tmp_path / "d.db", hub_name("damaged"), [9])
+        for limit in (3, 9):
+            before = hub.store.damaged_records
+            fresh = SessionHubSession("damaged", hub)
+            assert await fresh.get_items(limit) == (model[:8] + model[9:])[-limit:]
+            assert hub.store.damaged_records - before == 1
+
+
 async def test_damaged_items_are_skipped_and_counted_redis(redis_server: RedisServer) -> None:
     model = numbered("i", 60)
     prefix = f"dmg{uuid.uuid4().hex[:8]}:"
@@ -127,6 +160,22 @@ async def test_damaged_items_are_skipped_and_counted_redis(redis_server: RedisSe
         assert await session.get_items(40) == expected[-40:]
         assert await session.get_items() == expected
         assert hub.store.damaged_records >= 3
+
+
+async def test_a_damaged_item_is_counted_once_per_read_redis(redis_server: RedisServer) -> None:
+    model = numbered("i", 10)
+    prefix = f"dmg{uuid.uuid4().hex[:8]}:"
+    async with SessionHub(f"{redis_server.url}?prefix={prefix}", idle_timeout=None) as hub:
+        session = SessionHubSession("damaged", hub)
+        await session.add_items(model)
+        raw = redis_py.Redis.from_url(redis_server.url)
+        raw.lset(f"{prefix}h:{{{hub_name('damaged')}}}", 8, 'item\t1.0\t{"role": "user", "cont')
+        raw.close()
+        for limit in (3, 9):
+            before = hub.store.damaged_records
+            fresh = SessionHubSession("damaged", hub)
+            assert await fresh.get_items(limit) == (model[:8] + model[9:])[-limit:]
+            assert hub.store.damaged_records - before == 1
 
 
 @pytest.mark.parametrize("pops", [0, 1, 30])

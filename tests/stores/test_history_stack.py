@@ -1,8 +1,9 @@
-"""The stores' own ``history_append_many`` and ``history_pop`` (the Agents SDK adapter's pops and
-batches) against a plain Python model of the history read as a stack, on every store kind:
-random programs of single appends, batches, pops, bare markers (as a server client writes them)
-and other records (which empty the stack), with the same results as the model's and the
-history exactly what the model appended."""
+"""The stores' own ``history_append_many``, ``history_pop`` and ``history_stack`` (the Agents SDK
+adapter's pops, batches and reads) against a plain Python model of the history read as a stack, on
+every store kind: random programs of single appends, batches, pops, bare markers (as a server
+client writes them), markers naming the top they leave in other spellings of their JSON (as
+another writer may append them) and other records (which empty the stack), with the same results
+as the model's and the history exactly what the model appended."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessionhub import SessionHub, SessionNotFound
-from sessionhub.stores import Store
+from sessionhub.stores import StackRead, Store
 
 ITEM, POP, OTHER = "item", "pop", "note"
 
@@ -26,6 +27,7 @@ OPS = st.one_of(
     st.tuples(st.just("many"), st.lists(st.integers(0, 999), max_size=4)),
     st.tuples(st.just("pop"), st.none()),
     st.tuples(st.just("bare_pop"), st.none()),
+    st.tuples(st.just("spelled_pop"), st.integers(0, 3)),
     st.tuples(st.just("other"), st.none()),
 )
 
@@ -77,6 +79,12 @@ async def run_program(hub: SessionHub, session_id: str, program: list[tuple[str,
         elif op == "bare_pop":  # a marker without ``below``, as a pop over a server writes it
             await store.history_append(session_id, POP, b"{}", now)
             model.append(POP, {})
+        elif op == "spelled_pop":  # the marker history_pop writes, spelled otherwise
+            top = model.stack[-1][0] if model.stack else 0
+            below = model.stack[-2][0] if len(model.stack) > 1 else 0
+            payload = SPELLINGS[value] % {b"popped": top, b"below": below}
+            await store.history_append(session_id, POP, payload, now)
+            model.append(POP, json.loads(payload))
         else:
             await store.history_append(session_id, OTHER, b"null", now)
             model.append(OTHER, None)
@@ -89,6 +97,26 @@ async def run_program(hub: SessionHub, session_id: str, program: list[tuple[str,
     for record in stored:  # each marker names the item it removed and the new top
         if record.kind == POP and record.payload:
             assert set(json.loads(json.dumps(record.payload))) >= {"popped", "below"}
+    # reads, stopping at the other records as the stack empties at them: the first read of a
+    # handle (nothing hidden expected) and later ones (some expected)
+    items = [payload for _, payload in model.stack]
+    for wanted in (None, 1, 2, 5, len(items), len(items) + 1):
+        for hidden in (0, 2, 50):
+            if wanted == 0:
+                continue
+            read = StackRead(ITEM, POP, OTHER, wanted, hidden)
+            found, _ = await store.history_stack(session_id, read, hub.clock())
+            assert found == (items if wanted is None else items[-wanted:]), (wanted, hidden)
+
+
+# the marker's JSON as history_pop writes it, and as other writers may: spaces, another key
+# order, another field
+SPELLINGS = (
+    b'{"popped":%(popped)d,"below":%(below)d}',
+    b'{"popped": %(popped)d, "below": %(below)d}',
+    b'{"below":%(below)d,"popped":%(popped)d}',
+    b'{"popped":%(popped)d,"below":%(below)d,"by":"x"}',
+)
 
 
 def _payload(value: int) -> bytes:

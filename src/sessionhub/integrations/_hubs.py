@@ -18,7 +18,7 @@ from urllib.parse import quote
 from .._connect import connect
 from .._models import DataEntry, HistoryRecord, Page, Session
 
-__all__ = ["Hub", "HubLink", "hub_name"]
+__all__ = ["Hub", "HubLink", "hub_name", "hub_name_under"]
 
 
 class DataLike(Protocol):
@@ -125,8 +125,23 @@ def hub_name(*parts: str) -> str:
     past that, a digest of the parts. The adapters keep the original names in the session's
     details, so they never need to reverse it.
     """
-    name = "/".join([_part(part) for part in parts])
+    return _fitted(_joined(*parts), parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _joined(*parts: str) -> str:
+    """The parts' names joined, before any digest (cached for ``hub_name_under``'s parents)."""
+    return "/".join([_part(part) for part in parts])
+
+
+def _fitted(name: str, parts: tuple[str, ...]) -> str:
     if len(name) <= _MAX_ID:
         return name
     digest = hashlib.sha256("\0".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
     return f"#{digest}"
+
+
+def hub_name_under(parent: tuple[str, ...], last: str) -> str:
+    """``hub_name(*parent, last)`` for a name made once (a new session's random id), without
+    filling ``hub_name``'s cache with it: the parent's part is cached, ``last`` named alone."""
+    return _fitted(f"{_joined(*parent)}/{_part(last)}", (*parent, last))

@@ -30,16 +30,18 @@ its own state, sharing no mutable value with the head this module keeps for the 
 with another listed session; a caller's event is trimmed of its ``temp:`` keys only once stored
 (the stored JSON leaves them out by ``exclude``), so a refused append leaves it as given.
 
-Speed (memory store beside ``InMemorySessionService``, ``bench_agents.py --quick --adk --cpu``,
-this module before and after in the same run, loaded 2-core machine): create 0.06-0.07 ms ->
-0.04-0.05 ms (0.5-0.7x -> 0.7-1.0x), append 0.05-0.06 -> 0.04 ms (0.4-0.5x -> 0.5-0.6x), warm
-get of 50 events 1.2-2.3x -> 1.9-3.1x (its second read parses the events again: see
-``_adk_cache``), cold get 0.2-0.5x -> 0.6-0.9x. What is left of an append is its
-store operations (head compare-and-set, history record, one write per ``user:``/``app:`` key, each
-encoding, refreshing the session and decoding its result) and the event's ``model_dump_json``;
-a create is ``hub.create`` (its checks, the details' size check) and the head's write. 2x would
-need a store operation writing a session with its head, one writing a head with its history
-record, and results left undecoded: changes of the hub and stores, not of this adapter.
+Speed (memory store beside ``InMemorySessionService``, ``bench_agents.py --quick --adk``, three
+runs alternating main and this module, loaded 2-core machine): create 0.7-0.8x -> 1.0x, append
+0.6x -> 0.6-0.7x (4.7-6.4x over a session of 2000 events, where ADK's own append scans the
+session for a duplicate id), warm get of 50 events 2.0x, listing 2.0-2.1x, cold get 0.8x ->
+0.9-1.0x (events built from their JSON: ``_adk_events``). Measured step by step (us per call):
+a create is ``hub.create`` 4.7 (1.6 of it the details' size check), the head's encoding and
+write 2.0, the ADK ``Session`` 0.9, the merge of app/user state 0.5; ADK's is a validated
+``Session`` 2.2 and its deep copy 2.4, with the same 2.0 for a uuid (ours 0.7). An append is
+the event's JSON 2.0, the head's compare-and-set 2.0, the history record 1.4, the ``user:`` key
+1.5 and ADK's own bookkeeping 1.4. A prototype of two store operations (a session created with
+its head; a head set with its history record) measured create 1.1-1.2x and append 0.75-0.8x:
+2x needs less than Python does per call here, not only fewer store calls.
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ import contextlib
 import copy
 import inspect
 import itertools
+import os
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -69,15 +73,15 @@ from google.adk.sessions.base_session_service import (
 )
 from google.adk.sessions.session import Session
 from google.adk.sessions.state import State
-from pydantic import PrivateAttr
+from pydantic import BaseModel, PrivateAttr
 
 from .._errors import DuplicateSession, PayloadTooLarge, SessionNotFound, VersionConflict
 from .._hub import SessionHub
 from .._limits import encode_json
-from .._models import DataEntry
+from .._models import DataEntry, json_encoder
 from .._models import Session as HubSession
 from ._adk_cache import Cached, EventCache, copier, parse
-from ._hubs import Hub, HubLink, hub_name
+from ._hubs import Hub, HubLink, hub_name, hub_name_under
 
 __all__ = ["AdkSessionRef", "SessionHubSessionService"]
 
@@ -194,7 +198,9 @@ def _scoped(
     user: dict[str, Any] = {}
     session: dict[str, Any] = {}
     for key, value in state.items():
-        if key.startswith(State.APP_PREFIX):
+        if ":" not in key:  # no prefix (the usual key), as every prefix ends with ":"
+            session[key] = value
+        elif key.startswith(State.APP_PREFIX):
             app[key.removeprefix(State.APP_PREFIX)] = value
         elif key.startswith(State.USER_PREFIX):
             user[key.removeprefix(State.USER_PREFIX)] = value
@@ -223,11 +229,41 @@ def _own_state(state: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(state)
 
 
+# ADK's id provider as ADK sets it by default (an application may set its own, tests often do)
+_IDS: ContextVar[Callable[[], str]] | None = getattr(
+    platform_uuid, "_id_provider_context_var", None
+)
+_DEFAULT_IDS = getattr(platform_uuid, "_default_id_provider", None)
+_VARIANT = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
+def _new_id() -> str:
+    """``platform_uuid.new_uuid()``: under ADK's default provider, ``str(uuid.uuid4())`` made from
+    the same 122 random bits at a third of its cost (a tenth of a create_session)."""
+    if _IDS is None or _IDS.get() is not _DEFAULT_IDS:
+        return platform_uuid.new_uuid()
+    digits = os.urandom(16).hex()
+    return (
+        f"{digits[:8]}-{digits[8:12]}-4{digits[13:16]}-"
+        f"{_VARIANT[digits[16]]}{digits[17:20]}-{digits[20:]}"
+    )
+
+
 def _state_key(key: str) -> str:
     """A data key for an app or user state key (the entry keeps the original beside its value)."""
     if 1 <= len(key) <= 512 and key.isprintable():
         return key
     return hub_name(key)
+
+
+def _event_json(event: Event, temp: Mapping[str, Any]) -> str:
+    """``event.model_dump_json(exclude_none=True)``, less its ``temp`` state keys; made by the
+    event's serializer itself, as model_dump_json makes it, without that call's keywords (a
+    twentieth of an append)."""
+    exclude = {"actions": {"state_delta": set(temp)}} if temp else None
+    if type(event).model_dump_json is not BaseModel.model_dump_json:  # a subclass's own
+        return event.model_dump_json(exclude_none=True, exclude=exclude)
+    return event.__pydantic_serializer__.to_json(event, exclude_none=True, exclude=exclude).decode()
 
 
 def _event_record(rev: int, event: str) -> dict[str, Any]:
@@ -291,8 +327,9 @@ class SessionHubSessionService(BaseSessionService):
         session_id: str | None = None,
     ) -> Session:
         hub = await self._link.ready()
-        session_id = (session_id.strip() if session_id else None) or platform_uuid.new_uuid()
-        key = self._session_key(app_name, user_id, session_id)
+        session_id = (session_id.strip() if session_id else None) or _new_id()
+        # named as _session_key names it, without caching a name that may be used only once
+        key = hub_name_under((f"adk:{app_name}", user_id), session_id)
         app_delta, user_delta, session_state = _scoped(state or {})
         try:
             await hub.create(
@@ -525,13 +562,7 @@ class SessionHubSessionService(BaseSessionService):
                 head = await self._writable_head(hub, key, session)
             # stored without its temp keys, but the caller's event is trimmed (as ADK's base
             # service trims it) only once stored: a refused one is left as it was given
-            raw = (
-                event.model_dump_json(
-                    exclude_none=True, exclude={"actions": {"state_delta": set(temp)}}
-                )
-                if temp
-                else event.model_dump_json(exclude_none=True)
-            )
+            raw = _event_json(event, temp)
             if raw == head.pending:
                 return event  # an equal re-delivery of the last event: stored already, as in ADK
             state = {**head.state, **session_delta}
@@ -787,27 +818,32 @@ async def _head_value(hub: Hub, key: str) -> dict[str, Any] | None:
     return {} if entry is None else entry.value
 
 
-async def _set_entry(
+def _set_entry(
     hub: Hub, key: str, name: str, value: Any, expected_version: int | None
-) -> DataEntry:
+) -> Awaitable[DataEntry]:
     """``hub.data(key).set(name, value, expected_version=...)``. On an embedded hub, straight to
     the store, encoded and size-checked as the handle does (same errors): the handle would only
-    check again a key and an id this module made valid (a third of a write on the memory store)."""
+    check again a key and an id this module made valid (a third of a write on the memory store).
+    The store's own awaitable, not a coroutine around it (one frame less per write)."""
     if isinstance(hub, SessionHub):
         raw = encode_json(value, "data value", hub.limits.max_data_value_bytes)
-        return await hub.store.data_set(key, name, raw, expected_version, hub.clock())
-    return await hub.data(key).set(name, value, expected_version=expected_version)
+        return hub.store.data_set(key, name, raw, expected_version, hub.clock())
+    return hub.data(key).set(name, value, expected_version=expected_version)
 
 
-async def _append_record(hub: Hub, key: str, rev: int, event: str) -> None:
+def _append_record(hub: Hub, key: str, rev: int, event: str) -> Awaitable[object]:
     """Record revision ``rev`` (its event as JSON text) in the history; straight to the store on
     an embedded hub, as ``_set_entry`` writes."""
     record = _event_record(rev, event)
     if isinstance(hub, SessionHub):
-        raw = encode_json(record, "history record", hub.limits.max_history_record_bytes)
-        await hub.store.history_append(key, _EVENT, raw, hub.clock())
-    else:
-        await hub.history(key).append(_EVENT, record)
+        # a number and a string: JSON, and flat, so encode_json's checks are only its size limit
+        # (a third of its cost); past the limit it raises its own error
+        raw = json_encoder.encode(record)
+        limit = hub.limits.max_history_record_bytes
+        if limit is not None and len(raw) > limit:
+            encode_json(record, "history record", limit)
+        return hub.store.history_append(key, _EVENT, raw, hub.clock())
+    return hub.history(key).append(_EVENT, record)
 
 
 async def _together(hub: Hub, *reads: Awaitable[Any]) -> list[Any]:

@@ -18,18 +18,26 @@ once always pop two different items. Histories written by earlier versions over 
 ``pop`` markers (without the item left on top); reads still resolve them.
 
 Reads. On a ``SessionHub``, ``get_items`` is the store's ``history_stack``; over SQLite or Redis
-the markers are resolved beside the read (in the SQLite worker thread: one hop,
-one statement usually; on Redis: one ``history_read`` call), a marker's jump lands in the page
-already read when it can, and only the items returned are decoded, straight to plain values (no
-``HistoryRecord`` per record). The first read of a walk also takes the records markers hid last
-time (this handle's pops count two each) when they are few, so a read after pops stays one
-statement / one round trip. The memory store walks its own pages; clients of a server walk
-``history.read`` pages in a plain loop. Measured in one process, interleaved batches beside the SDK on the loaded 2-core
-machine (load 10-11, two runs; peer time / ours, medians; ``main`` is the adapter before):
-get_items(50) of 200, SQLite 1.5-1.6x -> 1.9-2.0x (CPU 1.5-1.7x -> 1.9-2.0x), Redis 1.1-1.3x ->
-1.35-1.6x (client CPU 1.5x -> 2.2-2.3x); the same after 200 pops and adds, SQLite 0.7x -> 0.9-1.3x,
-Redis 0.7-0.8x -> 1.0x. pop_item is unchanged (SQLite 3x CPU, Redis 1.2-1.7x wall): the Redis
-pop's Lua (``_redis_lua``) is most of its server time.
+the markers are resolved beside the read (in the SQLite worker thread: one hop, one statement
+usually; on Redis: one ``history_read`` call), a marker's jump lands in the page already read when
+it can, and only the items returned are decoded, straight to plain values (no ``HistoryRecord`` per
+record). A handle's read that expects nothing hidden (its first, or after reads that found no
+marker) first takes the newest records as plain items: on SQLite one statement of one column
+(payloads, NULL for other records), on Redis straight from the reply; a marker or a damaged record
+among them sends the read to the walk (on SQLite a second statement: a fresh handle's first read
+after pops costs ~10% more). The walk's first read also takes the records markers hid last time
+(this handle's pops count two each) when they are few, so a read after pops stays one statement /
+one round trip. The memory store walks its own pages; clients of a server walk ``history.read``
+pages in a plain loop. A pop on Redis is one ``FCALL`` (``_redis_lua``): about 11 us of server
+time, a third of it the session's activity refresh; the rest of its ~40 us is the round trip.
+
+Measured with ``benchmarks/bench_agents.py --quick`` (3 runs before, 12 after, 2-core machine shared
+with other work, load 2-5; peer time / ours, each the best of 3 rounds): get_items(50) of 200,
+SQLite 1.8-2.0x -> 2.4-2.9x (in the worker 35 -> 22 us), Redis 1.2-2.0x -> 2.0-2.4x; pop_item on
+Redis 1.0-1.8x -> 1.7-2.4x (its floor is the round trip: a bare ``RPOP`` through the store's client
+costs a third of ``RedisSession``'s pop), on SQLite 2.3-5.0x. In 3 of the 12 runs a burst of load
+during sessionhub's turn cut its reads to 1.3-1.6x and the Redis pop to 1.3x: these operations
+wait on another thread or process, which a busy machine schedules late.
 """
 
 from __future__ import annotations
@@ -152,7 +160,10 @@ class SessionHubSession:
         ``pop`` record's place in the history decides which item it removed."""
         hub = await self._link.ready()
         try:
-            popped = await _stack(hub, self._key).pop(_ITEM, marker=_POP)
+            if isinstance(hub, SessionHub):  # the store's operation without the handle's checks
+                popped = await hub.store.history_pop(self._key, _ITEM, _POP, hub.clock())
+            else:
+                popped = await _stack(hub, self._key).pop(_ITEM, marker=_POP)
         except SessionNotFound:
             return None
         if popped is None:

@@ -1368,25 +1368,49 @@ return first
 """
 
 # keys: session, history, history counts. args: prefix, kind, marker, now. Pops the top of the
-# stack of `kind` records (stores._base.stack_top: the same walk, records read by LINDEX from the
-# tail); returns the popped record's seq and record, or nothing for an empty stack.
+# stack of `kind` records (stores._base.stack_top: the same walk, from the tail); returns the popped
+# record's seq and record, or nothing for an empty stack. Records are read two at a time (one
+# LRANGE: the record asked for and the one below it, which the walk reads next unless a marker
+# sends it further down), so a pop usually reads the last record (a marker) and then the top with
+# the record below it; the popped record is the one the walk found, not read again. A marker this
+# function wrote is parsed by one anchored match of its exact text; any other marker payload goes
+# through cjson, as before. Measured (INFO commandstats, 2-core machine): 11.3-11.6 us of FCALL
+# per pop before, 10.8-10.9 us after; most of the rest is the session's refresh (live_fields,
+# refresh: ~4 us) and FCALL's own cost (~1.5 us).
 _HISTORY_POP = r"""
 local h = live_fields(KEYS[1])
 local hk, kind, marker, now = KEYS[2], ARGV[2], ARGV[3], ARGV[4]
 local n = redis.call('LLEN', hk)
+local ktag, mtag = kind .. '\t', marker .. '\t'
+local next_seq, next_record = 0, nil
+local function record_at(seq)
+  if seq == next_seq then return next_record end
+  if seq == 1 then return redis.call('LINDEX', hk, -n) end
+  local pair = redis.call('LRANGE', hk, seq - n - 2, seq - n - 1)
+  next_seq, next_record = seq - 1, pair[1]
+  return pair[2]
+end
 local function stack_top(seq)
   local skip = 0
   while seq > 0 do
-    local record = redis.call('LINDEX', hk, seq - n - 1)
-    local tab = string.find(record, '\t', 1, true)
-    local record_kind = string.sub(record, 1, tab - 1)
-    if record_kind == kind then
-      if skip == 0 then return seq end
+    local record = record_at(seq)
+    if string.sub(record, 1, #ktag) == ktag then
+      if skip == 0 then return seq, record end
       skip = skip - 1
       seq = seq - 1
-    elseif record_kind == marker then
-      local ok, payload = pcall(cjson.decode, string.sub(record, string.find(record, '\t', tab + 1, true) + 1))
-      local below = ok and type(payload) == 'table' and payload.below
+    elseif string.sub(record, 1, #mtag) == mtag then
+      -- after the tag: the time (no tab in it), a tab, the payload; JSON numbers have no
+      -- leading zeros
+      local digits = string.match(record, '^[^\t]*\t{"popped":[1-9]%d*,"below":(%d+)}$',
+        #mtag + 1)
+      local below
+      if digits and (digits == '0' or string.byte(digits) ~= 48) then
+        below = tonumber(digits)
+      else
+        local tab = string.find(record, '\t', #mtag + 1, true)
+        local ok, payload = pcall(cjson.decode, string.sub(record, (tab or #record) + 1))
+        below = ok and type(payload) == 'table' and payload.below
+      end
       if type(below) == 'number' and below >= 0 and below < seq and below == math.floor(below) then
         seq = below
       else
@@ -1399,11 +1423,10 @@ local function stack_top(seq)
   end
   return 0
 end
-local top = stack_top(n)
+local top, popped = stack_top(n)
 if top == 0 then return {} end
-local popped = redis.call('LINDEX', hk, top - n - 1)
 local below = stack_top(top - 1)
-redis.call('RPUSH', hk, marker .. '\t' .. now .. '\t{"popped":' .. fint(top) .. ',"below":' .. fint(below) .. '}')
+redis.call('RPUSH', hk, mtag .. now .. '\t{"popped":' .. fint(top) .. ',"below":' .. fint(below) .. '}')
 redis.call('HINCRBY', KEYS[3], marker, 1)
 refresh(KEYS[1], h, now)
 return {top, popped}

@@ -140,13 +140,19 @@ class _Protocol(asyncio.Protocol):
         if self.lost is not None:
             raise StoreUnavailable(self.lost.message)
         future: asyncio.Future[Any] = self._loop.create_future()
+        idle = not self._waiters
         self._waiters.append(future)
         self._sent_at.append(time.monotonic())
-        if not self._out:
-            # Requests made in the same tick leave in one write: fewer syscalls, same order.
-            self._loop.call_soon(self._flush)
-        self._out.append(payload)
         self.sent += 1
+        if idle and self._transport is not None:
+            # Nothing in flight: nobody to batch with, so it leaves now, a loop turn sooner.
+            self._transport.write(payload)
+        else:
+            if not self._out:
+                # Requests made while others are out leave in one write at the end of the
+                # tick: fewer syscalls under load, same order.
+                self._loop.call_soon(self._flush)
+            self._out.append(payload)
         return future
 
     def _flush(self) -> None:

@@ -14,6 +14,11 @@ loop-side CPU per read falls by about a third. The adapter's module docstring ha
 beside the SDK. Redis still spends ~40 us of server time more than a bare ``LRANGE``: the Lua
 call turns the 51 records into a table and back (a ``MULTI`` of ``HMGET``/``LLEN``/``LRANGE``
 would not; the client has no pipelined call yet).
+
+Before walking, a read that expects nothing hidden (``StackRead.hidden`` 0) takes the newest
+records as plain items when they are (``SQLiteStore._newest_items``, ``redis._plain_items``):
+the walk's rows, one tuple per record with its seq and kind, were most of what the read cost
+beside the decoding (SQLite: 35 -> 22 us in the worker for get_items(50) of 200).
 """
 
 from __future__ import annotations
