@@ -1,6 +1,8 @@
-"""What a claim writes into the record (issue 12's Redis CPU work): the claims hash names the
-claimer, the record no longer does (``cb``, which nothing read). Claims written by earlier
-versions, with ``cb``, must still be finished and taken over cleanly."""
+"""Claims and their ends after issue 12's Redis CPU work. The claims hash names the claimer, the
+record no longer does (``cb``, which nothing read); claims written by earlier versions, with
+``cb``, are still finished and taken over cleanly. A claim (``claim_end``) or an end (``finish``)
+made from the copy this store instance holds of a session must leave exactly what one made from
+the stored record leaves, and the copy must be used only for that session at that version."""
 
 from __future__ import annotations
 
