@@ -95,9 +95,9 @@ sent the ended version and how the record is kept, and drops ``cb`` only when it
 Instructions per operation against commit 8ad59c7, the bench's sequence on a private server
 (``callgrind``, whole server, so tailers' reads included): create 0.60x, touch 0.46x, an end
 0.46x (claim 0.42x, finish 0.50x), expiry 0.46x, expiry of touched sessions 0.48x. Timed (``in
-FCALL``, best of 15 rounds, 5 runs on a quiet machine): create 0.56-0.59x, an end 0.50-0.53x
+FCALL``, best of 15 rounds, 8 runs on a quiet machine): create 0.56-0.59x, an end 0.50-0.54x
 (0.62-0.65x when another process touched the session last), expiry 0.46-0.49x, expiry of touched
-sessions 0.47-0.50x; the server's process CPU 0.62-0.64x, 0.56-0.59x, 0.50-0.52x, 0.51-0.52x.
+sessions 0.47-0.51x; the server's process CPU 0.61-0.64x, 0.56-0.61x, 0.50-0.52x, 0.51-0.54x.
 Create stays above half: its eight commands and its record's ``HSET`` (a listpack that a field at
 a time searches and grows) are most of it now.
 
