@@ -824,11 +824,35 @@ if ARGV[14] ~= '' then event_id = emit(ARGV[14], now, new) end
 return {event_id, new}
 """
 
-# args: prefix, now. ``modify`` with only a touch (a heartbeat, the hottest write): the same
-# checks and writes, without parsing a change or building a writer. Returns the new record.
+# args: prefix, now, then what the caller knows of the session (nothing) or: its version,
+# created at (as stored), the new version and the new deadline ('' none, and none before). ``modify``
+# with only a touch (a heartbeat, the hottest write): the same checks and writes, without parsing
+# a change or building a writer. A session the caller knows at the stored version (of that
+# session: its creation time tells one created again under the id) is neither ended nor claimed
+# (those bump the version) and has the fields the caller holds; 'dq', which changes without a
+# version, is read. The caller computes the deadline (sessionhub._models.expires_at, the same
+# double arithmetic), so the function reads three fields, no record and no table, formats
+# nothing, and replies with 1 (issue 12: the HGETALL, its table and the record's reply were most
+# of a touch). Otherwise it reads the record and returns the new one.
 _TOUCH = r"""
 local sk = KEYS[1]
 local now = ARGV[2]
+if ARGV[3] then
+  local cur = redis.call('HMGET', sk, 'v', 'ca', 'dq')
+  if cur[1] == ARGV[3] and cur[2] == ARGV[4] then
+    local v, ea = ARGV[5], ARGV[6]
+    if ea == '' then
+      redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v)
+    elseif cur[3] and tonumber(ea) >= tonumber(cur[3]) then  -- queued no later (schedule)
+      redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', ea)
+    else
+      -- (the id from the key, 'P s:{<id>}': only here, where the index is written)
+      redis.call('ZADD', K.deadlines, ea, string.sub(sk, #P + 4, -2))
+      redis.call('HSET', sk, 'la', now, 'ua', now, 'v', v, 'ea', ea, 'dq', ea)
+    end
+    return 1
+  end
+end
 local flat = redis.call('HGETALL', sk)
 local at = {}
 for i = 1, #flat, 2 do at[flat[i]] = i + 1 end
