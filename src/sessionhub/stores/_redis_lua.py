@@ -101,6 +101,20 @@ sessions 0.47-0.51x; the server's process CPU 0.61-0.64x, 0.56-0.61x, 0.50-0.52x
 Create stays above half: its eight commands and its record's ``HSET`` (a listpack that a field at
 a time searches and grows) are most of it now.
 
+The fifth pass (instructions by ``callgrind``, whole server, the bench's sequence). A touch of a
+session the store instance knows at its stored version (and creation time) is sent that version,
+the new one and the new deadline (computed by the store, formatted as ``fnum`` formats it): the
+function reads ``v ca dq``, writes ``la ua v`` (``ea``, and ``dq`` with the index when queued
+later), and replies 1; neither the record nor a table of it, no reply of it. Touch 0.46x -> 0.21x
+of 8ad59c7 (timed ``in FCALL`` 0.49-0.50x -> 0.22-0.23x). Data and history writes (the history
+pop among them) read the fields their refresh needs with one ``HMGET`` used as it came, and
+compute no deadline for a session without timeouts (the Agents SDK adapter's default): a pop of
+such a session 127k -> 105k instructions (timed 8.4-8.7 -> 7.5 µs of ``FCALL``). An end stays at
+0.46x (timed 0.53-0.56x): its commands (a claim makes seven, a kept end twelve) and each
+``redis.call``'s own handling (about 2,000 instructions besides the command) are most of it now;
+census fields made by the store instead of two concatenations in ``claim_end`` measured 0.4% of
+a claim and were not kept.
+
 A packed record (the scalars in one field) would make ``get`` cheaper: ``HGETALL`` of a
 12-field record cost 3.9-4.5 µs, of a one-field record of the same bytes 1.4-1.6 µs (busy
 machine, ``redis-benchmark``). Not done: every function reads the record, and a touch (the

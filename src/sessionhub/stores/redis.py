@@ -119,6 +119,9 @@ is packed here (see ``_redis_lua``); an end claimed by another instance, or a re
 behind its claim, is finished from the stored record. Likewise ``claim_end``: the instance keeps
 the live sessions it last created, touched or updated (up to 10,000, the oldest dropped) and
 claims one of them from that copy while Redis holds the same version; otherwise from the record.
+A heartbeat (``modify`` with only a touch) of such a session is written from that copy too: the
+store computes the new deadline and the function checks the version, creation time and queued
+deadline, writes, and replies 1 instead of the record.
 """
 
 from __future__ import annotations
