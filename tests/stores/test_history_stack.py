@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sessionhub import SessionHub, SessionNotFound
+from sessionhub import SessionHub, SessionNotFound, ValidationError
 from sessionhub.stores import StackRead, Store
 
 ITEM, POP, OTHER = "item", "pop", "note"
@@ -100,13 +100,12 @@ async def run_program(hub: SessionHub, session_id: str, program: list[tuple[str,
     # reads, stopping at the other records as the stack empties at them: the first read of a
     # handle (nothing hidden expected) and later ones (some expected)
     items = [payload for _, payload in model.stack]
-    for wanted in (None, 1, 2, 5, len(items), len(items) + 1):
+    for wanted in (None, 0, 1, 2, 5, len(items), len(items) + 1):
         for hidden in (0, 2, 50):
-            if wanted == 0:
-                continue
             read = StackRead(ITEM, POP, OTHER, wanted, hidden)
             found, _ = await store.history_stack(session_id, read, hub.clock())
-            assert found == (items if wanted is None else items[-wanted:]), (wanted, hidden)
+            newest = items if wanted is None else items[max(len(items) - wanted, 0) :]
+            assert found == newest, (wanted, hidden)
 
 
 # the marker's JSON as history_pop writes it, and as other writers may: spaces, another key
@@ -160,3 +159,11 @@ async def test_a_pop_or_batch_on_an_ended_or_unknown_session_is_refused_and_writ
             with pytest.raises(SessionNotFound):
                 await call
         assert [r.payload for r in await hub.history(session.id).read(newest_first=False)] == [1, 2]
+
+
+@pytest.mark.parametrize("wanted", [-1, 1.5, "3", True])
+def test_a_stack_read_of_a_bad_size_is_refused(wanted: Any) -> None:
+    with pytest.raises(ValidationError, match="wanted must be an int >= 0"):
+        StackRead(ITEM, POP, OTHER, wanted)
+    with pytest.raises(ValidationError, match="hidden must be an int >= 0"):
+        StackRead(ITEM, POP, OTHER, 1, wanted)

@@ -460,6 +460,11 @@ class StackRead(msgspec.Struct, frozen=True):
     wanted: int | None
     hidden: int = 0
 
+    def __post_init__(self) -> None:
+        for name, value in (("wanted", self.wanted), ("hidden", self.hidden)):
+            if value is not None and (type(value) is not int or value < 0):
+                raise ValidationError(f"{name} must be an int >= 0, got {value!r}")
+
 
 def _merged(
     mapping: Mapping[str, Any], updates: Mapping[str, Any] | None, removals: Iterable[str]

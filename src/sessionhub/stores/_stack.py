@@ -93,6 +93,8 @@ class StackWalk:
             self.wanted,
             self._decode,
         )
+        if wanted == 0:
+            return None  # none wanted: nothing to walk
         i, n = 0, len(rows)
         if n and not self._top:
             self._top = rows[0][0]

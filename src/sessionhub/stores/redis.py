@@ -1412,7 +1412,7 @@ def _plain_items(records: list[str], kind: str, wanted: int) -> list[Any] | None
     are), so the walk that then reads the page has lost little: it resolves the markers and
     reports the damage. A third less CPU than the walk's rows on get_items(50)."""
     payloads = []
-    for record in reversed(records[-wanted:]):
+    for record in reversed(records[max(len(records) - wanted, 0) :]):  # ([-0:] would be all)
         record_kind, _, payload = record.split("\t", 2)
         if record_kind != kind:
             return None
