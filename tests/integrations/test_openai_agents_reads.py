@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -105,23 +107,52 @@ async def test_reads_of_an_unknown_or_ended_conversation(open_agent_hub: OpenHub
         assert await session.pop_item() is None
 
 
-def damage_sqlite(path: Path, session_id: str, seqs: list[int]) -> None:
-    with sqlite3.connect(path) as db:
-        for seq in seqs:
-            db.execute(
-                "UPDATE history SET payload = ? WHERE session_id = ? AND seq = ?",
-                (b'{"role": "user", "cont', session_id, seq),
-            )
+TORN = '{"role": "user", "cont'  # an item's JSON cut short
 
 
-async def test_damaged_items_are_skipped_and_counted_sqlite(tmp_path: Path) -> None:
+@asynccontextmanager
+async def damageable(
+    store: str, tmp_path: Path, redis_server: RedisServer
+) -> AsyncIterator[tuple[SessionHub, Callable[[list[int]], None]]]:
+    """A hub on ``store`` and a function tearing the JSON of the records ``seqs`` of the
+    conversation "damaged", written behind the store's back."""
+    history = hub_name("damaged")
+    if store == "sqlite":
+        url = f"sqlite:///{tmp_path}/d.db"
+
+        def damage(seqs: list[int]) -> None:
+            with sqlite3.connect(tmp_path / "d.db") as db:
+                for seq in seqs:
+                    db.execute(
+                        "UPDATE history SET payload = ? WHERE session_id = ? AND seq = ?",
+                        (TORN.encode(), history, seq),
+                    )
+
+    else:
+        prefix = f"dmg{uuid.uuid4().hex[:8]}:"
+        url = f"{redis_server.url}?prefix={prefix}"
+
+        def damage(seqs: list[int]) -> None:
+            raw = redis_py.Redis.from_url(redis_server.url)
+            for seq in seqs:
+                raw.lset(f"{prefix}h:{{{history}}}", seq - 1, f"item\t1.0\t{TORN}")
+            raw.close()
+
+    async with SessionHub(url, idle_timeout=None) as hub:
+        yield hub, damage
+
+
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_damaged_items_are_skipped_and_counted(
+    store: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
     """A record that cannot be decoded is skipped (and counted), as ``history.read`` skips it:
     the read goes further back to fill the limit."""
     model = numbered("i", 60)
-    async with SessionHub(f"sqlite:///{tmp_path}/d.db", idle_timeout=None) as hub:
+    async with damageable(store, tmp_path, redis_server) as (hub, damage):
         session = SessionHubSession("damaged", hub)
         await session.add_items(model)
-        damage_sqlite(tmp_path / "d.db", hub_name("damaged"), [60, 30])
+        damage([60, 30])
         expected = model[:29] + model[30:59]
         assert await session.get_items(5) == expected[-5:]
         assert await session.get_items(40) == expected[-40:]
@@ -129,48 +160,17 @@ async def test_damaged_items_are_skipped_and_counted_sqlite(tmp_path: Path) -> N
         assert hub.store.damaged_records >= 3
 
 
-async def test_a_damaged_item_is_counted_once_per_read_sqlite(tmp_path: Path) -> None:
+@pytest.mark.parametrize("store", ["sqlite", "redis"])
+async def test_a_damaged_item_is_counted_once_per_read(
+    store: str, tmp_path: Path, redis_server: RedisServer
+) -> None:
     """A handle's first read takes the newest records as plain items when they are; a damaged
     one among them sends the read to the walk, which counts it: once per read, not twice."""
     model = numbered("i", 10)
-    async with SessionHub(f"sqlite:///{tmp_path}/d.db", idle_timeout=None) as hub:
+    async with damageable(store, tmp_path, redis_server) as (hub, damage):
         session = SessionHubSession("damaged", hub)
         await session.add_items(model)
-        damage_sqlite(tmp_path / "d.db", hub_name("damaged"), [9])
-        for limit in (3, 9):
-            before = hub.store.damaged_records
-            fresh = SessionHubSession("damaged", hub)
-            assert await fresh.get_items(limit) == (model[:8] + model[9:])[-limit:]
-            assert hub.store.damaged_records - before == 1
-
-
-async def test_damaged_items_are_skipped_and_counted_redis(redis_server: RedisServer) -> None:
-    model = numbered("i", 60)
-    prefix = f"dmg{uuid.uuid4().hex[:8]}:"
-    async with SessionHub(f"{redis_server.url}?prefix={prefix}", idle_timeout=None) as hub:
-        session = SessionHubSession("damaged", hub)
-        await session.add_items(model)
-        raw = redis_py.Redis.from_url(redis_server.url)
-        key = f"{prefix}h:{{{hub_name('damaged')}}}"
-        for seq in (60, 30):
-            raw.lset(key, seq - 1, 'item\t1.0\t{"role": "user", "cont')
-        raw.close()
-        expected = model[:29] + model[30:59]
-        assert await session.get_items(5) == expected[-5:]
-        assert await session.get_items(40) == expected[-40:]
-        assert await session.get_items() == expected
-        assert hub.store.damaged_records >= 3
-
-
-async def test_a_damaged_item_is_counted_once_per_read_redis(redis_server: RedisServer) -> None:
-    model = numbered("i", 10)
-    prefix = f"dmg{uuid.uuid4().hex[:8]}:"
-    async with SessionHub(f"{redis_server.url}?prefix={prefix}", idle_timeout=None) as hub:
-        session = SessionHubSession("damaged", hub)
-        await session.add_items(model)
-        raw = redis_py.Redis.from_url(redis_server.url)
-        raw.lset(f"{prefix}h:{{{hub_name('damaged')}}}", 8, 'item\t1.0\t{"role": "user", "cont')
-        raw.close()
+        damage([9])
         for limit in (3, 9):
             before = hub.store.damaged_records
             fresh = SessionHubSession("damaged", hub)

@@ -17,3 +17,11 @@ async def admin(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
     client = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
     yield client
     await client.close()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
+    """A connection that does not decode replies (event snapshots are MessagePack)."""
+    client = RedisClient(RedisAddress(port=redis_server.port), decode=False, name="test-raw")
+    yield client
+    await client.close()

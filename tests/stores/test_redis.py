@@ -43,6 +43,7 @@ from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer, free_port
 from .damaged import assert_the_others_still_work
+from .redis_records import record_fields
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 SOAK = os.environ.get("SESSIONHUB_SOAK") == "1"
@@ -612,11 +613,6 @@ def _timed(sid: str, now: float, **timeouts: float) -> Any:
     )
 
 
-async def _fields(admin: RedisClient, prefix: str, sid: str) -> dict[str, str]:
-    flat = await admin.call("HGETALL", f"{prefix}s:{{{sid}}}")
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 @pytest.mark.parametrize(
     "timeouts", [{"idle": 10.0}, {"ttl": 30.0}, {"idle": 10.0, "ttl": 12.0}, {}]
 )
@@ -640,8 +636,8 @@ async def test_a_touch_writes_what_a_general_change_writes(
             )
             assert msgspec.structs.replace(fast, id="general") == general
             assert fast == await store.get("fast")
-            stored = await _fields(admin, prefix, "fast")
-            assert stored == {**await _fields(admin, prefix, "general"), "id": "fast"}
+            stored = await record_fields(admin, prefix, "fast")
+            assert stored == {**await record_fields(admin, prefix, "general"), "id": "fast"}
         assert (fast.expires_at is None) == (timeouts == {})
     finally:
         await store.close()
@@ -695,8 +691,8 @@ async def test_ends_leave_no_claim_or_deadline_behind(
             assert (ended.state, ended.ended_at, ended.expires_at) == ("CLEANED", now + 12, None)
             assert await store.get(sid) == (ended if retain > now else None)
         for sid in ("due-1", "ended-by-hand"):
-            assert not {"dq", "ea", "cb"} & set(await _fields(admin, prefix, sid))
-        assert await _fields(admin, prefix, "due-2") == {}
+            assert not {"dq", "ea", "cb"} & set(await record_fields(admin, prefix, sid))
+        assert await record_fields(admin, prefix, "due-2") == {}
         assert await admin.call("HGETALL", prefix + "claims") == []
         assert await store.census() == {("default", "ACTIVE"): 1}
     finally:

@@ -5,19 +5,17 @@ timeout gets no deadline; a session claimed for its end, or gone, accepts none."
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from sessionhub import Session, SessionNotFound
+from sessionhub import SessionNotFound
 from sessionhub.stores import CreateRules
 from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
-
-NOW = 1_750_000_000.0
+from .redis_records import NOW, active_session, unique_prefix
 
 Write = Callable[[RedisStore, float], Awaitable[object]]
 
@@ -31,22 +29,10 @@ WRITES: dict[str, Write] = {
 }
 
 
-def _session(idle_timeout: float | None) -> Session:
-    return Session(
-        id="s1",
-        state="ACTIVE",
-        created_at=NOW,
-        updated_at=NOW,
-        last_activity_at=NOW,
-        idle_timeout=idle_timeout,
-        expires_at=None if idle_timeout is None else NOW + idle_timeout,
-    )
-
-
 async def _store(redis_server: RedisServer, idle_timeout: float | None) -> RedisStore:
-    store = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    store = RedisStore(redis_server.url, prefix=unique_prefix())
     await store.open()
-    await store.create(_session(idle_timeout), CreateRules())
+    await store.create(active_session("s1", idle_timeout=idle_timeout), CreateRules())
     await store.history_append("s1", "message", b"{}", NOW)  # something to pop (version 2)
     return store
 

@@ -21,6 +21,7 @@ from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
+from .redis_records import active_session
 
 MOVES = {"ACTIVE": "TERMINATING"}
 T0 = 1_750_000_000.0
@@ -35,15 +36,7 @@ async def store(redis_server: RedisServer) -> AsyncIterator[RedisStore]:
 
 
 def _session(sid: str, idle: float) -> Session:
-    return Session(
-        id=sid,
-        state="ACTIVE",
-        created_at=T0,
-        updated_at=T0,
-        last_activity_at=T0,
-        idle_timeout=idle,
-        expires_at=T0 + idle,
-    )
+    return active_session(sid, created_at=T0, idle_timeout=idle)
 
 
 async def _queued(admin: RedisClient, store: RedisStore) -> dict[str, float]:

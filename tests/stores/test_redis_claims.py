@@ -6,47 +6,27 @@ the stored record leaves, and the copy must be used only for that session at tha
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-
 import msgspec
 import pytest
 
 from sessionhub import Session, SessionHub
 from sessionhub.stores import Change, CreateRules
-from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore, _decode_session
 
 from ..redis_server import RedisServer
-
-MOVES = {"ACTIVE": "TERMINATING"}
-NOW = 1_750_000_000.0
+from .redis_records import MOVES, NOW, active_session, opened_stores, record_fields, unique_prefix
 
 
 def _session(sid: str) -> Session:
-    return Session(
-        id=sid,
-        state="ACTIVE",
-        created_at=NOW,
-        updated_at=NOW,
-        last_activity_at=NOW,
-        idle_timeout=10.0,
-        expires_at=NOW + 10.0,
-        user_id="u1",
-        labels={"team": "red"},
-    )
-
-
-async def _fields(admin: RedisClient, prefix: str, sid: str) -> dict[str, str]:
-    flat = await admin.call("HGETALL", f"{prefix}s:{{{sid}}}")
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    return active_session(sid, user_id="u1", labels={"team": "red"})
 
 
 @pytest.mark.parametrize("how", ["claim_end", "claim_expired"])
 async def test_a_claim_names_its_claimer_in_the_claims_hash_only(
     redis_server: RedisServer, admin: RedisClient, how: str
 ) -> None:
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    prefix = unique_prefix("c")
     store = RedisStore(redis_server.url, prefix=prefix)
     await store.open()
     try:
@@ -56,7 +36,7 @@ async def test_a_claim_names_its_claimer_in_the_claims_hash_only(
             assert claimed is not None
         else:
             [claimed] = await store.claim_expired(NOW + 11, MOVES, 10)
-        record = await _fields(admin, prefix, "s1")
+        record = await record_fields(admin, prefix, "s1")
         assert (record["st"], record["er"]) == ("TERMINATING", claimed.end_reason)
         assert "cb" not in record
         assert await admin.call("HGETALL", prefix + "claims") == ["s1", store._claimer]
@@ -71,7 +51,7 @@ async def test_a_claim_written_by_an_earlier_version_ends_without_its_claimer_fi
 ) -> None:
     """An earlier version's claim left ``cb`` in the record (and took-over claims rewrote it):
     the end drops it, whether this store finishes from the claim it holds or from the record."""
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    prefix = unique_prefix("c")
     store = RedisStore(redis_server.url, prefix=prefix)
     await store.open()
     try:
@@ -83,7 +63,7 @@ async def test_a_claim_written_by_an_earlier_version_ends_without_its_claimer_fi
         ended = await store.finish_end("s1", NOW + 2, "CLEANED", NOW + 60)
         assert ended is not None
         assert (ended.state, ended.ended_at, ended.expires_at) == ("CLEANED", NOW + 2, None)
-        record = await _fields(admin, prefix, "s1")
+        record = await record_fields(admin, prefix, "s1")
         assert not {"cb", "ea", "dq"} & set(record)
         assert await store.get("s1") == ended
         assert await admin.call("HGETALL", prefix + "claims") == []
@@ -97,7 +77,7 @@ async def test_a_claim_taken_over_from_a_stopped_earlier_hub_keeps_its_record(
     """A claim whose claimer stopped (its heartbeat key gone) is taken over by the next sweep:
     the claims hash names the new claimer; the record, ``cb`` of an earlier version included, is
     left as it was, and the end drops ``cb``."""
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    prefix = unique_prefix("c")
     store = RedisStore(redis_server.url, prefix=prefix)
     await store.open()
     try:
@@ -107,25 +87,17 @@ async def test_a_claim_taken_over_from_a_stopped_earlier_hub_keeps_its_record(
         key = f"{prefix}s:{{s1}}"
         await admin.call("HSET", key, "cb", "gone-hub")
         await admin.call("HSET", prefix + "claims", "s1", "gone-hub")  # no heartbeat key
-        before = await _fields(admin, prefix, "s1")
+        before = await record_fields(admin, prefix, "s1")
         store._held.clear()
         [taken] = await store.claim_expired(NOW + 2, MOVES, 10)
         assert taken == claimed
-        assert await _fields(admin, prefix, "s1") == before
+        assert await record_fields(admin, prefix, "s1") == before
         assert await admin.call("HGETALL", prefix + "claims") == ["s1", store._claimer]
         ended = await store.finish_end("s1", NOW + 3, "CLEANED", NOW + 3)
         assert ended is not None
-        assert await _fields(admin, prefix, "s1") == {}
+        assert await record_fields(admin, prefix, "s1") == {}
     finally:
         await store.close()
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    """A connection that does not decode replies (event snapshots are MessagePack)."""
-    client = RedisClient(RedisAddress(port=redis_server.port), decode=False, name="test-raw")
-    yield client
-    await client.close()
 
 
 async def _transitioned(raw: RedisClient, prefix: str) -> dict[str, Session]:
@@ -145,7 +117,7 @@ async def test_a_claim_of_a_session_known_here_is_what_a_claim_from_the_record_g
     """An end claimed by the instance that last wrote the session sends the claimed snapshot
     instead of reading the record (issue 12); the claimed session, the stored record, the event,
     the census and the indexes are those of a claim from the stored record."""
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    prefix = unique_prefix("c")
     store = RedisStore(redis_server.url, prefix=prefix)
     elsewhere = RedisStore(redis_server.url, prefix=prefix)  # knows nothing of either session
     await store.open()
@@ -162,7 +134,7 @@ async def test_a_claim_of_a_session_known_here_is_what_a_claim_from_the_record_g
         assert unknown is not None
         assert known == msgspec.structs.replace(unknown, id="known")
         assert await elsewhere.get("known") == known
-        stored = {sid: await _fields(admin, prefix, sid) for sid in ("known", "unknown")}
+        stored = {sid: await record_fields(admin, prefix, sid) for sid in ("known", "unknown")}
         assert {**stored["unknown"], "id": "known"} == stored["known"]
         assert await _transitioned(raw, prefix) == {"known": known, "unknown": unknown}
         assert await admin.call("ZRANGE", prefix + "deadlines", 0, -1) == []
@@ -183,11 +155,8 @@ async def test_a_claim_of_a_session_changed_elsewhere_reads_the_record(
 ) -> None:
     """The copy known here is used only at its version: a session another instance changed since
     (or ended, or claimed) is claimed from what is stored, or not at all."""
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
-    store = RedisStore(redis_server.url, prefix=prefix)
-    other = RedisStore(redis_server.url, prefix=prefix)
-    await store.open()
-    await other.open()
+    prefix = unique_prefix("c")
+    store, other = await opened_stores(redis_server.url, prefix, 2)
     try:
         for sid in ("changed", "claimed", "ended"):
             await store.create(_session(sid), CreateRules())
@@ -214,7 +183,7 @@ async def test_an_end_with_requests_in_flight_is_kept_with_none(
 ) -> None:
     """An end finished from the claim held here writes ``ar`` only when it was not 0 already: the
     kept record and the session returned are those of an end finished from the stored record."""
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
+    prefix = unique_prefix("c")
     store = RedisStore(redis_server.url, prefix=prefix)
     await store.open()
     try:
@@ -231,7 +200,7 @@ async def test_an_end_with_requests_in_flight_is_kept_with_none(
         assert read is not None
         assert held == msgspec.structs.replace(read, id="held")
         assert held.active_requests == 0
-        stored = {sid: await _fields(admin, prefix, sid) for sid in ("held", "read")}
+        stored = {sid: await record_fields(admin, prefix, sid) for sid in ("held", "read")}
         assert stored["held"] == {**stored["read"], "id": "held"}
         assert stored["held"]["ar"] == "0"
         assert await store.get("held") == held
@@ -253,11 +222,8 @@ async def test_a_session_created_again_under_its_id_is_not_taken_for_the_one_kno
     """A copy known here (claim_end) or a claim held here (finish) of a session that ended and was
     created again elsewhere under the same id, at the same version: the creation time tells them
     apart, and the session stored is claimed and ended, with its own indexes and census."""
-    prefix = f"c{uuid.uuid4().hex[:12]}:"
-    here = RedisStore(redis_server.url, prefix=prefix)
-    there = RedisStore(redis_server.url, prefix=prefix)
-    await here.open()
-    await there.open()
+    prefix = unique_prefix("c")
+    here, there = await opened_stores(redis_server.url, prefix, 2)
     try:
         for sid in ("known", "held"):
             await here.create(_session(sid), CreateRules())

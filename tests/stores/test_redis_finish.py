@@ -7,62 +7,30 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 
 import msgspec
 import pytest
 
 from sessionhub import Session, SessionHub
 from sessionhub.stores import CreateRules
-from sessionhub.stores._resp import RedisAddress, RedisClient
+from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
+from .redis_records import MOVES, NOW, active_session, opened_stores, record_fields, unique_prefix
 
-MOVES = {"ACTIVE": "TERMINATING"}
-NOW = 1_750_000_000.0
 RULES = CreateRules(unique_labels=("role",))
 
 
-def _prefix() -> str:
-    return f"f{uuid.uuid4().hex[:12]}:"
-
-
 def _session(sid: str, role: str | None = None) -> Session:
-    return Session(
-        id=sid,
-        state="ACTIVE",
-        created_at=NOW,
-        updated_at=NOW,
-        last_activity_at=NOW,
+    return active_session(
+        sid,
         idle_timeout=60.0,
-        expires_at=NOW + 60.0,
         user_id="u1",
         labels={"team": "red", "role": role or f"r-{sid}"},
         details={"plan": "pro"},
         counters={"n": 3},
     )
-
-
-async def _stores(url: str, prefix: str, n: int, lease: float = 30.0) -> list[RedisStore]:
-    stores = [RedisStore(url, prefix=prefix, claim_lease=lease) for _ in range(n)]
-    for store in stores:
-        await store.open()
-    return stores
-
-
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[RedisClient]:
-    """A connection that does not decode replies (event snapshots are MessagePack)."""
-    client = RedisClient(RedisAddress(port=redis_server.port), decode=False, name="test-raw")
-    yield client
-    await client.close()
-
-
-async def _record(admin: RedisClient, prefix: str, sid: str) -> dict[str, str]:
-    flat = await admin.call("HGETALL", f"{prefix}s:{{{sid}}}")
-    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 async def _ended_snapshots(raw: RedisClient, prefix: str) -> dict[str, dict[str, str]]:
@@ -86,8 +54,8 @@ def _as(fields: dict[str, str], sid: str) -> dict[str, str]:
 async def test_an_end_finished_by_its_claimer_equals_one_finished_by_another_store(
     redis_server: RedisServer, admin: RedisClient, raw: RedisClient, retain: bool, group: bool
 ) -> None:
-    prefix = _prefix()
-    claimer, other = await _stores(redis_server.url, prefix, 2)
+    prefix = unique_prefix("f")
+    claimer, other = await opened_stores(redis_server.url, prefix, 2)
     try:
         for sid in ("mine", "theirs"):
             await claimer.create(_session(sid), RULES)
@@ -124,7 +92,7 @@ async def test_an_end_finished_by_its_claimer_equals_one_finished_by_another_sto
         assert await claimer.get("mine") == (mine if retain else None)
         assert await other.get("theirs") == (theirs if retain else None)
         if retain:
-            assert _as(await _record(admin, prefix, "theirs"), "mine") == await _record(
+            assert _as(await record_fields(admin, prefix, "theirs"), "mine") == await record_fields(
                 admin, prefix, "mine"
             )
         snapshots = await _ended_snapshots(raw, prefix)
@@ -155,8 +123,8 @@ async def test_an_end_taken_over_elsewhere_is_finished_once(
     """The claimer stops heartbeating (its lease runs out) but is not dead: another store takes
     the claim over. Whichever finishes first ends the session; the other's finish does nothing,
     though the slow claimer still holds the record its claim returned."""
-    prefix = _prefix()
-    slow, taker = await _stores(redis_server.url, prefix, 2, lease=0.3)
+    prefix = unique_prefix("f")
+    slow, taker = await opened_stores(redis_server.url, prefix, 2, claim_lease=0.3)
     try:
         for sid in ("taker-first", "slow-first"):
             await slow.create(_session(sid), RULES)
@@ -186,8 +154,8 @@ async def test_a_record_changed_behind_a_claim_is_read_again_at_the_finish(
     """A claimed record does not change through the store (every write refuses it), but one changed
     by hand, or by a store of another version, is what the finish must end: the claimer's copy of
     it is not trusted past its version."""
-    prefix = _prefix()
-    [store] = await _stores(redis_server.url, prefix, 1)
+    prefix = unique_prefix("f")
+    [store] = await opened_stores(redis_server.url, prefix, 1)
     try:
         await store.create(_session("changed"), RULES)
         claimed = await store.claim_end("changed", "ended", NOW + 1, MOVES)
@@ -209,7 +177,7 @@ async def test_census_counts_that_drop_to_zero_never_show(redis_server: RedisSer
     """Counts are kept at zero in the census hash (no HDEL on the hot path); neither census(),
     count() nor metrics show a namespace or state without sessions, and a count that went to zero
     counts up again."""
-    prefix = _prefix()
+    prefix = unique_prefix("f")
     store = RedisStore(redis_server.url, prefix=prefix)
     async with SessionHub(store, auto_expire=False) as hub:
         first = await hub.create(namespace="n1", idle_timeout=None)
@@ -230,9 +198,9 @@ async def test_claims_whose_events_left_the_ring_are_read_from_redis(
     """A claim replies with its event id; the claimed session is that event's snapshot, from the
     ring the tailer fills. With a ring of one event, every claim of a batch but the last must be
     read from Redis instead, and be the same session."""
-    prefix = _prefix()
+    prefix = unique_prefix("f")
     small = RedisStore(redis_server.url, prefix=prefix, event_buffer=1)
-    [other] = await _stores(redis_server.url, prefix, 1)
+    [other] = await opened_stores(redis_server.url, prefix, 1)
     await small.open()
     try:
         ids = [f"s{i}" for i in range(5)]
@@ -258,8 +226,8 @@ async def test_having_children_of_a_large_batch_names_exactly_the_parents(
 ) -> None:
     """One EXISTS of many keys first tells a batch without parents (most are) at once; a batch
     with some is then looked at key by key, across the slices of the keys."""
-    prefix = _prefix()
-    [store] = await _stores(redis_server.url, prefix, 1)
+    prefix = unique_prefix("f")
+    [store] = await opened_stores(redis_server.url, prefix, 1)
     try:
         for sid in ("p-early", "p-late"):
             await store.create(_session(sid), RULES)

@@ -5,8 +5,6 @@ stored record makes: the record returned, the record stored and the deadline ind
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
 from sessionhub import Session
@@ -15,31 +13,15 @@ from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
-
-NOW = 1_750_000_000.0
+from .redis_records import NOW, active_session, opened_stores, unique_prefix
 
 
 def _session(sid: str, *, created_at: float = NOW, team: str = "red") -> Session:
-    return Session(
-        id=sid,
-        state="ACTIVE",
-        created_at=created_at,
-        updated_at=created_at,
-        last_activity_at=created_at,
-        idle_timeout=10.0,
-        expires_at=created_at + 10.0,
-        labels={"team": team},
-    )
+    return active_session(sid, created_at=created_at, labels={"team": team})
 
 
 async def _stores(redis_server: RedisServer) -> tuple[RedisStore, RedisStore]:
-    prefix = f"t{uuid.uuid4().hex[:12]}:"
-    here, there = (
-        RedisStore(redis_server.url, prefix=prefix),
-        RedisStore(redis_server.url, prefix=prefix),
-    )
-    await here.open()
-    await there.open()
+    here, there = await opened_stores(redis_server.url, unique_prefix(), 2)
     return here, there
 
 
