@@ -150,6 +150,11 @@ class SessionHub:
         # (The future is made only when someone waits: most ends have no parent waiting.)
         self._ending: dict[str, asyncio.Future[None] | None] = {}
         self._claiming: asyncio.Future[None] | None = None  # set while a claim_expired is out
+        # Ends claimed here whose finish failed (a store that went away), with whether their
+        # hooks ran: the next expiry pass finishes them (hooks not run again). A claimer that
+        # lives is never taken over, so without this they would stay half-ended.
+        self._owed: dict[str, tuple[Session, bool]] = {}
+        self._ends: set[asyncio.Task[Session | None]] = set()  # end() calls' own tasks
         self._finisher = _Finisher(self)
         self._closing = False
         self._started = False
@@ -188,12 +193,21 @@ class SessionHub:
         self._started = False
         self._closing = True
         reaper, self._reaper = self._reaper, None
+        current = asyncio.current_task()
         if reaper is not None:
             self._wake.set()  # the task leaves its sleep, or stops after the batch it is in
-            if reaper is not asyncio.current_task():  # not called by a hook of that pass
+            if reaper is not current:  # not called by a hook of that pass
                 await reaper
+        ends = [task for task in self._ends if task is not current]
+        if ends:  # ends whose callers left (cancelled) still finish before the store closes
+            await asyncio.gather(*ends, return_exceptions=True)
         if self.store.ephemeral:
             await self.end_all("shutdown")
+        if self._owed:
+            try:
+                await self._settle_owed()
+            except Exception as exc:
+                logger.error("closing with %d ends unfinished: %s", len(self._owed), exc)
         self.store.events.close()
         await self.store.close()
 
@@ -565,19 +579,68 @@ class SessionHub:
         return await self._end(check_id(session_id), check_reason(reason)) is not None
 
     async def _end(self, session_id: str, reason: str) -> Session | None:
-        claimed = await self.store.claim_end(session_id, reason, self.clock(), self._terminate)
-        return None if claimed is None else await self._finish(claimed)
+        """Claim and finish an end in a task of its own, which the caller's cancellation (a client
+        gone, a timeout) does not stop: a claimed end cut short would refuse all activity and
+        never finish. Inline when nothing in it can wait (no hooks, a store that never waits)."""
+        if not self._hooks and self.store.get_now is not None:
+            return await self._claim_and_finish(session_id, reason)
+        task = asyncio.create_task(self._claim_and_finish(session_id, reason))
+        self._ends.add(task)
+        task.add_done_callback(self._end_done)
+        return await asyncio.shield(task)
 
-    async def _finish(self, claimed: Session) -> Session | None:
+    def _end_done(self, task: asyncio.Task[Session | None]) -> None:
+        self._ends.discard(task)
+        if not task.cancelled():
+            task.exception()  # seen: a failed finish is owed and logged, its caller may be gone
+
+    async def _claim_and_finish(self, session_id: str, reason: str) -> Session | None:
+        claimed = await self.store.claim_end(session_id, reason, self.clock(), self._terminate)
+        if claimed is None:
+            return None
+        self._ending[session_id] = None  # claimed here: a claim handed back again is not run
+        try:
+            return await self._finish(claimed)
+        finally:
+            self._release(session_id)
+
+    async def _finish(self, claimed: Session, hooks_done: bool = False) -> Session | None:
+        """Run the claimed end's children and hooks (unless ``hooks_done``) and finish it; an
+        end that fails is owed (see ``_owed``) and the error raised."""
         reason = claimed.end_reason or "ended"
-        await self._end_children(claimed.id, wait=False)
-        await self._run_hooks(claimed, reason)
-        now = self.clock()
-        ended = await self.store.finish_end(
-            claimed.id, now, self.lifecycle.ended, now + self._retention_of(claimed)
-        )
+        try:
+            if not hooks_done:
+                await self._end_children(claimed.id, wait=False)
+                await self._run_hooks(claimed, reason)
+                hooks_done = True
+            now = self.clock()
+            ended = await self.store.finish_end(
+                claimed.id, now, self.lifecycle.ended, now + self._retention_of(claimed)
+            )
+        except Exception as exc:
+            self._owe(claimed, hooks_done, exc)
+            raise
         self._metrics.ended[reason] += 1
         return ended
+
+    def _owe(self, claimed: Session, hooks_done: bool, exc: BaseException) -> None:
+        if isinstance(exc, Exception):  # not a cancelled loop: that process is going away
+            self._owed[claimed.id] = (claimed, hooks_done)
+            logger.warning(
+                "end of session %s not finished (%r); the next expiry pass finishes it",
+                claimed.id,
+                exc,
+            )
+
+    async def _settle_owed(self) -> None:
+        """Finish the ends owed (see ``_owed``); the first failure is raised, the rest stay."""
+        for session_id, (claimed, hooks_done) in list(self._owed.items()):
+            del self._owed[session_id]
+            self._ending[session_id] = None
+            try:
+                await self._finish(claimed, hooks_done)
+            finally:
+                self._release(session_id)
 
     def _retention_of(self, claimed: Session) -> float:
         return self.retention if claimed.retention is None else claimed.retention
@@ -641,6 +704,8 @@ class SessionHub:
             # those two are in flight.
             running: asyncio.Task[None] | None = None
             try:
+                if self._owed:
+                    await self._settle_owed()
                 while True:
                     claimed = await self._claim_batch()
                     ended += len(claimed)
@@ -658,9 +723,11 @@ class SessionHub:
                     await asyncio.sleep(0)
             finally:
                 # Whatever happened (an error, a cancelled caller), every claimed end is finished.
-                if running is not None:
-                    await asyncio.shield(running)
-                _in_expiry_pass.reset(token)
+                try:
+                    if running is not None:
+                        await asyncio.shield(running)
+                finally:  # also when that batch failed: else no later pass of this task would run
+                    _in_expiry_pass.reset(token)
         return ended
 
     async def _claim_batch(self) -> list[Session]:
@@ -669,6 +736,10 @@ class SessionHub:
         self._claiming = claiming
         try:
             claimed = await self.store.claim_expired(now, self._terminate, self.expiry_batch)
+            if self._ending or self._owed:  # a claim handed back while it is being ended here
+                claimed = [
+                    s for s in claimed if s.id not in self._ending and s.id not in self._owed
+                ]
             for session in claimed:  # before anyone waiting on the claim looks them up
                 self._ending[session.id] = None
                 if session.expires_at is not None:
@@ -683,12 +754,14 @@ class SessionHub:
         """End a claimed batch: up to ``hook_concurrency`` workers take its sessions, children
         first, run their hooks and hand them to the finisher (ends finished in groups) without
         waiting for that; a parent waits for its children. Returns once every one is finished (or
-        failed: the first error is raised then; the store's claim lease covers the rest)."""
+        failed: the first error is raised then, and the failed ends are owed, see ``_owed``)."""
         outcomes: list[object] = []
+        queue = collections.deque(claimed)  # handed to workers one by one
+        finishing: list[tuple[Session, asyncio.Future[Session | None]]] = []
         try:
             parents = await self.store.having_children([s.id for s in claimed])
-            queue = collections.deque(_children_first(claimed) if parents else claimed)
-            finishing: list[asyncio.Future[Session | None]] = []
+            if parents:
+                queue = collections.deque(_children_first(claimed))
 
             async def work() -> None:
                 while queue:
@@ -696,8 +769,9 @@ class SessionHub:
                     try:
                         finished = await self._expire_one(session, session.id in parents)
                         if finished is not None:
-                            finishing.append(finished)
-                    except BaseException:
+                            finishing.append((session, finished))
+                    except BaseException as exc:  # before its hooks ran: ending its children
+                        self._owe(session, False, exc)
                         self._release(session.id)
                         raise
 
@@ -708,7 +782,15 @@ class SessionHub:
             else:
                 tasks = [asyncio.create_task(work()) for _ in range(workers)]
                 outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-            outcomes += await asyncio.gather(*finishing, return_exceptions=True)
+            finished = await asyncio.gather(*(f for _, f in finishing), return_exceptions=True)
+            for (session, _), result in zip(finishing, finished, strict=True):
+                if isinstance(result, BaseException):
+                    self._owe(session, True, result)
+            outcomes += finished
+        except Exception as exc:
+            for session in queue:  # never handed to a worker
+                self._owe(session, False, exc)
+            raise
         finally:
             for session in claimed:  # failed or cancelled: release whoever waits for them
                 self._release(session.id)
