@@ -44,12 +44,17 @@ def fcall_of(operation: str) -> Callable[[Request], bool]:
 class CuttingProxy:
     """Forwards requests (parsed, so a predicate sees each whole) and raw replies; when armed,
     the first request the predicate accepts is forwarded, then nothing more either way: once
-    Redis has answered it (it ran), both connections are closed and its reply is dropped."""
+    Redis has answered it (it ran), both connections are closed and its reply is dropped. Armed
+    to stall instead, it holds the replies from that request's on (``stalled`` once Redis has
+    answered it) until ``released`` is set."""
 
     def __init__(self, upstream_port: int) -> None:
         self.upstream_port = upstream_port
         self._armed: Callable[[Request], bool] | None = None
         self.cut = asyncio.Event()
+        self._stall = False
+        self.stalled = asyncio.Event()
+        self.released = asyncio.Event()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: set[asyncio.WriteTransport] = set()
@@ -63,9 +68,10 @@ class CuttingProxy:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def arm(self, predicate: Callable[[Request], bool]) -> None:
+    def arm(self, predicate: Callable[[Request], bool], *, stall: bool = False) -> None:
         self.cut.clear()
         self._armed = predicate
+        self._stall = stall
 
     async def close(self) -> None:
         if self._server is not None:
@@ -89,9 +95,10 @@ class CuttingProxy:
         self._transports |= {client_w.transport, redis_w.transport}
         sent = 0  # requests forwarded
         cutting = asyncio.Event()
+        stall_at: int | None = None  # replies held from this one on, when stalling
 
         async def requests() -> None:
-            nonlocal sent
+            nonlocal sent, stall_at
             reader = hiredis.Reader(notEnoughData=_PENDING)
             while data := await client_r.read(65536):
                 reader.feed(data)
@@ -102,22 +109,35 @@ class CuttingProxy:
                     armed = self._armed
                     if armed is not None and armed(request):
                         self._armed = None
+                        if self._stall:
+                            stall_at = sent
+                            continue
                         cutting.set()  # before it leaves: its reply is never forwarded
                         redis_w.write(b"".join(out))
                         return
                 redis_w.write(b"".join(out))
 
         async def replies() -> None:
+            nonlocal stall_at
             reader = hiredis.Reader(notEnoughData=_PENDING)
             answered = 0
+            held: list[bytes] = []
             while data := await redis_r.read(65536):
-                if not cutting.is_set():
+                if stall_at is not None:
+                    held.append(data)
+                elif not cutting.is_set():
                     client_w.write(data)
                 reader.feed(data)
                 while reader.gets() is not _PENDING:
                     answered += 1
                 if cutting.is_set() and answered >= sent:  # Redis ran the chosen request
                     return
+                if stall_at is not None and answered >= stall_at:  # it ran: hold its reply
+                    self.stalled.set()
+                    await self.released.wait()
+                    client_w.write(b"".join(held))
+                    held.clear()
+                    stall_at = None
 
         up = asyncio.create_task(requests())
         down = asyncio.create_task(replies())
@@ -293,3 +313,23 @@ async def test_the_expiry_task_sweeps_claims_every_quarter_lease_whatever_its_po
         ended = await _ended(hub, session.id, within=3.0)
         assert ended.end_reason == "handed over"
         assert calls == {session.id: ["handed over"]}
+
+
+async def test_an_end_cancelled_while_its_claim_was_out_is_finished(proxy: CuttingProxy) -> None:
+    """The caller of end() gives up while the claim is at Redis: Redis claims the session, the
+    reply comes to nobody; the next sweep hands it back."""
+    store = Recorded(proxy.url, prefix=unique_prefix("lc"), claim_lease=1.0)
+    hub, calls = _hub(store, idle_timeout=None)
+    async with hub:
+        session = await hub.create()
+        proxy.arm(fcall_of("claim_end"), stall=True)
+        ending = asyncio.create_task(hub.end(session.id, "gave up"))
+        await asyncio.wait_for(proxy.stalled.wait(), 5.0)  # Redis has claimed it
+        ending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await ending
+        proxy.released.set()
+        ended = await _ended(hub, session.id)
+        assert ended.end_reason == "gave up"
+        assert calls == {session.id: ["gave up"]}
+        assert store.handed == [session.id]
