@@ -1134,7 +1134,8 @@ class RedisStore(Store):
             *_counted(_pairs(moves), 2),
         ]
         if mark is not None:
-            args += self._handling(None)
+            handled = self._handling().get(0, [])
+            args += (len(handled), *handled)
             self._racing = set()
         try:
             claimed = await self._run("claim_expired", (), args)
@@ -1181,13 +1182,13 @@ class RedisStore(Store):
             else:
                 busy.pop(sid, None)
 
-    def _handling(self, bucket: int | None) -> list[Arg]:
+    def _handling(self) -> dict[int, list[str]]:
         """The ids this instance is handling (claims held for their finish, claims and finishes
-        in flight), of one bucket or all, as a counted list for an adopting ``claim_expired``."""
-        ids = {*self._held, *self._busy}
-        if bucket is not None:
-            ids = {sid for sid in ids if self._bucket_of_session(sid) == bucket}
-        return [len(ids), *ids]
+        in flight) by bucket, for an adopting ``claim_expired``."""
+        buckets: dict[int, list[str]] = {}
+        for sid in {*self._held, *self._busy}:
+            buckets.setdefault(self._bucket_of_session(sid), []).append(sid)
+        return buckets
 
     def _adopted(self, bucket: int, mark: int, claimed: list[Any], limit: int) -> list[Any]:
         """An adopting ``claim_expired``'s reply without the claims handed back whose

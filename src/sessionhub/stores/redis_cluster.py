@@ -1168,10 +1168,12 @@ class RedisClusterStore(RedisStore):
         if sweep:
             self._next_sweep = time.monotonic() + self.claim_lease / 4
         unsure = dict(self._unsure)  # bucket -> the losses counted there when asked
+        handling: dict[int, list[str]] = {}
         if unsure:
             self._racing = set()
+            handling = self._handling()
         try:
-            return await self._claim_buckets(now, moves, limit, sweep, unsure)
+            return await self._claim_buckets(now, moves, limit, sweep, unsure, handling)
         except (StoreUnavailable, _Refusal):
             raise  # a bucket's own failure, counted there (_claim_in)
         except BaseException:
@@ -1191,6 +1193,7 @@ class RedisClusterStore(RedisStore):
         limit: int,
         sweep: bool,
         unsure: dict[int, int],
+        handling: dict[int, list[str]],
     ) -> list[Session]:
         claimed: list[Session] = []
         failure: BaseException | None = None
@@ -1199,7 +1202,10 @@ class RedisClusterStore(RedisStore):
             shares = self._shares(active, limit - len(claimed))
             asked = [b for b in active if shares[b] or sweep or b in unsure]
             replies = await asyncio.gather(
-                *(self._claim_in(b, now, moves, shares[b], sweep, unsure.get(b)) for b in asked),
+                *(
+                    self._claim_in(b, now, moves, shares[b], sweep, unsure.get(b), handling)
+                    for b in asked
+                ),
                 return_exceptions=True,
             )
             sweep = False
@@ -1238,9 +1244,11 @@ class RedisClusterStore(RedisStore):
         share: int,
         sweep: bool,
         mark: int | None,
+        handling: Mapping[int, Sequence[str]],
     ) -> list[Session]:
         """One bucket's claims; with ``mark`` (the losses counted in the bucket), it also hands
-        back this claimer's claims there that this instance is not handling."""
+        back this claimer's claims there that this instance is not handling (``handling``, by
+        bucket)."""
         pairs: list[Arg] = [item for pair in moves.items() for item in pair]
         limit = max(share, 1 if sweep or mark is not None else 0)
         mode = "2" if mark is not None else "1" if sweep else "0"
@@ -1248,7 +1256,8 @@ class RedisClusterStore(RedisStore):
             self._maxlen, repr(float(now)), limit, self._claimer, mode, len(pairs) // 2, *pairs,
         ]  # fmt: skip
         if mark is not None:
-            args += self._handling(bucket)
+            handled = handling.get(bucket, ())
+            args += (len(handled), *handled)
         try:
             claimed = await self._run_in(bucket, "claim_expired", (), args)
             if mark is not None:
