@@ -956,32 +956,44 @@ if h == nil or h.en ~= nil or h.er ~= nil then return false end
 return {claim(nil, sk, h, flat, ARGV[3], ARGV[4], take_list(6, true), ARGV[5], true)}
 """
 
-# args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims), moves
-# (counted pairs). Returns, for each claim, its 'transitioned' event's id and the session id (the
-# record is that event's snapshot) or, for a taken-over claim (its event was sent when it was first
-# claimed), '' and the record.
+# args: prefix, maxlen, now, limit, claimer, sweep ('1' to take over orphaned claims; '2' also
+# to hand back this claimer's own claims but those listed after the moves), moves (counted pairs),
+# then with '2' the ids the caller is handling (counted). Returns, for each claim, its
+# 'transitioned' event's id and the session id (the record is that event's snapshot) or, for a
+# taken-over or handed-back claim (its event was sent when it was first claimed), '' and the
+# record.
 _CLAIM_EXPIRED = r"""
 local now = ARGV[3]
 local now_n = tonumber(now)
 local limit = tonumber(ARGV[4])
 local claimer = ARGV[5]
-local moves = take_list(7, true)
+local moves, after = take_list(7, true)
 local out, g = {}, gathered()
-if ARGV[6] == '1' then
+local sweep = ARGV[6]
+if sweep ~= '0' then
   -- Claims whose claimer's heartbeat key expired: that process stopped between claiming and
   -- finishing. Its ends are finished here (hooks may then run again for those sessions: at least
-  -- once when a process dies, exactly once otherwise).
+  -- once when a process dies, exactly once otherwise). With '2', also the claims of this claimer
+  -- that the caller is not handling: a claim whose reply it never read (the connection dropped
+  -- after Redis ran it), which no other process takes over while this one lives.
+  local handling = nil
+  if sweep == '2' then
+    handling = {}
+    for i = after + 1, after + tonumber(ARGV[after]) do handling[ARGV[i]] = true end
+  end
   local claims = redis.call('HGETALL', K.claims)
   for i = 1, #claims, 2 do
     if #out >= limit then break end
     local sid, holder = claims[i], claims[i + 1]
-    if holder ~= claimer and redis.call('EXISTS', P .. 'claimer:' .. holder) == 0 then
+    local mine = holder == claimer
+    if (mine and handling ~= nil and not handling[sid])
+      or (not mine and redis.call('EXISTS', P .. 'claimer:' .. holder) == 0) then
       local sk = skey(sid)
       local h, flat = load(sk)
       if h == nil or h.en ~= nil or h.er == nil then
         redis.call('HDEL', K.claims, sid)
       else
-        redis.call('HSET', K.claims, sid, claimer)
+        if not mine then redis.call('HSET', K.claims, sid, claimer) end
         out[#out + 1] = {'', flat}
       end
     end

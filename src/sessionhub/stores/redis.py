@@ -122,6 +122,25 @@ claims one of them from that copy while Redis holds the same version; otherwise 
 A heartbeat (``modify`` with only a touch) of such a session is written from that copy too: the
 store computes the new deadline and the function checks the version, creation time and queued
 deadline, writes, and replies 1 instead of the record.
+
+A claim whose reply is lost (the connection drops after Redis ran ``claim_end`` or
+``claim_expired`` and before the reply was read; or the caller is cancelled meanwhile) leaves
+claims that name this live claimer: no other instance takes them over while its heartbeat lives,
+and this one does not know of them. So a claim call that ends without a usable reply marks the
+instance unsure (per bucket on a Cluster), and its next ``claim_expired`` also hands back, as
+taken-over claims are handed back, the claims in ``P claims`` that name this claimer and that
+the instance is not handling: not held for a finish and not being claimed (``claim_end``) or
+finished here; that call, and only it, sends those ids. A ``claim_end`` begun while that sweep is
+out keeps its session out of the sweep's answer (it answers for it itself), and the instance
+stays unsure for the next sweep; it is sure again once a sweep answered with nothing left (fewer
+sessions handed back than its limit, none kept out) and no claim was lost meanwhile. Nothing of
+this is on the normal path: no round trip, and no Lua work but reading the sweep's mode.
+``next_deadline`` answers the earliest deadline or, when sooner, this instance's next sweep (a
+quarter lease after the last; at once while unsure), in the hub's time as its last
+``claim_expired`` gave it: so the hub's expiry calls ``claim_expired`` at least every quarter
+lease, whatever its poll interval. (After a pass that failed, the hub waits its poll interval.)
+A finish whose reply was lost is not this: its claim, no longer held, is handed back by a later
+sweep of an unsure instance (the hooks then run again), or stays until the process stops.
 """
 
 from __future__ import annotations
@@ -569,6 +588,17 @@ class RedisStore(Store):
         # its version and the claimed snapshot packed, so the function need not read the record
         # when nothing changed it since (see _redis_lua's claim_end). Bounded, oldest dropped.
         self._known: dict[str, Session] = {}
+        # Claims this instance may hold without knowing (see "Expiry and claims"): per bucket (0
+        # on one node), how many claim calls ended without a usable reply there; the next
+        # claim_expired hands back this claimer's claims that it is not handling (held, or
+        # being claimed or finished: ``_busy``) and, once that succeeded, forgets the count it
+        # saw. ``_racing``: ids whose claim_end began while such a sweep was out.
+        self._unsure: dict[int, int] = {}
+        self._busy: dict[str, int] = {}
+        self._racing: set[str] | None = None
+        # The hub's time at the last claim_expired and time.monotonic() then: next_deadline
+        # answers the next sweep in the hub's time (see _sweep_due).
+        self._swept: tuple[float, float] | None = None
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -976,6 +1006,22 @@ class RedisStore(Store):
     async def claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
     ) -> Session | None:
+        self._enter((session_id,))
+        if self._racing is not None:
+            self._racing.add(session_id)
+        try:
+            return await self._claim_end(session_id, reason, now, moves)
+        except BaseException:
+            # Redis may have claimed it (a lost reply, a cancelled caller): the next sweep
+            # hands back what this claimer holds and does not handle.
+            self._unsure_of(self._bucket_of_session(session_id))
+            raise
+        finally:
+            self._leave((session_id,))
+
+    async def _claim_end(
+        self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
+    ) -> Session | None:
         at = repr(float(now))
         args: list[Arg] = [self._maxlen, reason, at, self._claimer, *_counted(_pairs(moves), 2)]
         known = self._known.pop(session_id, None)
@@ -1076,26 +1122,114 @@ class RedisStore(Store):
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
     ) -> list[Session]:
-        sweep = time.monotonic() >= self._next_sweep
+        self._swept = (now, time.monotonic())
+        mark = self._unsure.get(0)
+        sweep = mark is not None or time.monotonic() >= self._next_sweep
         args: list[Arg] = [
             self._maxlen,
             repr(float(now)),
             limit,
             self._claimer,
-            "1" if sweep else "0",
+            "0" if not sweep else "1" if mark is None else "2",
             *_counted(_pairs(moves), 2),
         ]
-        claimed = await self._run("claim_expired", (), args)
-        if sweep:
-            self._next_sweep = time.monotonic() + self.claim_lease / 4
-        if not claimed:
-            return []
-        event_ids = [event_id for event_id, _ in claimed if event_id]
-        if event_ids:
-            await self._delivered(event_ids[-1])
-        return await self._claimed(claimed)
+        if mark is not None:
+            handled = self._handling().get(0, [])
+            args += (len(handled), *handled)
+            self._racing = set()
+        try:
+            claimed = await self._run("claim_expired", (), args)
+            if mark is not None:
+                claimed = self._adopted(0, mark, claimed, limit)
+            if sweep:
+                self._next_sweep = time.monotonic() + self.claim_lease / 4
+            if not claimed:
+                return []
+            event_ids = [event_id for event_id, _ in claimed if event_id]
+            if event_ids:
+                await self._delivered(event_ids[-1])
+            return await self._claimed(claimed)
+        except BaseException:
+            self._unsure_of(0)
+            raise
+        finally:
+            if mark is not None:
+                self._racing = None
+
+    # claims whose reply was lost
+
+    def _bucket_of_session(self, session_id: str) -> int:
+        """The bucket whose claims hash lists the session's claim (one node: 0)."""
+        return 0
+
+    def _unsure_of(self, bucket: int) -> None:
+        """A claim call in ``bucket`` ended without a usable reply: Redis may have claimed
+        sessions this instance does not know of."""
+        self._unsure[bucket] = self._unsure.get(bucket, 0) + 1
+
+    def _enter(self, session_ids: Iterable[str]) -> None:
+        """The sessions' claims or finishes are in flight here (see ``_handling``)."""
+        busy = self._busy
+        for sid in session_ids:
+            busy[sid] = busy.get(sid, 0) + 1
+
+    def _leave(self, session_ids: Iterable[str]) -> None:
+        busy = self._busy
+        for sid in session_ids:
+            left = busy.get(sid, 1) - 1
+            if left > 0:
+                busy[sid] = left
+            else:
+                busy.pop(sid, None)
+
+    def _handling(self) -> dict[int, list[str]]:
+        """The ids this instance is handling (claims held for their finish, claims and finishes
+        in flight) by bucket, for an adopting ``claim_expired``."""
+        buckets: dict[int, list[str]] = {}
+        for sid in {*self._held, *self._busy}:
+            buckets.setdefault(self._bucket_of_session(sid), []).append(sid)
+        return buckets
+
+    def _adopted(self, bucket: int, mark: int, claimed: list[Any], limit: int) -> list[Any]:
+        """An adopting ``claim_expired``'s reply without the claims handed back whose
+        ``claim_end`` began while it was out (that call answers for them, or, if it too ends
+        without a reply, the next sweep); the bucket is no longer unsure unless something was
+        left (the limit reached, or such a claim) or another claim was lost meanwhile."""
+        racing = self._racing or set()
+        kept = []
+        handed = dropped = 0
+        for reply in claimed:
+            if not reply[0]:  # handed back or taken over: '' and the record
+                handed += 1
+                if _flat_id(reply[1]) in racing:
+                    dropped += 1
+                    continue
+            kept.append(reply)
+        if not dropped and handed < limit and self._unsure.get(bucket) == mark:
+            del self._unsure[bucket]
+        return kept
+
+    def _sweep_due(self, deadline: float | None) -> float | None:
+        """``deadline``, or the time of this instance's next sweep of claims if that comes first
+        (now while a claim's reply may be lost), in the hub's time as its last ``claim_expired``
+        gave it: so the hub's expiry calls ``claim_expired`` at least every quarter lease."""
+        swept = self._swept
+        if swept is None:
+            return deadline
+        now, at = swept
+        due = now if self._unsure else now + max(self._next_sweep - at, 0.0)
+        return due if deadline is None or due < deadline else deadline
 
     async def finish_end(
+        self, session_id: str, now: float, ended_state: str, retain_until: float
+    ) -> Session | None:
+        self._enter((session_id,))
+        try:
+            return await self._finish_end(session_id, now, ended_state, retain_until)
+        finally:
+            self._leave((session_id,))
+
+    async def _finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
     ) -> Session | None:
         at = repr(float(now))
@@ -1117,6 +1251,16 @@ class RedisStore(Store):
         if len(ends) == 1:  # straight out, not a task's tick later
             (sid, until), *_ = ends
             return [await self.finish_end(sid, now, ended_state, until)]
+        ids = [sid for sid, _ in ends]
+        self._enter(ids)
+        try:
+            return await self._finish_ends(ends, now, ended_state)
+        finally:
+            self._leave(ids)
+
+    async def _finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
         at = repr(float(now))
         head: list[Arg] = [self._maxlen, at, ended_state]
         slices = [ends[i : i + _FINISH_SLICE] for i in range(0, len(ends), _FINISH_SLICE)]
@@ -1167,7 +1311,7 @@ class RedisStore(Store):
 
     async def next_deadline(self) -> float | None:
         score = await self._run("next_deadline", (), ())
-        return None if score is None else float(score)
+        return self._sweep_due(None if score is None else float(score))
 
     async def purge(self, now: float) -> int:
         purged, batch = 0, 1000

@@ -25,7 +25,12 @@ What spans buckets, and how
   function each (what a drained bucket leaves is shared again among the others): exactly one
   claimer per session among any number of processes. Claim leases (heartbeat keys) are kept in
   every bucket. ``finish_ends`` and ``having_children`` run the single node's functions once per
-  bucket (per slice of 250 ends), all in flight together.
+  bucket (per slice of 250 ends), all in flight together. A claim whose reply was lost (see the
+  single-node store's "Expiry and claims") makes its bucket unsure: the next ``claim_expired``
+  sweeps that bucket in its first round, whatever its share, and hands back this claimer's claims
+  there that the instance is not handling. Claim calls are never sent twice: redis-py retries a
+  lone command after a lost connection, and a claim that ran would then answer "not claimable"
+  with its first reply lost unnoticed, so claims always take the pipelined path.
 - A parent in another bucket: checked live before the create (``SessionNotFound``) and again after
   it; a parent that began ending in between ends the new child (reason ``parent_ended`` event
   ``transitioned``, then ``ended``) and the create fails with ``SessionNotFound``.
@@ -118,6 +123,9 @@ _READ_FUNCTIONS = frozenset(
                  "history_counts")
 )  # fmt: skip
 _READ_COMMANDS = frozenset(("GET", "HGETALL", "ZCARD", "ZRANGEBYSCORE", "XREVRANGE"))
+# Never sent again by redis-py after a lost connection (see _AutoPipeline._on_node): a claim that
+# ran, sent again, would answer "not claimable" and its first reply, lost, would go unnoticed.
+_CLAIM_CALLS = frozenset((CLUSTER_FUNCTIONS[name],) for name in ("claim_end", "claim_expired"))
 _STORE_OPTIONS = (
     "prefix",
     "timeout",
@@ -258,7 +266,10 @@ class _AutoPipeline:
 
     async def _on_node(self, node: ClusterNode, items: list[_Pending]) -> None:
         wait = self._wait if any(_is_write(p.command) for p in items) else None
-        if len(items) == 1 and wait is None and items[0].asking is None:
+        lone = len(items) == 1 and wait is None and items[0].asking is None
+        if lone and items[0].command[1:2] not in _CLAIM_CALLS:
+            # (redis-py's path retries a command once after a connection error; a claim goes
+            # the pipeline's way below, which does not, so its loss reaches the store.)
             pending = items[0]
             try:
                 pending.settle(await self._client.execute_command(*pending.command))
@@ -309,6 +320,9 @@ class _AutoPipeline:
                     pending.settle(reply)
             elif isinstance(reply, redis_errors.ClusterDownError):
                 self._client._initialize = True
+                pending.settle(reply)
+            elif isinstance(reply, (redis_errors.ConnectionError, redis_errors.TimeoutError)):
+                self._client._initialize = True  # as above: read the slot map again first
                 pending.settle(reply)
             elif shortfall is not None and _is_write(pending.command):
                 pending.settle(shortfall)
@@ -509,6 +523,9 @@ class RedisClusterStore(RedisStore):
 
     def _key(self, kind: str, session_id: str) -> str:
         return f"{self._prefixes[self.bucket(session_id)]}{kind}:{{{session_id}}}"
+
+    def _bucket_of_session(self, session_id: str) -> int:
+        return self.bucket(session_id)
 
     # the client
 
@@ -985,6 +1002,16 @@ class RedisClusterStore(RedisStore):
         # keys share one slot, so the function is valid there); every call goes out at once, one
         # pipelined batch per primary. Unique reservations are released after the ends, as
         # finish_end does.
+        ids = [sid for sid, _ in ends]
+        self._enter(ids)  # (see RedisStore._handling)
+        try:
+            return await self._finish_ends(ends, now, ended_state)
+        finally:
+            self._leave(ids)
+
+    async def _finish_ends(
+        self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
+    ) -> list[Session | None]:
         by_bucket: dict[int, list[int]] = {}
         for index, (sid, _) in enumerate(ends):
             by_bucket.setdefault(self.bucket(sid), []).append(index)
@@ -1105,7 +1132,7 @@ class RedisClusterStore(RedisStore):
 
     async def next_deadline(self) -> float | None:
         scores = [s for s in await self._each_bucket("next_deadline", ()) if s is not None]
-        return min((float(s) for s in scores), default=None)
+        return self._sweep_due(min((float(s) for s in scores), default=None))
 
     async def purge(self, now: float) -> int:
         async def one(bucket: int) -> int:
@@ -1131,21 +1158,58 @@ class RedisClusterStore(RedisStore):
         ``limit`` is shared again among the buckets that claimed their whole share, until
         ``limit`` are claimed or every bucket is drained (the hub takes a short batch to mean
         that nothing more is due). Each bucket claims its own earliest; across buckets the order
-        is by bucket share, not strictly by deadline."""
+        is by bucket share, not strictly by deadline.
+
+        A bucket where a claim's reply was lost is swept at the first round of the next call,
+        whatever its share, and hands back this claimer's claims there that it is not handling
+        (see ``RedisStore``'s "Expiry and claims")."""
+        self._swept = (now, time.monotonic())
         sweep = time.monotonic() >= self._next_sweep
         if sweep:
             self._next_sweep = time.monotonic() + self.claim_lease / 4
+        unsure = dict(self._unsure)  # bucket -> the losses counted there when asked
+        handling: dict[int, list[str]] = {}
+        if unsure:
+            self._racing = set()
+            handling = self._handling()
+        try:
+            return await self._claim_buckets(now, moves, limit, sweep, unsure, handling)
+        except (StoreUnavailable, _Refusal):
+            raise  # a bucket's own failure, counted there (_claim_in)
+        except BaseException:
+            # Cancelled: whatever some bucket claimed did not reach the hub. Every bucket is
+            # swept next.
+            for bucket in range(self.buckets):
+                self._unsure_of(bucket)
+            raise
+        finally:
+            if unsure:
+                self._racing = None
+
+    async def _claim_buckets(
+        self,
+        now: float,
+        moves: Mapping[str, str],
+        limit: int,
+        sweep: bool,
+        unsure: dict[int, int],
+        handling: dict[int, list[str]],
+    ) -> list[Session]:
         claimed: list[Session] = []
         failure: BaseException | None = None
         active = list(range(self.buckets))
         while len(claimed) < limit and active:
             shares = self._shares(active, limit - len(claimed))
-            asked = [b for b in active if shares[b] or sweep]
+            asked = [b for b in active if shares[b] or sweep or b in unsure]
             replies = await asyncio.gather(
-                *(self._claim_in(b, now, moves, shares[b], sweep) for b in asked),
+                *(
+                    self._claim_in(b, now, moves, shares[b], sweep, unsure.get(b), handling)
+                    for b in asked
+                ),
                 return_exceptions=True,
             )
             sweep = False
+            unsure = {}
             done: set[int] = set()  # claimed less than its share: nothing more due there now
             for bucket, reply in zip(asked, replies, strict=True):
                 if isinstance(reply, BaseException):
@@ -1173,18 +1237,38 @@ class RedisClusterStore(RedisStore):
         return {b: base + (b in lucky) for b in active}
 
     async def _claim_in(
-        self, bucket: int, now: float, moves: Mapping[str, str], share: int, sweep: bool
+        self,
+        bucket: int,
+        now: float,
+        moves: Mapping[str, str],
+        share: int,
+        sweep: bool,
+        mark: int | None,
+        handling: Mapping[int, Sequence[str]],
     ) -> list[Session]:
+        """One bucket's claims; with ``mark`` (the losses counted in the bucket), it also hands
+        back this claimer's claims there that this instance is not handling (``handling``, by
+        bucket)."""
         pairs: list[Arg] = [item for pair in moves.items() for item in pair]
+        limit = max(share, 1 if sweep or mark is not None else 0)
+        mode = "2" if mark is not None else "1" if sweep else "0"
         args: list[Arg] = [
-            self._maxlen, repr(float(now)), max(share, 1 if sweep else 0), self._claimer,
-            "1" if sweep else "0", len(pairs) // 2, *pairs,
+            self._maxlen, repr(float(now)), limit, self._claimer, mode, len(pairs) // 2, *pairs,
         ]  # fmt: skip
-        claimed = await self._run_in(bucket, "claim_expired", (), args)
-        if not claimed:
-            return []
-        _bucket_of_call.set(bucket)  # this task's own context (see _ring_id)
-        event_ids = [event_id for event_id, _ in claimed if event_id]
-        if event_ids:
-            await self._delivered(event_ids[-1])
-        return await self._claimed(claimed)
+        if mark is not None:
+            handled = handling.get(bucket, ())
+            args += (len(handled), *handled)
+        try:
+            claimed = await self._run_in(bucket, "claim_expired", (), args)
+            if mark is not None:
+                claimed = self._adopted(bucket, mark, claimed, limit)
+            if not claimed:
+                return []
+            _bucket_of_call.set(bucket)  # this task's own context (see _ring_id)
+            event_ids = [event_id for event_id, _ in claimed if event_id]
+            if event_ids:
+                await self._delivered(event_ids[-1])
+            return await self._claimed(claimed)
+        except BaseException:
+            self._unsure_of(bucket)
+            raise
