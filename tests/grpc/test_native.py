@@ -444,3 +444,28 @@ async def test_history_batch_and_pop(served: Served) -> None:
     await served.hub.history("h").append("clear")
     empty = await served.native.HistoryPop(pb.HistoryPopRequest(id="h", kind="item", marker="p"))
     assert not empty.HasField("record")
+
+
+async def test_an_end_past_its_deadline_still_finishes(served: Served) -> None:
+    """A client's deadline cancels the server's handler; the end it claimed still finishes, and
+    its hook is not cut short."""
+    release, started, completed = asyncio.Event(), asyncio.Event(), []
+
+    async def hook(session: Any, reason: str) -> None:
+        started.set()
+        await release.wait()
+        completed.append((session.id, reason))
+
+    served.hub.on_end(hook)
+    await served.hub.create("slow")
+    call = served.native.End(pb.EndRequest(id="slow", reason="bye"), timeout=0.2)
+    try:
+        assert (await failure(call)).code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert started.is_set()
+    finally:
+        release.set()
+
+    async def ended() -> bool:
+        return completed == [("slow", "bye")] and (await served.hub.count()) == 0
+
+    await eventually(ended)

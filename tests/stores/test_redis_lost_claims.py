@@ -316,14 +316,16 @@ async def test_the_expiry_task_sweeps_claims_every_quarter_lease_whatever_its_po
 
 
 async def test_an_end_cancelled_while_its_claim_was_out_is_finished(proxy: CuttingProxy) -> None:
-    """The caller of end() gives up while the claim is at Redis: Redis claims the session, the
-    reply comes to nobody; the next sweep hands it back."""
+    """The caller of a claim gives up while it is at Redis: Redis claims the session, the reply
+    comes to nobody; the next sweep hands it back. (The hub's own ``end()`` goes on without its
+    caller, see tests/core/test_cut_short.py: here the store is called directly.)"""
     store = Recorded(proxy.url, prefix=unique_prefix("lc"), claim_lease=1.0)
     hub, calls = _hub(store, idle_timeout=None)
     async with hub:
         session = await hub.create()
         proxy.arm(fcall_of("claim_end"), stall=True)
-        ending = asyncio.create_task(hub.end(session.id, "gave up"))
+        moves = hub.lifecycle.moves(hub.lifecycle.terminate)
+        ending = asyncio.create_task(store.claim_end(session.id, "gave up", hub.clock(), moves))
         await asyncio.wait_for(proxy.stalled.wait(), 5.0)  # Redis has claimed it
         ending.cancel()
         with pytest.raises(asyncio.CancelledError):

@@ -311,7 +311,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def next_deadline(self) -> float | None:
-        """The earliest deadline of a live, unclaimed session, or ``None``."""
+        """When the hub's expiry should next call ``claim_expired``: the earliest deadline of a
+        live, unclaimed session, or earlier when the store has claims to sweep (a shared store
+        takes over a dead claimer's ends); ``None`` when nothing is due."""
 
     @abc.abstractmethod
     async def purge(self, now: float) -> int:

@@ -139,8 +139,9 @@ this is on the normal path: no round trip, and no Lua work but reading the sweep
 quarter lease after the last; at once while unsure), in the hub's time as its last
 ``claim_expired`` gave it: so the hub's expiry calls ``claim_expired`` at least every quarter
 lease, whatever its poll interval. (After a pass that failed, the hub waits its poll interval.)
-A finish whose reply was lost is not this: its claim, no longer held, is handed back by a later
-sweep of an unsure instance (the hooks then run again), or stays until the process stops.
+A finish whose reply was lost fails its end in the hub, which owes it and finishes it in its
+next expiry pass without running its hooks again (a sweep that hands its claim back meanwhile is
+ignored by the hub: it is ending that session).
 """
 
 from __future__ import annotations
