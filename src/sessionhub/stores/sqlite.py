@@ -19,7 +19,9 @@ are such transactions too: each session is claimed by exactly one process. A cla
 finishing an end (killed, or closed while cleaning up) leaves its claims orphaned; every process
 records a heartbeat (a one-row write a second), and once a claimer's heartbeat is ``claim_lease``
 seconds old (wall clock) its claims are taken over by the next ``claim_expired`` elsewhere, so hooks
-run once, or again after such a crash, and no session stays half-ended.
+run once, or again after such a crash, and no session stays half-ended. A claim whose caller was
+cancelled while the worker made it is committed all the same: this instance keeps what it claimed
+and its next ``claim_expired`` hands it back (nobody else would take over a live claimer's ends).
 
 Events. Every change appends its event to the ``events`` table in the same transaction, numbered by
 an ``AUTOINCREMENT`` row id that is never reused; the row id is the event id. Writes commit one at a
@@ -289,6 +291,7 @@ class SQLiteStore(Store):
         self._pending: list[_Row] = []  # events the current transaction appended
         self._outbox: list[_Row] = []  # committed events the loop has not been given yet
         self._writes: deque[_Write] = deque()  # writes submitted, not yet run (see _write)
+        self._unseen: list[Session] = []  # see _claimed_unseen
         self._next_sweep = 0.0  # when to look for orphaned claims next (monotonic)
 
     @classmethod
@@ -390,12 +393,15 @@ class SQLiteStore(Store):
             text = "the database file is read-only"
         return StoreUnavailable(f"SQLite store {self.path}: {text}")
 
-    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _submit(
+        self, fn: Callable[..., T], *args: Any, dropped: Callable[[T], object] | None = None
+    ) -> T:
         """Run ``fn`` in the worker thread; hand the loop the events it committed, in order.
 
         One wake-up of the loop per call: the callback that delivers the result feeds the events
         first (so the caller's subscribers have them when its await returns), and feeds them even
         when the caller was cancelled meanwhile, since the worker has counted them as delivered.
+        A result that the cancelled caller will never see goes to ``dropped``.
         """
         executor, loop = self._executor, self._loop
         if executor is None or loop is None:
@@ -409,6 +415,8 @@ class SQLiteStore(Store):
             if rows:
                 self.events.feed(rows)
             if waiter.cancelled():
+                if dropped is not None and error is None:
+                    dropped(value)  # type: ignore[arg-type]  # T, since error is None
                 return
             if isinstance(error, sqlite3.Error):
                 waiter.set_exception(self._unavailable(error))
@@ -440,7 +448,9 @@ class SQLiteStore(Store):
         """Run ``fn`` in one read transaction: every statement sees the same snapshot."""
         return await self._submit(self._in_read_transaction, fn, *args)
 
-    async def _write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _write(
+        self, fn: Callable[..., T], *args: Any, dropped: Callable[[T], object] | None = None
+    ) -> T:
         """Run ``fn`` in a write transaction, holding the database's write lock throughout.
 
         Writes that queue up while the worker is busy share its next transaction: one commit (one
@@ -451,7 +461,7 @@ class SQLiteStore(Store):
             return await self._submit(self._in_write_transaction, fn, *args)
         write: Future[T] = Future()
         self._writes.append((fn, args, write))
-        return await self._submit(self._queued_write, write)
+        return await self._submit(self._queued_write, write, dropped=dropped)
 
     def _queued_write(self, write: Future[T]) -> T:
         """The worker side of ``_write``: run every queued write, unless an earlier call has
@@ -967,7 +977,9 @@ class SQLiteStore(Store):
     async def claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
     ) -> Session | None:
-        return await self._write(self._claim_end, session_id, reason, now, moves)
+        return await self._write(
+            self._claim_end, session_id, reason, now, moves, dropped=self._claimed_unseen
+        )
 
     def _claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
@@ -980,7 +992,21 @@ class SQLiteStore(Store):
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
     ) -> list[Session]:
-        return await self._submit(self._claim_expired, now, moves, limit)
+        claimed = await self._submit(
+            self._claim_expired, now, moves, limit, dropped=self._claimed_unseen
+        )
+        if self._unseen:  # after the await: a cancellation cannot lose them now
+            claimed, self._unseen = [*self._unseen, *claimed], []
+        return claimed
+
+    def _claimed_unseen(self, claimed: Session | list[Session] | None) -> None:
+        """Claims made for a caller that was cancelled meanwhile: this instance holds them and
+        nobody would finish them while it lives (no other process takes over a live claimer's
+        ends), so the next ``claim_expired`` hands them back."""
+        if isinstance(claimed, Session):
+            self._unseen.append(claimed)
+        elif claimed:
+            self._unseen.extend(claimed)
 
     def _claim_expired(self, now: float, moves: Mapping[str, str], limit: int) -> list[Session]:
         # Every hub process calls this on every pass: look before taking the write lock.
