@@ -7,14 +7,32 @@ fail; they never skip, so a CI machine without Redis cannot pass by accident.
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisServer", "free_port", "start_server"]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: Linux sends SIGTERM when the test process that started it
+    dies, so a worker killed mid-run (or one that never reached its teardown) leaves no server."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_server(command: list[str]) -> subprocess.Popen[bytes]:
+    """Start a ``redis-server`` that stops when the process that started it dies."""
+    linux = sys.platform.startswith("linux")
+    return subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent if linux else None
+    )
 
 
 def free_port() -> int:
@@ -40,7 +58,7 @@ class RedisServer:
         if password is not None:
             command += ["--requirepass", password]
         self._command = command
-        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        self._process = start_server(command)
         self._wait_ready()
 
     @property
@@ -80,5 +98,5 @@ class RedisServer:
         if self._process.poll() is None:
             self._process.terminate()
             self._process.wait(10)
-        self._process = subprocess.Popen(self._command, stdout=subprocess.DEVNULL)
+        self._process = start_server(self._command)
         self._wait_ready()

@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from ..redis_server import start_server
+
 __all__ = ["RedisClusterServer"]
 
 
@@ -93,7 +95,7 @@ class RedisClusterServer:
             "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
             "--cluster-node-timeout", "1000", "--cluster-replica-validity-factor", "0",
         ]  # fmt: skip
-        self._processes[port] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        self._processes[port] = start_server(command)
         self._wait_ping(port)
 
     def cli(self, port: int, *args: str) -> str:
