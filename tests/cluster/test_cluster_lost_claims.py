@@ -13,13 +13,14 @@ from typing import Any
 
 import pytest
 
-from sessionhub import Session, SessionHub
+from sessionhub import Session
 from sessionhub._clock import ManualClock
 from sessionhub._errors import SessionNotFound, StoreUnavailable
 from sessionhub.stores._cluster_lua import CLUSTER_FUNCTIONS
 from sessionhub.stores._resp import Arg
 from sessionhub.stores.redis_cluster import RedisClusterStore
 
+from ..stores.lost_claims import counting_hub, wait_ended
 from .cluster_server import RedisClusterServer
 
 
@@ -57,35 +58,11 @@ def _store(cluster: RedisClusterServer) -> ReplyLosing:
     )
 
 
-def _hub(store: ReplyLosing, **options: Any) -> tuple[SessionHub, dict[str, list[str]]]:
-    hub = SessionHub(store, retention=3600.0, **options)
-    calls: dict[str, list[str]] = {}
-
-    @hub.on_end
-    async def count(session: Session, reason: str) -> None:
-        calls.setdefault(session.id, []).append(reason)
-
-    return hub, calls
-
-
-async def _ended(hub: SessionHub, session_id: str, within: float = 8.0) -> Session:
-    """The session once ended (polling ``hub.get``, bounded)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + within
-    while True:
-        session = await hub.get(session_id)
-        if session.ended_at is not None:
-            return session
-        if loop.time() > give_up:
-            raise AssertionError(f"session {session_id} not ended {within} s later: {session}")
-        await asyncio.sleep(0.02)
-
-
 async def test_an_end_whose_claim_reply_was_lost_is_finished_with_its_reason(
     redis_cluster: RedisClusterServer,
 ) -> None:
     store = _store(redis_cluster)
-    hub, calls = _hub(store, idle_timeout=None)
+    hub, calls = counting_hub(store, idle_timeout=None)
     async with hub:
         session = await hub.create()
         store.arm("claim_end")
@@ -94,7 +71,7 @@ async def test_an_end_whose_claim_reply_was_lost_is_finished_with_its_reason(
         assert store.lost.is_set()
         with pytest.raises(SessionNotFound):  # claimed: the session refuses activity
             await hub.touch(session.id)
-        ended = await _ended(hub, session.id)
+        ended = await wait_ended(hub, session.id)
         assert ended.end_reason == "logged out"
         assert ended.state == hub.lifecycle.ended
         assert calls == {session.id: ["logged out"]}
@@ -106,14 +83,14 @@ async def test_a_bucket_whose_expiry_claim_reply_was_lost_ends_every_session_onc
 ) -> None:
     clock = ManualClock()
     store = _store(redis_cluster)
-    hub, calls = _hub(store, idle_timeout=10.0, clock=clock)
+    hub, calls = counting_hub(store, idle_timeout=10.0, clock=clock)
     async with hub:
         ids = [(await hub.create()).id for _ in range(30)]
         store.arm("claim_expired", lambda reply: bool(reply))  # a bucket's batch, not nothing
         clock.advance(11.0)
         await asyncio.wait_for(store.lost.wait(), 5.0)
         for sid in ids:
-            ended = await _ended(hub, sid)
+            ended = await wait_ended(hub, sid)
             assert ended.end_reason == "expired"
         assert calls == {sid: ["expired"] for sid in ids}
         assert sorted(store.handed) == sorted(ids)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from sessionhub import Session, SessionEvent, SessionHub
+from sessionhub import Session, SessionEvent, SessionHub, SessionNotFound
 
-__all__ = ["HookLog", "MakeHub", "next_event", "next_events"]
+__all__ = ["HookLog", "MakeHub", "gone", "next_event", "next_events"]
 
 #: ``await make_hub(**options)``: a started hub over a fresh store and the test's manual clock.
 MakeHub = Callable[..., Awaitable[SessionHub]]
@@ -42,3 +42,12 @@ async def next_event(events: AsyncIterator[SessionEvent]) -> SessionEvent:
 
 async def next_events(events: AsyncIterator[SessionEvent], n: int) -> list[SessionEvent]:
     return [await next_event(events) for _ in range(n)]
+
+
+async def gone(hub: SessionHub, session_id: str) -> bool:
+    """Whether ``hub.get`` no longer finds the session (ended and not retained)."""
+    try:
+        await hub.get(session_id)
+    except SessionNotFound:
+        return True
+    return False

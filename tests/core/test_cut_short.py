@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,7 +18,7 @@ from sessionhub import EventKind, ManualClock, Session, SessionHub, SessionNotFo
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
-from .helpers import MakeHub, next_event
+from .helpers import MakeHub, gone, next_event
 
 
 class BlockingHook:
@@ -37,14 +38,6 @@ class BlockingHook:
             self.cancelled += 1
             raise
         self.completed.append(session.id)
-
-
-async def _gone(hub: SessionHub, session_id: str) -> bool:
-    try:
-        await hub.get(session_id)
-    except SessionNotFound:
-        return True
-    return False
 
 
 async def _cancel_while_hook_runs(hub: SessionHub, hook: BlockingHook, call: object) -> None:
@@ -134,14 +127,21 @@ async def test_ending_many_with_a_timeout_leaves_none_half_ended(make_hub: MakeH
             break
         await asyncio.sleep(0.01)
     assert sorted(calls) == sorted(ids)
-    assert [await _gone(hub, sid) for sid in ids] == [True] * len(ids)
+    assert [await gone(hub, sid) for sid in ids] == [True] * len(ids)
 
 
 # The store going away between the hooks and the finish: a real Redis refusing FCALL (ACL).
 
 
 @pytest.fixture
-async def redis_hub(redis_server: RedisServer) -> SessionHub:
+async def fcall_restored(redis_server: RedisServer) -> AsyncIterator[None]:
+    """Whatever a test refused, the shared server runs functions again after it."""
+    yield
+    await _fcall(redis_server, allowed=True)
+
+
+@pytest.fixture
+async def redis_hub(redis_server: RedisServer, fcall_restored: None) -> SessionHub:
     store = RedisStore(redis_server.url + f"?prefix=cut{secrets.token_hex(4)}:")
     return SessionHub(store, clock=ManualClock(), auto_expire=False, idle_timeout=10)
 
@@ -169,16 +169,14 @@ async def test_an_end_whose_finish_failed_is_finished_by_the_next_pass(
     hub.on_end(hook)
     async with hub:
         session = await hub.create()
-        try:
-            with pytest.raises(Exception, match="failed the finish_end operation"):
-                await hub.end(session.id)
-        finally:
-            await _fcall(redis_server, allowed=True)
+        with pytest.raises(Exception, match="failed the finish_end operation"):
+            await hub.end(session.id)
+        await _fcall(redis_server, allowed=True)
         stuck = await hub.get(session.id)
         assert stuck is not None
         assert stuck.end_reason == "ended"
         assert await hub.expire_due() == 0  # nothing due: it finishes what it owes first
-        assert await _gone(hub, session.id)
+        assert await gone(hub, session.id)
         assert calls == [session.id]  # the hooks did not run again
 
 
@@ -198,18 +196,16 @@ async def test_expired_ends_whose_finish_failed_are_finished_by_the_next_pass(
         ids = [(await hub.create()).id for _ in range(5)]
         assert isinstance(hub.clock, ManualClock)
         hub.clock.advance(11)
-        try:
-            with pytest.raises(Exception, match="failed the finish_end"):
-                await hub.expire_due()
-        finally:
-            await _fcall(redis_server, allowed=True)
+        with pytest.raises(Exception, match="failed the finish_end"):
+            await hub.expire_due()
+        await _fcall(redis_server, allowed=True)
         await hub.expire_due()
-        assert [await _gone(hub, sid) for sid in ids] == [True] * 5
+        assert [await gone(hub, sid) for sid in ids] == [True] * 5
         assert sorted(calls) == sorted(ids)
 
 
 async def test_the_expiry_task_goes_on_after_a_pass_that_failed(
-    redis_server: RedisServer,
+    redis_server: RedisServer, fcall_restored: None
 ) -> None:
     store = RedisStore(redis_server.url + f"?prefix=cut{secrets.token_hex(4)}:")
     hub = SessionHub(store, idle_timeout=0.2, poll_interval=0.05)
@@ -223,18 +219,16 @@ async def test_the_expiry_task_goes_on_after_a_pass_that_failed(
     hub.on_end(hook)
     async with hub:
         first = await hub.create()
-        try:
-            for _ in range(500):
-                if calls:
-                    break
-                await asyncio.sleep(0.01)
-        finally:
-            await _fcall(redis_server, allowed=True)
-        second = await hub.create()
-        for _ in range(500):  # the task finishes what it owes and expires what comes due
-            if await _gone(hub, first.id) and await _gone(hub, second.id):
+        for _ in range(500):
+            if calls:
                 break
             await asyncio.sleep(0.01)
-        assert await _gone(hub, first.id)
-        assert await _gone(hub, second.id)
+        await _fcall(redis_server, allowed=True)
+        second = await hub.create()
+        for _ in range(500):  # the task finishes what it owes and expires what comes due
+            if await gone(hub, first.id) and await gone(hub, second.id):
+                break
+            await asyncio.sleep(0.01)
+        assert await gone(hub, first.id)
+        assert await gone(hub, second.id)
         assert calls == [first.id, second.id]

@@ -15,13 +15,14 @@ from typing import Any
 import hiredis
 import pytest
 
-from sessionhub import Session, SessionHub
+from sessionhub import Session
 from sessionhub._clock import ManualClock
 from sessionhub._errors import SessionNotFound, StoreUnavailable
 from sessionhub.stores._redis_lua import FUNCTIONS
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
+from .lost_claims import counting_hub, wait_ended
 from .redis_records import unique_prefix
 
 _PENDING = object()  # hiredis: no complete message yet
@@ -185,39 +186,11 @@ class Recorded(RedisStore):
         return claimed
 
 
-def _hub(store: RedisStore, **options: Any) -> tuple[SessionHub, dict[str, list[str]]]:
-    # (The hub's expiry waits its poll interval after a pass that failed: the default, 1 s.)
-    hub = SessionHub(store, retention=3600.0, **options)
-    calls: dict[str, list[str]] = {}
-
-    @hub.on_end
-    async def count(session: Session, reason: str) -> None:
-        calls.setdefault(session.id, []).append(reason)
-
-    return hub, calls
-
-
-async def _ended(hub: SessionHub, session_id: str, within: float = 5.0) -> Session:
-    """The session once ended (polling ``hub.get``, bounded)."""
-    loop = asyncio.get_running_loop()
-    give_up = loop.time() + within
-    while True:
-        try:
-            session = await hub.get(session_id)
-        except StoreUnavailable:  # a read that was out when the proxy cut the connection
-            session = None
-        if session is not None and session.ended_at is not None:
-            return session
-        if loop.time() > give_up:
-            raise AssertionError(f"session {session_id} not ended {within} s later: {session}")
-        await asyncio.sleep(0.02)
-
-
 async def test_an_end_whose_claim_reply_was_lost_is_finished_with_its_reason(
     proxy: CuttingProxy,
 ) -> None:
     store = Recorded(proxy.url, prefix=unique_prefix("lc"), claim_lease=1.0)
-    hub, calls = _hub(store, idle_timeout=None)
+    hub, calls = counting_hub(store, idle_timeout=None)
     async with hub:
         session = await hub.create()
         proxy.arm(fcall_of("claim_end"))
@@ -230,7 +203,7 @@ async def test_an_end_whose_claim_reply_was_lost_is_finished_with_its_reason(
             await hub.touch(session.id)
         assert await hub.end(session.id) is False  # being ended (here: by a claim nobody saw)
 
-        ended = await _ended(hub, session.id)
+        ended = await wait_ended(hub, session.id)
         assert ended.end_reason == "logged out"
         assert ended.state == hub.lifecycle.ended
         assert calls == {session.id: ["logged out"]}
@@ -242,7 +215,7 @@ async def test_an_expiry_batch_whose_claim_reply_was_lost_ends_every_session_onc
 ) -> None:
     clock = ManualClock()
     store = Recorded(proxy.url, prefix=unique_prefix("lc"), claim_lease=1.0)
-    hub, calls = _hub(store, idle_timeout=10.0, clock=clock)
+    hub, calls = counting_hub(store, idle_timeout=10.0, clock=clock)
     due_at = clock() + 10.0
     async with hub:
         ids = [(await hub.create()).id for _ in range(30)]
@@ -252,7 +225,7 @@ async def test_an_expiry_batch_whose_claim_reply_was_lost_ends_every_session_onc
         clock.advance(11.0)
         await asyncio.wait_for(proxy.cut.wait(), 5.0)
         for sid in ids:
-            ended = await _ended(hub, sid)
+            ended = await wait_ended(hub, sid)
             assert ended.end_reason == "expired"
         assert calls == {sid: ["expired"] for sid in ids}
         assert sorted(store.handed) == sorted(ids)
@@ -262,7 +235,7 @@ async def test_a_sweep_after_a_lost_claim_leaves_the_ends_this_instance_is_runni
     proxy: CuttingProxy,
 ) -> None:
     store = Recorded(proxy.url, prefix=unique_prefix("lc"), claim_lease=1.0)
-    hub, calls = _hub(store, idle_timeout=None)
+    hub, calls = counting_hub(store, idle_timeout=None)
     release = asyncio.Event()
 
     @hub.on_end
@@ -283,7 +256,7 @@ async def test_a_sweep_after_a_lost_claim_leaves_the_ends_this_instance_is_runni
         proxy.arm(fcall_of("claim_end"))
         with pytest.raises(StoreUnavailable):
             await hub.end(lost.id, "second")
-        await _ended(hub, lost.id)  # a sweep handed it back: it ran while the first was held
+        await wait_ended(hub, lost.id)  # a sweep handed it back: it ran while the first was held
         release.set()
         assert await asyncio.wait_for(ending, 5.0) is True
         assert calls == {running.id: ["first"], lost.id: ["second"]}
@@ -298,7 +271,7 @@ async def test_the_expiry_task_sweeps_claims_every_quarter_lease_whatever_its_po
     the store's next_deadline wakes it for its sweep."""
     prefix = unique_prefix("lc")
     store = Recorded(redis_server.url, prefix=prefix, claim_lease=1.0)
-    hub, calls = _hub(store, idle_timeout=None, poll_interval=30.0)
+    hub, calls = counting_hub(store, idle_timeout=None, poll_interval=30.0)
     async with hub:
         session = await hub.create()
         loop = asyncio.get_running_loop()
@@ -310,7 +283,7 @@ async def test_the_expiry_task_sweeps_claims_every_quarter_lease_whatever_its_po
         await stopped.open()
         assert await stopped.claim_end(session.id, "handed over", hub.clock(), {}) is not None
         await stopped.close()  # its heartbeat key goes: its claims are free at once
-        ended = await _ended(hub, session.id, within=3.0)
+        ended = await wait_ended(hub, session.id, within=3.0)
         assert ended.end_reason == "handed over"
         assert calls == {session.id: ["handed over"]}
 
@@ -320,7 +293,7 @@ async def test_an_end_cancelled_while_its_claim_was_out_is_finished(proxy: Cutti
     comes to nobody; the next sweep hands it back. (The hub's own ``end()`` goes on without its
     caller, see tests/core/test_cut_short.py: here the store is called directly.)"""
     store = Recorded(proxy.url, prefix=unique_prefix("lc"), claim_lease=1.0)
-    hub, calls = _hub(store, idle_timeout=None)
+    hub, calls = counting_hub(store, idle_timeout=None)
     async with hub:
         session = await hub.create()
         proxy.arm(fcall_of("claim_end"), stall=True)
@@ -331,7 +304,7 @@ async def test_an_end_cancelled_while_its_claim_was_out_is_finished(proxy: Cutti
         with pytest.raises(asyncio.CancelledError):
             await ending
         proxy.released.set()
-        ended = await _ended(hub, session.id)
+        ended = await wait_ended(hub, session.id)
         assert ended.end_reason == "gave up"
         assert calls == {session.id: ["gave up"]}
         assert store.handed == [session.id]

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sessionhub import ManualClock, Session, SessionHub, SessionNotFound
+from sessionhub import ManualClock, Session, SessionHub
 from sessionhub.stores.sqlite import SQLiteStore
+
+from ..core.helpers import gone
 
 
 def _hub(path: Path) -> tuple[SessionHub, SQLiteStore, dict[str, list[str]]]:
@@ -29,14 +31,6 @@ def _hub(path: Path) -> tuple[SessionHub, SQLiteStore, dict[str, list[str]]]:
     return hub, store, calls
 
 
-async def _gone(hub: SessionHub, session_id: str) -> bool:
-    try:
-        await hub.get(session_id)
-    except SessionNotFound:
-        return True
-    return False
-
-
 async def test_a_claim_end_whose_caller_was_cancelled_is_handed_back(tmp_path: Path) -> None:
     hub, store, calls = _hub(tmp_path / "s.db")
     async with hub:
@@ -49,7 +43,7 @@ async def test_a_claim_end_whose_caller_was_cancelled_is_handed_back(tmp_path: P
             await claiming
         assert await hub.end(session.id) is False  # claimed: nobody else may end it
         assert await hub.expire_due() == 1  # nothing is due: the hand-back is what ends
-        assert await _gone(hub, session.id)
+        assert await gone(hub, session.id)
         assert calls == {session.id: ["gave up"]}
 
 
@@ -66,5 +60,5 @@ async def test_expired_claims_whose_caller_was_cancelled_are_handed_back(tmp_pat
         with pytest.raises(asyncio.CancelledError):
             await claiming
         assert await hub.expire_due() == 5
-        assert [await _gone(hub, sid) for sid in ids] == [True] * 5
+        assert [await gone(hub, sid) for sid in ids] == [True] * 5
         assert calls == {key: ["expired"] for key in ids}

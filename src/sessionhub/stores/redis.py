@@ -155,7 +155,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import msgspec
@@ -1007,18 +1007,16 @@ class RedisStore(Store):
     async def claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
     ) -> Session | None:
-        self._enter((session_id,))
-        if self._racing is not None:
-            self._racing.add(session_id)
-        try:
-            return await self._claim_end(session_id, reason, now, moves)
-        except BaseException:
-            # Redis may have claimed it (a lost reply, a cancelled caller): the next sweep
-            # hands back what this claimer holds and does not handle.
-            self._unsure_of(self._bucket_of_session(session_id))
-            raise
-        finally:
-            self._leave((session_id,))
+        with self._handled_here((session_id,)):
+            if self._racing is not None:
+                self._racing.add(session_id)
+            try:
+                return await self._claim_end(session_id, reason, now, moves)
+            except BaseException:
+                # Redis may have claimed it (a lost reply, a cancelled caller): the next sweep
+                # hands back what this claimer holds and does not handle.
+                self._unsure_of(self._bucket_of_session(session_id))
+                raise
 
     async def _claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
@@ -1168,20 +1166,22 @@ class RedisStore(Store):
         sessions this instance does not know of."""
         self._unsure[bucket] = self._unsure.get(bucket, 0) + 1
 
-    def _enter(self, session_ids: Iterable[str]) -> None:
-        """The sessions' claims or finishes are in flight here (see ``_handling``)."""
+    @contextlib.contextmanager
+    def _handled_here(self, session_ids: Sequence[str]) -> Iterator[None]:
+        """The sessions' claims or finishes are in flight here during the block (see
+        ``_handling``)."""
         busy = self._busy
         for sid in session_ids:
             busy[sid] = busy.get(sid, 0) + 1
-
-    def _leave(self, session_ids: Iterable[str]) -> None:
-        busy = self._busy
-        for sid in session_ids:
-            left = busy.get(sid, 1) - 1
-            if left > 0:
-                busy[sid] = left
-            else:
-                busy.pop(sid, None)
+        try:
+            yield
+        finally:
+            for sid in session_ids:
+                left = busy.get(sid, 1) - 1
+                if left > 0:
+                    busy[sid] = left
+                else:
+                    busy.pop(sid, None)
 
     def _handling(self) -> dict[int, list[str]]:
         """The ids this instance is handling (claims held for their finish, claims and finishes
@@ -1224,11 +1224,8 @@ class RedisStore(Store):
     async def finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
     ) -> Session | None:
-        self._enter((session_id,))
-        try:
+        with self._handled_here((session_id,)):
             return await self._finish_end(session_id, now, ended_state, retain_until)
-        finally:
-            self._leave((session_id,))
 
     async def _finish_end(
         self, session_id: str, now: float, ended_state: str, retain_until: float
@@ -1252,12 +1249,8 @@ class RedisStore(Store):
         if len(ends) == 1:  # straight out, not a task's tick later
             (sid, until), *_ = ends
             return [await self.finish_end(sid, now, ended_state, until)]
-        ids = [sid for sid, _ in ends]
-        self._enter(ids)
-        try:
+        with self._handled_here([sid for sid, _ in ends]):
             return await self._finish_ends(ends, now, ended_state)
-        finally:
-            self._leave(ids)
 
     async def _finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str

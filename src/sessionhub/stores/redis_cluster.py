@@ -1002,12 +1002,8 @@ class RedisClusterStore(RedisStore):
         # keys share one slot, so the function is valid there); every call goes out at once, one
         # pipelined batch per primary. Unique reservations are released after the ends, as
         # finish_end does.
-        ids = [sid for sid, _ in ends]
-        self._enter(ids)  # (see RedisStore._handling)
-        try:
+        with self._handled_here([sid for sid, _ in ends]):  # (see RedisStore._handling)
             return await self._finish_ends(ends, now, ended_state)
-        finally:
-            self._leave(ids)
 
     async def _finish_ends(
         self, ends: Sequence[tuple[str, float]], now: float, ended_state: str
