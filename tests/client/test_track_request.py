@@ -120,7 +120,9 @@ def test_the_blocking_client_leases_too(sync_client: Client, session_id: str) ->
 
 # renewals: a block longer than its lease keeps counting
 
-LEASE = 1.0  # seconds: short, so that blocks of a few leases are quick; renewed every 0.5 s
+# Seconds: short, so that blocks of a few leases are quick (renewed every half lease), and long
+# enough that a renewal late by most of a second on a loaded machine still comes in time.
+LEASE = 2.0
 RENEWAL = ("PUT", "/v1/sessions/{id}/requests/{lease_id}")
 
 

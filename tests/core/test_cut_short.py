@@ -83,7 +83,7 @@ async def test_a_transition_to_the_end_whose_caller_is_cancelled_still_finishes(
     session = await hub.create()
     ended = hub.subscribe(kinds=[EventKind.ENDED])
     await hub.transition(session.id, hub.lifecycle.terminate)
-    # The store keeps the claim from terminate until clean; clean claims the end and finishes it.
+    # terminate moves it to its terminating state; clean claims the end and finishes it.
     clean = hub.transition(session.id, hub.lifecycle.clean)
     await _cancel_while_hook_runs(hub, hook, clean)
     hook.release.set()
