@@ -428,14 +428,35 @@ async def test_nothing_is_left_behind_when_sessions_end(
         clock.advance(31)
         assert await store.purge(clock()) == 6
         keys = await admin.call("KEYS", prefix + "*")
-        # What stays: the event stream, this open store's heartbeat and the census, whose counts
-        # stay at zero (a field per namespace and state used; no HDEL on the hot path).
-        assert sorted(keys) == [
-            prefix + "census",
-            prefix + "claimer:" + store._claimer,
-            prefix + "events",
-        ]
-        assert set((await admin.call("HGETALL", prefix + "census"))[1::2]) == {"0"}
+        # What stays: the event stream and this open store's heartbeat. (The census's counts
+        # stayed at zero until the purge deleted them: no HDEL on the hot path.)
+        assert sorted(keys) == [prefix + "claimer:" + store._claimer, prefix + "events"]
+
+
+async def test_purge_deletes_census_counts_left_at_zero(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """An app that used many namespaces over time keeps no census field for each: the purge
+    deletes the zero counts, a slice per call, and never a count that is not zero."""
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, auto_expire=False) as hub:
+        kept = await hub.create(namespace="kept")
+        for i in range(250):
+            session = await hub.create(namespace=f"tenant-{i}")
+            await hub.end(session.id)
+        census = prefix + "census"
+        # Zero counts per namespace used: the states its session passed (created, terminating).
+        assert await admin.call("HLEN", census) == 1 + 250 * 2
+        for _ in range(30):  # a slice of about 100 fields per purge: a few purges at most
+            assert await store.census() == {("kept", "CREATED"): 1}
+            if await admin.call("HLEN", census) == 1:
+                break
+            await store.purge(hub.clock())
+        assert await admin.call("HGETALL", census) == ["kept\tCREATED", "1"]
+        await hub.end(kept.id)
+        await hub.create(namespace="tenant-7")  # a namespace used again counts from nothing
+        assert await store.census() == {("tenant-7", "CREATED"): 1}
 
 
 async def test_one_unique_label_among_racing_stores(redis_server: RedisServer) -> None:

@@ -59,8 +59,8 @@ read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
 ``P parent:<id>``           live children of a session
 ``P label:<n>:<name>=<v>``  live sessions with a label (``<n>`` the name's byte length)
 ``P uniq``                  hash ``<ns>\\t<n>:<name>=<value>`` -> holder id (unique labels)
-``P census``                hash ``<ns>\\t<state>`` -> live count (counts that drop to 0 stay,
-                            at 0: readers skip them)
+``P census``                hash ``<ns>\\t<state>`` -> live count (a count that drops to 0 stays
+                            at 0, skipped by readers, until a ``purge`` deletes it)
 ``P deadlines``             sorted set id -> deadline (live, unclaimed sessions)
 ``P retained``              sorted set id -> end of retention (ended sessions kept readable)
 ``P claims``                hash id -> claimer, the ends claimed and not yet finished
@@ -594,6 +594,7 @@ class RedisStore(Store):
         # claim_expired hands back this claimer's claims that it is not handling (held, or
         # being claimed or finished: ``_busy``) and, once that succeeded, forgets the count it
         # saw. ``_racing``: ids whose claim_end began while such a sweep was out.
+        self._census_cursors: dict[int, str] = {}  # per bucket: where purge's census scan is
         self._unsure: dict[int, int] = {}
         self._busy: dict[str, int] = {}
         self._racing: set[str] | None = None
@@ -780,6 +781,12 @@ class RedisStore(Store):
         raise StoreUnavailable(
             f"Redis at {self.address.where} failed the {name} operation: {message}"
         )
+
+    async def _run_in(
+        self, bucket: int, name: str, keys: Sequence[str], args: Sequence[Arg]
+    ) -> Any:
+        """One FCALL in a bucket of keys (one node: bucket 0 holds every key)."""
+        return await self._run(name, keys, args)
 
     # sessions
 
@@ -1308,9 +1315,18 @@ class RedisStore(Store):
         return self._sweep_due(None if score is None else float(score))
 
     async def purge(self, now: float) -> int:
+        return await self._purge_bucket(0, repr(float(now)))
+
+    async def _purge_bucket(self, bucket: int, now: str) -> int:
+        """Purge one bucket's retained ends that are due, and a slice of its census counts left
+        at 0 (from where the last call left off; see ``_redis_lua``'s purge)."""
         purged, batch = 0, 1000
+        cursor = self._census_cursors.get(bucket, "0")
         while True:
-            deleted, examined = await self._run("purge", (), (repr(float(now)), batch))
+            reply = await self._run_in(bucket, "purge", (), (now, batch, cursor))
+            deleted, examined, cursor = reply
+            self._census_cursors[bucket] = cursor or "0"
+            cursor = ""  # one slice per purge
             purged += int(deleted)
             if examined < batch:
                 return purged

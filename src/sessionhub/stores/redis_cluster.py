@@ -1131,15 +1131,9 @@ class RedisClusterStore(RedisStore):
         return self._sweep_due(min((float(s) for s in scores), default=None))
 
     async def purge(self, now: float) -> int:
-        async def one(bucket: int) -> int:
-            purged, batch = 0, 1000
-            while True:
-                deleted, examined = await self._run_in(bucket, "purge", (), (repr(now), batch))
-                purged += int(deleted)
-                if examined < batch:
-                    return purged
-
-        return sum(await asyncio.gather(*(one(b) for b in range(self.buckets))))
+        at = repr(float(now))
+        purged = await asyncio.gather(*(self._purge_bucket(b, at) for b in range(self.buckets)))
+        return sum(purged)
 
     async def claim_expired(
         self, now: float, moves: Mapping[str, str], limit: int
