@@ -582,8 +582,9 @@ class SessionHub:
         """Claim and finish an end in a task of its own, which the caller's cancellation (a client
         gone, a timeout) does not stop: a claimed end cut short would refuse all activity and
         never finish. Inline when nothing in it can wait (no hooks, a store that never waits)."""
-        if not self._hooks and self.store.get_now is not None:
-            return await self._claim_and_finish(session_id, reason)
+        if not self._hooks and self.store.get_now is not None:  # no task, no bookkeeping
+            claimed = await self.store.claim_end(session_id, reason, self.clock(), self._terminate)
+            return None if claimed is None else await self._finish(claimed)
         task = asyncio.create_task(self._claim_and_finish(session_id, reason))
         self._ends.add(task)
         task.add_done_callback(self._end_done)
