@@ -80,10 +80,12 @@ __all__ = [
     "appended_records",
     "apply_change",
     "counter_overflow",
+    "ended_record",
     "ending",
     "kept_for",
     "live_session",
     "pop_marker",
+    "refreshed",
     "stack_top",
 ]
 
@@ -119,6 +121,38 @@ def accepting_activity(session: Session | None, session_id: str) -> Session:
     if session.end_reason is not None:
         raise ending(session_id)
     return session
+
+
+def refreshed(session: Session, now: float) -> Session:
+    """``session`` after activity at ``now`` that changes nothing else (a data or history
+    write): the idle deadline slides as a touch slides it."""
+    return msgspec.structs.replace(
+        session,
+        last_activity_at=now,
+        updated_at=now,
+        expires_at=expires_at(
+            created_at=session.created_at,
+            last_activity_at=now,
+            idle_timeout=session.idle_timeout,
+            ttl=session.ttl,
+            active_requests=session.active_requests,
+        ),
+        version=session.version + 1,
+    )
+
+
+def ended_record(session: Session, now: float, ended_state: str, retain_until: float) -> Session:
+    """The record ``finish_end`` keeps of a claimed ``session`` ended at ``now``."""
+    return msgspec.structs.replace(
+        session,
+        state=ended_state,
+        ended_at=now,
+        updated_at=now,
+        expires_at=None,
+        active_requests=0,
+        version=session.version + 1,
+        retention=kept_for(session, now, retain_until),
+    )
 
 
 def kept_for(session: Session, now: float, retain_until: float) -> float | None:

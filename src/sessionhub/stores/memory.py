@@ -72,10 +72,11 @@ from ._base import (
     accepting_activity,
     appended_records,
     apply_change,
+    ended_record,
     ending,
-    kept_for,
     live_session,
     pop_marker,
+    refreshed,
     stack_top,
 )
 
@@ -779,16 +780,7 @@ class MemoryStore(Store):
         session = self._sessions.get(session_id)
         if session is None or session.ended_at is not None or session.end_reason is None:
             return None
-        ended = _replace(
-            session,
-            state=ended_state,
-            ended_at=now,
-            updated_at=now,
-            expires_at=None,
-            active_requests=0,
-            version=session.version + 1,
-            retention=kept_for(session, now, retain_until),
-        )
+        ended = ended_record(session, now, ended_state, retain_until)
         self._unindex(session)
         self._release_unique(session)
         self._live -= 1
@@ -848,21 +840,7 @@ class MemoryStore(Store):
 
     def _refresh(self, session_id: str, now: float) -> None:
         """Data and history writes are activity: slide the idle deadline like a touch."""
-        old = self._live_session(session_id)
-        new = _replace(
-            old,
-            last_activity_at=now,
-            updated_at=now,
-            expires_at=expires_at(
-                created_at=old.created_at,
-                last_activity_at=now,
-                idle_timeout=old.idle_timeout,
-                ttl=old.ttl,
-                active_requests=old.active_requests,
-            ),
-            version=old.version + 1,
-        )
-        self._sessions[session_id] = new
+        self._sessions[session_id] = refreshed(self._live_session(session_id), now)
 
     async def data_get(self, session_id: str, key: str, now: float) -> DataEntry | None:
         self._readable(session_id, now)

@@ -194,8 +194,8 @@ from ._base import (
     Store,
     appended_records,
     counter_overflow,
+    ended_record,
     ending,
-    kept_for,
 )
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
@@ -334,16 +334,7 @@ def _ended(
     """A claimed session ended at ``now`` (what the Lua ``finish`` makes of its stored record) and
     the arguments ``finish_known`` reads instead of that record, the event's snapshot packed."""
     at = float(now)
-    ended = msgspec.structs.replace(
-        claimed,
-        state=state,
-        updated_at=at,
-        ended_at=at,
-        expires_at=None,
-        active_requests=0,
-        retention=kept_for(claimed, at, retain_until),
-        version=claimed.version + 1,
-    )
+    ended = ended_record(claimed, at, state, retain_until)
     # The retention finish writes when the record had none (as the Lua finish does).
     stated = "" if ended.retention is claimed.retention else f"{ended.retention:.17g}"  # Lua's fnum
     record = _encode_session(ended)

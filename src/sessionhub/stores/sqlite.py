@@ -81,7 +81,6 @@ from .._models import (
     Page,
     Session,
     SessionEvent,
-    expires_at,
     json_encoder,
 )
 from ._base import (
@@ -94,9 +93,10 @@ from ._base import (
     accepting_activity,
     appended_records,
     apply_change,
-    kept_for,
+    ended_record,
     live_session,
     pop_marker,
+    refreshed,
     stack_top,
 )
 from ._stack import PAGE
@@ -1093,16 +1093,7 @@ class SQLiteStore(Store):
         session = self._record(session_id)
         if session is None or session.ended_at is not None or session.end_reason is None:
             return None
-        ended = _replace(
-            session,
-            state=ended_state,
-            ended_at=now,
-            updated_at=now,
-            expires_at=None,
-            active_requests=0,
-            version=session.version + 1,
-            retention=kept_for(session, now, retain_until),
-        )
+        ended = ended_record(session, now, ended_state, retain_until)
         self._index_labels(session, session.labels, add=False)
         self._release_unique(session)
         self._census_add(session.namespace, session.state, -1)
@@ -1223,22 +1214,7 @@ class SQLiteStore(Store):
 
     def _refresh(self, session: Session, now: float) -> None:
         """Data and history writes are activity: slide the idle deadline like a touch."""
-        self._save(
-            replaces=session,
-            session=_replace(
-                session,
-                last_activity_at=now,
-                updated_at=now,
-                expires_at=expires_at(
-                    created_at=session.created_at,
-                    last_activity_at=now,
-                    idle_timeout=session.idle_timeout,
-                    ttl=session.ttl,
-                    active_requests=session.active_requests,
-                ),
-                version=session.version + 1,
-            ),
-        )
+        self._save(replaces=session, session=refreshed(session, now))
 
     async def data_set(
         self, session_id: str, key: str, value: bytes, expected_version: int | None, now: float
