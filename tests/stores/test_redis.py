@@ -16,7 +16,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import uuid
 from collections import Counter
@@ -44,6 +43,7 @@ from sessionhub.stores.redis import RedisStore
 from ..redis_server import RedisServer, free_port
 from .damaged import assert_the_others_still_work
 from .redis_records import record_fields
+from .workers import run_together
 
 WORKER = Path(__file__).with_name("redis_worker.py")
 SOAK = os.environ.get("SESSIONHUB_SOAK") == "1"
@@ -508,37 +508,14 @@ def test_three_processes_end_each_session_exactly_once(
     slots, patience = 20, 240.0 if SOAK else 60.0
     prefix = unique_prefix()
     results = [tmp_path / f"result{i}.json" for i in range(3)]
-    logs = [(tmp_path / f"worker{i}.log").open("w") for i in range(3)]
-    workers = [
-        subprocess.Popen(
-            [
-                *(sys.executable, str(WORKER), redis_server.url, prefix, str(results[i])),
-                *(str(i), str(per_process), str(slots), str(patience)),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=logs[i],
-            text=True,
-        )
+    commands = [
+        [
+            *(sys.executable, str(WORKER), redis_server.url, prefix, str(results[i])),
+            *(str(i), str(per_process), str(slots), str(patience)),
+        ]
         for i in range(3)
     ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stdout.readline().strip() == "ready"
-        for worker in workers:  # all three subscribe before any session exists
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        codes = [worker.wait(patience + 60) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-        for log in logs:
-            log.close()
-    assert codes == [0, 0, 0], [p.read_text()[-3000:] for p in tmp_path.glob("worker*.log")]
+    run_together(commands, tmp_path, patience + 60)
     seen = [json.loads(path.read_text()) for path in results]
 
     expiring = {f"expiring-{i}-{j}" for i in range(3) for j in range(per_process)}

@@ -35,6 +35,7 @@ from sessionhub.stores import store_from_url
 from sessionhub.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 from .damaged import assert_the_others_still_work
+from .workers import run_together
 
 WORKER = Path(__file__).with_name("sqlite_worker.py")
 SOAK = os.environ.get("SESSIONHUB_SOAK") == "1"
@@ -236,37 +237,14 @@ def test_three_processes_end_each_session_exactly_once(tmp_path: Path) -> None:
     total, slots, timeout = 3 * per_process, 20, 300.0 if SOAK else 90.0
     db = tmp_path / "shared.db"
     results = [tmp_path / f"result{i}.json" for i in range(3)]
-    logs = [(tmp_path / f"worker{i}.log").open("w") for i in range(3)]
-    workers = [
-        subprocess.Popen(
-            [
-                *(sys.executable, str(WORKER), "expire", str(db), str(results[i])),
-                *(str(i), str(per_process), str(total), str(slots), str(timeout)),
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=logs[i],
-            text=True,
-        )
+    commands = [
+        [
+            *(sys.executable, str(WORKER), "expire", str(db), str(results[i])),
+            *(str(i), str(per_process), str(total), str(slots), str(timeout)),
+        ]
         for i in range(3)
     ]
-    try:
-        for worker in workers:
-            assert worker.stdout is not None
-            assert worker.stdout.readline().strip() == "ready"
-        for worker in workers:  # all three subscribe before any session exists
-            assert worker.stdin is not None
-            worker.stdin.write("go\n")
-            worker.stdin.flush()
-        codes = [worker.wait(timeout + 60) for worker in workers]
-    finally:
-        for worker in workers:
-            if worker.poll() is None:
-                worker.kill()
-                worker.wait()
-        for log in logs:
-            log.close()
-    assert codes == [0, 0, 0], [p.read_text() for p in tmp_path.glob("worker*.log")]
+    run_together(commands, tmp_path, timeout + 60)
     seen = [json.loads(path.read_text()) for path in results]
 
     expiring = {f"expiring-{i}-{j}" for i in range(3) for j in range(per_process)}
