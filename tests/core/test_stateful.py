@@ -1,11 +1,12 @@
 """The hub against a plain Python model, driven by hypothesis: random creates, updates, transitions,
-touches, increments, requests, ends, and clock advances with ``expire_due``. After every step the
+touches, increments, requests, ends (some whose caller is cancelled midway), and clock advances with ``expire_due``. After every step the
 live set, each session's state, version, counters, details and deadline, the counts, the census and
 the hook calls must match the model."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
@@ -206,6 +207,27 @@ class HubMachine(RuleBasedStateMachine):
         ended = self.run(self.hub.end(sid, reason))
         assert ended is (sid in self.live)
         if ended:
+            self._ended(sid, reason)
+
+    @rule(sid=IDS, reason=st.sampled_from(["ended", "bye"]), steps=st.integers(1, 4))
+    def end_cut_short(self, sid: str, reason: str, steps: int) -> None:
+        """An end whose caller is cancelled once it began still ends the session, once."""
+        hub = self.hub
+
+        async def cut() -> None:
+            ending = asyncio.create_task(hub.end(sid, reason))
+            for _ in range(steps):  # it begins, and may be anywhere in its claim or hooks
+                await asyncio.sleep(0)
+            ending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ending
+            for _ in range(1000):  # the end goes on without its caller
+                if not await hub.exists(sid):
+                    return
+                await asyncio.sleep(0.005)
+
+        self.run(cut())
+        if sid in self.live:
             self._ended(sid, reason)
 
     @rule(seconds=st.sampled_from([0.0, 1.0, 4.0, 5.0, 10.0, 11.0, 25.0, 61.0]))
