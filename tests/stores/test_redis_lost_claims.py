@@ -308,3 +308,21 @@ async def test_an_end_cancelled_while_its_claim_was_out_is_finished(proxy: Cutti
         assert ended.end_reason == "gave up"
         assert calls == {session.id: ["gave up"]}
         assert store.handed == [session.id]
+
+
+async def test_claims_left_at_close_are_taken_over_when_the_store_opens_again(
+    redis_server: RedisServer,
+) -> None:
+    """A store closed with a claim unfinished and opened again is a new claimer: the claim of
+    its earlier opening is an orphan, and its own next sweep takes it over."""
+    store = Recorded(redis_server.url, prefix=unique_prefix("lc"), claim_lease=1.0)
+    hub, calls = counting_hub(store, idle_timeout=None)
+    async with hub:
+        session = await hub.create()
+        moves = hub.lifecycle.moves(hub.lifecycle.terminate)
+        assert await store.claim_end(session.id, "left", hub.clock(), moves) is not None
+    async with hub:  # the same store, opened again
+        ended = await wait_ended(hub, session.id)
+        assert ended.end_reason == "left"
+        assert calls == {session.id: ["left"]}
+        assert store.handed == [session.id]

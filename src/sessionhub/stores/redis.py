@@ -106,7 +106,8 @@ number of hub processes exactly one claims each session and runs its hooks. Clai
 first by the real deadline: an entry that activity left early (see ``_redis_lua``) is queued again
 at its session's deadline before anything due after that is claimed. Each open instance keeps
 ``P claimer:<c>`` alive (``SET PX claim_lease``, renewed every quarter lease by the event tailer) and
-deletes it on ``close()``. A process that dies between claiming and ``finish_end`` leaves claims whose
+deletes it on ``close()``; each ``open()`` is a new claimer, so a store opened again takes over
+the claims its earlier opening left unfinished. A process that dies between claiming and ``finish_end`` leaves claims whose
 claimer key expires: the next sweep (``claim_expired`` every quarter lease) of another instance takes
 them over and finishes those ends, so a crash can make hooks run again for those sessions (at least
 once), never zero times. The hub's expiry finishes the ends of a batch with ``finish_ends``: one
@@ -613,6 +614,7 @@ class RedisStore(Store):
     async def open(self) -> None:
         if self._opened:
             return
+        self._new_claimer()
         self._ops.reopen()
         self._tail.reopen()
         await self._ops.connect()
@@ -626,6 +628,16 @@ class RedisStore(Store):
             await self._prefill()
         self._tailer = asyncio.create_task(self._tail_forever(), name="sessionhub-redis-events")
         self._opened = True
+
+    def _new_claimer(self) -> None:
+        """A claimer of its own each time the store opens: the claims an earlier opening left
+        unfinished (its key deleted at close, or expired) are then orphans that any sweep takes
+        over, this instance's own included, not claims of a live claimer that nobody finishes."""
+        self._claimer = secrets.token_hex(8)
+        self._beat_key = f"{self.prefix}claimer:{self._claimer}"
+        self._held.clear()
+        self._unsure.clear()
+        self._next_sweep = 0.0
 
     async def close(self) -> None:
         if not self._opened:

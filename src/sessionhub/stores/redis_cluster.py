@@ -564,6 +564,7 @@ class RedisClusterStore(RedisStore):
     async def open(self) -> None:
         if self._opened:
             return
+        self._new_claimer()
         tail_timeout = self.timeout + self._tail_block_ms / 1000 + 2.0
         try:
             self._cluster = _FcallRouted(decode_responses=True, **self._common)
