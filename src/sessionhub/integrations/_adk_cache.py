@@ -38,6 +38,13 @@ __all__ = ["Cached", "EventCache", "copier", "parse"]
 _ATOMIC = frozenset({type(None), bool, int, float, str, bytes})
 _PYDANTIC_COPIERS = (BaseModel.__deepcopy__, deep_copy_model)
 _set = object.__setattr__
+# A model's four slots, set through their descriptors: a quarter of a copy cheaper than
+# ``object.__setattr__``, which looks each name up first.
+_SLOTS = BaseModel.__dict__
+_set_dict = _SLOTS["__dict__"].__set__
+_set_fields_set = _SLOTS["__pydantic_fields_set__"].__set__
+_set_extra = _SLOTS["__pydantic_extra__"].__set__
+_set_private = _SLOTS["__pydantic_private__"].__set__
 
 Copy = Callable[[], Any]
 _NONE: Mapping[int, Any] = MappingProxyType({})
@@ -122,10 +129,10 @@ def _model_copier(model: BaseModel) -> Copy:
         copied = fields.copy()
         for name, copy_item in nested:
             copied[name] = copy_item()
-        _set(clone, "__dict__", copied)
-        _set(clone, "__pydantic_extra__", None if copy_extra is None else copy_extra())
-        _set(clone, "__pydantic_fields_set__", fields_set.copy())
-        _set(clone, "__pydantic_private__", None if copy_private is None else copy_private())
+        _set_dict(clone, copied)
+        _set_extra(clone, None if copy_extra is None else copy_extra())
+        _set_fields_set(clone, fields_set.copy())
+        _set_private(clone, None if copy_private is None else copy_private())
         return clone
 
     return copy_model
@@ -143,10 +150,10 @@ def _plain_model_copier(
 
         def copy_flat() -> BaseModel:
             clone = new(kind)
-            _set(clone, "__dict__", fields.copy())
-            _set(clone, "__pydantic_extra__", None)
-            _set(clone, "__pydantic_fields_set__", fields_set.copy())
-            _set(clone, "__pydantic_private__", None)
+            _set_dict(clone, fields.copy())
+            _set_extra(clone, None)
+            _set_fields_set(clone, fields_set.copy())
+            _set_private(clone, None)
             return clone
 
         return copy_flat
@@ -156,10 +163,10 @@ def _plain_model_copier(
         copied = fields.copy()
         for name, copy_item in nested:
             copied[name] = copy_item()
-        _set(clone, "__dict__", copied)
-        _set(clone, "__pydantic_extra__", None)
-        _set(clone, "__pydantic_fields_set__", fields_set.copy())
-        _set(clone, "__pydantic_private__", None)
+        _set_dict(clone, copied)
+        _set_extra(clone, None)
+        _set_fields_set(clone, fields_set.copy())
+        _set_private(clone, None)
         return clone
 
     return copy_nested
