@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 
 import pytest
 
@@ -40,8 +40,9 @@ class BlockingHook:
         self.completed.append(session.id)
 
 
-async def _cancel_while_hook_runs(hub: SessionHub, hook: BlockingHook, call: object) -> None:
-    task = asyncio.ensure_future(call)  # type: ignore[call-overload]
+async def _cancel_while_hook_runs(hook: BlockingHook, call: Awaitable[object]) -> None:
+    """Run ``call`` until ``hook`` has started, then cancel it: the caller gives up midway."""
+    task = asyncio.ensure_future(call)
     await asyncio.wait_for(hook.started.wait(), 10)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -55,7 +56,7 @@ async def test_an_end_whose_caller_is_cancelled_still_finishes(make_hub: MakeHub
     session = await hub.create(user_id="u1")
     ended = hub.subscribe(kinds=[EventKind.ENDED])
 
-    await _cancel_while_hook_runs(hub, hook, hub.end(session.id, "gone"))
+    await _cancel_while_hook_runs(hook, hub.end(session.id, "gone"))
 
     # The end goes on without its caller: it is still claimed, refusing activity, not re-runnable.
     assert await hub.end(session.id) is False
@@ -85,7 +86,7 @@ async def test_a_transition_to_the_end_whose_caller_is_cancelled_still_finishes(
     await hub.transition(session.id, hub.lifecycle.terminate)
     # terminate moves it to its terminating state; clean claims the end and finishes it.
     clean = hub.transition(session.id, hub.lifecycle.clean)
-    await _cancel_while_hook_runs(hub, hook, clean)
+    await _cancel_while_hook_runs(hook, clean)
     hook.release.set()
     event = await next_event(ended)
     await ended.aclose()
@@ -99,7 +100,7 @@ async def test_close_finishes_an_end_whose_caller_left(make_hub: MakeHub) -> Non
     hook = BlockingHook()
     hub.on_end(hook)
     session = await hub.create()
-    await _cancel_while_hook_runs(hub, hook, hub.end(session.id))
+    await _cancel_while_hook_runs(hook, hub.end(session.id))
     closing = asyncio.ensure_future(hub.close())
     await asyncio.sleep(0.05)
     assert not closing.done()  # waits for the hook it must not cut short
