@@ -20,7 +20,7 @@ from sessionhub.stores._cluster_lua import CLUSTER_FUNCTIONS
 from sessionhub.stores._resp import Arg
 from sessionhub.stores.redis_cluster import RedisClusterStore
 
-from ..stores.lost_claims import counting_hub, wait_ended
+from ..stores.lost_claims import counting_hub, ended_once
 from .cluster_server import RedisClusterServer
 
 
@@ -71,11 +71,7 @@ async def test_an_end_whose_claim_reply_was_lost_is_finished_with_its_reason(
         assert store.lost.is_set()
         with pytest.raises(SessionNotFound):  # claimed: the session refuses activity
             await hub.touch(session.id)
-        ended = await wait_ended(hub, session.id)
-        assert ended.end_reason == "logged out"
-        assert ended.state == hub.lifecycle.ended
-        assert calls == {session.id: ["logged out"]}
-        assert store.handed == [session.id]
+        await ended_once(hub, calls, store.handed, [session.id], "logged out")
 
 
 async def test_a_bucket_whose_expiry_claim_reply_was_lost_ends_every_session_once(
@@ -89,8 +85,4 @@ async def test_a_bucket_whose_expiry_claim_reply_was_lost_ends_every_session_onc
         store.arm("claim_expired", lambda reply: bool(reply))  # a bucket's batch, not nothing
         clock.advance(11.0)
         await asyncio.wait_for(store.lost.wait(), 5.0)
-        for sid in ids:
-            ended = await wait_ended(hub, sid)
-            assert ended.end_reason == "expired"
-        assert calls == {sid: ["expired"] for sid in ids}
-        assert sorted(store.handed) == sorted(ids)
+        await ended_once(hub, calls, store.handed, ids, "expired")

@@ -157,16 +157,26 @@ async def _fcall(redis_server: RedisServer, allowed: bool) -> None:
     await writer.wait_closed()
 
 
+class RefusingHook:
+    """A cleanup hook recording the sessions it ran for, which makes the Redis server refuse
+    functions (so the finish that follows fails) at its ``at``-th call."""
+
+    def __init__(self, redis_server: RedisServer, at: int) -> None:
+        self.redis_server = redis_server
+        self.at = at
+        self.calls: list[str] = []
+
+    async def __call__(self, session: Session, reason: str) -> None:
+        self.calls.append(session.id)
+        if len(self.calls) == self.at:
+            await _fcall(self.redis_server, allowed=False)
+
+
 async def test_an_end_whose_finish_failed_is_finished_by_the_next_pass(
     redis_hub: SessionHub, redis_server: RedisServer
 ) -> None:
     hub = redis_hub
-    calls: list[str] = []
-
-    async def hook(session: Session, reason: str) -> None:
-        calls.append(session.id)
-        await _fcall(redis_server, allowed=False)  # the finish that follows fails
-
+    hook = RefusingHook(redis_server, at=1)  # the finish that follows fails
     hub.on_end(hook)
     async with hub:
         session = await hub.create()
@@ -178,20 +188,14 @@ async def test_an_end_whose_finish_failed_is_finished_by_the_next_pass(
         assert stuck.end_reason == "ended"
         assert await hub.expire_due() == 0  # nothing due: it finishes what it owes first
         assert await gone(hub, session.id)
-        assert calls == [session.id]  # the hooks did not run again
+        assert hook.calls == [session.id]  # the hooks did not run again
 
 
 async def test_expired_ends_whose_finish_failed_are_finished_by_the_next_pass(
     redis_hub: SessionHub, redis_server: RedisServer
 ) -> None:
     hub = redis_hub
-    calls: list[str] = []
-
-    async def hook(session: Session, reason: str) -> None:
-        calls.append(session.id)
-        if len(calls) == 5:
-            await _fcall(redis_server, allowed=False)
-
+    hook = RefusingHook(redis_server, at=5)
     hub.on_end(hook)
     async with hub:
         ids = [(await hub.create()).id for _ in range(5)]
@@ -202,7 +206,7 @@ async def test_expired_ends_whose_finish_failed_are_finished_by_the_next_pass(
         await _fcall(redis_server, allowed=True)
         await hub.expire_due()
         assert [await gone(hub, sid) for sid in ids] == [True] * 5
-        assert sorted(calls) == sorted(ids)
+        assert sorted(hook.calls) == sorted(ids)
 
 
 async def test_the_expiry_task_goes_on_after_a_pass_that_failed(
@@ -210,18 +214,12 @@ async def test_the_expiry_task_goes_on_after_a_pass_that_failed(
 ) -> None:
     store = RedisStore(redis_server.url + f"?prefix=cut{secrets.token_hex(4)}:")
     hub = SessionHub(store, idle_timeout=0.2, poll_interval=0.05)
-    calls: list[str] = []
-
-    async def hook(session: Session, reason: str) -> None:
-        calls.append(session.id)
-        if len(calls) == 1:
-            await _fcall(redis_server, allowed=False)  # this pass's finish fails
-
+    hook = RefusingHook(redis_server, at=1)  # this pass's finish fails
     hub.on_end(hook)
     async with hub:
         first = await hub.create()
         for _ in range(500):
-            if calls:
+            if hook.calls:
                 break
             await asyncio.sleep(0.01)
         await _fcall(redis_server, allowed=True)
@@ -232,4 +230,4 @@ async def test_the_expiry_task_goes_on_after_a_pass_that_failed(
             await asyncio.sleep(0.01)
         assert await gone(hub, first.id)
         assert await gone(hub, second.id)
-        assert calls == [first.id, second.id]
+        assert hook.calls == [first.id, second.id]

@@ -9,7 +9,7 @@ from typing import Any
 from sessionhub import Session, SessionHub, StoreUnavailable
 from sessionhub.stores import Store
 
-__all__ = ["counting_hub", "wait_ended"]
+__all__ = ["counting_hub", "ended_once", "wait_ended"]
 
 
 def counting_hub(store: Store, **options: Any) -> tuple[SessionHub, dict[str, list[str]]]:
@@ -39,3 +39,20 @@ async def wait_ended(hub: SessionHub, session_id: str, within: float = 8.0) -> S
         if loop.time() > give_up:
             raise AssertionError(f"session {session_id} not ended {within} s later: {session}")
         await asyncio.sleep(0.02)
+
+
+async def ended_once(
+    hub: SessionHub,
+    calls: dict[str, list[str]],
+    handed: list[str],
+    session_ids: list[str],
+    reason: str,
+) -> None:
+    """The sessions end with ``reason`` once their claims are handed back (``handed``: the ids
+    the store's sweeps gave the hub), each one's hooks run once."""
+    for session_id in session_ids:
+        session = await wait_ended(hub, session_id)
+        assert session.end_reason == reason
+        assert session.state == hub.lifecycle.ended
+    assert calls == {session_id: [reason] for session_id in session_ids}
+    assert sorted(handed) == sorted(session_ids)

@@ -15,9 +15,16 @@ MOVES = {"ACTIVE": "TERMINATING"}
 
 
 def active_session(
-    sid: str, *, created_at: float = NOW, idle_timeout: float | None = 10.0, **fields: Any
+    sid: str,
+    *,
+    created_at: float = NOW,
+    idle_timeout: float | None = 10.0,
+    ttl: float | None = None,
+    **fields: Any,
 ) -> Session:
-    """An ACTIVE session created (and last active) at ``created_at``, due an idle timeout later."""
+    """An ACTIVE session created (and last active) at ``created_at``, due when the first of its
+    idle timeout and ttl runs out."""
+    deadlines = [created_at + t for t in (idle_timeout, ttl) if t is not None]
     return Session(
         id=sid,
         state="ACTIVE",
@@ -25,7 +32,8 @@ def active_session(
         updated_at=created_at,
         last_activity_at=created_at,
         idle_timeout=idle_timeout,
-        expires_at=None if idle_timeout is None else created_at + idle_timeout,
+        ttl=ttl,
+        expires_at=min(deadlines, default=None),
         **fields,
     )
 

@@ -30,6 +30,7 @@ from sessionhub import (
     DuplicateSession,
     EventKind,
     ManualClock,
+    Session,
     SessionEvent,
     SessionHub,
     StoreUnavailable,
@@ -42,7 +43,7 @@ from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer, free_port
 from .damaged import assert_the_others_still_work
-from .redis_records import record_fields
+from .redis_records import active_session, record_fields
 from .workers import run_together
 
 WORKER = Path(__file__).with_name("redis_worker.py")
@@ -592,20 +593,12 @@ async def test_a_record_that_cannot_be_decoded_breaks_nothing_else(
 # the Lua's own shortcuts (issue 12: less Redis CPU per operation) change nothing visible
 
 
-def _timed(sid: str, now: float, **timeouts: float) -> Any:
-    from sessionhub import Session
-
-    idle, ttl = timeouts.get("idle"), timeouts.get("ttl")
-    deadlines = [t for t in (idle and now + idle, ttl and now + ttl) if t]
-    return Session(
-        id=sid,
-        state="ACTIVE",
+def _timed(sid: str, now: float, **timeouts: float) -> Session:
+    return active_session(
+        sid,
         created_at=now,
-        updated_at=now,
-        last_activity_at=now,
-        idle_timeout=idle,
-        ttl=ttl,
-        expires_at=min(deadlines) if deadlines else None,
+        idle_timeout=timeouts.get("idle"),
+        ttl=timeouts.get("ttl"),
         labels={"k": "v"},
         details={"d": 1},
     )

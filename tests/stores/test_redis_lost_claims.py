@@ -22,7 +22,7 @@ from sessionhub.stores._redis_lua import FUNCTIONS
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
-from .lost_claims import counting_hub, wait_ended
+from .lost_claims import counting_hub, ended_once, wait_ended
 from .redis_records import unique_prefix
 
 _PENDING = object()  # hiredis: no complete message yet
@@ -203,11 +203,7 @@ async def test_an_end_whose_claim_reply_was_lost_is_finished_with_its_reason(
             await hub.touch(session.id)
         assert await hub.end(session.id) is False  # being ended (here: by a claim nobody saw)
 
-        ended = await wait_ended(hub, session.id)
-        assert ended.end_reason == "logged out"
-        assert ended.state == hub.lifecycle.ended
-        assert calls == {session.id: ["logged out"]}
-        assert store.handed == [session.id]
+        await ended_once(hub, calls, store.handed, [session.id], "logged out")
 
 
 async def test_an_expiry_batch_whose_claim_reply_was_lost_ends_every_session_once(
@@ -224,11 +220,7 @@ async def test_an_expiry_batch_whose_claim_reply_was_lost_ends_every_session_onc
         proxy.arm(lambda r: r[:2] == [b"FCALL", claim_expired] and float(r[5]) >= due_at)
         clock.advance(11.0)
         await asyncio.wait_for(proxy.cut.wait(), 5.0)
-        for sid in ids:
-            ended = await wait_ended(hub, sid)
-            assert ended.end_reason == "expired"
-        assert calls == {sid: ["expired"] for sid in ids}
-        assert sorted(store.handed) == sorted(ids)
+        await ended_once(hub, calls, store.handed, ids, "expired")
 
 
 async def test_a_sweep_after_a_lost_claim_leaves_the_ends_this_instance_is_running(
@@ -304,10 +296,7 @@ async def test_an_end_cancelled_while_its_claim_was_out_is_finished(proxy: Cutti
         with pytest.raises(asyncio.CancelledError):
             await ending
         proxy.released.set()
-        ended = await wait_ended(hub, session.id)
-        assert ended.end_reason == "gave up"
-        assert calls == {session.id: ["gave up"]}
-        assert store.handed == [session.id]
+        await ended_once(hub, calls, store.handed, [session.id], "gave up")
 
 
 async def test_claims_left_at_close_are_taken_over_when_the_store_opens_again(
@@ -322,7 +311,4 @@ async def test_claims_left_at_close_are_taken_over_when_the_store_opens_again(
         moves = hub.lifecycle.moves(hub.lifecycle.terminate)
         assert await store.claim_end(session.id, "left", hub.clock(), moves) is not None
     async with hub:  # the same store, opened again
-        ended = await wait_ended(hub, session.id)
-        assert ended.end_reason == "left"
-        assert calls == {session.id: ["left"]}
-        assert store.handed == [session.id]
+        await ended_once(hub, calls, store.handed, [session.id], "left")
