@@ -145,6 +145,30 @@ async def test_the_created_event_carries_the_stored_session(redis_server: RedisS
         await events.aclose()
 
 
+async def test_create_stores_every_field_it_is_given(redis_server: RedisServer) -> None:
+    """``create`` writes what a new session holds by default (updated and active when created,
+    version 1, no request in flight) without being sent it: a session given other values (one
+    imported, or made by another tool) is stored as given, not as a new one would be."""
+    store = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    await store.open()
+    try:
+        at = 1_700_000_000.25
+        new = Session(
+            id="new", state="ACTIVE", created_at=at, updated_at=at, last_activity_at=at,
+            idle_timeout=60, expires_at=at + 60, user_id="u",
+        )  # fmt: skip
+        given = Session(
+            id="given", state="SPAWNING", created_at=at, updated_at=at + 5,
+            last_activity_at=at + 3, active_requests=2, version=7, labels={"v": "1"},
+            counters={"ar": 0},
+        )  # fmt: skip
+        for session in (new, given):
+            assert await store.create(session, CreateRules()) == session
+            assert await store.get(session.id) == session
+    finally:
+        await store.close()
+
+
 async def test_history_reads_match_the_memory_store(redis_server: RedisServer) -> None:
     """Unfiltered reads come back as one range the store numbers itself; every window of every
     direction, with and without a kind, equals the memory store's answer."""

@@ -619,8 +619,9 @@ end
 # args: prefix, maxlen, max_sessions, max_per_user, user, parent ('' for none), deadline ('' for
 # none), the event's snapshot (MessagePack of the record's fields, packed by the caller), labels
 # (counted pairs), unique labels the session has (counted pairs), then the record: the values of
-# its fields id, ns, st, ca, ua, la, ar and v, then its other fields as pairs but for 'u' and 'ea'
-# (the user and the deadline above; 'dq', the deadline entry's score, is the deadline too). The
+# its fields id, ns, st and ca, then its other fields as pairs but for 'u' and 'ea' (the user and
+# the deadline above; 'dq', the deadline entry's score, is the deadline too), and but for 'ua',
+# 'la', 'ar' and 'v' when they hold what a new record does (ca, ca, 0, 1). The
 # caller passes what the function needs apart from the record, so it builds no table of it:
 # tables of the record and packing the snapshot were most of create's CPU. And each argument
 # costs (Redis makes every one a Lua string of ARGV): nothing is sent twice, and the names of the
@@ -649,21 +650,29 @@ for i = uniq + 1, rec - 1, 2 do
   local holder = redis.call('HGET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]))
   if holder and holder ~= sid then fail('DUPLABEL', ARGV[i], ARGV[i + 1], holder, ns) end
 end
--- The record straight from the arguments, in slices (unpack's limit on the Lua stack).
+-- The record straight from the arguments, in slices (unpack's limit on the Lua stack). A new
+-- session was updated and active when it was created, at version 1 with no request in flight,
+-- unless the fields sent after the record's first four say otherwise (a later pair of one HSET
+-- wins). The fields the hot paths look up come first: Redis finds a field of a small hash by
+-- walking it from the start (touch and claim_end read v, ca and dq, then write la, ua, ea, st).
+local ca = ARGV[rec + 3]
 local function record(...)
-  redis.call('HSET', sk, 'id', sid, 'ns', ns, 'st', ARGV[rec + 2], 'ca', ARGV[rec + 3],
-    'ua', ARGV[rec + 4], 'la', ARGV[rec + 5], 'ar', ARGV[rec + 6], 'v', ARGV[rec + 7], ...)
+  redis.call('HSET', sk, 'v', '1', 'ca', ca, ...)
 end
-local pos = rec + 8
+local pos = rec + 4
 local last = math.min(pos + 199, #ARGV)
+local st = ARGV[rec + 2]
 if u ~= '' and ea ~= '' then
-  record('u', u, 'ea', ea, 'dq', ea, unpack(ARGV, pos, last))
+  record('dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns,
+    'u', u, unpack(ARGV, pos, last))
 elseif u ~= '' then
-  record('u', u, unpack(ARGV, pos, last))
+  record('la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns, 'u', u,
+    unpack(ARGV, pos, last))
 elseif ea ~= '' then
-  record('ea', ea, 'dq', ea, unpack(ARGV, pos, last))
+  record('dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns,
+    unpack(ARGV, pos, last))
 else
-  record(unpack(ARGV, pos, last))
+  record('la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns, unpack(ARGV, pos, last))
 end
 pos = last + 1
 while pos <= #ARGV do
@@ -682,9 +691,9 @@ end
 for i = uniq + 1, rec - 1, 2 do
   redis.call('HSET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]), sid)
 end
-census(ns, ARGV[rec + 2], '1')
+census(ns, st, '1')
 return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-  'k', 'created', 'a', ARGV[rec + 3], 's', ARGV[8])
+  'k', 'created', 'a', ca, 's', ARGV[8])
 """
 
 # args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,

@@ -215,7 +215,8 @@ _FINISH_SLICE = 250  # ends per finish_ends call: one call holds Redis a few mil
 _HELD = 20_000  # claimed records held for their finish (see RedisStore._hold)
 _KNOWN = 10_000  # live records last written or read here, for claim_end (see RedisStore._know)
 _EndArgs = tuple[list[Arg], Session | None]
-_FIXED = 16  # the items of the fields every record begins with (see _encode_session)
+_FIXED = 8  # the items of the fields every record begins with: id ns st ca (see _encode_session)
+_CREATED = 7  # the creation time's place in an encoded record
 
 
 def _stream_id(value: str) -> _StreamId | None:
@@ -285,7 +286,7 @@ def _json_key(key: str) -> str:
 
 def _encode_session(session: Session) -> list[Arg]:
     """A record's fields, beginning with ``id ns st ca ua la ar v`` in this order (the Lua
-    ``create`` is sent their values alone: see ``_FIXED``)."""
+    ``create`` is sent the first four's values alone: see ``_FIXED``)."""
     out: list[Arg] = [
         "id", session.id,
         "ns", session.namespace,
@@ -796,11 +797,14 @@ class RedisStore(Store):
     async def create(self, session: Session, rules: CreateRules) -> Session:
         record = _encode_session(session)
         deadline = "" if session.expires_at is None else repr(float(session.expires_at))
-        # The function is sent the user and the deadline once, and names their fields.
+        # The function is sent the user and the deadline once and names their fields, and writes
+        # what a new session's record holds by default (see _CREATE) unless it is sent otherwise.
+        created = record[_CREATED]
+        implied: dict[Arg, Arg] = {"ua": created, "la": created, "ar": "0", "v": "1"}
         rest = [
             item
             for i in range(_FIXED, len(record), 2)
-            if record[i] not in ("u", "ea")
+            if record[i] not in ("u", "ea") and implied.get(record[i]) != record[i + 1]
             for item in (record[i], record[i + 1])
         ]
         if deadline:
