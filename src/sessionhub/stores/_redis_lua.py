@@ -26,101 +26,32 @@ Conventions:
 - A function that changes a session returns the new record as ``HGETALL`` would list it, built from
   the record it read and the fields it wrote (in the order Redis keeps them), not read again.
 
-Redis CPU (issue 12). Measured with ``INFO commandstats``, an operation's time inside ``FCALL`` was
-mostly Lua, not the commands it ran: a touch spent about 9 µs in ``HGETALL`` and ``HSET`` out of
-60-100 µs, the rest going to parsing the general ``modify`` arguments, building a writer (tables,
-loops over the record) and formatting numbers. On a slow machine each Lua table, loop step or
-``string.format`` counts. Hence: a heartbeat has a function of its own (``touch``) that reads the
-record, writes the three or four fields that change and returns the record edited in place; a claim
-and ``finish_end`` write their fixed fields in one ``HSET`` each without the writer; the claimed
-sessions of one ``claim_expired`` pass leave the deadline index in one ``ZREMRANGEBYRANK`` (not one
-``ZREM`` each); a claim leaves the session's ``dq`` field for ``finish_end`` to drop (one ``HDEL``
-fewer). The record format is unchanged, so stores of every version read each other's data.
-``benchmarks/bench_redis.py`` prints the figures beside the previous library's.
+What a call costs Redis, and how the functions keep it low (issue 12; the measurements, pass by
+pass, are in ``docs/redis-cpu.md`` and ``benchmarks/bench_redis.py --cpu`` prints them):
 
-``create`` then: the store sends what the function needs besides the record (id, namespace, user,
-parent, deadline, labels, the unique labels the session has) and the event's snapshot already
-packed (MessagePack of the record's fields, as ``cmsgpack.pack`` wrote it), so the function builds
-no table of the record and packs nothing; and it no longer writes ``all`` / ``all:<ns>``: an ended
-session kept for a retention enters ``ended`` / ``ended:<ns>`` in ``finish_end`` (so an end with a
-retention writes the two entries a create no longer does; most sessions end without one), and
-``find`` merges those indexes with the live ones by id. Data of earlier versions, whose ``all``
-indexes hold live sessions too, reads unchanged (see ``_FIND``). What a create costs now is its
-commands: each ``redis.call`` costs about a microsecond on this machine whatever it does, and a
-create makes eight (``EXISTS``, ``HSET``, ``ZADD`` to ``deadlines``, ``live``, ``ns:``, ``user:``,
-the census, the ``XADD``). History reads without a kind return the ``LRANGE`` as it came, numbered
-by the store; ``readable`` reads the two fields it needs without building a table.
-
-Ends then (the third pass; commands cost about 0.8 µs each, an empty ``FCALL`` 2.7 µs, and a
-reply is not free: on this machine a function that read a record with ``HGETALL`` cost 1.4-1.6x as
-much when it also returned the record). A claim replies with its ``transitioned`` event's id
-only (and the session id, in ``claim_expired``): the store reads the claimed record from that
-event's snapshot, which its tailer brings anyway. The store keeps the sessions it claimed, and
-its ``finish_end`` / ``finish_ends`` send what the function would read from the record (version,
-state, namespace, user, parent, labels) with the ``ended`` snapshot packed: ``finish_known``
-reads a few fields (now ``HMGET v ca cb``), builds no table, packs nothing and replies with the
-event id. A claimed record does not change (every write refuses it; a takeover by an earlier
-version rewrites ``cb`` alone, which the end drops), and the copy is trusted only at the version
-(and creation time) it was claimed at; ends of sessions claimed elsewhere, or changed behind the
-claim, go through ``finish`` as before. The census keeps counts that drop to zero (one ``HINCRBY``, no ``HDEL``; every reader, of every
-version since the census exists, skips zero counts); ``purge``, which the hub's expiry calls on
-every pass, deletes those that are 0 a slice (``HSCAN ... COUNT 100``) at a time. ``having_children`` asks one ``EXISTS`` of
-many keys per slice of a batch (most batches hold no parent) before asking key by key. Measured
-beside the previous library (commit 9513ad1) in the same runs, on a busy machine (load 7-16):
-median ``finish_end`` 0.58-0.72x, ``claim_end`` 0.82-0.87x; an end 0.66-0.77x (median call) and
-0.76-0.86x (process CPU); the expiry path 0.70-0.74x (process CPU). Against commit 8ad59c7
-(issue 12's measure): an end 0.52-0.63x median call, 0.65-0.74x process CPU; expiry 0.45-0.54x
-process CPU; create 0.6-0.7x, unchanged (its eight commands remain: a lower figure needs fewer
-index writes). The record format is unchanged: nothing to migrate, and stores of every version
-read each other's data (a claim made by an older version is finished by ``finish`` from the
-stored record).
-
-The fourth pass, profiled by instruction counts (``valgrind --tool=callgrind`` on the server:
-exact where timings on the shared 2-core machine vary by half). What a call costs besides its
-commands: each argument of an ``FCALL`` (Redis makes each a Lua string of ``ARGV``: about 600
-instructions, as much as a small command), each Lua number given to ``redis.call`` (formatted with
-``%.17g``, about 1,500), each concatenation (a new string, hashed, later collected), each table
-grown key by key (rehashed at every power of two), replies turned into Lua tables (an ``HGETALL``
-of a record: about 25,000 with its table) and ``cmsgpack.pack`` of a record (about 20,000). Hence:
-scores and census deltas are sent as text; ``create`` is sent no value twice and the names of the
-fields every record has are its own; the global keys' names are made once per prefix; ``load``
-sizes its table at once; a claim no longer writes ``cb`` (nothing read it: the claims hash names
-the claimer). And ``claim_end`` of a session this store instance last wrote (its create, touch or
-update) is sent the version and creation time it knows and the claimed snapshot packed: for that
-session at that version the function reads three fields (``HMGET v ca dq``) and writes the claim
-without reading the record, a table or a pack (every write of a record's fields bumps ``v``,
-claims and ends too; ``dq``, which does not, is read; ``ca`` tells a session created again under
-the same id), about 0.65x of a claim's instructions. A session changed elsewhere is claimed from
-the record, as before, with one ``HMGET`` more (``bench_redis``'s ``end/o``). ``finish_known`` is
-sent the ended version and how the record is kept, and drops ``cb`` only when it is there.
-Instructions per operation against commit 8ad59c7, the bench's sequence on a private server
-(``callgrind``, whole server, so tailers' reads included): create 0.60x, touch 0.46x, an end
-0.46x (claim 0.42x, finish 0.50x), expiry 0.46x, expiry of touched sessions 0.48x. Timed (``in
-FCALL``, best of 15 rounds, 8 runs on a quiet machine): create 0.56-0.59x, an end 0.50-0.54x
-(0.62-0.65x when another process touched the session last), expiry 0.46-0.49x, expiry of touched
-sessions 0.47-0.51x; the server's process CPU 0.61-0.64x, 0.56-0.61x, 0.50-0.52x, 0.51-0.54x.
-Create stays above half: its eight commands and its record's ``HSET`` (a listpack that a field at
-a time searches and grows) are most of it now.
-
-The fifth pass (instructions by ``callgrind``, whole server, the bench's sequence). A touch of a
-session the store instance knows at its stored version (and creation time) is sent that version,
-the new one and the new deadline (computed by the store, formatted as ``fnum`` formats it): the
-function reads ``v ca dq``, writes ``la ua v`` (``ea``, and ``dq`` with the index when queued
-later), and replies 1; neither the record nor a table of it, no reply of it. Touch 0.46x -> 0.21x
-of 8ad59c7 (timed ``in FCALL`` 0.49-0.50x -> 0.22-0.23x). Data and history writes (the history
-pop among them) read the fields their refresh needs with one ``HMGET`` used as it came, and
-compute no deadline for a session without timeouts (the Agents SDK adapter's default): a pop of
-such a session 127k -> 105k instructions (timed 8.4-8.7 -> 7.5 µs of ``FCALL``). An end stays at
-0.46x (timed 0.53-0.56x): its commands (a claim makes seven, a kept end twelve) and each
-``redis.call``'s own handling (about 2,000 instructions besides the command) are most of it now;
-census fields made by the store instead of two concatenations in ``claim_end`` measured 0.4% of
-a claim and were not kept.
-
-A packed record (the scalars in one field) would make ``get`` cheaper: ``HGETALL`` of a
-12-field record cost 3.9-4.5 µs, of a one-field record of the same bytes 1.4-1.6 µs (busy
-machine, ``redis-benchmark``). Not done: every function reads the record, and a touch (the
-hottest write, at 0.4-0.5x) would unpack and pack it in Lua, which costs about what the
-``HGETALL`` saves; and both formats would have to be read forever after.
+- Each ``redis.call`` costs about a microsecond on the project's machine whatever it does, and so
+  does each argument of an ``FCALL`` (Redis makes every one a Lua string); a Lua number given to
+  ``redis.call`` is formatted again each time; a record read into a table (an ``HGETALL``: about
+  25,000 instructions) or packed for an event (``cmsgpack.pack``: about 20,000) costs more than its
+  commands. So scores and census deltas travel as text, global key names are made once per prefix,
+  and ``create`` is sent each value once, no field names, nothing a new record holds by default,
+  and its event's snapshot already packed by the caller.
+- The hot writes have functions of their own that read a few fields with one ``HMGET`` and write
+  what changes with one ``HSET``: ``touch``, the activity refresh of data and history writes,
+  ``claim_end``, ``finish_known``. A store instance keeps the sessions it last wrote or claimed;
+  for one of those still at the version it knows, the function is sent the new values and checks
+  ``v ca dq`` (the version, and the creation time that tells a session created again under the
+  id) instead of reading the record.
+- A record begins with the fields those functions look up (``v ca dq ea la ua st``): Redis finds a
+  field of a small hash by walking it from the start.
+- A claim replies with its event's id (the store reads the claimed session from that event's
+  snapshot); census counts that drop to zero stay until ``purge``; ``having_children`` asks one
+  multi-key ``EXISTS`` per slice of a batch; the ends of an expiry batch are finished together
+  (``finish_ends``), their index writes gathered by key.
+- The record's format (its fields, not their order) is the one every earlier version wrote, so
+  stores of every version read each other's data. A packed record (the scalars in one field) would
+  make ``get`` cheaper but every write from a store that does not know the session dearer (Lua
+  would unpack and pack it); it was not made.
 """
 
 from __future__ import annotations
