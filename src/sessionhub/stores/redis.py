@@ -76,14 +76,10 @@ and updates that change neither labels, parent nor state and emit no event (``to
 ``track_request``) write their session's slot and, only when the deadline moved earlier,
 ``P deadlines``. ``create``, the other ``modify`` calls, ``claim_end``, ``claim_expired``,
 ``finish_end``, ``find``, ``count``, ``next_deadline`` and ``purge`` touch the session's keys and
-global keys (several slots) and most append to ``P events``. So the store runs on one Redis (a
-primary with replicas and Sentinel included). On a Cluster it would work only with a prefix that is
-itself a hash tag (``prefix="{app1}:"`` puts every key in one slot, so one node) and a client that
-routes by it, which this one does not. Spreading the global keys over a Cluster would need the hub
-to split those operations (write the session's slot, then the indexes', with repair on failure); the
-layout keeps that open: each session's keys are already together and every function about one
-session declares its hash as ``keys[1]``. A session id that begins with ``}`` has no usable hash tag,
-so its keys could hash apart in a Cluster.
+global keys (several slots) and most append to ``P events``. So this store runs on one Redis (a
+primary with replicas and Sentinel included). ``sessionhub.stores.redis_cluster`` spreads sessions
+over a Cluster by running this same layout once per bucket, under a prefix that is a hash tag, so
+each bucket's keys share a slot and these functions run there unchanged.
 
 Events
 ------
