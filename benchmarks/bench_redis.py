@@ -6,6 +6,7 @@ and Redis CPU per operation, beside the store as it was before its Lua was rewor
     uv run python benchmarks/bench_redis.py --cpu      # only the Redis CPU per operation
     uv run python benchmarks/bench_redis.py --cpu --baseline main   # beside another commit
     uv run python benchmarks/bench_redis.py --cpu --rounds 20       # a busy machine: more rounds
+    uv run python benchmarks/bench_redis.py --cpu --instructions    # exact: instructions (valgrind)
     uv run python benchmarks/bench_redis.py --url redis://host:6379/0   # an existing Redis
 
 Without ``--url`` it starts a private ``redis-server`` on a free port (never the machine's own on
@@ -24,6 +25,12 @@ longest calls), taken for both alike. Without git (or that
 commit) only today's figures are printed. On its private server it also prints each operation's
 median call (``INFO latencystats`` p50 after a ``CONFIG RESETSTAT`` per step; an end's is its
 claim's plus its finish's, measured as two steps), which a busy machine's preemption hardly moves.
+
+``--instructions`` counts instead the instructions the whole server ran for each step (its private
+server runs under ``valgrind --tool=callgrind``, instrumented only during the measured steps):
+exact and the same from run to run where timings on a shared machine vary by half, so a change of a
+few percent shows. It counts everything the server did meanwhile (reading requests, writing
+replies, the event tailers' reads), like the 'process' column.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -183,6 +191,44 @@ async def median_call(store: RedisStore, command: str) -> float:
     return float("nan")
 
 
+class Instructions:
+    """Instructions a server under ``valgrind --tool=callgrind --instr-atstart=no`` runs between
+    ``start`` and ``stop`` (``callgrind_control`` switches its instrumentation)."""
+
+    def __init__(self) -> None:
+        for tool in ("valgrind", "callgrind_control"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"--instructions needs {tool} (apt-get install valgrind)")
+        self.dumps = Path(tempfile.mkdtemp(prefix="bench-redis-callgrind-"))
+        self.wrapper = [
+            "valgrind",
+            "--tool=callgrind",
+            "--quiet",
+            "--instr-atstart=no",
+            f"--callgrind-out-file={self.dumps}/out.%p",
+        ]
+        self.pid = 0
+
+    def _control(self, *args: str) -> None:
+        subprocess.run(["callgrind_control", *args, str(self.pid)], capture_output=True, check=True)
+
+    def start(self) -> None:
+        self._control("--zero")
+        self._control("--instr=on")
+
+    def stop(self) -> int:
+        self._control("--instr=off")
+        self._control("--dump")
+        total = 0
+        for dump in self.dumps.glob("out.*.*"):  # the numbered dumps: this step's only
+            match = re.search(r"^totals: (\d+)", dump.read_text(), re.M)  # (summary: is 0)
+            if match is None:
+                raise SystemExit(f"no totals in callgrind's dump {dump}")
+            total += int(match.group(1))
+            dump.unlink()
+        return total
+
+
 def hub_path(store: RedisStore) -> bool:
     """Whether ``store`` has the batched expiry calls the hub uses (``finish_ends`` of its own)."""
     return type(store).finish_ends is not Store.finish_ends
@@ -214,9 +260,12 @@ class CpuRun:
         return asyncio.gather(*(self.store.create(s, self.rules) for s in sessions))
 
 
-async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> None:
+async def cpu_per_op(
+    url: str, rounds: int, baseline: str, private: bool, counter: Instructions | None = None
+) -> None:
     """Redis CPU per operation, today's store beside commit ``baseline``'s on one server. On a
-    ``private`` server the statistics are reset before each measured step, for the median call."""
+    ``private`` server the statistics are reset before each measured step, for the median call.
+    With a ``counter`` (the server runs under callgrind), instructions per operation instead."""
     old_class = baseline_store_class(baseline)
     stores: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
     # Another hub process on each store's data: it touches the sessions of 'end/o'.
@@ -237,16 +286,21 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
         # ``work`` is started only once the statistics are read (a gather runs at once).
         # ``more``: a further step of the same operation (an end's finishes after its claims),
         # added to the round's figures, its median call too.
-        if private:
-            await stores[name]._ops.call("CONFIG", "RESETSTAT")
-        before = await server_stats(stores[name])
-        await work()
-        after = await server_stats(stores[name])
-        usec = after.get(command, 0.0) - before.get(command, 0.0)
-        cpu = (after["cpu"] - before["cpu"]) * 1e6
-        figures = {op: usec / CPU_CHUNK, op + " cpu": cpu / CPU_CHUNK}
-        if private:
-            figures[op + " p50"] = await median_call(stores[name], command)
+        if counter is not None:
+            counter.start()
+            await work()
+            figures = {op + " instr": counter.stop() / CPU_CHUNK}
+        else:
+            if private:
+                await stores[name]._ops.call("CONFIG", "RESETSTAT")
+            before = await server_stats(stores[name])
+            await work()
+            after = await server_stats(stores[name])
+            usec = after.get(command, 0.0) - before.get(command, 0.0)
+            cpu = (after["cpu"] - before["cpu"]) * 1e6
+            figures = {op: usec / CPU_CHUNK, op + " cpu": cpu / CPU_CHUNK}
+            if private:
+                figures[op + " p50"] = await median_call(stores[name], command)
         for kind, value in figures.items():
             got = samples.setdefault((kind, name), [])
             if more:
@@ -345,6 +399,9 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
             await measured(name, "expiry/t", "fcall", partial(expired, run, now + 10))
     for store in (*stores.values(), *others.values()):
         await store.close()
+    if counter is not None:
+        print_instructions(samples, baseline, rounds)
+        return
 
     print(
         f"Redis CPU per operation, µs per session, best of {rounds} rounds of {CPU_CHUNK}; 'before'"
@@ -390,7 +447,7 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
     if private:
         header += f"{'median call: before':>22}{'today':>8}{'ratio':>7}"
     print(f"{header}   target: ratios <= 0.5")
-    for op in ("create", "touch", "get", "history", "end", "end/o", "expiry", "expiry/t"):
+    for op in OPERATIONS:
         line = f"{op:<11}"
         worst = None
         columns: list[tuple[str, int, Callable[[list[float]], float]]] = [
@@ -418,6 +475,26 @@ async def cpu_per_op(url: str, rounds: int, baseline: str, private: bool) -> Non
             # Both: time inside FCALL counts preemption on a loaded machine, process CPU does not.
             line += "   met" if worst <= 0.5 else "   NOT met"
         print(line)
+
+
+OPERATIONS = ("create", "touch", "get", "history", "end", "end/o", "expiry", "expiry/t")
+
+
+def print_instructions(
+    samples: dict[tuple[str, str], list[float]], baseline: str, rounds: int
+) -> None:
+    print(f"Redis instructions per operation (callgrind, the whole server), fewest of {rounds}")
+    print(f"rounds of {CPU_CHUNK}; 'before' is commit {baseline}, loaded beside today's. The")
+    print("operations are those of the CPU figures (see --cpu without --instructions).")
+    print(f"{'operation':<11}{'before':>12}{'today':>12}{'ratio':>8}   target: ratio <= 0.5")
+    for op in OPERATIONS:
+        today = min(samples[op + " instr", "today"])
+        if (op + " instr", "before") not in samples:
+            print(f"{op:<11}{'?':>12}{today:>12,.0f}")
+            continue
+        before = min(samples[op + " instr", "before"])
+        verdict = "met" if today / before <= 0.5 else "NOT met"
+        print(f"{op:<11}{before:>12,.0f}{today:>12,.0f}{today / before:>8.3f}   {verdict}")
 
 
 async def measure(url: str, n_get: int, n_create: int, rounds: int) -> None:
@@ -472,13 +549,27 @@ def main() -> None:
         help=f"rounds of the CPU measure (default {CPU_ROUNDS}; more on a busy machine, where "
         "fewer rounds run undisturbed)",
     )
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="with --cpu: count the server's instructions per operation (valgrind; exact)",
+    )
     options = parser.parse_args()
+    if options.instructions and (options.url or not options.cpu):
+        parser.error("--instructions goes with --cpu, on the private server (no --url)")
     n_get, n_create, rounds = (10_000, 2_000, 1) if options.quick else (100_000, 20_000, 3)
-    server = None if options.url else RedisServer()
+    counter = Instructions() if options.instructions else None
+    if options.url:
+        server = None
+    else:
+        server = RedisServer(wrapper=counter.wrapper) if counter else RedisServer()
     try:
         url = options.url or (server.url if server else "")
-        rounds = options.rounds or (3 if options.quick else CPU_ROUNDS)
-        asyncio.run(cpu_per_op(url, rounds, options.baseline, private=server is not None))
+        if counter is not None and server is not None:
+            counter.pid = server.pid
+        rounds = options.rounds or (3 if options.quick or counter else CPU_ROUNDS)
+        private = server is not None
+        asyncio.run(cpu_per_op(url, rounds, options.baseline, private, counter))
         if not options.cpu:
             asyncio.run(measure(url, n_get, n_create, rounds))
     finally:

@@ -45,7 +45,14 @@ def free_port() -> int:
 class RedisServer:
     """Started on construction; ``url`` is ready when the constructor returns."""
 
-    def __init__(self, *, port: int | None = None, password: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        port: int | None = None,
+        password: str | None = None,
+        wrapper: list[str] | None = None,
+    ) -> None:
+        """``wrapper`` runs the server under another program (a benchmark's ``valgrind``)."""
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed: the Redis tests cannot run")
@@ -57,9 +64,13 @@ class RedisServer:
         command += ["--appendonly", "no", "--dir", self._dir.name, "--logfile", str(self.log)]
         if password is not None:
             command += ["--requirepass", password]
-        self._command = command
-        self._process = start_server(command)
-        self._wait_ready()
+        self._command = [*(wrapper or []), *command]
+        self._process = start_server(self._command)
+        self._wait_ready(60.0 if wrapper else 20.0)  # valgrind takes seconds to start
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
 
     @property
     def url(self) -> str:
