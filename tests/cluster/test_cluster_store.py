@@ -22,11 +22,13 @@ import pytest
 import redis
 
 from sessionhub import (
+    DuplicateSession,
     ManualClock,
     SessionEvent,
     SessionHub,
     SessionNotFound,
     StoreUnavailable,
+    VersionConflict,
 )
 from sessionhub.stores import store_from_url
 from sessionhub.stores.redis_cluster import RedisClusterStore, bucket_tags
@@ -90,6 +92,53 @@ async def test_parent_in_another_bucket_and_its_children_end_together(
         await hub.end(parent.id)
         assert sorted(ended) == sorted([parent.id, *(c.id for c in children)])
         assert ended[-1] == parent.id
+    finally:
+        await hub.close()
+
+
+async def test_a_refused_create_of_an_existing_id_keeps_its_unique_label(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    """A create of an id that exists is refused, and the live session with that id still holds
+    its unique label: the refused create must not release the reservation that session holds."""
+    hub = SessionHub(
+        RedisClusterStore(redis_cluster.url, prefix=_prefix()),
+        unique_labels=("role",),
+        auto_expire=False,
+    )
+    await hub.start()
+    try:
+        await hub.create("holder", labels={"role": "admin"})
+        with pytest.raises(DuplicateSession):
+            await hub.create("holder", labels={"role": "admin"})
+        with pytest.raises(DuplicateSession):
+            await hub.create("other", labels={"role": "admin"})
+        other = await hub.create("other")
+        with pytest.raises(DuplicateSession):
+            await hub.update(other.id, labels={"role": "admin"})
+    finally:
+        await hub.close()
+
+
+async def test_a_change_the_session_refuses_is_not_reported_as_a_label_taken(
+    redis_cluster: RedisClusterServer,
+) -> None:
+    """The reservation of a unique label comes before the change itself; when the session would
+    refuse the change anyway (being ended, a stale version), that is the error, as on one node."""
+    hub = SessionHub(
+        RedisClusterStore(redis_cluster.url, prefix=_prefix()),
+        unique_labels=("role",),
+        auto_expire=False,
+    )
+    await hub.start()
+    try:
+        await hub.create("holder", labels={"role": "admin"})
+        other = await hub.create("other")
+        with pytest.raises(VersionConflict):
+            await hub.update(other.id, labels={"role": "admin"}, expected_version=7)
+        assert await hub.store.claim_end(other.id, "ended", hub.clock(), {}) is not None
+        with pytest.raises(SessionNotFound, match="being ended"):
+            await hub.update(other.id, labels={"role": "admin"})
     finally:
         await hub.close()
 

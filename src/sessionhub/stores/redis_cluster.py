@@ -89,12 +89,14 @@ from .._errors import (
     QuotaExceeded,
     SessionNotFound,
     StoreUnavailable,
+    TransitionError,
     ValidationError,
+    VersionConflict,
 )
 from .._events import EventLog
 from .._lifecycle import DEFAULT_LIFECYCLE
 from .._models import Page, Session
-from ._base import DECODE_ERRORS, Change, CreateRules, Query
+from ._base import DECODE_ERRORS, Change, CreateRules, Query, accepting_activity
 from ._cluster_lua import CLUSTER_FUNCTIONS, CLUSTER_LIBRARY
 from ._resp import Arg, RedisError
 from .redis import (
@@ -414,6 +416,21 @@ def _closed_writer_race(exc: BaseException) -> bool:
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
     return frame is not None and frame.tb_frame.f_code.co_filename.endswith(_CONNECTION_CODE)
+
+
+def _refused_before_labels(old: Session | None, session_id: str, change: Change) -> Session:
+    """``old`` if ``change`` gets as far as its labels. The function refuses an unknown, ended or
+    ending session, a stale ``expected_version`` and a missing move before it looks at labels;
+    the reservations, made before it runs, must not report a label taken instead (the function
+    checks all of this again, atomically)."""
+    old = accepting_activity(old, session_id)
+    if change.expected_version is not None and change.expected_version != old.version:
+        raise VersionConflict(
+            f"session {session_id} is at version {old.version}, not {change.expected_version}"
+        )
+    if change.moves is not None and old.state not in change.moves:
+        raise TransitionError(old.state, change.event or "?")
+    return old
 
 
 class RedisClusterStore(RedisStore):
@@ -795,14 +812,14 @@ class RedisClusterStore(RedisStore):
             await self._check_parent(session.parent_id or "")
         async with self._limit_locks(session, rules):
             await self._check_limits(session, rules)
-            held = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
+            taken = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
             token = _skip_parent_check.set(elsewhere)
             try:
                 created = await super().create(
                     session, CreateRules(unique_labels=rules.unique_labels)
                 )
             except BaseException:
-                await self._release_unique(session.id, session.namespace, held)
+                await self._release_unique(session.id, session.namespace, taken)
                 raise
             finally:
                 _skip_parent_check.reset(token)
@@ -905,31 +922,32 @@ class RedisClusterStore(RedisStore):
         rules: CreateRules | Change,
     ) -> list[tuple[str, str]]:
         """Reserve each unique label the session will hold; ``DuplicateSession`` (nothing kept)
-        when a live session holds one."""
-        held: list[tuple[str, str]] = []
+        when a live session holds one. Returns the reservations this call took: those the session
+        held already (a create of an id that exists) are not the caller's to release."""
+        taken: list[tuple[str, str]] = []
         try:
             for name in rules.unique_labels:
                 value = labels.get(name)
-                if value is not None:
-                    await self._reserve(session_id, namespace, name, value)
-                    held.append((name, value))
+                if value is not None and await self._reserve(session_id, namespace, name, value):
+                    taken.append((name, value))
         except BaseException:
-            await self._release_unique(session_id, namespace, held)
+            await self._release_unique(session_id, namespace, taken)
             raise
-        return held
+        return taken
 
-    async def _reserve(self, session_id: str, namespace: str, name: str, value: str) -> None:
+    async def _reserve(self, session_id: str, namespace: str, name: str, value: str) -> bool:
+        """Reserve one label for the session: True if this call took it, False if it held it."""
         key = self._unique_key(namespace, name, value)
         mine = f"{session_id}\t{time.time()!r}"
         for _ in range(3):
             if await self._call("SET", key, mine, "NX"):
-                return
+                return True
             current = await self._call("GET", key)
             if current is None:
                 continue
             holder, _, since = current.partition("\t")
             if holder == session_id:
-                return
+                return False
             record = await self.get(holder)
             if record is not None and record.ended_at is None:
                 raise DuplicateSession(
@@ -940,7 +958,7 @@ class RedisClusterStore(RedisStore):
                     f"label {name}={value} is being taken by session {holder} in {namespace}"
                 )
             if await self._run_in_key(key, "unique_take", (current, mine)):
-                return
+                return True
         raise DuplicateSession(f"label {name}={value} is contended in {namespace}; retry")
 
     async def _run_in_key(self, key: str, name: str, args: Sequence[Arg]) -> Any:
@@ -965,9 +983,7 @@ class RedisClusterStore(RedisStore):
     async def modify(self, session_id: str, change: Change) -> Session:
         if not change.unique_labels or (change.labels is None and not change.labels_remove):
             return await super().modify(session_id, change)
-        old = await self.get(session_id)
-        if old is None or old.ended_at is not None:
-            raise SessionNotFound(session_id)
+        old = _refused_before_labels(await self.get(session_id), session_id, change)
         merged = {**old.labels, **(change.labels or {})}
         for name in change.labels_remove:
             merged.pop(name, None)
@@ -976,11 +992,11 @@ class RedisClusterStore(RedisStore):
             for name in change.unique_labels
             if name in merged and old.labels.get(name) != merged[name]
         ]
-        held = await self._reserve_unique(session_id, old.namespace, dict(wanted), change)
+        taken = await self._reserve_unique(session_id, old.namespace, dict(wanted), change)
         try:
             new = await super().modify(session_id, change)
         except BaseException:
-            await self._release_unique(session_id, old.namespace, held)
+            await self._release_unique(session_id, old.namespace, taken)
             raise
         dropped = [(n, v) for n, v in old.labels.items() if new.labels.get(n) != v]
         await self._release_unique(session_id, old.namespace, dropped)
