@@ -1,12 +1,12 @@
-"""Two Redis (or Cluster) store instances sharing one prefix (two hub processes) against the
-memory store.
+"""Two instances of a shared store (two hub processes on one Redis, Redis Cluster or SQLite file)
+against the memory store.
 
-The Redis store answers many calls from what an instance last wrote or claimed (a touch, a claim, a
-finish of a session it knows at the version Redis holds) and from the stored record otherwise. Random
-sequences of store calls, each made through either instance, must give what the memory store gives
-for the same calls: the same sessions (every field) or the same error, and the same reads from both
-instances after every step, so no cached copy is ever trusted when another instance changed the
-session meanwhile.
+The shared stores answer some calls from what an instance last wrote or claimed (on Redis: a touch,
+a claim or a finish of a session it knows at the version Redis holds) and the rest from what is
+stored, and the Cluster store splits some operations over several steps. Random sequences of store
+calls, each made through either instance, must give what the memory store gives for the same calls:
+the same sessions (every field), data, history and listings, or the same error, read back the same
+from both instances after every step. So no instance trusts a copy another one made stale.
 """
 
 from __future__ import annotations
@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
@@ -25,6 +27,7 @@ from sessionhub.stores import Change, CreateRules, Query, Store
 from sessionhub.stores.memory import MemoryStore
 from sessionhub.stores.redis import RedisStore
 from sessionhub.stores.redis_cluster import RedisClusterStore
+from sessionhub.stores.sqlite import SQLiteStore
 
 from ..cluster.cluster_server import RedisClusterServer
 from ..redis_server import RedisServer
@@ -32,8 +35,9 @@ from .redis_records import MOVES, NOW, unique_prefix
 
 T = TypeVar("T")
 SOAK = os.environ.get("SESSIONHUB_SOAK") == "1"  # ten times the examples
+pytestmark = pytest.mark.timeout(1800 if SOAK else 300)
 IDS = st.sampled_from(["a", "b", "c"])
-WHO = st.sampled_from([0, 1])  # which Redis instance makes the call
+WHO = st.sampled_from([0, 1])  # which shared instance makes the call
 RULES = CreateRules(unique_labels=("role",))
 ENDED = "CLEANED"
 
@@ -44,14 +48,15 @@ def _outcome(result: object) -> object:
 
 
 class TwoInstances(RuleBasedStateMachine):
-    def __init__(self, kind: type[RedisStore], url: str) -> None:
+    def __init__(self, make: Callable[[str], Store]) -> None:
+        """``make(place)``: an instance of the shared store at ``place`` (new for each example)."""
         super().__init__()
         self.runner = asyncio.Runner()
         self.now = NOW
         self.model = MemoryStore()
-        prefix = unique_prefix("d")
-        self.redis = [kind(url, prefix=prefix) for _ in range(2)]
-        for store in (self.model, *self.redis):
+        place = unique_prefix("d")
+        self.shared = [make(place) for _ in range(2)]
+        for store in (self.model, *self.shared):
             self.run(store.open())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -59,13 +64,13 @@ class TwoInstances(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         try:
-            for store in (self.model, *self.redis):
+            for store in (self.model, *self.shared):
                 self.run(store.close())
         finally:
             self.runner.close()
 
     def both(self, who: int, call: Callable[[Store], Awaitable[T]]) -> None:
-        """Make ``call`` on the model and on instance ``who``; they must give the same."""
+        """Make ``call`` on the model and on shared instance ``who``; they must give the same."""
 
         async def outcome(store: Store) -> object:
             try:
@@ -74,7 +79,7 @@ class TwoInstances(RuleBasedStateMachine):
                 return _outcome(exc)
 
         expected = self.run(outcome(self.model))
-        assert self.run(outcome(self.redis[who])) == expected
+        assert self.run(outcome(self.shared[who])) == expected
 
     def tick(self, seconds: float) -> float:
         self.now += seconds
@@ -107,10 +112,14 @@ class TwoInstances(RuleBasedStateMachine):
         plan=st.sampled_from(["free", "pro"]),
         role=st.sampled_from([None, "x", "y"]),
         count=st.integers(-2, 2),
+        version=st.sampled_from([None, 1, 2, 3]),
     )
-    def update(self, who: int, sid: str, plan: str, role: str | None, count: int) -> None:
+    def update(
+        self, who: int, sid: str, plan: str, role: str | None, count: int, version: int | None
+    ) -> None:
         change = Change(
             now=self.tick(1),
+            expected_version=version,
             details={"plan": plan},
             labels={"role": role} if role else None,
             labels_remove=() if role else ("role",),
@@ -119,6 +128,13 @@ class TwoInstances(RuleBasedStateMachine):
             touch=True,
             emit="updated",
         )
+        self.both(who, lambda store: store.modify(sid, change))
+
+    @rule(who=WHO, sid=IDS, pause=st.booleans())
+    def transition(self, who: int, sid: str, pause: bool) -> None:
+        moves = {"ACTIVE": "PAUSED"} if pause else {"PAUSED": "ACTIVE"}
+        event = "PAUSE" if pause else "RESUME"
+        change = Change(now=self.tick(1), moves=moves, event=event, emit="transitioned")
         self.both(who, lambda store: store.modify(sid, change))
 
     @rule(who=WHO, sid=IDS, requests=st.sampled_from([1, -1]))
@@ -146,12 +162,56 @@ class TwoInstances(RuleBasedStateMachine):
 
         self.both(who, ids)
 
+    @rule(
+        who=WHO,
+        sid=IDS,
+        key=st.sampled_from(["k1", "k2"]),
+        value=st.sampled_from([b"1", b'{"a": [1, 2]}', b'"x"']),
+        expected=st.sampled_from([None, 0, 1, 2]),
+    )
+    def data_set(self, who: int, sid: str, key: str, value: bytes, expected: int | None) -> None:
+        now = self.tick(0.5)
+        self.both(who, lambda store: store.data_set(sid, key, value, expected, now))
+
+    @rule(who=WHO, sid=IDS, key=st.sampled_from(["k1", "k2"]))
+    def data_delete(self, who: int, sid: str, key: str) -> None:
+        now = self.tick(0.5)
+        self.both(who, lambda store: store.data_delete(sid, key, None, now))
+
+    @rule(
+        who=WHO,
+        sid=IDS,
+        kinds=st.lists(st.sampled_from(["item", "note"]), min_size=1, max_size=3),
+    )
+    def history_append(self, who: int, sid: str, kinds: list[str]) -> None:
+        now = self.tick(0.5)
+        records = [(kind, b'{"n": %d}' % i) for i, kind in enumerate(kinds)]
+        self.both(who, lambda store: store.history_append_many(sid, records, now))
+
+    @rule(who=WHO, sid=IDS)
+    def history_pop(self, who: int, sid: str) -> None:
+        now = self.tick(0.5)
+        self.both(who, lambda store: store.history_pop(sid, "item", "pop", now))
+
     @invariant()
     def every_instance_reads_what_the_model_holds(self) -> None:
+        async def read(store: Store, sid: str) -> object:
+            try:
+                return (
+                    await store.get(sid),
+                    await store.data_items(sid, self.now),
+                    await store.history_read(
+                        sid, after=None, limit=20, newest_first=True, kind=None, now=self.now
+                    ),
+                    await store.history_counts(sid, self.now),
+                )
+            except Exception as exc:
+                return _outcome(exc)
+
         for sid in ("a", "b", "c"):
-            expected = self.run(self.model.get(sid))
-            for store in self.redis:
-                assert self.run(store.get(sid)) == expected
+            expected = self.run(read(self.model, sid))
+            for store in self.shared:
+                assert self.run(read(store, sid)) == expected
 
     @invariant()
     def listings_and_counts_match_the_model(self) -> None:
@@ -166,23 +226,27 @@ class TwoInstances(RuleBasedStateMachine):
                 await store.census(),
             )
 
-        assert self.run(seen(self.redis[0])) == self.run(seen(self.model))
+        assert self.run(seen(self.shared[0])) == self.run(seen(self.model))
 
 
 def test_two_redis_instances_behave_as_the_memory_store(redis_server: RedisServer) -> None:
-    _check(RedisStore, redis_server.url, examples=100)
+    _check(lambda prefix: RedisStore(redis_server.url, prefix=prefix), examples=100)
 
 
 def test_two_cluster_instances_behave_as_the_memory_store(
     redis_cluster: RedisClusterServer,
 ) -> None:
-    _check(RedisClusterStore, redis_cluster.url, examples=50)
+    _check(lambda prefix: RedisClusterStore(redis_cluster.url, prefix=prefix), examples=50)
 
 
-def _check(kind: type[RedisStore], url: str, examples: int) -> None:
+def test_two_sqlite_instances_behave_as_the_memory_store(tmp_path: Path) -> None:
+    _check(lambda name: SQLiteStore(tmp_path / f"{name[:-1]}.db"), examples=50)
+
+
+def _check(make: Callable[[str], Store], examples: int) -> None:
     class Machine(TwoInstances):
         def __init__(self) -> None:
-            super().__init__(kind, url)
+            super().__init__(make)
 
     run_state_machine_as_test(
         Machine,
