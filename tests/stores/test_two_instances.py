@@ -153,6 +153,20 @@ class TwoInstances(RuleBasedStateMachine):
         until = now + 60 if retained else now
         self.both(who, lambda store: store.finish_end(sid, now, ENDED, until))
 
+    @rule(who=WHO, sids=st.lists(IDS, min_size=1, max_size=3, unique=True), kept=st.booleans())
+    def finish_together(self, who: int, sids: list[str], kept: bool) -> None:
+        now = self.tick(1)
+        ends = [(sid, now + 60 if kept else now) for sid in sids]
+        self.both(who, lambda store: store.finish_ends(ends, now, ENDED))
+
+    @rule(who=WHO, seconds=st.sampled_from([1.0, 90.0]))
+    def purge(self, who: int, seconds: float) -> None:
+        """What a purge removes is the store's own affair (events, counts at zero, records past
+        their retention): only what is read afterwards must agree."""
+        now = self.tick(seconds)
+        self.run(self.model.purge(now))
+        self.run(self.shared[who].purge(now))
+
     @rule(who=WHO, seconds=st.sampled_from([10.0, 40.0]))
     def expire(self, who: int, seconds: float) -> None:
         now = self.tick(seconds)
