@@ -47,6 +47,18 @@ def _outcome(result: object) -> object:
     return type(result) if isinstance(result, BaseException) else result
 
 
+def _events_by_session(store: Store) -> dict[str, list[object]]:
+    """The events a store's log holds, per session: kind, time and snapshot."""
+    log = store.events
+    out: dict[str, list[object]] = {}
+    for seq in range(log.oldest_seq, log.next_seq):
+        event = log.event_at(seq)
+        if event is None or event.session is None:
+            continue
+        out.setdefault(event.session.id, []).append((event.kind, event.at, event.session))
+    return out
+
+
 class TwoInstances(RuleBasedStateMachine):
     def __init__(self, make: Callable[[str], Store]) -> None:
         """``make(place)``: an instance of the shared store at ``place`` (new for each example)."""
@@ -226,6 +238,26 @@ class TwoInstances(RuleBasedStateMachine):
             expected = self.run(read(self.model, sid))
             for store in self.shared:
                 assert self.run(read(store, sid)) == expected
+
+    @invariant()
+    def every_instance_tells_each_session_s_events_as_the_model(self) -> None:
+        """Each session's events, in order (the order that holds across sessions differs by
+        store: a Cluster's buckets interleave as each process receives them), with their times
+        and snapshots. An instance receives the other's events from the shared log a little later:
+        waited for, up to a bound."""
+        expected = _events_by_session(self.model)
+        total = sum(len(events) for events in expected.values())
+
+        async def caught_up(store: Store) -> dict[str, list[object]]:
+            for _ in range(500):
+                got = _events_by_session(store)
+                if sum(len(events) for events in got.values()) >= total:
+                    break
+                await asyncio.sleep(0.01)
+            return got
+
+        for store in self.shared:
+            assert self.run(caught_up(store)) == expected
 
     @invariant()
     def listings_and_counts_match_the_model(self) -> None:
