@@ -149,6 +149,11 @@ class TwoInstances(RuleBasedStateMachine):
         change = Change(now=self.tick(1), moves=moves, event=event, emit="transitioned")
         self.both(who, lambda store: store.modify(sid, change))
 
+    @rule(who=WHO, sid=IDS, parent=st.sampled_from([None, "a", "b", "c"]))
+    def link(self, who: int, sid: str, parent: str | None) -> None:
+        change = Change(now=self.tick(1), parent_id=parent, emit="updated")
+        self.both(who, lambda store: store.modify(sid, change))
+
     @rule(who=WHO, sid=IDS, requests=st.sampled_from([1, -1]))
     def track(self, who: int, sid: str, requests: int) -> None:
         change = Change(now=self.tick(0.5), requests=requests, touch=True)
@@ -265,10 +270,13 @@ class TwoInstances(RuleBasedStateMachine):
             page = await store.find(Query(include_ended=True), limit=10, cursor=None)
             users = await store.find(Query(user_id="u"), limit=10, cursor=None)
             roles = await store.count(Query(labels={"role": "x"}))
+            children = await store.find(Query(parent_id="a"), limit=10, cursor=None)
             return (
                 [s.id for s in page.items],
                 [s.id for s in users.items],
                 roles,
+                [s.id for s in children.items],
+                sorted(await store.having_children(["a", "b", "c"])),
                 await store.census(),
             )
 
