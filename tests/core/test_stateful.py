@@ -67,7 +67,10 @@ class HubMachine(RuleBasedStateMachine):
     """One hub per example, on its own event loop: every rule runs on that loop, and the hub is
     created and closed inside it."""
 
-    def __init__(self, make_store: Callable[[], Store]) -> None:
+    def __init__(self, make_store: Callable[[], Store], hubs: int = 1) -> None:
+        """``hubs`` hubs, each over its own ``make_store()`` (two processes sharing one store when
+        the stores are instances of one shared store); every rule uses ``self.hub``, the hub whose
+        turn it is (``switch``)."""
         super().__init__()
         self.runner = asyncio.Runner()
         self.clock = ManualClock()
@@ -82,14 +85,16 @@ class HubMachine(RuleBasedStateMachine):
             await hub.start()
             return hub
 
-        self.hub = self.run(start())
+        self.hubs = [self.run(start()) for _ in range(hubs)]
+        self.hub = self.hubs[0]
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.runner.run(coro)
 
     def teardown(self) -> None:
         try:
-            self.run(self.hub.close())
+            for hub in self.hubs:
+                self.run(hub.close())
         finally:
             self.runner.close()
 
@@ -290,7 +295,8 @@ class HubMachine(RuleBasedStateMachine):
             snap = await hub.metrics()
             assert snap.sessions == dict(census)
             assert snap.live_sessions == len(live)
-            assert snap.hook_calls_total == self.hook_calls
+            hook_calls = [(await each.metrics()).hook_calls_total for each in self.hubs]
+            assert sum(hook_calls) == self.hook_calls
 
         self.run(check())
         assert Counter((s.id, r) for s, r in self.hooks.calls) == self.expected_hooks

@@ -1,12 +1,15 @@
 """Two instances of a shared store (two hub processes on one Redis, Redis Cluster or SQLite file)
-against the memory store.
+against the memory store, and two hubs over them against the hub's model.
 
 The shared stores answer some calls from what an instance last wrote or claimed (on Redis: a touch,
 a claim or a finish of a session it knows at the version Redis holds) and the rest from what is
 stored, and the Cluster store splits some operations over several steps. Random sequences of store
 calls, each made through either instance, must give what the memory store gives for the same calls:
 the same sessions (every field), data, history and listings, or the same error, read back the same
-from both instances after every step. So no instance trusts a copy another one made stale.
+from both instances after every step. So no instance trusts a copy another one made stale. And
+the stateful model of tests/core/test_stateful.py drives two hubs, each over its own instance, with
+each call made through either: the same live sessions, versions, deadlines and counts, and each
+session's cleanup hooks run exactly once whichever hub ended or expired it.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from sessionhub.stores.redis_cluster import RedisClusterStore
 from sessionhub.stores.sqlite import SQLiteStore
 
 from ..cluster.cluster_server import RedisClusterServer
+from ..core.test_stateful import HubMachine
 from ..redis_server import RedisServer
 from .redis_records import MOVES, NOW, unique_prefix
 
@@ -311,3 +315,42 @@ def _check(make: Callable[[str], Store], examples: int) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+class TwoHubs(HubMachine):
+    """The hub model with two hubs on one shared store; ``switch`` picks the hub of the next calls."""
+
+    @rule(turn=WHO)
+    def switch(self, turn: int) -> None:
+        self.hub = self.hubs[turn]
+
+
+def _check_hubs(make: Callable[[str], Store], examples: int) -> None:
+    class Machine(TwoHubs):
+        def __init__(self) -> None:
+            place = unique_prefix("h")
+            super().__init__(lambda: make(place), hubs=2)
+
+    run_state_machine_as_test(
+        Machine,
+        settings=settings(
+            max_examples=examples * (10 if SOAK else 1),
+            stateful_step_count=30,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+        ),
+    )
+
+
+def test_two_hubs_on_one_redis_behave_as_the_model(redis_server: RedisServer) -> None:
+    _check_hubs(lambda prefix: RedisStore(redis_server.url, prefix=prefix), examples=50)
+
+
+def test_two_hubs_on_one_cluster_behave_as_the_model(redis_cluster: RedisClusterServer) -> None:
+    _check_hubs(
+        lambda prefix: RedisClusterStore(redis_cluster.url, prefix=prefix, buckets=6), examples=25
+    )
+
+
+def test_two_hubs_on_one_sqlite_file_behave_as_the_model(tmp_path: Path) -> None:
+    _check_hubs(lambda name: SQLiteStore(tmp_path / f"{name[:-1]}.db"), examples=25)
