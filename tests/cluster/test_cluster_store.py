@@ -96,51 +96,49 @@ async def test_parent_in_another_bucket_and_its_children_end_together(
         await hub.close()
 
 
+@pytest.fixture
+async def role_held(redis_cluster: RedisClusterServer) -> AsyncGenerator[SessionHub, None]:
+    """A hub whose label ``role`` is unique, session ``holder`` holding ``role=admin``."""
+    hub = SessionHub(
+        RedisClusterStore(redis_cluster.url, prefix=_prefix()),
+        unique_labels=("role",),
+        auto_expire=False,
+    )
+    await hub.start()
+    try:
+        await hub.create("holder", labels={"role": "admin"})
+        yield hub
+    finally:
+        await hub.close()
+
+
 async def test_a_refused_create_of_an_existing_id_keeps_its_unique_label(
-    redis_cluster: RedisClusterServer,
+    role_held: SessionHub,
 ) -> None:
     """A create of an id that exists is refused, and the live session with that id still holds
     its unique label: the refused create must not release the reservation that session holds."""
-    hub = SessionHub(
-        RedisClusterStore(redis_cluster.url, prefix=_prefix()),
-        unique_labels=("role",),
-        auto_expire=False,
-    )
-    await hub.start()
-    try:
+    hub = role_held
+    with pytest.raises(DuplicateSession):
         await hub.create("holder", labels={"role": "admin"})
-        with pytest.raises(DuplicateSession):
-            await hub.create("holder", labels={"role": "admin"})
-        with pytest.raises(DuplicateSession):
-            await hub.create("other", labels={"role": "admin"})
-        other = await hub.create("other")
-        with pytest.raises(DuplicateSession):
-            await hub.update(other.id, labels={"role": "admin"})
-    finally:
-        await hub.close()
+    with pytest.raises(DuplicateSession):
+        await hub.create("other", labels={"role": "admin"})
+    other = await hub.create("other")
+    with pytest.raises(DuplicateSession):
+        await hub.update(other.id, labels={"role": "admin"})
 
 
 async def test_a_change_the_session_refuses_is_not_reported_as_a_label_taken(
-    redis_cluster: RedisClusterServer,
+    role_held: SessionHub,
 ) -> None:
     """The reservation of a unique label comes before the change itself; when the session would
     refuse the change anyway (being ended, a stale version), that is the error, as on one node."""
-    hub = SessionHub(
-        RedisClusterStore(redis_cluster.url, prefix=_prefix()),
-        unique_labels=("role",),
-        auto_expire=False,
-    )
-    await hub.start()
-    try:
-        await hub.create("holder", labels={"role": "admin"})
-        other = await hub.create("other")
-        with pytest.raises(VersionConflict):
-            await hub.update(other.id, labels={"role": "admin"}, expected_version=7)
-        assert await hub.store.claim_end(other.id, "ended", hub.clock(), {}) is not None
-        with pytest.raises(SessionNotFound, match="being ended"):
-            await hub.update(other.id, labels={"role": "admin"})
-    finally:
-        await hub.close()
+    hub = role_held
+    other = await hub.create("other")
+    with pytest.raises(VersionConflict):
+        await hub.update(other.id, labels={"role": "admin"}, expected_version=7)
+    assert await hub.store.claim_end(other.id, "ended", hub.clock(), {}) is not None
+    with pytest.raises(SessionNotFound, match="being ended"):
+        await hub.update(other.id, labels={"role": "admin"})
 
 
 def _ids_in(store: RedisClusterStore, bucket: int, n: int, tag: str) -> list[str]:

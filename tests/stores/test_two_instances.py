@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
-from sessionhub import Session
 from sessionhub.stores import Change, CreateRules, Query, Store
 from sessionhub.stores.memory import MemoryStore
 from sessionhub.stores.redis import RedisStore
@@ -35,7 +34,7 @@ from sessionhub.stores.sqlite import SQLiteStore
 from ..cluster.cluster_server import RedisClusterServer
 from ..core.test_stateful import HubMachine
 from ..redis_server import RedisServer
-from .redis_records import MOVES, NOW, unique_prefix
+from .redis_records import MOVES, NOW, active_session, unique_prefix
 
 T = TypeVar("T")
 SOAK = os.environ.get("SESSIONHUB_SOAK") == "1"  # ten times the examples
@@ -103,17 +102,9 @@ class TwoInstances(RuleBasedStateMachine):
 
     @rule(who=WHO, sid=IDS, idle=st.sampled_from([None, 30.0]), role=st.sampled_from([None, "x"]))
     def create(self, who: int, sid: str, idle: float | None, role: str | None) -> None:
-        now = self.tick(1)
-        session = Session(
-            id=sid,
-            state="ACTIVE",
-            created_at=now,
-            updated_at=now,
-            last_activity_at=now,
-            idle_timeout=idle,
-            expires_at=None if idle is None else now + idle,
-            user_id="u",
-            labels={"role": role} if role else {},
+        labels = {"role": role} if role else {}
+        session = active_session(
+            sid, created_at=self.tick(1), idle_timeout=idle, user_id="u", labels=labels
         )
         self.both(who, lambda store: store.create(session, RULES))
 
@@ -301,20 +292,21 @@ def test_two_sqlite_instances_behave_as_the_memory_store(tmp_path: Path) -> None
     _check(lambda name: SQLiteStore(tmp_path / f"{name[:-1]}.db"), examples=50)
 
 
+def _settings(examples: int, steps: int) -> settings:
+    return settings(
+        max_examples=examples * (10 if SOAK else 1),
+        stateful_step_count=steps,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
 def _check(make: Callable[[str], Store], examples: int) -> None:
     class Machine(TwoInstances):
         def __init__(self) -> None:
             super().__init__(make)
 
-    run_state_machine_as_test(
-        Machine,
-        settings=settings(
-            max_examples=examples * (10 if SOAK else 1),
-            stateful_step_count=25,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_state_machine_as_test(Machine, settings=_settings(examples, steps=25))
 
 
 class TwoHubs(HubMachine):
@@ -331,15 +323,7 @@ def _check_hubs(make: Callable[[str], Store], examples: int) -> None:
             place = unique_prefix("h")
             super().__init__(lambda: make(place), hubs=2)
 
-    run_state_machine_as_test(
-        Machine,
-        settings=settings(
-            max_examples=examples * (10 if SOAK else 1),
-            stateful_step_count=30,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-        ),
-    )
+    run_state_machine_as_test(Machine, settings=_settings(examples, steps=30))
 
 
 def test_two_hubs_on_one_redis_behave_as_the_model(redis_server: RedisServer) -> None:
