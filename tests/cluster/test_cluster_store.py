@@ -23,7 +23,9 @@ import redis
 
 from sessionhub import (
     DuplicateSession,
+    Limits,
     ManualClock,
+    QuotaExceeded,
     SessionEvent,
     SessionHub,
     SessionNotFound,
@@ -139,6 +141,27 @@ async def test_a_change_the_session_refuses_is_not_reported_as_a_label_taken(
     assert await hub.store.claim_end(other.id, "ended", hub.clock(), {}) is not None
     with pytest.raises(SessionNotFound, match="being ended"):
         await hub.update(other.id, labels={"role": "admin"})
+
+
+async def test_a_refused_create_says_what_one_node_says(redis_cluster: RedisClusterServer) -> None:
+    """This store checks limits before its create function checks the id and the parent; a
+    create refused for several reasons reports the one a single node reports first."""
+    hub = SessionHub(
+        RedisClusterStore(redis_cluster.url, prefix=_prefix()),
+        limits=Limits(max_sessions_per_user=1),
+        auto_expire=False,
+    )
+    await hub.start()
+    try:
+        await hub.create("a", user_id="u")
+        with pytest.raises(DuplicateSession, match="session id already exists"):
+            await hub.create("a", user_id="u")  # and over the user's quota
+        with pytest.raises(SessionNotFound):
+            await hub.create("b", user_id="u", parent_id="missing")  # and over the quota
+        with pytest.raises(QuotaExceeded):
+            await hub.create("b", user_id="u", parent_id="a")
+    finally:
+        await hub.close()
 
 
 def _ids_in(store: RedisClusterStore, bucket: int, n: int, tag: str) -> list[str]:

@@ -42,6 +42,7 @@ pytestmark = pytest.mark.timeout(1800 if SOAK else 300)
 IDS = st.sampled_from(["a", "b", "c"])
 WHO = st.sampled_from([0, 1])  # which shared instance makes the call
 RULES = CreateRules(unique_labels=("role",))
+LIMITED = CreateRules(unique_labels=("role",), max_sessions=2, max_sessions_per_user=1)
 ENDED = "CLEANED"
 
 
@@ -100,13 +101,37 @@ class TwoInstances(RuleBasedStateMachine):
         self.now += seconds
         return self.now
 
-    @rule(who=WHO, sid=IDS, idle=st.sampled_from([None, 30.0]), role=st.sampled_from([None, "x"]))
-    def create(self, who: int, sid: str, idle: float | None, role: str | None) -> None:
-        labels = {"role": role} if role else {}
+    @rule(
+        who=WHO,
+        sid=IDS,
+        idle=st.sampled_from([None, 30.0]),
+        role=st.sampled_from([None, "x"]),
+        namespace=st.sampled_from(["default", "other"]),
+        user=st.sampled_from(["u", "v"]),
+        parent=st.sampled_from([None, "a", "b", "c"]),
+        limits=st.sampled_from([RULES, LIMITED]),
+    )
+    def create(
+        self,
+        who: int,
+        sid: str,
+        idle: float | None,
+        role: str | None,
+        namespace: str,
+        user: str,
+        parent: str | None,
+        limits: CreateRules,
+    ) -> None:
         session = active_session(
-            sid, created_at=self.tick(1), idle_timeout=idle, user_id="u", labels=labels
+            sid,
+            created_at=self.tick(1),
+            idle_timeout=idle,
+            namespace=namespace,
+            user_id=user,
+            parent_id=parent,
+            labels={"role": role} if role else {},
         )
-        self.both(who, lambda store: store.create(session, RULES))
+        self.both(who, lambda store: store.create(session, limits))
 
     @rule(who=WHO, sid=IDS, seconds=st.sampled_from([0.5, 3.0]))
     def touch(self, who: int, sid: str, seconds: float) -> None:
@@ -264,11 +289,15 @@ class TwoInstances(RuleBasedStateMachine):
         async def seen(store: Store) -> object:
             page = await store.find(Query(include_ended=True), limit=10, cursor=None)
             users = await store.find(Query(user_id="u"), limit=10, cursor=None)
+            other = await store.find(
+                Query(namespace="other", include_ended=True), limit=10, cursor=None
+            )
             roles = await store.count(Query(labels={"role": "x"}))
             children = await store.find(Query(parent_id="a"), limit=10, cursor=None)
             return (
                 [s.id for s in page.items],
                 [s.id for s in users.items],
+                [s.id for s in other.items],
                 roles,
                 [s.id for s in children.items],
                 sorted(await store.having_children(["a", "b", "c"])),
@@ -285,7 +314,9 @@ def test_two_redis_instances_behave_as_the_memory_store(redis_server: RedisServe
 def test_two_cluster_instances_behave_as_the_memory_store(
     redis_cluster: RedisClusterServer,
 ) -> None:
-    _check(lambda prefix: RedisClusterStore(redis_cluster.url, prefix=prefix), examples=50)
+    _check(
+        lambda prefix: RedisClusterStore(redis_cluster.url, prefix=prefix, buckets=6), examples=50
+    )
 
 
 def test_two_sqlite_instances_behave_as_the_memory_store(tmp_path: Path) -> None:

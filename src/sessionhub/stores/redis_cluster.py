@@ -809,10 +809,14 @@ class RedisClusterStore(RedisStore):
             self.bucket(session.parent_id) != self.bucket(session.id)
         )
         if elsewhere:
-            await self._check_parent(session.parent_id or "")
+            async with self._refused_as_one_node(session):
+                await self._check_parent(session.parent_id or "")
         async with self._limit_locks(session, rules):
-            await self._check_limits(session, rules)
-            taken = await self._reserve_unique(session.id, session.namespace, session.labels, rules)
+            async with self._refused_as_one_node(session):
+                await self._check_limits(session, rules)
+                taken = await self._reserve_unique(
+                    session.id, session.namespace, session.labels, rules
+                )
             token = _skip_parent_check.set(elsewhere)
             try:
                 created = await super().create(
@@ -830,6 +834,21 @@ class RedisClusterStore(RedisStore):
             raise SessionNotFound(session.parent_id or "", f"parent session is ending: "
                                   f"{session.parent_id}")  # fmt: skip
         return created
+
+    @contextlib.asynccontextmanager
+    async def _refused_as_one_node(self, session: Session) -> AsyncIterator[None]:
+        """The checks this store makes before its create function (a parent elsewhere, limits,
+        unique labels) come in another order than one node's function makes them: the id, the
+        parent, then capacity, quota and labels. When one refuses, the error is the one a single
+        node gives (found again only then: a create that passes costs nothing more)."""
+        try:
+            yield
+        except (SessionNotFound, CapacityExceeded, QuotaExceeded, DuplicateSession):
+            if await self._call("EXISTS", self._key("s", session.id)):
+                raise DuplicateSession(f"session id already exists: {session.id}") from None
+            if session.parent_id is not None:
+                await self._check_parent(session.parent_id)
+            raise
 
     async def _parent_live(self, parent_id: str) -> bool:
         parent = await self.get(parent_id)
