@@ -109,6 +109,20 @@ async def test_get_unknown(hub: SessionHub) -> None:
 # find, count and pages
 
 
+async def test_an_id_made_again_in_another_namespace_is_listed_once(hub: SessionHub) -> None:
+    """A session ended (and gone) in one namespace and created again under its id in another is
+    one session: every listing and count across namespaces shows it once."""
+    await hub.create("s", namespace="ns1")
+    await hub.end("s")
+    await hub.create("s", namespace="ns2")
+    for include_ended in (False, True):
+        page = await hub.find(include_ended=include_ended)
+        assert [(x.id, x.namespace) for x in page.items] == [("s", "ns2")]
+        assert await hub.count(include_ended=include_ended) == 1
+    assert await hub.count(state="CREATED") == 1
+    assert [x.id for x in (await hub.find(namespace="ns1", include_ended=True)).items] == []
+
+
 async def test_find_and_count_by_each_filter(hub: SessionHub) -> None:
     parent = await hub.create("p", namespace="ns1", user_id="ada")
     a = await hub.create("a", namespace="ns1", user_id="ada", labels={"role": "x", "k": "1"})

@@ -522,7 +522,8 @@ class MemoryStore(Store):
             for name in names
             if name in self._listings
         ]
-        return listed[0] if len(listed) == 1 else heapq.merge(*listed)
+        # An id deleted from one namespace and created again in another is in both listings.
+        return listed[0] if len(listed) == 1 else _once(heapq.merge(*listed))
 
     @staticmethod
     def _matches(session: Session, query: Query) -> bool:
