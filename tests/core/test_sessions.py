@@ -73,6 +73,27 @@ async def test_chosen_id_and_duplicate_id(hub: SessionHub) -> None:
     assert await hub.count() == 1
 
 
+async def test_a_refused_create_of_an_existing_id_changes_nothing(
+    hub: SessionHub, clock: ManualClock
+) -> None:
+    # A create that finds its id taken must refuse before it writes: the stored session keeps its
+    # version, fields and index entries (test_bad_input: and no event is added).
+    session = await hub.create("taken", user_id="ada", labels={"role": "auth"}, idle_timeout=60)
+    clock.advance(5)
+    await hub.touch(session.id)
+    before = await hub.update(session.id, details={"n": 1})
+    assert before.version == 3
+    with pytest.raises(DuplicateSession):
+        await hub.create("taken", user_id="bob", namespace="other", labels={"role": "x"}, ttl=9)
+    assert await hub.get(session.id) == before
+    assert [s.id for s in (await hub.find(labels={"role": "auth"})).items] == ["taken"]
+    assert (await hub.find(labels={"role": "x"})).items == []
+    assert (await hub.find(user_id="bob")).items == []
+    assert (await hub.find(namespace="other")).items == []
+    assert await hub.count() == 1
+    assert (await hub.touch(session.id)).version == 4
+
+
 async def test_injected_id_factory(make_hub: MakeHub) -> None:
     ids = iter(["first", "second"])
     hub = await make_hub(id_factory=lambda: next(ids))

@@ -7,7 +7,7 @@ bucket's indexes, census, deadlines, claims and event stream) falls in the bucke
 those functions run on a Cluster unchanged. This module imports their bodies rather than copying
 them, and adds:
 
-- ``create_unparented``: ``create`` without its parent check. A parent in another bucket lives in
+- ``create_checked_unparented``: ``create_checked`` without its parent check. A parent in another bucket lives in
   another slot, which a function cannot read; the store checks such a parent before and after the
   create instead (the order and repair are in the store's docstring);
 - ``unique_take``/``unique_release``: compare-and-set of a unique label's reservation key.
@@ -26,7 +26,7 @@ _PARENT_CHECK = "if p ~= '' then\n  local parent = fields(skey(p)"
 
 def _unparented(create: str) -> str:
     if _PARENT_CHECK not in create:
-        raise RuntimeError("the create function changed: update _cluster_lua._unparented")
+        raise RuntimeError("create_checked changed: update _cluster_lua._unparented")
     return create.replace(_PARENT_CHECK, "if false then\n  local parent = fields(skey(p)", 1)
 
 
@@ -50,7 +50,7 @@ return 0
 
 _CLUSTER_BODIES = {
     **_BODIES,
-    "create_unparented": _unparented(_BODIES["create"]),
+    "create_checked_unparented": _unparented(_BODIES["create_checked"]),
     "unique_take": _UNIQUE_TAKE,
     "unique_release": _UNIQUE_RELEASE,
 }

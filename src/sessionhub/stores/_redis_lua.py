@@ -545,23 +545,86 @@ local function readable(sk, now)
     if not kept or tonumber(kept) <= tonumber(now) then fail('NOTFOUND') end
   end
 end
+
+-- A new session, after create's checks: its record, index entries, census count and 'created'
+-- event (whose id is returned). The record comes from the arguments from 'rec' on: the values of
+-- its fields id, ns, st and ca, then its other fields as pairs but for 'u' and 'ea' (the user and
+-- the deadline, given apart; 'dq', the deadline entry's score, is the deadline too), and but for
+-- 'ua', 'la', 'ar' and 'v' when they hold what a new record does (ca, ca, 0, 1): a later pair of
+-- one HSET wins. Built straight from the arguments, in slices (unpack's limit on the Lua stack):
+-- tables of the record and packing the snapshot were most of create's CPU, and each argument
+-- costs (Redis makes every one a Lua string), so nothing is sent twice. The fields the hot paths
+-- look up come first, since Redis finds a field of a small hash by walking it from the start
+-- (touch and claim_end read v, ca and dq, then write la, ua, ea, st); 'versioned': 'v' is
+-- written here (else the caller's duplicate check wrote it). The labels are the record's last
+-- fields ('l:<name>' pairs: the label index entries are made from them, so they are sent once);
+-- 'uniq' is the position of the counted unique label pairs (nil: none).
+local function record_head(sk, versioned, ...)
+  if versioned then redis.call('HSET', sk, 'v', '1', ...) else redis.call('HSET', sk, ...) end
+end
+local function created(sk, versioned, u, p, ea, snapshot, uniq, rec)
+  local sid, ns, st, ca = ARGV[rec], ARGV[rec + 1], ARGV[rec + 2], ARGV[rec + 3]
+  local pos = rec + 4
+  local last = math.min(pos + 199, #ARGV)
+  if u ~= '' and ea ~= '' then
+    record_head(sk, versioned, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
+      'ar', '0', 'id', sid, 'ns', ns, 'u', u, unpack(ARGV, pos, last))
+  elseif u ~= '' then
+    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid,
+      'ns', ns, 'u', u, unpack(ARGV, pos, last))
+  elseif ea ~= '' then
+    record_head(sk, versioned, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
+      'ar', '0', 'id', sid, 'ns', ns, unpack(ARGV, pos, last))
+  else
+    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid,
+      'ns', ns, unpack(ARGV, pos, last))
+  end
+  pos = last + 1
+  while pos <= #ARGV do
+    last = math.min(pos + 199, #ARGV)
+    redis.call('HSET', sk, unpack(ARGV, pos, last))
+    pos = last + 1
+  end
+  if ea ~= '' then redis.call('ZADD', K.deadlines, ea, sid) end
+  redis.call('ZADD', K.live, '0', sid)
+  redis.call('ZADD', P .. 'ns:' .. ns, '0', sid)
+  if u ~= '' then redis.call('ZADD', P .. 'user:' .. u, '0', sid) end
+  if p ~= '' then redis.call('ZADD', P .. 'parent:' .. p, '0', sid) end
+  local i = #ARGV - 1
+  while i >= rec + 4 and string.byte(ARGV[i], 1) == 108 and string.byte(ARGV[i], 2) == 58 do
+    redis.call('ZADD', label_key(string.sub(ARGV[i], 3), ARGV[i + 1]), '0', sid)  -- 'l:'
+    i = i - 2
+  end
+  if uniq then
+    for i = uniq + 1, rec - 1, 2 do
+      redis.call('HSET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]), sid)
+    end
+  end
+  census(ns, st, '1')
+  return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
+    'k', 'created', 'a', ca, 's', snapshot)
+end
 """
 
-# args: prefix, maxlen, max_sessions, max_per_user, user, parent ('' for none), deadline ('' for
-# none), the event's snapshot (MessagePack of the record's fields, packed by the caller), labels
-# (counted pairs), unique labels the session has (counted pairs), then the record: the values of
-# its fields id, ns, st and ca, then its other fields as pairs but for 'u' and 'ea' (the user and
-# the deadline above; 'dq', the deadline entry's score, is the deadline too), and but for 'ua',
-# 'la', 'ar' and 'v' when they hold what a new record does (ca, ca, 0, 1). The
-# caller passes what the function needs apart from the record, so it builds no table of it:
-# tables of the record and packing the snapshot were most of create's CPU. And each argument
-# costs (Redis makes every one a Lua string of ARGV): nothing is sent twice, and the names of the
-# fields every record has are the function's own.
+# keys: session. args: prefix, maxlen, user, deadline ('' for none), the event's snapshot
+# (MessagePack of the record's fields, packed by the caller), then the record (see `created`). A session without a parent, limits or unique labels: the record's first
+# field is written by the duplicate check itself (HSETNX of 'v': every record has one), so this
+# create runs one command fewer than create_checked and is sent four arguments fewer.
 _CREATE = r"""
 local sk = KEYS[1]
-local u, p, ea = ARGV[5], ARGV[6], ARGV[7]
-local labels = 9
-local uniq = labels + 1 + 2 * tonumber(ARGV[labels])
+if redis.call('HSETNX', sk, 'v', '1') == 0 then fail('DUPID') end
+return created(sk, false, ARGV[3], '', ARGV[4], ARGV[5], nil, 6)
+"""
+
+# keys: session. args: prefix, maxlen, max_sessions, max_per_user, user, parent ('' for none),
+# deadline ('' for none), the event's snapshot, unique labels the session has (counted pairs),
+# then the record (see `created`). Refusals come in the order one node's
+# checks make them (the Cluster store reports the same): an id that exists, a missing or ending
+# parent, capacity, quota, a unique label held.
+_CREATE_CHECKED = r"""
+local sk = KEYS[1]
+local u, p = ARGV[5], ARGV[6]
+local uniq = 9
 local rec = uniq + 1 + 2 * tonumber(ARGV[uniq])
 local sid, ns = ARGV[rec], ARGV[rec + 1]
 if redis.call('EXISTS', sk) == 1 then fail('DUPID') end
@@ -581,50 +644,7 @@ for i = uniq + 1, rec - 1, 2 do
   local holder = redis.call('HGET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]))
   if holder and holder ~= sid then fail('DUPLABEL', ARGV[i], ARGV[i + 1], holder, ns) end
 end
--- The record straight from the arguments, in slices (unpack's limit on the Lua stack). A new
--- session was updated and active when it was created, at version 1 with no request in flight,
--- unless the fields sent after the record's first four say otherwise (a later pair of one HSET
--- wins). The fields the hot paths look up come first: Redis finds a field of a small hash by
--- walking it from the start (touch and claim_end read v, ca and dq, then write la, ua, ea, st).
-local ca = ARGV[rec + 3]
-local function record(...)
-  redis.call('HSET', sk, 'v', '1', 'ca', ca, ...)
-end
-local pos = rec + 4
-local last = math.min(pos + 199, #ARGV)
-local st = ARGV[rec + 2]
-if u ~= '' and ea ~= '' then
-  record('dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns,
-    'u', u, unpack(ARGV, pos, last))
-elseif u ~= '' then
-  record('la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns, 'u', u,
-    unpack(ARGV, pos, last))
-elseif ea ~= '' then
-  record('dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns,
-    unpack(ARGV, pos, last))
-else
-  record('la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid, 'ns', ns, unpack(ARGV, pos, last))
-end
-pos = last + 1
-while pos <= #ARGV do
-  last = math.min(pos + 199, #ARGV)
-  redis.call('HSET', sk, unpack(ARGV, pos, last))
-  pos = last + 1
-end
-if ea ~= '' then redis.call('ZADD', K.deadlines, ea, sid) end
-redis.call('ZADD', K.live, '0', sid)
-redis.call('ZADD', P .. 'ns:' .. ns, '0', sid)
-if u ~= '' then redis.call('ZADD', P .. 'user:' .. u, '0', sid) end
-if p ~= '' then redis.call('ZADD', P .. 'parent:' .. p, '0', sid) end
-for i = labels + 1, uniq - 1, 2 do
-  redis.call('ZADD', label_key(ARGV[i], ARGV[i + 1]), '0', sid)
-end
-for i = uniq + 1, rec - 1, 2 do
-  redis.call('HSET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]), sid)
-end
-census(ns, st, '1')
-return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-  'k', 'created', 'a', ca, 's', ARGV[8])
+return created(sk, true, u, p, ARGV[7], ARGV[8], uniq, rec)
 """
 
 # args: prefix, maxlen, now, expected version, event, touch, requests, max_requests, max_labels,
@@ -1341,6 +1361,7 @@ return redis.call('HGETALL', KEYS[2])
 
 _BODIES: dict[str, str] = {
     "create": _CREATE,
+    "create_checked": _CREATE_CHECKED,
     "modify": _MODIFY,
     "touch": _TOUCH,
     "claim_end": _CLAIM_END,

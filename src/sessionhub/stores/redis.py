@@ -311,12 +311,12 @@ def _encode_session(session: Session) -> list[Arg]:
     for name, number in numbers:
         if number is not None:
             out += (name, repr(float(number)))
-    for label, value in session.labels.items():
-        out += ("l:" + label, value)
     for key, detail in session.details.items():
         out += ("d:" + _json_key(key), json_encoder.encode(detail))
     for counter, count in session.counters.items():
         out += ("c:" + counter, str(count))
+    for label, value in session.labels.items():  # last: create indexes them from there
+        out += ("l:" + label, value)
     return out
 
 
@@ -794,7 +794,7 @@ class RedisStore(Store):
         record = _encode_session(session)
         deadline = "" if session.expires_at is None else repr(float(session.expires_at))
         # The function is sent the user and the deadline once and names their fields, and writes
-        # what a new session's record holds by default (see _CREATE) unless it is sent otherwise.
+        # what a new session's record holds by default (see `created` in _redis_lua) unless it is sent otherwise.
         created = record[_CREATED]
         implied: dict[Arg, Arg] = {"ua": created, "la": created, "ar": "0", "v": "1"}
         rest = [
@@ -805,30 +805,36 @@ class RedisStore(Store):
         ]
         if deadline:
             record += ("dq", deadline)  # queued with the record (the deadline index's score)
-        labels = _pairs(session.labels)
         unique = [
             item
             for name in rules.unique_labels
             if name in session.labels
             for item in (name, session.labels[name])
         ]
-        args: list[Arg] = [
-            self._maxlen,
-            "" if rules.max_sessions is None else rules.max_sessions,
-            "" if rules.max_sessions_per_user is None else rules.max_sessions_per_user,
-            session.user_id or "",
-            session.parent_id or "",
-            deadline,
-            _snapshot(record),
-            len(labels) // 2,
-            *labels,
-            len(unique) // 2,
-            *unique,
-            *record[1:_FIXED:2],
-            *rest,
-        ]
+        fixed = record[1:_FIXED:2]
+        user = session.user_id or ""
+        snapshot = _snapshot(record)
+        limited = rules.max_sessions is not None or rules.max_sessions_per_user is not None
+        if session.parent_id is None and not unique and not limited:
+            function = "create"  # nothing to check but the id: fewer arguments and commands
+            args: list[Arg] = [self._maxlen, user, deadline, snapshot, *fixed, *rest]
+        else:
+            function = "create_checked"
+            args = [
+                self._maxlen,
+                "" if rules.max_sessions is None else rules.max_sessions,
+                "" if rules.max_sessions_per_user is None else rules.max_sessions_per_user,
+                user,
+                session.parent_id or "",
+                deadline,
+                snapshot,
+                len(unique) // 2,
+                *unique,
+                *fixed,
+                *rest,
+            ]
         try:
-            event_id = await self._run("create", [self._key("s", session.id)], args)
+            event_id = await self._run(function, [self._key("s", session.id)], args)
         except _Refusal as refusal:
             code, parts = refusal.code, refusal.args_
             if code == "DUPID":

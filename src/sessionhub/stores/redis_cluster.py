@@ -761,8 +761,8 @@ class RedisClusterStore(RedisStore):
         return self._prefixes.index(prefix)
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        if name == "create" and _skip_parent_check.get():
-            name = "create_unparented"
+        if name == "create_checked" and _skip_parent_check.get():
+            name = "create_checked_unparented"
         bucket = self._bucket_of_key(keys[0])
         _bucket_of_call.set(bucket)
         return await self._run_in(bucket, name, keys, args)
