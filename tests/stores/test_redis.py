@@ -377,6 +377,34 @@ async def test_an_id_older_than_the_window_is_told_what_it_missed(
         await events.aclose()
 
 
+async def test_the_event_stream_stays_near_its_length(
+    redis_server: RedisServer, admin: RedisClient, raw: RedisClient
+) -> None:
+    # Trimmed at every 64th event of a prefix, whole nodes of up to 100 entries at a time: never
+    # more than the length, a node and 64 entries; every kind of event counts (created, updated,
+    # transitioned, ended), and a subscriber still resumes from an event kept in the stream.
+    prefix = unique_prefix()
+    store = RedisStore(redis_server.url, prefix=prefix, stream_length=50)
+    async with SessionHub(store, poll_interval=3600) as hub:
+        lengths = []
+        for n in range(300):
+            session = await hub.create(f"s{n}")
+            await hub.update(session.id, details={"n": n})
+            await hub.end(session.id)
+            lengths.append(await admin.call("XLEN", prefix + "events"))
+        assert max(lengths) <= 50 + 100 + 64
+        assert lengths[-1] >= 50  # approximate trimming never leaves fewer than the length
+        (last, _), (before_last, _) = await raw.call(
+            "XREVRANGE", prefix + "events", "+", "-", "COUNT", 2
+        )
+        resumed = hub.subscribe(after=before_last.decode())
+        created = await hub.create("after")
+        assert (await next_event(resumed)).id == last.decode()
+        following = await next_event(resumed)
+        assert (following.kind, following.session) == (EventKind.CREATED, created)
+        await resumed.aclose()
+
+
 # prefixes and keys
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from sessionhub import ManualClock, Session, SessionHub
 from sessionhub.stores import CreateRules
-from sessionhub.stores._resp import RedisClient
+from sessionhub.stores._resp import RedisAddress, RedisClient
 from sessionhub.stores.memory import MemoryStore
 from sessionhub.stores.redis import RedisStore
 
@@ -167,6 +167,35 @@ async def test_create_stores_every_field_it_is_given(redis_server: RedisServer) 
             assert await store.get(session.id) == session
     finally:
         await store.close()
+
+
+async def test_a_record_holds_requests_in_flight_only_once_there_were_some(
+    redis_server: RedisServer,
+) -> None:
+    """A new record has no ``ar`` (every version reads its absence as no request in flight): a
+    field fewer for a create to write and for ``get`` to read. Touches and changes that leave
+    the count at 0 do not add it; tracking a request does, and it reads back at every step."""
+    prefix = f"t{uuid.uuid4().hex[:12]}:"
+    admin = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, poll_interval=3600) as hub:
+        session = await hub.create("s", user_id="u", idle_timeout=60)
+
+        async def stored_requests() -> str | None:
+            reply: str | None = await admin.call("HGET", prefix + "s:{s}", "ar")
+            return reply
+
+        assert await stored_requests() is None
+        await hub.touch(session.id)
+        await hub.update(session.id, details={"n": 1})
+        assert await stored_requests() is None
+        assert (await hub.get(session.id)).active_requests == 0
+        async with hub.track_request(session.id):
+            assert await stored_requests() == "1"
+            assert (await hub.get(session.id)).active_requests == 1
+        assert await stored_requests() == "0"
+        assert (await hub.get(session.id)).active_requests == 0
+    await admin.close()
 
 
 async def test_history_reads_match_the_memory_store(redis_server: RedisServer) -> None:

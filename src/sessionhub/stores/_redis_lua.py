@@ -69,13 +69,15 @@ local KEYS, ARGV, P
 -- new string each time (hashed, and later collected), several per call on hot paths. Kept for up
 -- to 256 prefixes (a Cluster store's buckets each have one).
 local K, KNOWN, KNOWN_N = nil, {}, 0
+local TRIM_EVERY = 64
 local function names(p)
   local k = KNOWN[p]
   if k then return k end
   k = {live = p .. 'live', deadlines = p .. 'deadlines', claims = p .. 'claims',
     retained = p .. 'retained', ended = p .. 'ended', events = p .. 'events',
-    census = p .. 'census', uniq = p .. 'uniq', all = p .. 'all'}
+    census = p .. 'census', uniq = p .. 'uniq', all = p .. 'all', untrimmed = TRIM_EVERY - 1}
   if KNOWN_N < 256 then
+    k.untrimmed = 0  -- (names not kept are made again at every call: their next event trims)
     KNOWN[p] = k
     KNOWN_N = KNOWN_N + 1
   end
@@ -242,9 +244,25 @@ local function schedule(w, sid, dq, ea, score)
   end
 end
 
-local function emit(kind, at, flat)
+-- An event, its snapshot packed (args[2] is the stream's approximate maximum length). The stream
+-- is trimmed at every TRIM_EVERY-th event appended under the prefix, not at each: XADD's MAXLEN
+-- costs about 2,000 instructions (a tenth of a create's commands: its options parsed, the length
+-- looked at) to remove, approximately, a node of 100 entries now and then. So the stream holds up
+-- to TRIM_EVERY entries more than a trim at each event would leave (which, whole nodes at a time,
+-- is already within one node above the length).
+local function append_event(kind, at, snapshot)
+  local untrimmed = K.untrimmed + 1
+  if untrimmed < TRIM_EVERY then
+    K.untrimmed = untrimmed
+    return redis.call('XADD', K.events, '*', 'k', kind, 'a', at, 's', snapshot)
+  end
+  K.untrimmed = 0
   return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-    'k', kind, 'a', at, 's', cmsgpack.pack(flat))
+    'k', kind, 'a', at, 's', snapshot)
+end
+
+local function emit(kind, at, flat)
+  return append_event(kind, at, cmsgpack.pack(flat))
 end
 
 local function take_list(pos, pairs_of)
@@ -402,10 +420,13 @@ local function finish(g, sk, now, state, keep_until)
       local ret = fnum(tonumber(keep_until) - tonumber(now))
       new[#new + 1] = 'ret'
       new[#new + 1] = ret
-      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v, 'ret', ret)
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v, 'ret', ret)
     else
-      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'ar', '0', 'v', v)
+      redis.call('HSET', sk, 'st', state, 'en', now, 'ua', now, 'v', v)
     end
+    -- Requests in flight end with the session (a record without 'ar' has none, as finish_known
+    -- leaves it; the snapshot lists 'ar' as the store's encoding of a session does).
+    if h.ar ~= nil and h.ar ~= '0' then redis.call('HSET', sk, 'ar', '0') end
     if #gone > 0 then redis.call('HDEL', sk, unpack(gone)) end
     gather(g, 'ZADD', K.retained, keep_until, sid)
     gather(g, 'ZADD', K.ended, '0', sid)
@@ -481,8 +502,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     gather(g, 'ZREM', P .. 'all:' .. ns, sid)
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
-  return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-    'k', 'ended', 'a', now, 's', ARGV[pos + 6]), after
+  return append_event('ended', now, ARGV[pos + 6]), after
 end
 
 -- One end of finish_end / finish_ends at ARGV[pos]: session id, retain until, then the claimed
@@ -551,7 +571,8 @@ end
 -- its fields id, ns, st and ca, then its other fields as pairs but for 'u' and 'ea' (the user and
 -- the deadline, given apart; 'dq', the deadline entry's score, is the deadline too), and but for
 -- 'ua', 'la', 'ar' and 'v' when they hold what a new record does (ca, ca, 0, 1): a later pair of
--- one HSET wins. Built straight from the arguments, in slices (unpack's limit on the Lua stack):
+-- one HSET wins. 'ar' (requests in flight) is written only when not 0: every version reads a
+-- record without it as 0 (a field fewer to write, and for `get` to read). Built straight from the arguments, in slices (unpack's limit on the Lua stack):
 -- tables of the record and packing the snapshot were most of create's CPU, and each argument
 -- costs (Redis makes every one a Lua string), so nothing is sent twice. The fields the hot paths
 -- look up come first, since Redis finds a field of a small hash by walking it from the start
@@ -568,15 +589,15 @@ local function created(sk, versioned, u, p, ea, snapshot, uniq, rec)
   local last = math.min(pos + 199, #ARGV)
   if u ~= '' and ea ~= '' then
     record_head(sk, versioned, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
-      'ar', '0', 'id', sid, 'ns', ns, 'u', u, unpack(ARGV, pos, last))
+      'id', sid, 'ns', ns, 'u', u, unpack(ARGV, pos, last))
   elseif u ~= '' then
-    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid,
+    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
       'ns', ns, 'u', u, unpack(ARGV, pos, last))
   elseif ea ~= '' then
     record_head(sk, versioned, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
-      'ar', '0', 'id', sid, 'ns', ns, unpack(ARGV, pos, last))
+      'id', sid, 'ns', ns, unpack(ARGV, pos, last))
   else
-    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'ar', '0', 'id', sid,
+    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
       'ns', ns, unpack(ARGV, pos, last))
   end
   pos = last + 1
@@ -601,15 +622,15 @@ local function created(sk, versioned, u, p, ea, snapshot, uniq, rec)
     end
   end
   census(ns, st, '1')
-  return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-    'k', 'created', 'a', ca, 's', snapshot)
+  return append_event('created', ca, snapshot)
 end
 """
 
 # keys: session. args: prefix, maxlen, user, deadline ('' for none), the event's snapshot
-# (MessagePack of the record's fields, packed by the caller), then the record (see `created`). A session without a parent, limits or unique labels: the record's first
-# field is written by the duplicate check itself (HSETNX of 'v': every record has one), so this
-# create runs one command fewer than create_checked and is sent four arguments fewer.
+# (MessagePack of the record's fields, packed by the caller), then the record (see `created`).
+# A session without a parent, limits or unique labels: the record's first field is written by
+# the duplicate check itself (HSETNX of 'v': every record has one), so this create runs one
+# command fewer than create_checked and is sent four arguments fewer.
 _CREATE = r"""
 local sk = KEYS[1]
 if redis.call('HSETNX', sk, 'v', '1') == 0 then fail('DUPID') end
@@ -759,7 +780,8 @@ if requests < 0 then requests = 0 end
 local ea = deadline(tonumber(h.ca), tonumber(la), tonumber(it), tonumber(ttl), requests)
 
 if state ~= h.st then put(w, 'st', state) end
-put(w, 'ar', fint(requests))
+local ar = fint(requests)
+if ar ~= (h.ar or '0') then put(w, 'ar', ar) end  -- (a record without 'ar' has none in flight)
 put(w, 'la', la)
 put(w, 'ua', now)
 put(w, 'v', fint(version + 1))
@@ -908,8 +930,7 @@ if ARGV[pos] ~= '' then
       census(ns, state, '1')
     end
     if cur[3] then redis.call('ZREM', K.deadlines, sid) end
-    return redis.call('XADD', K.events, 'MAXLEN', '~', ARGV[2], '*',
-      'k', 'transitioned', 'a', now, 's', ARGV[pos + 7])
+    return append_event('transitioned', now, ARGV[pos + 7])
   end
 end
 local h, flat = load(sk)

@@ -38,7 +38,8 @@ session carries the hash tag ``{<session id>}``, so in a Redis Cluster they shar
                             detail values as JSON, ``c:<name>`` counters, ``dq`` the score of its
                             entry in the deadline index (stale from the claim of its end to
                             ``finish_end``), ``cb`` the instance that claimed its end (written by
-                            versions before 2026-12; the claims hash names it)
+                            versions before 2026-12; the claims hash names it). ``ar`` (requests
+                            in flight) may be absent, read as 0 by every version
 ``P d:{id}``                hash: data key -> ``<version>:<JSON value>``
 ``P h:{id}``                list: history records ``<kind>\\t<at>\\t<JSON payload>`` (seq = position+1)
 ``P hc:{id}``               hash: history kind -> count
@@ -65,7 +66,7 @@ read with ``ZRANGEBYLEX``, so pages come in id order from a cursor:
 ``P retained``              sorted set id -> end of retention (ended sessions kept readable)
 ``P claims``                hash id -> claimer, the ends claimed and not yet finished
 ``P claimer:<c>``           string with a TTL: instance ``<c>`` is alive (its heartbeat)
-``P events``                stream of events, ``MAXLEN ~ stream_length``
+``P events``                stream of events, trimmed to about ``stream_length`` (``MAXLEN ~``)
 ==========================  =====================================================================
 
 (The spaces above are for reading: keys are ``P`` and the rest joined, e.g. ``sessionhub:s:{abc}``.)
@@ -83,16 +84,18 @@ each bucket's keys share a slot and these functions run there unchanged.
 
 Events
 ------
-Each change appends its event to ``P events`` in the same function (``XADD ... MAXLEN ~``), with the
-session snapshot MessagePack-packed. Every store instance tails the stream with ``XREAD BLOCK`` on a
-connection of its own, started by ``open()``, and feeds each entry into ``self.events`` with the
-stream id as the event id, so every node's subscribers see one order and ``subscribe(after=<id>)``
-resumes on any node. The snapshot stays packed in the ring until a subscriber reads the event: every
-node reads every node's events, and unpacking them all cost a busy node more than its own work. ``open()`` first loads the last ``event_buffer`` entries, so a node that just
-started can resume a subscriber from an id another node gave out. When Redis goes away the tailer
-retries and resumes from the last id it saw: nothing is lost while the entries are still in the
-stream. A mutation returns once the local tailer has delivered its event (a bounded wait), so a
-subscriber started after a call never sees that call's event, as with the memory store.
+Each change appends its event to ``P events`` in the same function (``XADD``; every 64th event of a
+prefix trims the stream with ``MAXLEN ~ stream_length``, so it holds up to 64 entries more than a
+trim at each would leave), with the session snapshot MessagePack-packed. Every store instance tails
+the stream with ``XREAD BLOCK`` on a connection of its own, started by ``open()``, and feeds each
+entry into ``self.events`` with the stream id as the event id, so every node's subscribers see one
+order and ``subscribe(after=<id>)`` resumes on any node. The snapshot stays packed in the ring until
+a subscriber reads the event: every node reads every node's events, and unpacking them all cost a
+busy node more than its own work. ``open()`` first loads the last ``event_buffer`` entries, so a
+node that just started can resume a subscriber from an id another node gave out. When Redis goes
+away the tailer retries and resumes from the last id it saw: nothing is lost while the entries are
+still in the stream. A mutation returns once the local tailer has delivered its event (a bounded
+wait), so a subscriber started after a call never sees that call's event, as with the memory store.
 
 Expiry and claims
 -----------------
