@@ -236,6 +236,27 @@ async def test_unique_label_through_update(make_hub: MakeHub) -> None:
         await hub.create(labels={"role": "auth"})
 
 
+async def test_a_unique_label_stays_held_through_changes_that_leave_it(
+    make_hub: MakeHub,
+) -> None:
+    # Linking, touching, tracking and updating other fields and labels keep the label's holder.
+    hub = await make_hub(unique_labels=["role"])
+    parent = await hub.create()
+    auth = await hub.create(labels={"role": "auth", "team": "a"})
+    await hub.link(parent.id, auth.id)
+    with pytest.raises(DuplicateSession):
+        await hub.create(labels={"role": "auth"})
+    await hub.touch(auth.id)
+    await hub.update(auth.id, details={"n": 1}, labels={"team": "b"}, idle_timeout=60)
+    async with hub.track_request(auth.id):
+        pass
+    with pytest.raises(DuplicateSession):
+        await hub.create(labels={"role": "auth"})
+    with pytest.raises(DuplicateSession):
+        await hub.update(parent.id, labels={"role": "auth"})
+    assert [s.id for s in (await hub.find(labels={"role": "auth"})).items] == [auth.id]
+
+
 async def test_unique_label_is_held_until_cleaned(make_hub: MakeHub) -> None:
     hub = await make_hub(unique_labels=["role"])
     in_hook = asyncio.Event()
