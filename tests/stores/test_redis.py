@@ -29,6 +29,7 @@ import pytest
 from sessionhub import (
     DuplicateSession,
     EventKind,
+    Limits,
     ManualClock,
     Session,
     SessionEvent,
@@ -574,6 +575,25 @@ def test_three_processes_end_each_session_exactly_once(
         elif kind == EventKind.ENDED:
             assert holder.pop(slot) == sid
     assert taken >= slots
+
+
+async def test_a_foreign_key_under_a_session_id_counts_as_taken(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """Something else stored under a session's key (a string, or a hash no store wrote) is not
+    overwritten by a create, with or without checks to make: the id is taken."""
+    prefix = unique_prefix()
+    await admin.call("SET", f"{prefix}s:{{plain}}", "not a record")
+    await admin.call("SET", f"{prefix}s:{{checked}}", "not a record")
+    store = RedisStore(redis_server.url, prefix=prefix)
+    async with SessionHub(store, poll_interval=3600, limits=Limits(max_sessions=10)) as limited:
+        with pytest.raises(DuplicateSession):
+            await limited.create("checked")
+    async with SessionHub(RedisStore(redis_server.url, prefix=prefix), poll_interval=3600) as hub:
+        with pytest.raises(DuplicateSession):
+            await hub.create("plain")
+        assert await hub.count() == 0
+        assert await admin.call("GET", f"{prefix}s:{{plain}}") == "not a record"
 
 
 # records written before the JSON nesting bound existed

@@ -637,7 +637,9 @@ end
 # command fewer than create_checked and is sent four arguments fewer.
 _CREATE = r"""
 local sk = KEYS[1]
-if redis.call('HSETNX', sk, 'v', '1') == 0 then fail('DUPID') end
+-- (pcall: a key of another type under the id, which no store writes, counts as taken, as
+-- create_checked's EXISTS counts it, rather than failing the call)
+if redis.pcall('HSETNX', sk, 'v', '1') ~= 1 then fail('DUPID') end
 return created(sk, false, ARGV[3], '', ARGV[4], ARGV[5], nil, 6)
 """
 
