@@ -797,7 +797,8 @@ class RedisStore(Store):
         record = _encode_session(session)
         deadline = "" if session.expires_at is None else repr(float(session.expires_at))
         # The function is sent the user and the deadline once and names their fields, and writes
-        # what a new session's record holds by default (see `created` in _redis_lua) unless it is sent otherwise.
+        # what a new session's record holds by default (see `created` in _redis_lua) unless it
+        # is sent otherwise.
         created = record[_CREATED]
         implied: dict[Arg, Arg] = {"ua": created, "la": created, "ar": "0", "v": "1"}
         rest = [
