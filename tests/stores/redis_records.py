@@ -52,6 +52,13 @@ async def opened_stores(url: str, prefix: str, n: int, **options: Any) -> list[R
 
 
 async def record_fields(admin: RedisClient, prefix: str, sid: str) -> dict[str, str]:
-    """The session's record hash as stored."""
+    """The session's record hash as stored, but for ``ce`` (the id of its ``created`` event,
+    another for every session: see ``without_incarnation``)."""
     flat = await admin.call("HGETALL", f"{prefix}s:{{{sid}}}")
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    return without_incarnation(dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+def without_incarnation(fields: dict[str, str]) -> dict[str, str]:
+    """A record's or snapshot's fields but ``ce``, which differs between any two sessions (so
+    that records of two sessions compare by what the store wrote of them)."""
+    return {name: value for name, value in fields.items() if name != "ce"}

@@ -577,6 +577,33 @@ def test_three_processes_end_each_session_exactly_once(
     assert taken >= slots
 
 
+async def test_a_copy_of_an_earlier_incarnation_is_not_taken_for_the_session(
+    redis_server: RedisServer,
+) -> None:
+    """A store instance writes a session it holds a copy of without reading the record when the
+    record is still at the copy's version. A session ended elsewhere and created again under its
+    id at the same time (an injected clock) with the same version is another session: the copy is
+    not taken for it, for a touch or for an end (found by the two-hub stateful test: the end
+    counted the old state's census)."""
+    clock = ManualClock()
+    prefix = unique_prefix()
+    first = SessionHub(RedisStore(redis_server.url, prefix=prefix), clock=clock, auto_expire=False)
+    other = SessionHub(RedisStore(redis_server.url, prefix=prefix), clock=clock, auto_expire=False)
+    async with first, other:
+        for sid in ("touched", "ended"):
+            await first.create(sid, user_id="u1")  # CREATED, version 1: copies held by 'first'
+            await other.end(sid)
+            await other.create(sid, user_id="u2", activate=True, idle_timeout=60)
+        touched = await first.touch("touched")
+        assert (touched.state, touched.user_id, touched.version) == ("ACTIVE", "u2", 2)
+        assert touched == await other.get("touched")
+        assert await first.end("ended") is True
+        assert await other.count() == 1
+        assert await other.count(user_id="u2") == 1
+        assert (await first.metrics()).sessions == {("default", "ACTIVE"): 1}
+        assert await first.store.census() == {("default", "ACTIVE"): 1}
+
+
 async def test_a_foreign_key_under_a_session_id_counts_as_taken(
     redis_server: RedisServer, admin: RedisClient
 ) -> None:

@@ -17,7 +17,15 @@ from sessionhub.stores._resp import RedisClient
 from sessionhub.stores.redis import RedisStore
 
 from ..redis_server import RedisServer
-from .redis_records import MOVES, NOW, active_session, opened_stores, record_fields, unique_prefix
+from .redis_records import (
+    MOVES,
+    NOW,
+    active_session,
+    opened_stores,
+    record_fields,
+    unique_prefix,
+    without_incarnation,
+)
 
 RULES = CreateRules(unique_labels=("role",))
 
@@ -39,7 +47,7 @@ async def _ended_snapshots(raw: RedisClient, prefix: str) -> dict[str, dict[str,
     for _, values in await raw.call("XRANGE", prefix + "events", "-", "+"):
         if values[1] == b"ended":
             flat = msgspec.msgpack.decode(values[5], type=list[str])
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            fields = without_incarnation(dict(zip(flat[::2], flat[1::2], strict=True)))
             assert fields["id"] not in out, "one 'ended' event per session"
             out[fields["id"]] = fields
     return out

@@ -44,10 +44,10 @@ pass, are in ``docs/redis-cpu.md`` and ``benchmarks/bench_redis.py --cpu`` print
   what changes with one ``HSET``: ``touch``, the activity refresh of data and history writes,
   ``claim_end``, ``finish_known``. A store instance keeps the sessions it last wrote or claimed;
   for one of those still at the version it knows, the function is sent the new values and checks
-  ``v ca dq`` (the version, and the creation time that tells a session created again under the
-  id) instead of reading the record.
-- A record begins with the fields those functions look up (``v ca dq ea la ua st``): Redis finds a
-  field of a small hash by walking it from the start.
+  ``v ce dq`` (the version, and the id of the session's ``created`` event, which tells a session
+  created again under the id, whatever its clock) instead of reading the record.
+- A record begins with the fields those functions look up (``v ce ca dq ea la ua st``): Redis finds
+  a field of a small hash by walking it from the start.
 - A claim replies with its event's id (the store reads the claimed session from that event's
   snapshot); census counts that drop to zero stay until ``purge``; ``having_children`` asks one
   multi-key ``EXISTS`` per slice of a batch; the ends of an expiry batch are finished together
@@ -580,28 +580,32 @@ end
 -- tables of the record and packing the snapshot were most of create's CPU, and each argument
 -- costs (Redis makes every one a Lua string), so nothing is sent twice. The fields the hot paths
 -- look up come first, since Redis finds a field of a small hash by walking it from the start
--- (touch and claim_end read v, ca and dq, then write la, ua, ea, st); 'versioned': 'v' is
+-- (touch and claim_end read v, ce and dq, then write la, ua, ea, st); 'versioned': 'v' is
 -- written here (else the caller's duplicate check wrote it). The labels are the record's last
 -- fields ('l:<name>' pairs: the label index entries are made from them, so they are sent once);
--- 'uniq' is the position of the counted unique label pairs (nil: none).
+-- 'uniq' is the position of the counted unique label pairs (nil: none). 'ce' is the id of the
+-- session's 'created' event: unique to this incarnation of the id (a session ended and created
+-- again under it, even at the same time by an injected clock, has another), it tells a copy a
+-- store instance holds of the session from one of an earlier incarnation (see touch).
 local function record_head(sk, versioned, ...)
   if versioned then redis.call('HSET', sk, 'v', '1', ...) else redis.call('HSET', sk, ...) end
 end
 local function created(sk, versioned, u, p, ea, snapshot, uniq, rec)
   local sid, ns, st, ca = ARGV[rec], ARGV[rec + 1], ARGV[rec + 2], ARGV[rec + 3]
+  local ce = append_event('created', ca, snapshot)
   local pos = rec + 4
   local last = math.min(pos + 199, #ARGV)
   if u ~= '' and ea ~= '' then
-    record_head(sk, versioned, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
+    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
       'id', sid, 'ns', ns, 'u', u, unpack(ARGV, pos, last))
   elseif u ~= '' then
-    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
+    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
       'ns', ns, 'u', u, unpack(ARGV, pos, last))
   elseif ea ~= '' then
-    record_head(sk, versioned, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
+    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
       'id', sid, 'ns', ns, unpack(ARGV, pos, last))
   else
-    record_head(sk, versioned, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
+    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
       'ns', ns, unpack(ARGV, pos, last))
   end
   pos = last + 1
@@ -626,7 +630,7 @@ local function created(sk, versioned, u, p, ea, snapshot, uniq, rec)
     end
   end
   census(ns, st, '1')
-  return append_event('created', ca, snapshot)
+  return ce
 end
 """
 
@@ -839,10 +843,11 @@ return {event_id, new}
 """
 
 # args: prefix, now, then what the caller knows of the session (nothing) or: its version,
-# created at (as stored), the new version and the new deadline ('' none, and none before). ``modify``
-# with only a touch (a heartbeat, the hottest write): the same checks and writes, without parsing
-# a change or building a writer. A session the caller knows at the stored version (of that
-# session: its creation time tells one created again under the id) is neither ended nor claimed
+# its 'ce' (its created event's id), the new version and the new deadline ('' none, and none
+# before). ``modify`` with only a touch (a heartbeat, the hottest write): the same checks and
+# writes, without parsing a change or building a writer. A session the caller knows at the stored
+# version (of that incarnation: 'ce' tells one created again under the id; a record written before
+# 'ce' existed is always read) is neither ended nor claimed
 # (those bump the version) and has the fields the caller holds; 'dq', which changes without a
 # version, is read. The caller computes the deadline (sessionhub._models.expires_at, the same
 # double arithmetic), so the function reads three fields, no record and no table, formats
@@ -852,7 +857,7 @@ _TOUCH = r"""
 local sk = KEYS[1]
 local now = ARGV[2]
 if ARGV[3] then
-  local cur = redis.call('HMGET', sk, 'v', 'ca', 'dq')
+  local cur = redis.call('HMGET', sk, 'v', 'ce', 'dq')
   if cur[1] == ARGV[3] and cur[2] == ARGV[4] then
     local v, ea = ARGV[5], ARGV[6]
     if ea == '' then
@@ -914,9 +919,9 @@ return flat
 """
 
 # keys: session. args: prefix, maxlen, reason, now, claimer, moves (counted pairs), then what the
-# caller knows of the session ('' nothing) or: its version, created at (as stored), id, state, the
-# state claimed, namespace, the version claimed, and the claimed record's snapshot packed. When
-# the stored record is at that version of that session (its creation time tells a session created
+# caller knows of the session ('' nothing) or: its version, its 'ce' (see `created`), id, state,
+# the state claimed, namespace, the version claimed, and the claimed record's snapshot packed.
+# When the stored record is at that version of that incarnation ('ce' tells a session created
 # again under the same id), nothing else changed either: every write of the record's fields bumps
 # the version (claims and ends too, so it is neither claimed nor ended); 'dq', which does not, is
 # read. The claim is then written without reading the record, building a table of it or packing it
@@ -927,7 +932,7 @@ _CLAIM_END = r"""
 local sk = KEYS[1]
 local pos = 7 + 2 * math.max(tonumber(ARGV[6]), 0)  -- after the moves
 if ARGV[pos] ~= '' then
-  local cur = redis.call('HMGET', sk, 'v', 'ca', 'dq')
+  local cur = redis.call('HMGET', sk, 'v', 'ce', 'dq')
   if cur[1] == ARGV[pos] and cur[2] == ARGV[pos + 1] then
     local sid, st, state, ns, now = ARGV[pos + 2], ARGV[pos + 3], ARGV[pos + 4], ARGV[pos + 5],
       ARGV[4]

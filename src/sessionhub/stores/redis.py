@@ -577,10 +577,11 @@ class RedisStore(Store):
         # the oldest dropped: a claim never finished here (hooks failed, another instance took it
         # over) leaves its entry until then; an end not held is finished from the stored record.
         self._held: dict[str, Session] = {}
-        # Live sessions as this instance last wrote or read them, by id: a claim_end of one sends
-        # its version and the claimed snapshot packed, so the function need not read the record
-        # when nothing changed it since (see _redis_lua's claim_end). Bounded, oldest dropped.
-        self._known: dict[str, Session] = {}
+        # Live sessions as this instance last wrote or read them, by id, each with the id of its
+        # 'created' event (the record's 'ce': which incarnation of the id it is): a touch or a
+        # claim_end of one sends its version and that id, so the function need not read the
+        # record when nothing changed it since (see _redis_lua's touch). Bounded, oldest dropped.
+        self._known: dict[str, tuple[Session, str]] = {}
         # Claims this instance may hold without knowing (see "Expiry and claims"): per bucket (0
         # on one node), how many claim calls ended without a usable reply there; the next
         # claim_expired hands back this claimer's claims that it is not handling (held, or
@@ -857,7 +858,7 @@ class RedisStore(Store):
                     f"(limit {rules.max_sessions_per_user})"
                 ) from None
             self._refused(refusal, session.id)
-        self._know(session)
+        self._know(session, event_id)
         await self._delivered(event_id)
         return session
 
@@ -977,14 +978,14 @@ class RedisStore(Store):
             self._refused(refusal, session_id)
         if event_id:
             await self._delivered(event_id)
-        return self._know(self._decoded(flat))
+        return self._know_stored(flat)
 
     async def _touch(self, session_id: str, now: float) -> Session:
         """A heartbeat, by a function that does only that (half the Redis CPU of ``modify``).
         A session known here is sent its version, creation time and new deadline: the function
         then writes without reading the record and replies 1 (see ``_redis_lua``'s touch)."""
         at = repr(float(now))
-        known = self._known.get(session_id)
+        known, born = self._known.get(session_id) or (None, "")
         touched = None
         args: tuple[Arg, ...] = (at,)
         if known is not None:
@@ -1002,7 +1003,7 @@ class RedisStore(Store):
             if touched.expires_at is not None or known.expires_at is None:
                 deadline = "" if touched.expires_at is None else f"{touched.expires_at:.17g}"
                 args = (
-                    at, str(known.version), repr(float(known.created_at)), str(touched.version),
+                    at, str(known.version), born, str(touched.version),
                     deadline,  # as the Lua writes it (fnum)
                 )  # fmt: skip
         try:
@@ -1011,18 +1012,29 @@ class RedisStore(Store):
             self._refused(refusal, session_id)
         if reply == 1:  # touched at the version known here
             assert touched is not None
-            return self._know(touched)
-        return self._know(self._decoded(reply))
+            return self._know(touched, born)
+        return self._know_stored(reply)
 
-    def _know(self, session: Session) -> Session:
-        """Keep ``session`` as this instance last saw it stored (see ``claim_end``)."""
+    def _know(self, session: Session, born: str | None) -> Session:
+        """Keep ``session`` as this instance last saw it stored, ``born`` its record's ``ce``
+        (None: a record written before ``ce`` existed, which is not kept: see ``_touch``)."""
         known = self._known
         known.pop(session.id, None)  # to the newest end: the oldest seen leave first
-        if session.ended_at is None and session.end_reason is None:
-            known[session.id] = session
+        if born is not None and session.ended_at is None and session.end_reason is None:
+            known[session.id] = (session, born)
             if len(known) > _KNOWN:
                 del known[next(iter(known))]
         return session
+
+    def _know_stored(self, flat: Sequence[str]) -> Session:
+        """The session of a record as a function returned it, kept as known here."""
+        session = self._decoded(flat)
+        born = None
+        for i in range(0, len(flat), 2):  # ('ce' is the record's second field)
+            if flat[i] == "ce":
+                born = flat[i + 1]
+                break
+        return self._know(session, born)
 
     async def claim_end(
         self, session_id: str, reason: str, now: float, moves: Mapping[str, str]
@@ -1043,7 +1055,7 @@ class RedisStore(Store):
     ) -> Session | None:
         at = repr(float(now))
         args: list[Arg] = [self._maxlen, reason, at, self._claimer, *_counted(_pairs(moves), 2)]
-        known = self._known.pop(session_id, None)
+        known, born = self._known.pop(session_id, None) or (None, "")
         claimed = None
         if known is None:
             args.append("")
@@ -1055,7 +1067,7 @@ class RedisStore(Store):
                 version=known.version + 1,
             )  # fmt: skip
             args += (
-                str(known.version), repr(float(known.created_at)), session_id, known.state,
+                str(known.version), born, session_id, known.state,
                 state, known.namespace, str(claimed.version), _snapshot(_encode_session(claimed)),
             )  # fmt: skip
         reply = await self._run("claim_end", [self._key("s", session_id)], args)
