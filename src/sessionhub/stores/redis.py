@@ -39,7 +39,9 @@ session carries the hash tag ``{<session id>}``, so in a Redis Cluster they shar
                             entry in the deadline index (stale from the claim of its end to
                             ``finish_end``), ``cb`` the instance that claimed its end (written by
                             versions before 2026-12; the claims hash names it). ``ar`` (requests
-                            in flight) may be absent, read as 0 by every version
+                            in flight) may be absent, read as 0 by every version. ``ce`` the id of
+                            its ``created`` event (which incarnation of the id it is; absent from
+                            records of versions before 2026-12)
 ``P d:{id}``                hash: data key -> ``<version>:<JSON value>``
 ``P h:{id}``                list: history records ``<kind>\\t<at>\\t<JSON payload>`` (seq = position+1)
 ``P hc:{id}``               hash: history kind -> count
