@@ -212,6 +212,19 @@ async def test_two_stores_on_one_file_share_events_and_resume_ids(db: Path) -> N
         await on_two.aclose()
 
 
+async def test_stores_opening_a_new_file_together_all_open_it(tmp_path: Path) -> None:
+    # One of them creates the schema while the others check the file: each check reads the file
+    # in one snapshot, so none sees the schema's version from before its commit and its tables
+    # from after (which read as another application's database; found by the three-process test).
+    for attempt in range(25):
+        path = tmp_path / f"fresh{attempt}.db"
+        stores = [SQLiteStore(path) for _ in range(6)]
+        try:
+            await asyncio.gather(*(store.open() for store in stores))
+        finally:
+            await asyncio.gather(*(store.close() for store in stores))
+
+
 async def test_an_end_left_unfinished_is_taken_over(db: Path) -> None:
     crashed = SQLiteStore(db)
     await crashed.open()

@@ -661,9 +661,13 @@ class SQLiteStore(Store):
 
     def _check_file(self, db: sqlite3.Connection) -> None:
         # The first read of a file that is not a database fails here with "file is not a database".
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        application = db.execute("PRAGMA application_id").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        # One statement, so one snapshot: another process creating the schema meanwhile commits
+        # it whole, and separate reads could see its version before and its tables after.
+        version, application, tables = db.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version),"
+            " (SELECT application_id FROM pragma_application_id),"
+            " (SELECT count(*) FROM sqlite_master)"
+        ).fetchone()
         if application not in (0, APPLICATION_ID) or (version == 0 and tables):
             raise self._refuse("it is another application's SQLite database")
         if version > SCHEMA_VERSION:
