@@ -7,9 +7,7 @@ fail; they never skip, so a CI machine without Redis cannot pass by accident.
 
 from __future__ import annotations
 
-import ctypes
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -17,22 +15,25 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port", "start_server"]
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux sends SIGTERM when the test process that started it
-    dies, so a worker killed mid-run (or one that never reached its teardown) leaves no server."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+__all__ = ["RedisServer", "exit_report", "free_port", "start_server"]
 
 
 def start_server(command: list[str]) -> subprocess.Popen[bytes]:
-    """Start a ``redis-server`` that stops when the process that started it dies."""
-    linux = sys.platform.startswith("linux")
-    return subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, preexec_fn=_die_with_parent if linux else None
-    )
+    """Start a ``redis-server`` that Linux stops (SIGTERM) when the test process that started it
+    dies, so a worker killed mid-run, or one that never reached its teardown, leaves no server.
+
+    util-linux's ``setpriv`` sets that parent-death signal and then execs the server. Not a
+    ``preexec_fn``: Python code run in the child of a process with threads (gRPC's) can crash
+    before exec, and Popen then takes the dead child for a started server."""
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    prefix = [setpriv, "--pdeathsig", "TERM"] if setpriv else []
+    return subprocess.Popen([*prefix, *command], stdout=subprocess.DEVNULL)
+
+
+def exit_report(process: subprocess.Popen[bytes], log: Path) -> str:
+    """Why a server that should be running is not: its exit status and its log's last lines."""
+    tail = log.read_text()[-2000:] if log.exists() else "(no log written)"
+    return f"redis-server exited with status {process.returncode}: {tail}"
 
 
 def free_port() -> int:
@@ -81,7 +82,7 @@ class RedisServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited: {self.log.read_text()[-2000:]}")
+                raise RuntimeError(exit_report(self._process, self.log))
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..redis_server import start_server
+from ..redis_server import exit_report, start_server
 
 __all__ = ["RedisClusterServer"]
 
@@ -109,8 +109,7 @@ class RedisClusterServer:
         while time.monotonic() < deadline:
             if self._processes[port].poll() is not None:
                 log = Path(self._dir.name) / str(port) / "redis.log"
-                tail = log.read_text()[-1500:] if log.exists() else ""
-                raise RuntimeError(f"redis-server on {port} exited: {tail}")
+                raise RuntimeError(f"port {port}: {exit_report(self._processes[port], log)}")
             if self.cli(port, "PING").strip() == "PONG":
                 return
             time.sleep(0.05)
