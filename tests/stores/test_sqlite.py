@@ -216,7 +216,9 @@ async def test_stores_opening_a_new_file_together_all_open_it(tmp_path: Path) ->
     # One of them creates the schema while the others check the file: each check reads the file
     # in one snapshot, so none sees the schema's version from before its commit and its tables
     # from after (which read as another application's database; found by the three-process test).
-    for attempt in range(25):
+    # And two switching a new file to WAL together: SQLite refuses one of them at once ("database
+    # is locked", without waiting, as waiting would deadlock); it tries again.
+    for attempt in range(100):
         path = tmp_path / f"fresh{attempt}.db"
         stores = [SQLiteStore(path) for _ in range(6)]
         try:

@@ -635,9 +635,7 @@ class SQLiteStore(Store):
         try:
             self._conn = db
             self._check_file(db)
-            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise self._refuse(f"it cannot be switched to WAL mode (journal mode {mode})")
+            self._switch_to_wal(db)
             db.execute(f"PRAGMA synchronous = {self.synchronous.upper()}")
             self._token = secrets.token_hex(8)
             db.execute("BEGIN IMMEDIATE")
@@ -658,6 +656,24 @@ class SQLiteStore(Store):
             ):
                 raise self._refuse(f"{exc} (not an SQLite database, or a damaged one)") from exc
             raise
+
+    def _switch_to_wal(self, db: sqlite3.Connection) -> None:
+        # A file in rollback mode is switched by a write. When two connections' switches would
+        # deadlock, SQLite answers one "database is locked" at once instead of waiting: that one
+        # backs off and tries again, within busy_timeout.
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.001
+        while True:
+            try:
+                mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
+        if str(mode).lower() != "wal":
+            raise self._refuse(f"it cannot be switched to WAL mode (journal mode {mode})")
 
     def _check_file(self, db: sqlite3.Connection) -> None:
         # The first read of a file that is not a database fails here with "file is not a database".
