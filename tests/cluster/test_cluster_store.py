@@ -392,12 +392,14 @@ DEEP = "[" * 5000 + "]" * 5000  # msgspec (like any recursive decoder) cannot de
 
 def _poison(cluster: RedisClusterServer, store: RedisClusterStore, session_id: str) -> None:
     """Give a session details nested 5,000 deep and make it due, add an event carrying it to its
-    bucket's stream, and give session ``a`` such a data value and history record."""
+    bucket's stream, and give session ``a`` such a data value and history record (as a
+    sessionhub without the nesting bound could have written them: a change, the version goes up)."""
     admin = redis.RedisCluster(host="127.0.0.1", port=cluster.ports[0], decode_responses=True)
     try:
         bucket = f"{store.prefix}{{{bucket_tags(store.buckets)[store.bucket(session_id)]}}}:"
         key = f"{bucket}s:{{{session_id}}}"
         admin.hset(key, mapping={'d:"v"': DEEP, "dq": "0"})
+        admin.hincrby(key, "v", 1)
         admin.zadd(f"{bucket}deadlines", {session_id: 0})
         snapshot = msgspec.msgpack.encode(
             [item for pair in admin.hgetall(key).items() for item in pair]

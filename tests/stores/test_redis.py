@@ -20,6 +20,7 @@ import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from sessionhub import (
     Session,
     SessionEvent,
     SessionHub,
+    SessionNotFound,
     StoreUnavailable,
     ValidationError,
 )
@@ -604,6 +606,71 @@ async def test_a_copy_of_an_earlier_incarnation_is_not_taken_for_the_session(
         assert await first.store.census() == {("default", "ACTIVE"): 1}
 
 
+async def _reads(admin: RedisClient, read: Callable[[], Awaitable[Any]]) -> tuple[Any, int, int]:
+    """What ``read`` returned, and the HMGET and HGETALL calls it made."""
+    before = await _calls(admin)
+    got = await read()
+    after = await _calls(admin)
+    return got, after["hmget"] - before["hmget"], after["hgetall"] - before["hgetall"]
+
+
+async def test_a_get_answers_from_a_held_copy_only_while_the_record_is_at_it(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """A store instance holding a copy of a session (it created, changed or read it last) reads
+    only the record's version and incarnation for a get, and the whole record when another
+    instance changed it, ended it, or created it again under its id at the same time."""
+    clock = ManualClock()
+    details = {"n": [1, 2.5, None, {"deep": "x"}], "big": 2**70, "s": "é\n"}
+
+    async def changed(other: SessionHub) -> Session:
+        return await other.update("s", labels={"k": "w"}, details={"n": 3})
+
+    async def again(other: SessionHub) -> Session:
+        await other.end("s")
+        return await other.create("s", user_id="u2")  # the same time: version 1 again
+
+    async def ended(other: SessionHub) -> None:
+        await other.end("s")
+
+    for change in (None, changed, again, ended):
+        prefix = unique_prefix()
+        stores = [RedisStore(redis_server.url, prefix=prefix) for _ in range(2)]
+        first, other = (SessionHub(s, clock=clock, auto_expire=False) for s in stores)
+        async with first, other:
+            made = await first.create("s", user_id="u1", labels={"k": "v"}, details=details)
+            assert made == await other.get("s")  # the record, read whole, is the copy
+            if change is None:
+                assert await _reads(admin, partial(first.get, "s")) == (made, 1, 0)
+            elif change is ended:
+                await change(other)
+                with pytest.raises(SessionNotFound):
+                    await first.get("s")
+            else:
+                now = await change(other)
+                assert now is not None
+                assert now.version == made.version + (change is changed)
+                assert await _reads(admin, partial(first.get, "s")) == (now, 1, 1)
+
+
+async def test_gets_stop_reading_versions_first_while_copies_are_mostly_stale(
+    redis_server: RedisServer, admin: RedisClient
+) -> None:
+    """Hubs that share the sessions' work (no sticky sessions) find their copies stale: then a
+    get reads the record at once (one round trip) until copies are found current again."""
+    prefix = unique_prefix()
+    first = SessionHub(RedisStore(redis_server.url, prefix=prefix), auto_expire=False)
+    other = SessionHub(RedisStore(redis_server.url, prefix=prefix), auto_expire=False)
+    async with first, other:
+        await first.create("s")
+        await other.touch("s")
+        assert (await _reads(admin, lambda: first.get("s")))[1:] == (1, 1)  # a stale copy
+        await other.touch("s")
+        assert (await _reads(admin, lambda: first.get("s")))[1:] == (0, 1)  # the record at once
+        calls = [(await _reads(admin, lambda: first.get("s")))[1:] for _ in range(9)]
+        assert calls == [(0, 1)] * 8 + [(1, 0)]  # the copy is current: versions first again
+
+
 async def test_a_foreign_key_under_a_session_id_counts_as_taken(
     redis_server: RedisServer, admin: RedisClient
 ) -> None:
@@ -631,9 +698,10 @@ DEEP = "[" * 5000 + "]" * 5000  # msgspec (like any recursive decoder) cannot de
 async def _poison(admin: RedisClient, prefix: str, session_id: str) -> None:
     """Give a session details nested 5,000 deep and make it due, add an event carrying it, and
     give session ``a`` such a data value and history record, as a sessionhub without the nesting
-    bound could have written them."""
+    bound could have written them (a change: the version goes up)."""
     key = f"{prefix}s:{{{session_id}}}"
     await admin.call("HSET", key, 'd:"v"', DEEP, "dq", "0")
+    await admin.call("HINCRBY", key, "v", 1)
     await admin.call("ZADD", f"{prefix}deadlines", 0, session_id)
     flat = await admin.call("HGETALL", key)
     snapshot = msgspec.msgpack.encode(flat)

@@ -124,7 +124,7 @@ _READ_FUNCTIONS = frozenset(
     for name in ("next_deadline", "find", "data_get", "data_items", "history_read",
                  "history_counts")
 )  # fmt: skip
-_READ_COMMANDS = frozenset(("GET", "HGETALL", "ZCARD", "ZRANGEBYSCORE", "XREVRANGE"))
+_READ_COMMANDS = frozenset(("GET", "HGETALL", "HMGET", "ZCARD", "ZRANGEBYSCORE", "XREVRANGE"))
 # Never sent again by redis-py after a lost connection (see _AutoPipeline._on_node): a claim that
 # ran, sent again, would answer "not claimable" and its first reply, lost, would go unnoticed.
 _CLAIM_CALLS = frozenset((CLUSTER_FUNCTIONS[name],) for name in ("claim_end", "claim_expired"))
@@ -798,11 +798,13 @@ class RedisClusterStore(RedisStore):
 
     # sessions
 
-    async def get(self, session_id: str) -> Session | None:
-        record = await self._call("HGETALL", self._key("s", session_id))
-        if not record:
-            return None
-        return self._decoded([item for pair in record.items() for item in pair])
+    async def _record(self, key: str) -> list[str]:
+        record: dict[str, str] = await self._call("HGETALL", key)
+        return [item for pair in record.items() for item in pair]
+
+    async def _fields(self, key: str, *names: str) -> list[str | None]:
+        values: list[str | None] = await self._call("HMGET", key, *names)
+        return values
 
     async def create(self, session: Session, rules: CreateRules) -> Session:
         elsewhere = session.parent_id is not None and (
