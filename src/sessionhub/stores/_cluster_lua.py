@@ -33,16 +33,16 @@ def _unparented(create: str) -> str:
 # keys: reservation. args: prefix, the value read, the new value. Takes over a stale reservation
 # only if nobody changed it since it was read.
 _UNIQUE_TAKE = r"""
-if redis.call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], ARGV[3])
+if call('GET', KEYS[1]) ~= ARGV[2] then return 0 end
+call('SET', KEYS[1], ARGV[3])
 return 1
 """
 
 # keys: reservation. args: prefix, session id. Deletes it only if that session holds it.
 _UNIQUE_RELEASE = r"""
-local held = redis.call('GET', KEYS[1])
+local held = call('GET', KEYS[1])
 if held and string.sub(held, 1, #ARGV[2] + 1) == ARGV[2] .. '\t' then
-  redis.call('DEL', KEYS[1])
+  call('DEL', KEYS[1])
   return 1
 end
 return 0
