@@ -67,6 +67,9 @@ CONCURRENCY = 50
 # The last commit before the Lua was reworked for CPU (issue 12), and its measured figure.
 BASELINE = "8ad59c7"
 CPU_CHUNK = 200
+# Issue 12's operations; the others are measured beside them (history reads; gets and ends of
+# sessions another process changed last, which the store reads whole).
+TARGETS = ("create", "touch", "get", "end", "expiry", "expiry/t")
 FCALL = ("fcall",)
 GET = ("hmget", "hgetall")  # today's get reads a held copy's version first (see RedisStore.get)
 CPU_ROUNDS = 7
@@ -509,13 +512,19 @@ async def cpu_per_op(
                 worst = max(worst or 0.0, today / before)
         if worst is not None:
             # Both: time inside FCALL counts preemption on a loaded machine, process CPU does not.
-            line += "   met" if worst <= 0.5 else "   NOT met"
+            line += _verdict(op, worst)
         print(line)
 
 
 OPERATIONS = (
     "create", "touch", "get", "get/o", "history", "end", "end/o", "expiry", "expiry/t"
 )  # fmt: skip
+
+
+def _verdict(op: str, ratio: float) -> str:
+    if op not in TARGETS:
+        return "   (not one of issue 12's targets)"
+    return "   met" if ratio <= 0.5 else "   NOT met"
 
 
 def print_instructions(
@@ -546,7 +555,7 @@ def print_instructions(
             line += f"{before:>{width},.0f}{today:>10,.0f}{today / before:>8.3f}"
             ratio = today / before if ratio is None else ratio
         if ratio is not None:  # judged by the issue's measure
-            line += "   met" if ratio <= 0.5 else "   NOT met"
+            line += _verdict(op, ratio)
         print(line)
 
 

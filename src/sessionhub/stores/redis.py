@@ -891,7 +891,7 @@ class RedisStore(Store):
             version, stored_born = await self._fields(key, "v", "ce")
             if version == str(known.version) and stored_born == born:
                 self._score_copy(current=True)
-                return known
+                return self._know(known, born)  # (the most recently used: dropped last)
             self._score_copy(current=False)
             known = None
         flat = await self._record(key)
