@@ -163,6 +163,33 @@ class RedisClusterServer:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
 
+    def pause(self, port: int) -> None:
+        """Stop one node without ending it (SIGSTOP): it receives nothing until ``resume``."""
+        os.kill(self._processes[port].pid, signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        os.kill(self._processes[port].pid, signal.SIGCONT)
+
+    def serving(self, key: str) -> tuple[int, int]:
+        """The ports of the primary that serves ``key`` now and of its replica."""
+        port = self.primaries()[0]
+        slot = int(self.cli(port, "CLUSTER", "KEYSLOT", key))
+        nodes = [line.split() for line in self.cli(port, "CLUSTER", "NODES").splitlines()]
+
+        def covers(ranges: list[str]) -> bool:
+            for part in ranges:
+                low, _, high = part.partition("-")
+                if not part.startswith("[") and int(low) <= slot <= int(high or low):
+                    return True
+            return False
+
+        def port_of(node: list[str]) -> int:
+            return int(node[1].split("@")[0].rsplit(":", 1)[1])
+
+        primary = next(n for n in nodes if "master" in n[2] and covers(n[8:]))
+        replica = next(n for n in nodes if n[3] == primary[0])
+        return port_of(primary), port_of(replica)
+
     def stop(self) -> None:
         for process in self._processes.values():
             if process.poll() is None:

@@ -15,7 +15,8 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import TypeVar
 
 import msgspec
 import pytest
@@ -37,6 +38,8 @@ from sessionhub.stores.redis_cluster import RedisClusterStore, bucket_tags
 
 from ..stores.damaged import assert_the_others_still_work
 from .cluster_server import RedisClusterServer
+
+_T = TypeVar("_T")
 
 
 def _prefix() -> str:
@@ -310,6 +313,45 @@ async def test_a_killed_primary_fails_over_and_the_hubs_resume() -> None:
     finally:
         for hub in hubs:
             await hub.close()
+        cluster.stop()
+
+
+async def _once_answered(call: Callable[[], Awaitable[_T]]) -> _T:
+    """``call()``, again while the Cluster fails over (for up to 10 s)."""
+    for _ in range(100):
+        with contextlib.suppress(StoreUnavailable):
+            return await call()
+        await asyncio.sleep(0.1)
+    return await call()
+
+
+async def test_a_write_lost_in_a_failover_is_not_answered_from_a_copy() -> None:
+    """A write the primary acknowledged but its replica never received is lost when the replica
+    takes over; another instance's write then brings the record to the version of the copy the
+    first instance holds, with other content. The first instance's copies of the old primary
+    are not used: it reads what the new one stores."""
+    cluster = RedisClusterServer()
+    here, there = (RedisClusterStore(cluster.url, prefix="lost:", timeout=2.0) for _ in range(2))
+    first, other = (SessionHub(store, auto_expire=False) for store in (here, there))
+    try:
+        async with first, other:
+            await first.create("s", labels={"k": "kept"})
+            primary, replica = cluster.serving(here._key("s", "s"))
+            await asyncio.to_thread(cluster.wait_ok)  # the replica has the create
+            cluster.pause(replica)  # (stopped first: it cannot connect again before the kill)
+            cluster.cli(primary, "CLIENT", "KILL", "TYPE", "replica")
+            lost = await first.update("s", labels={"k": "lost"})  # the replica never gets it
+            cluster.kill(primary)
+            cluster.resume(replica)
+            await asyncio.to_thread(cluster.wait_ok)  # the replica took over
+            stored = await _once_answered(lambda: other.update("s", labels={"k": "stored"}))
+            assert stored.version == lost.version  # the version of the copy 'first' holds
+            got = await _once_answered(lambda: first.get("s"))
+            assert got.labels == {"k": "stored"}
+            touched = await first.touch("s")
+            assert touched.labels == {"k": "stored"}
+            assert touched.version == stored.version + 1
+    finally:
         cluster.stop()
 
 

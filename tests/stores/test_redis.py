@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -651,6 +652,41 @@ async def test_a_get_answers_from_a_held_copy_only_while_the_record_is_at_it(
                 assert now is not None
                 assert now.version == made.version + (change is changed)
                 assert await _reads(admin, partial(first.get, "s")) == (now, 1, 1)
+
+
+@pytest.mark.parametrize("then", ["get", "touch", "claim"])
+async def test_a_write_the_server_lost_is_not_answered_from_a_copy(
+    own_server: RedisServer, then: str
+) -> None:
+    """Redis can lose a write it acknowledged (a restart without persistence, a failover to a
+    replica the write had not reached). Another instance's write can then bring the record to the
+    version of this instance's copy with other content: copies made over the lost server's
+    connection are not used, so a get, a touch and a claim answer what is stored."""
+    prefix = unique_prefix()
+    here, there = (RedisStore(own_server.url, prefix=prefix, timeout=3) for _ in range(2))
+    first, other = (SessionHub(s, auto_expire=False) for s in (here, there))
+    async with first, other:
+        await first.create("s", labels={"k": "kept"})
+        client = RedisClient(RedisAddress(port=own_server.port))
+        await client.call("SAVE")  # what the restarted server will have
+        await client.close()
+        lost = await first.update("s", labels={"k": "lost"})
+        await _shutdown(own_server)  # NOSAVE: the update is lost
+        await asyncio.to_thread(own_server.restart)
+        stored = await other.update("s", labels={"k": "stored"})
+        assert stored.version == lost.version  # the version of the copy held by 'first'
+        if then == "get":
+            got = await first.get("s")
+        elif then == "touch":
+            got = await first.touch("s")
+            assert got.version == stored.version + 1
+        else:
+            claimed = await here.claim_end("s", "ended", time.time(), {})
+            assert claimed is not None
+            got = claimed
+            assert (await first.get("s")).end_reason == "ended"
+        assert got.labels == {"k": "stored"}
+        assert (await first.get("s")).labels == {"k": "stored"}
 
 
 async def test_gets_stop_reading_versions_first_while_copies_are_mostly_stale(

@@ -236,7 +236,7 @@ async def test_a_session_created_again_under_its_id_is_not_taken_for_the_one_kno
             await there.create(_again(sid), CreateRules())
         claimed = await there.claim_end("held", "again", NOW + 6, MOVES)
         assert claimed is not None
-        assert claimed.version == here._held["held"].version  # the same version, another session
+        assert claimed.version == here._held["held"][0].version  # the same version, another session
         known = await here.claim_end("known", "ended", NOW + 6, MOVES)
         assert known is not None
         assert (known.user_id, known.labels, known.created_at) == ("u2", {"team": "blue"}, NOW + 5)

@@ -219,6 +219,7 @@ class RedisClient:
         self._connecting: asyncio.Future[_Protocol] | None = None
         self._closed = False
         self._sent_before = 0  # commands sent over earlier connections
+        self._connections = 0
 
     @property
     def sent(self) -> int:
@@ -229,6 +230,12 @@ class RedisClient:
     @property
     def connected(self) -> bool:
         return self._protocol is not None and self._protocol.lost is None
+
+    @property
+    def connection(self) -> int | None:
+        """Which connection a command sent now would go over (1, 2, ... in the order they were
+        made); None while there is none, so the next command would open a new one."""
+        return self._connections if self.connected else None
 
     async def call(self, *args: Arg) -> Any:
         """Send one command and return its reply; ``RedisError`` for an error reply."""
@@ -258,6 +265,7 @@ class RedisClient:
             if self._protocol is not None:
                 self._sent_before += self._protocol.sent
             self._protocol = future.result()
+            self._connections += 1
 
     async def _open(self) -> _Protocol:
         address = self.address

@@ -114,6 +114,14 @@ their copies current (it goes on scoring what it would have found while it reads
 Hubs that share each session's work (no sticky sessions) thus pay one ``HGETALL`` per get, as
 before; a hub that serves its own sessions pays an ``HMGET``. Other gets read the record.
 
+A copy is trusted only over the connection it was written or read over (on a Cluster: while the
+same primary serves its bucket). Redis can lose a write it acknowledged, but only with the server
+that held it (a restart without persistence, a failover to a replica the write had not reached),
+and another instance's write can then bring the record to the copy's version with other content,
+which the version check alone would take for the copy; every such loss breaks the connection, so
+gets, touches, claims and finishes after it read the record (tests: a Redis restarted from a
+snapshot taken before the write; a Cluster replica that never received it promoted).
+
 Expiry and claims
 -----------------
 ``claim_expired`` takes due ids from ``P deadlines`` and, in the same function, marks each session as
@@ -172,7 +180,7 @@ import secrets
 import ssl
 import time
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 import msgspec
@@ -593,13 +601,14 @@ class RedisStore(Store):
         # what the function would read from the record (see _redis_lua.finish_known). Bounded,
         # the oldest dropped: a claim never finished here (hooks failed, another instance took it
         # over) leaves its entry until then; an end not held is finished from the stored record.
-        self._held: dict[str, Session] = {}
+        self._held: dict[str, tuple[Session, Hashable]] = {}  # with its _epoch
         # Live sessions as this instance last wrote or read them, by id, each with the id of its
         # 'created' event (the record's 'ce': which incarnation of the id it is): a touch or a
         # claim_end of one sends its version and that id, so the function need not read the
         # record when nothing changed it since (see _redis_lua's touch), and a get reads only
         # those two fields to know whether the copy is the record. Bounded, oldest dropped.
-        self._known: dict[str, tuple[Session, str]] = {}
+        # Each is trusted only over the connection it came from (see _epoch).
+        self._known: dict[str, tuple[Session, str, Hashable]] = {}
         self._copies_current = 0  # see _score_copy
         # Claims this instance may hold without knowing (see "Expiry and claims"): per bucket (0
         # on one node), how many claim calls ended without a usable reply there; the next
@@ -883,17 +892,20 @@ class RedisStore(Store):
 
     async def get(self, session_id: str) -> Session | None:
         key = self._key("s", session_id)
-        known, born = self._known.get(session_id) or (None, "")
+        known, born, epoch = self._known.get(session_id) or (None, "", None)
         if known is not None and self._copies_current >= 0:
             # Every change of a session's fields bumps its version, and 'ce' tells incarnations
             # apart: a record at the copy's version and 'ce' holds what the copy does. Two
             # fields read instead of all (a seventh of HGETALL's Redis CPU, no decoding).
             version, stored_born = await self._fields(key, "v", "ce")
-            if version == str(known.version) and stored_born == born:
+            if epoch != self._epoch(session_id):  # answered by another server than the copy's
+                known = None
+            elif version == str(known.version) and stored_born == born:
                 self._score_copy(current=True)
                 return self._know(known, born)  # (the most recently used: dropped last)
-            self._score_copy(current=False)
-            known = None
+            else:
+                self._score_copy(current=False)
+                known = None
         flat = await self._record(key)
         if not flat:
             return None
@@ -901,6 +913,26 @@ class RedisStore(Store):
         if known is not None:  # not asked: what asking would have found
             self._score_copy(current=known == session)
         return session
+
+    def _epoch(self, session_id: str) -> Hashable:
+        """Where a copy of a session held here may be trusted: the connection it was written or
+        read over (None: none is up). Redis can lose a write it acknowledged only with the
+        server that held it (a restart without persistence, a failover to a replica the write
+        had not reached); another write can then bring the record to the copy's version with
+        other content, which the version check would take for the copy. A new connection
+        follows any such loss, so copies of an earlier one are not used."""
+        return self._ops.connection
+
+    def _current_copy(
+        self, session_id: str, pop: bool = False
+    ) -> tuple[Session, str] | tuple[None, str]:
+        """The copy held of a session and its record's 'ce', if it may be trusted now (see
+        ``_epoch``); ``pop``: and no longer hold it."""
+        copy = self._known.pop(session_id, None) if pop else self._known.get(session_id)
+        if copy is None or copy[2] != self._epoch(session_id):
+            return None, ""
+        known, born, _ = copy
+        return known, born
 
     def _score_copy(self, *, current: bool) -> None:
         """Whether a get found the copy held here current: worth asking the version first while
@@ -1036,7 +1068,7 @@ class RedisStore(Store):
         A session known here is sent its version, creation time and new deadline: the function
         then writes without reading the record and replies 1 (see ``_redis_lua``'s touch)."""
         at = repr(float(now))
-        known, born = self._known.get(session_id) or (None, "")
+        known, born = self._current_copy(session_id)
         touched = None
         args: tuple[Arg, ...] = (at,)
         if known is not None:
@@ -1057,14 +1089,25 @@ class RedisStore(Store):
                     at, str(known.version), born, str(touched.version),
                     deadline,  # as the Lua writes it (fnum)
                 )  # fmt: skip
+        sent_over = self._epoch(session_id)
         try:
             reply = await self._run("touch", [self._key("s", session_id)], args)
         except _Refusal as refusal:
             self._refused(refusal, session_id)
         if reply == 1:  # touched at the version known here
             assert touched is not None
+            if self._epoch(session_id) != sent_over:  # over another server meanwhile
+                return await self._reread(session_id)
             return self._know(touched, born)
         return self._know_stored(reply)
+
+    async def _reread(self, session_id: str) -> Session:
+        """The session as stored, after a write built on a copy that is no longer trusted."""
+        self._known.pop(session_id, None)
+        session = await self.get(session_id)
+        if session is None:
+            raise SessionNotFound(session_id)
+        return session
 
     def _know(self, session: Session, born: str | None) -> Session:
         """Keep ``session`` as this instance last saw it stored, ``born`` its record's ``ce``
@@ -1072,7 +1115,7 @@ class RedisStore(Store):
         known = self._known
         known.pop(session.id, None)  # to the newest end: the oldest seen leave first
         if born is not None and session.ended_at is None and session.end_reason is None:
-            known[session.id] = (session, born)
+            known[session.id] = (session, born, self._epoch(session.id))
             if len(known) > _KNOWN:
                 del known[next(iter(known))]
         return session
@@ -1106,7 +1149,7 @@ class RedisStore(Store):
     ) -> Session | None:
         at = repr(float(now))
         args: list[Arg] = [self._maxlen, reason, at, self._claimer, *_counted(_pairs(moves), 2)]
-        known, born = self._known.pop(session_id, None) or (None, "")
+        known, born = self._current_copy(session_id, pop=True)
         claimed = None
         if known is None:
             args.append("")
@@ -1121,12 +1164,15 @@ class RedisStore(Store):
                 str(known.version), born, session_id, known.state,
                 state, known.namespace, str(claimed.version), _snapshot(_encode_session(claimed)),
             )  # fmt: skip
+        sent_over = self._epoch(session_id)
         reply = await self._run("claim_end", [self._key("s", session_id)], args)
         if reply is None:
             return None
         if isinstance(reply, str):  # claimed at the version known here
             assert claimed is not None
             await self._delivered(reply)
+            if self._epoch(session_id) != sent_over:  # over another server meanwhile
+                claimed = await self._reread(session_id)
             self._hold(claimed)
             return claimed
         await self._delivered(reply[0])
@@ -1177,7 +1223,7 @@ class RedisStore(Store):
         """Keep a session claimed here for its finish (see ``_redis_lua.finish_known``)."""
         held = self._held
         self._known.pop(claimed.id, None)  # claimed: no longer claimable
-        held[claimed.id] = claimed
+        held[claimed.id] = (claimed, self._epoch(claimed.id))
         if len(held) > _HELD:
             del held[next(iter(held))]
 
@@ -1185,9 +1231,9 @@ class RedisStore(Store):
         """One end's arguments for ``finish_end``/``finish_ends``, and the ended session when this
         instance holds the claimed one (then the function replies with the event id alone)."""
         until = repr(float(retain_until))
-        claimed = self._held.pop(session_id, None)
-        if claimed is None:
-            return [session_id, until, ""], None
+        claimed, epoch = self._held.pop(session_id, None) or (None, None)
+        if claimed is None or epoch != self._epoch(session_id):
+            return [session_id, until, ""], None  # the function reads the record
         ended, known = _ended(claimed, now, state, retain_until)
         return [session_id, until, *known], ended
 

@@ -74,7 +74,7 @@ import logging
 import os
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import redis.exceptions as redis_errors
@@ -488,7 +488,9 @@ class RedisClusterStore(RedisStore):
         )
         self.events = _ClusterEventLog(event_buffer, self.damaged)
         self.buckets = count
-        self._prefixes = [f"{self.prefix}{{{tag}}}:" for tag in bucket_tags(count)]
+        tags = bucket_tags(count)
+        self._prefixes = [f"{self.prefix}{{{tag}}}:" for tag in tags]
+        self._slots = [key_slot(tag.encode()) for tag in tags]
         address = self.address
         common: dict[str, Any] = {
             "startup_nodes": nodes,
@@ -543,6 +545,18 @@ class RedisClusterStore(RedisStore):
 
     def _bucket_of_session(self, session_id: str) -> int:
         return self.bucket(session_id)
+
+    def _epoch(self, session_id: str) -> Hashable:
+        """The primary that serves the session's bucket now (see ``RedisStore._epoch``): after a
+        failover another one, so copies made before it are not used."""
+        client = self._cluster
+        if client is None:
+            return None
+        slot = self._slots[self.bucket(session_id)]
+        try:
+            return client.nodes_manager.get_node_from_slot(slot).name
+        except (redis_errors.RedisClusterException, KeyError):  # the slot is not covered now
+            return None
 
     # the client
 
