@@ -81,6 +81,18 @@ async def test_a_user_id_that_is_not_a_string_is_refused(manager: SessionManager
     assert manager.get_metrics()["total_sessions_created"] == 0
 
 
+async def test_a_long_user_id_with_a_lone_surrogate_round_trips(manager: SessionManager) -> None:
+    """Hashed (its encoding is too long for a hub id), so its original is kept in the session's
+    data, which is JSON: UTF-8 cannot hold a lone surrogate, so it is kept percent-encoded."""
+    user_id = "x" * 100 + "\ud800" + "\U00010000" * 40
+    session = await manager.create_session(user_id=user_id)
+    assert session.user_id == user_id
+    assert await manager.get_session_by_user(user_id) is session
+    theirs = await SessionManager(hub=manager.hub).get_session(session.session_id)
+    assert theirs is not None
+    assert theirs.user_id == user_id
+
+
 any_text = st.text(st.characters(exclude_categories=()), max_size=300)
 
 

@@ -7,7 +7,8 @@ The mapping is one-to-one, so ``find(user_id=...)`` finds exactly one Morgan use
   ``"~user%20123"``, ``"ü"`` is ``"~%C3%BC"``, ``""`` is ``"~"``), which decodes back;
 - when that is longer than 200 characters, it is ``~sha256:`` and the SHA-256 of the UTF-8 bytes;
   that form cannot be decoded, so the original is also kept in the session's data, under
-  ``ORIGINAL_KEY``.
+  ``ORIGINAL_KEY`` (as it is; one that UTF-8, and so JSON, cannot hold, such as a lone surrogate,
+  as ``{"percent_encoded": ...}``).
 
 No kept id starts with ``~``; no percent-encoding starts with ``sha256:`` followed by 64 hex digits
 (such a string is a valid id, kept as it is), so ``is_hashed`` tells the two forms apart.
@@ -22,7 +23,7 @@ from urllib.parse import quote, unquote
 from .._errors import ValidationError
 from .._limits import check_id
 
-__all__ = ["ORIGINAL_KEY", "from_hub", "is_hashed", "to_hub"]
+__all__ = ["ORIGINAL_KEY", "from_hub", "from_kept", "is_hashed", "kept", "to_hub"]
 
 #: The session data key that holds the original of a hashed user id.
 ORIGINAL_KEY = "morgan.user_id"
@@ -70,3 +71,21 @@ def from_hub(hub_user_id: str) -> str:
     if not hub_user_id.startswith(_PREFIX):
         return hub_user_id
     return unquote(hub_user_id[len(_PREFIX) :], errors="surrogatepass")
+
+
+def kept(user_id: str) -> str | dict[str, str]:
+    """The original of a hashed user id as session data keeps it (JSON)."""
+    try:
+        user_id.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates
+        return {"percent_encoded": quote(user_id, safe=_SAFE, errors="surrogatepass")}
+    return user_id
+
+
+def from_kept(value: object) -> str | None:
+    """The user id ``kept`` made ``value`` of; None if it is not such a value."""
+    if type(value) is str:
+        return value
+    if type(value) is dict and type(encoded := value.get("percent_encoded")) is str:
+        return unquote(encoded, errors="surrogatepass")
+    return None

@@ -352,15 +352,17 @@ class SessionManager:
         if hub_user is None or not _user_ids.is_hashed(hub_user):
             return None if hub_user is None else _user_ids.from_hub(hub_user)
         with contextlib.suppress(SessionNotFound):
-            original = await self.hub.data(record.id).get(_user_ids.ORIGINAL_KEY)
-            if type(original) is str:
+            original = _user_ids.from_kept(
+                await self.hub.data(record.id).get(_user_ids.ORIGINAL_KEY)
+            )
+            if original is not None:
                 return original
         return hub_user
 
     async def _keep_original(self, session_id: str, user_id: str) -> None:
         """Store the original of a hashed user id; the session is not created if that fails."""
         try:
-            await self.hub.data(session_id).set(_user_ids.ORIGINAL_KEY, user_id)
+            await self.hub.data(session_id).set(_user_ids.ORIGINAL_KEY, _user_ids.kept(user_id))
         except BaseException:
             await self.hub.end(session_id, "ended")
             raise
