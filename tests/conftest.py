@@ -19,7 +19,7 @@ from sessionhub.stores import MemoryStore, Store
 from .cluster.cluster_server import RedisClusterServer
 from .redis_server import RedisServer
 
-ALL_STORE_KINDS = ["memory", "sqlite", "redis"]
+ALL_STORE_KINDS = ["memory", "sqlite", "redis", "cluster"]
 STORE_KINDS = [
     kind
     for kind in os.environ.get("SESSIONHUB_TEST_STORES", ",".join(ALL_STORE_KINDS)).split(",")
@@ -61,7 +61,7 @@ def redis_server() -> Iterator[RedisServer]:
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[RedisClusterServer]:
     """One private Redis Cluster (3 primaries, 3 replicas) per test process, started on first use;
-    the ``cluster`` store kind (not in the default kinds: ``SESSIONHUB_TEST_STORES=cluster``)."""
+    the ``cluster`` store kind's, and the Cluster tests'."""
     cluster = RedisClusterServer()
     yield cluster
     cluster.stop()

@@ -1,6 +1,6 @@
 """The Redis Cluster store on a real local Cluster (3 primaries, 3 replicas).
 
-The conformance suite runs on it with ``SESSIONHUB_TEST_STORES=cluster pytest tests/core``; these
+The conformance suite (``tests/core``) runs on it as the ``cluster`` store kind; these
 tests cover what only a Cluster has: the spread over primaries, several hub processes expiring
 together, and a primary killed under load.
 """

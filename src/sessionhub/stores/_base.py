@@ -7,7 +7,7 @@ session must still see uniqueness held, versions compared, and every end claimed
 Policy lives in the hub: it validates input, decides limits and lifecycle moves, runs hooks and counts.
 The store receives decisions as plain values (``NewSession``'s rules, a ``Change``, the ``moves`` of a
 lifecycle event) and applies them atomically, so the memory, SQLite and Redis stores stay thin and
-interchangeable. Every store must pass ``tests/test_conformance.py``.
+interchangeable. Every store must pass the conformance suite, ``tests/core``.
 
 Rules every implementation follows:
 
