@@ -892,10 +892,9 @@ class RedisStore(Store):
 
     async def get(self, session_id: str) -> Session | None:
         key = self._key("s", session_id)
-        known, born, epoch = self._known.get(session_id) or (None, "", None)
-        if epoch != self._epoch(session_id):  # of an earlier connection or primary: not used
-            known = None
+        known, born = self._current_copy(session_id)
         if known is not None and self._copies_current >= 0:
+            epoch = self._epoch(session_id)
             # Every change of a session's fields bumps its version, and 'ce' tells incarnations
             # apart: a record at the copy's version and 'ce' holds what the copy does. Two
             # fields read instead of all (a seventh of HGETALL's Redis CPU, no decoding).
