@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from typing import Any
 
-from sessionhub import ManualClock, Session, SessionHub
+import pytest
+
+from sessionhub import DuplicateSession, ManualClock, Session, SessionHub
 from sessionhub.stores import CreateRules
 from sessionhub.stores._resp import RedisAddress, RedisClient
 from sessionhub.stores.memory import MemoryStore
@@ -230,3 +233,99 @@ async def test_history_reads_match_the_memory_store(redis_server: RedisServer) -
         assert windows > 100  # most windows hold records: the comparison is not of empty lists
     finally:
         await redis.close()
+
+
+async def _restores(admin: RedisClient) -> int:
+    """RESTORE commands the server ran (refused ones not counted)."""
+    stats: str = await admin.call("INFO", "commandstats")
+    found = re.search(r"^cmdstat_restore:calls=(\d+)", stats, re.M)
+    return int(found.group(1)) if found else 0
+
+
+def _shapes(at: float) -> list[tuple[Session, CreateRules]]:
+    """Sessions of every shape a create writes, each with the rules that send it through one of
+    the two create functions (``create``, ``create_checked``)."""
+    plain, checked = CreateRules(), CreateRules(max_sessions=1000, unique_labels=("slot",))
+    common: dict[str, Any] = {"created_at": at, "updated_at": at, "last_activity_at": at}
+    common["state"] = "CREATED"
+    return [
+        (Session(id="bare", **common), plain),
+        (Session(id="timed", idle_timeout=60, expires_at=at + 60, **common), plain),
+        (Session(id="owned", user_id="u-1", ttl=5, expires_at=at + 5, **common), checked),
+        (
+            Session(
+                id="full",
+                namespace="ns",
+                user_id="42",
+                labels={"slot": "7", "role": "büro", "n": "-1"},
+                details={"nested": {"a": [1, 2.5, None]}, "é": True},
+                counters={"c": 12, "d": -70000},
+                retention=30,
+                **common,
+            ),
+            checked,
+        ),
+        (
+            Session(
+                id="given",
+                state="SPAWNING",
+                created_at=at,
+                updated_at=at + 5,
+                last_activity_at=at + 3,
+                active_requests=2,
+                version=7,
+                labels={"v": "1"},
+            ),
+            plain,
+        ),
+        (Session(id="long", labels={"big": "x" * 65}, **common), plain),  # too long to restore
+        (Session(id="wide", labels={f"l{i}": "" for i in range(130)}, **common), checked),
+        (Session(id="9007199254740993", user_id="-0", labels={"n": "01"}, **common), plain),
+    ]
+
+
+async def test_a_restored_record_is_the_one_its_fields_would_make(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A create restores its record whole (one RESTORE, see _hash_dump) where Redis allows it and
+    writes the fields otherwise: a Redis user whose ACL lacks RESTORE gets the fields' form (a
+    warning once). Both forms store the same fields, in the same order and encoding, but for
+    ``ce``, which tells incarnations apart either way; a duplicate id is refused by both."""
+    admin = RedisClient(RedisAddress(port=redis_server.port), name="test-admin")
+    user = f"norestore{uuid.uuid4().hex[:8]}"
+    await admin.call("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-restore")
+    restoring = RedisStore(redis_server.url, prefix=f"t{uuid.uuid4().hex[:12]}:")
+    fields_only = RedisStore(
+        f"redis://{user}:pw@127.0.0.1:{redis_server.port}", prefix=f"t{uuid.uuid4().hex[:12]}:"
+    )
+    await restoring.open()
+    await fields_only.open()
+    try:
+        at = 1_700_000_000.25
+        for session, rules in _shapes(at):
+            stored = []
+            for store in (restoring, fields_only):
+                restores = await _restores(admin)
+                assert await store.create(session, rules) == session
+                fits = store is restoring and session.id not in ("long", "wide")
+                assert await _restores(admin) == restores + fits
+                assert await store.get(session.id) == session
+                with pytest.raises(DuplicateSession):
+                    await store.create(session, rules)
+                key = f"{store.prefix}s:{{{session.id}}}"
+                flat = await admin.call("HGETALL", key)
+                stored.append((flat, await admin.call("OBJECT", "ENCODING", key)))
+            (restored, restored_as), (written, written_as) = stored
+            assert restored[0::2] == written[0::2]  # the same fields, in the same order
+            born = restored.index("ce") + 1
+            assert restored[:born] + restored[born + 1 :] == written[:born] + written[born + 1 :]
+            assert restored_as == written_as
+            assert restored[born] != written[born]
+        refusals = [r for r in caplog.records if "refused RESTORE" in r.getMessage()]
+        assert len(refusals) == 1
+        assert "can't run this command" in refusals[0].getMessage()
+    finally:
+        await restoring.close()
+        await fields_only.close()
+        await admin.call("ACL", "DELUSER", user)
+        await admin.close()

@@ -34,18 +34,21 @@ pass, are in ``docs/redis-cpu.md`` and ``benchmarks/bench_redis.py --cpu`` print
   ``redis.call`` is formatted again each time; a record read into a table (an ``HGETALL``: about
   25,000 instructions) or packed for an event (``cmsgpack.pack``: about 20,000) costs more than its
   commands. So scores and census deltas travel as text, global key names are made once per prefix,
-  and ``create`` is sent each value once, no field names, nothing a new record holds by default,
-  and its event's snapshot already packed by the caller. A create with nothing to check but its
-  id (``create``; ``create_checked`` for parents, limits and unique labels) checks it with the
-  ``HSETNX`` that writes the record's first field, and a new record leaves out ``ar`` while no
-  request is in flight. Events trim the stream at every 64th of a prefix (``XADD``'s ``MAXLEN``
+  and a create is sent its record whole as a ``RESTORE`` payload (built by the store:
+  ``_hash_dump``), which writes it in one command for about a tenth of an ``HSET`` of its fields
+  and refuses an id that exists (the duplicate check), and its event's snapshot already packed.
+  Where Redis refuses ``RESTORE`` (an ACL without it) or the record is too large for a listpack,
+  the create is sent each value once, no field names, nothing a new record holds by default; a
+  create with nothing to check but its id (``create``; ``create_checked`` for parents, limits
+  and unique labels) then checks it with the ``HSETNX`` that writes the record's first field. A
+  new record leaves out ``ar`` while no request is in flight. Events trim the stream at every 64th of a prefix (``XADD``'s ``MAXLEN``
   costs about 2,000 instructions).
 - The hot writes have functions of their own that read a few fields with one ``HMGET`` and write
   what changes with one ``HSET``: ``touch``, the activity refresh of data and history writes,
   ``claim_end``, ``finish_known``. A store instance keeps the sessions it last wrote or claimed;
   for one of those still at the version it knows, the function is sent the new values and checks
-  ``v ce dq`` (the version, and the id of the session's ``created`` event, which tells a session
-  created again under the id, whatever its clock) instead of reading the record.
+  ``v ce dq`` (the version, and ``ce``, which tells a session created again under the id,
+  whatever its clock) instead of reading the record.
 - A record begins with the fields those functions look up (``v ce ca dq ea la ua st``): Redis finds
   a field of a small hash by walking it from the start.
 - A claim replies with its event's id (the store reads the claimed session from that event's
@@ -572,49 +575,68 @@ local function readable(sk, now)
   end
 end
 
+-- A create's record sent whole as a RESTORE payload (the first byte of RDB's listpack hash type,
+-- 16, which no field name begins with): RESTORE writes it in one command, for about a tenth of
+-- what the HSET of its fields cost (see the store's _hash_dump), and refuses a key that exists,
+-- which is the create's duplicate check. Refused otherwise (an ACL without RESTORE), it writes
+-- nothing: the caller sends the fields instead.
+local function restorable(payload) return payload ~= nil and string.byte(payload, 1) == 16 end
+local function restore(sk, payload)
+  local done = redis.pcall('RESTORE', sk, '0', payload)
+  if type(done) == 'table' and done.err then
+    if string.sub(done.err, 1, 7) == 'BUSYKEY' then fail('DUPID') end
+    fail('NORESTORE', done.err)
+  end
+end
+
 -- A new session, after create's checks: its record, index entries, census count and 'created'
 -- event (whose id is returned). The record comes from the arguments from 'rec' on: the values of
--- its fields id, ns, st and ca, then its other fields as pairs but for 'u' and 'ea' (the user and
--- the deadline, given apart; 'dq', the deadline entry's score, is the deadline too), and but for
--- 'ua', 'la', 'ar' and 'v' when they hold what a new record does (ca, ca, 0, 1): a later pair of
--- one HSET wins. 'ar' (requests in flight) is written only when not 0: every version reads a
--- record without it as 0 (a field fewer to write, and for `get` to read). Built straight from the arguments, in slices (unpack's limit on the Lua stack):
+-- its fields id, ns, st and ca, then either the record whole as a RESTORE payload (restored by the
+-- caller: 'versioned' nil; see `restore`) followed by its label pairs, or its other fields as
+-- pairs but for 'u' and 'ea' (the user and the deadline, given apart; 'dq', the deadline entry's
+-- score, is the deadline too), and but for 'ua', 'la', 'ar' and 'v' when they hold what a new
+-- record does (ca, ca, 0, 1): a later pair of one HSET wins. 'ar' (requests in flight) is written
+-- only when not 0: every version reads a record without it as 0 (a field fewer to write, and for
+-- `get` to read). Built straight from the arguments, in slices (unpack's limit on the Lua stack):
 -- tables of the record and packing the snapshot were most of create's CPU, and each argument
 -- costs (Redis makes every one a Lua string), so nothing is sent twice. The fields the hot paths
 -- look up come first, since Redis finds a field of a small hash by walking it from the start
 -- (touch and claim_end read v, ce and dq, then write la, ua, ea, st); 'versioned': 'v' is
 -- written here (else the caller's duplicate check wrote it). The labels are the record's last
 -- fields ('l:<name>' pairs: the label index entries are made from them, so they are sent once);
--- 'uniq' is the position of the counted unique label pairs (nil: none). 'ce' is the id of the
--- session's 'created' event: unique to this incarnation of the id (a session ended and created
--- again under it, even at the same time by an injected clock, has another), it tells a copy a
--- store instance holds of the session from one of an earlier incarnation (see touch).
+-- 'uniq' is the position of the counted unique label pairs (nil: none). 'ce' tells incarnations
+-- of an id apart (a session ended and created again under it, even at the same time by an
+-- injected clock): a restored record's is the caller's (its instance and a count), else it is
+-- the id of the session's 'created' event; it tells a copy a store instance holds of the session
+-- from one of an earlier incarnation (see touch).
 local function record_head(sk, versioned, ...)
   if versioned then call('HSET', sk, 'v', '1', ...) else call('HSET', sk, ...) end
 end
 local function created(sk, versioned, u, p, ea, snapshot, uniq, rec)
   local sid, ns, st, ca = ARGV[rec], ARGV[rec + 1], ARGV[rec + 2], ARGV[rec + 3]
   local ce = append_event('created', ca, snapshot)
-  local pos = rec + 4
-  local last = math.min(pos + 199, #ARGV)
-  if u ~= '' and ea ~= '' then
-    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
-      'id', sid, 'ns', ns, 'u', u, unpack(ARGV, pos, last))
-  elseif u ~= '' then
-    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
-      'ns', ns, 'u', u, unpack(ARGV, pos, last))
-  elseif ea ~= '' then
-    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca, 'st', st,
-      'id', sid, 'ns', ns, unpack(ARGV, pos, last))
-  else
-    record_head(sk, versioned, 'ce', ce, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
-      'ns', ns, unpack(ARGV, pos, last))
-  end
-  pos = last + 1
-  while pos <= #ARGV do
-    last = math.min(pos + 199, #ARGV)
-    call('HSET', sk, unpack(ARGV, pos, last))
+  if versioned ~= nil then
+    local pos = rec + 4
+    local last = math.min(pos + 199, #ARGV)
+    if u ~= '' and ea ~= '' then
+      record_head(sk, versioned, 'ce', ce, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca,
+        'st', st, 'id', sid, 'ns', ns, 'u', u, unpack(ARGV, pos, last))
+    elseif u ~= '' then
+      record_head(sk, versioned, 'ce', ce, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
+        'ns', ns, 'u', u, unpack(ARGV, pos, last))
+    elseif ea ~= '' then
+      record_head(sk, versioned, 'ce', ce, 'ca', ca, 'dq', ea, 'ea', ea, 'la', ca, 'ua', ca,
+        'st', st, 'id', sid, 'ns', ns, unpack(ARGV, pos, last))
+    else
+      record_head(sk, versioned, 'ce', ce, 'ca', ca, 'la', ca, 'ua', ca, 'st', st, 'id', sid,
+        'ns', ns, unpack(ARGV, pos, last))
+    end
     pos = last + 1
+    while pos <= #ARGV do
+      last = math.min(pos + 199, #ARGV)
+      call('HSET', sk, unpack(ARGV, pos, last))
+      pos = last + 1
+    end
   end
   if ea ~= '' then call('ZADD', K.deadlines, ea, sid) end
   call('ZADD', K.live, '0', sid)
@@ -638,13 +660,17 @@ end
 
 # keys: session. args: prefix, maxlen, user, deadline ('' for none), the event's snapshot
 # (MessagePack of the record's fields, packed by the caller), then the record (see `created`).
-# A session without a parent, limits or unique labels: the record's first field is written by
-# the duplicate check itself (HSETNX of 'v': every record has one), so this create runs one
-# command fewer than create_checked and is sent four arguments fewer.
+# A session without a parent, limits or unique labels: the duplicate check is the write of the
+# record itself (RESTORE, or, for the fields' form, the HSETNX of 'v': every record has one), so
+# this create runs one command fewer than create_checked and is sent four arguments fewer.
 _CREATE = r"""
 local sk = KEYS[1]
 -- (pcall: a key of another type under the id, which no store writes, counts as taken, as
 -- create_checked's EXISTS counts it, rather than failing the call)
+if restorable(ARGV[10]) then
+  restore(sk, ARGV[10])
+  return created(sk, nil, ARGV[3], '', ARGV[4], ARGV[5], nil, 6)
+end
 if redis.pcall('HSETNX', sk, 'v', '1') ~= 1 then fail('DUPID') end
 return created(sk, false, ARGV[3], '', ARGV[4], ARGV[5], nil, 6)
 """
@@ -676,6 +702,10 @@ end
 for i = uniq + 1, rec - 1, 2 do
   local holder = call('HGET', K.uniq, unique_field(ns, ARGV[i], ARGV[i + 1]))
   if holder and holder ~= sid then fail('DUPLABEL', ARGV[i], ARGV[i + 1], holder, ns) end
+end
+if restorable(ARGV[rec + 4]) then
+  restore(sk, ARGV[rec + 4])
+  return created(sk, nil, u, p, ARGV[7], ARGV[8], uniq, rec)
 end
 return created(sk, true, u, p, ARGV[7], ARGV[8], uniq, rec)
 """
@@ -845,7 +875,7 @@ return {event_id, new}
 """
 
 # args: prefix, now, then what the caller knows of the session (nothing) or: its version,
-# its 'ce' (its created event's id), the new version and the new deadline ('' none, and none
+# its 'ce' (see `created`), the new version and the new deadline ('' none, and none
 # before). ``modify`` with only a touch (a heartbeat, the hottest write): the same checks and
 # writes, without parsing a change or building a writer. A session the caller knows at the stored
 # version (of that incarnation: 'ce' tells one created again under the id; a record written before

@@ -40,9 +40,12 @@ session carries the hash tag ``{<session id>}``, so in a Redis Cluster they shar
                             entry in the deadline index (stale from the claim of its end to
                             ``finish_end``), ``cb`` the instance that claimed its end (written by
                             versions before 2026-12; the claims hash names it). ``ar`` (requests
-                            in flight) may be absent, read as 0 by every version. ``ce`` the id of
-                            its ``created`` event (which incarnation of the id it is; absent from
-                            records of versions before 2026-12). Every change of a field but
+                            in flight) may be absent, read as 0 by every version. ``ce`` which
+                            incarnation of the id it is (compared, never parsed: the creating
+                            instance and a count of its creates, or the id of the ``created``
+                            event; absent from records of versions before 2026-12). A create
+                            writes the record with ``RESTORE`` (see ``_hash_dump``): the hash
+                            ``HSET`` of its fields makes. Every change of a field but
                             ``dq`` and ``cb`` raises ``v``: a hand edit must too, or instances
                             that hold a copy of the session keep answering with it (see "Reads")
 ``P d:{id}``                hash: data key -> ``<version>:<JSON value>``
@@ -222,6 +225,7 @@ from ._base import (
     ended_record,
     ending,
 )
+from ._hash_dump import hash_payload
 from ._redis_lua import FUNCTIONS, LIBRARY
 from ._resp import Arg, RedisAddress, RedisClient, RedisError
 
@@ -346,6 +350,29 @@ def _encode_session(session: Session) -> list[Arg]:
     for label, value in session.labels.items():  # last: create indexes them from there
         out += ("l:" + label, value)
     return out
+
+
+def _new_record(record: list[Arg], born: str, deadline: str) -> list[Arg]:
+    """The record of a new session as a create stores it, from its encoded fields (see
+    ``_encode_session``): ``born`` its ``ce``, ``deadline`` its ``dq`` and ``ea``. The fields the
+    hot paths look up come first (Redis finds a field of a small hash by walking it from the start:
+    see ``created`` in _redis_lua), and ``ar`` is left out while 0 (every version reads a record
+    without it as 0): the record the fields' form of a create writes, field for field."""
+    stored: list[Arg] = ["v", record[15], "ce", born, "ca", record[7]]
+    if deadline:
+        stored += ("dq", deadline, "ea", deadline)
+    stored += ("la", record[11], "ua", record[9], "st", record[5], "id", record[1])
+    stored += ("ns", record[3])
+    rest = 16  # past id ns st ca ua la ar v
+    if len(record) > rest and record[rest] == "u":
+        stored += ("u", record[rest + 1])
+        rest += 2
+    if record[13] != "0":
+        stored += ("ar", record[13])
+    for i in range(rest, len(record), 2):
+        if record[i] != "ea":
+            stored += (record[i], record[i + 1])
+    return stored
 
 
 def _snapshot(record: list[Arg]) -> bytes:
@@ -609,6 +636,12 @@ class RedisStore(Store):
         # those two fields to know whether the copy is the record. Bounded, oldest dropped.
         # Each is trusted only over the connection it came from (see _epoch).
         self._known: dict[str, tuple[Session, str, Hashable]] = {}
+        # Creates restore their records whole (see _hash_dump) unless this Redis refused RESTORE
+        # (an ACL without it): then they write the fields. 'ce' values are this claimer's and a
+        # count of its creates: unique to each incarnation of an id, as the created event's id
+        # (what the fields' form writes there) is.
+        self._restore = True
+        self._births = 0
         self._copies_current = 0  # see _score_copy
         # Claims this instance may hold without knowing (see "Expiry and claims"): per bucket (0
         # on one node), how many claim calls ended without a usable reply there; the next
@@ -825,19 +858,27 @@ class RedisStore(Store):
     async def create(self, session: Session, rules: CreateRules) -> Session:
         record = _encode_session(session)
         deadline = "" if session.expires_at is None else repr(float(session.expires_at))
-        # The function is sent the user and the deadline once and names their fields, and writes
-        # what a new session's record holds by default (see `created` in _redis_lua) unless it
-        # is sent otherwise.
-        created = record[_CREATED]
-        implied: dict[Arg, Arg] = {"ua": created, "la": created, "ar": "0", "v": "1"}
-        rest = [
-            item
-            for i in range(_FIXED, len(record), 2)
-            if record[i] not in ("u", "ea") and implied.get(record[i]) != record[i + 1]
-            for item in (record[i], record[i + 1])
-        ]
-        if deadline:
-            record += ("dq", deadline)  # queued with the record (the deadline index's score)
+        born = f"{self._claimer}.{self._births:x}"  # the record's 'ce' (see _new_record)
+        self._births += 1
+        payload = hash_payload(_new_record(record, born, deadline)) if self._restore else None
+        if payload is not None:
+            # The record restored whole (see _hash_dump), its labels sent again for the index.
+            rest: list[Arg] = [payload]
+            rest += (
+                item for label in session.labels.items() for item in ("l:" + label[0], label[1])
+            )
+        else:
+            # The function is sent the user and the deadline once and names their fields, and
+            # writes what a new session's record holds by default (see `created` in
+            # _redis_lua) unless it is sent otherwise.
+            created = record[_CREATED]
+            implied: dict[Arg, Arg] = {"ua": created, "la": created, "ar": "0", "v": "1"}
+            rest = [
+                item
+                for i in range(_FIXED, len(record), 2)
+                if record[i] not in ("u", "ea") and implied.get(record[i]) != record[i + 1]
+                for item in (record[i], record[i + 1])
+            ]
         unique = [
             item
             for name in rules.unique_labels
@@ -846,7 +887,7 @@ class RedisStore(Store):
         ]
         fixed = record[1:_FIXED:2]
         user = session.user_id or ""
-        snapshot = _snapshot(record)
+        snapshot = _snapshot([*record, "dq", deadline] if deadline else record)
         limited = rules.max_sessions is not None or rules.max_sessions_per_user is not None
         if session.parent_id is None and not unique and not limited:
             function = "create"  # nothing to check but the id: fewer arguments and commands
@@ -870,6 +911,13 @@ class RedisStore(Store):
             event_id = await self._run(function, [self._key("s", session.id)], args)
         except _Refusal as refusal:
             code, parts = refusal.code, refusal.args_
+            if code == "NORESTORE":
+                logger.warning(
+                    "Redis refused RESTORE (%s): creates write their records' fields instead",
+                    parts[0] if parts else "",
+                )
+                self._restore = False
+                return await self.create(session, rules)
             if code == "DUPID":
                 raise DuplicateSession(f"session id already exists: {session.id}") from None
             if code == "NOTFOUND":
@@ -886,7 +934,7 @@ class RedisStore(Store):
                     f"(limit {rules.max_sessions_per_user})"
                 ) from None
             self._refused(refusal, session.id)
-        self._know(session, event_id)
+        self._know(session, born if payload is not None else event_id)
         await self._delivered(event_id)
         return session
 
