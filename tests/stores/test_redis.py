@@ -16,6 +16,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -105,6 +106,31 @@ def test_urls_give_address_prefix_and_options() -> None:
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(ValidationError):
         store_from_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "missing", "extra"),
+    [
+        ("redis://localhost", "anycrc", "redis"),
+        ("redis+cluster://localhost:7000", "redis", "cluster"),
+    ],
+)
+def test_a_store_without_its_extra_says_which_to_install(
+    url: str, missing: str, extra: str
+) -> None:
+    """Run where ``missing`` cannot be imported (as without the extra installed)."""
+    code = f"""
+import sys
+sys.modules[{missing!r}] = None  # an import of it raises ModuleNotFoundError
+from sessionhub.stores import store_from_url
+try:
+    store_from_url({url!r})
+except ModuleNotFoundError as exc:
+    print(exc)
+"""
+    shown = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert f"pip install 'sessionhub[{extra}]'" in shown.stdout
+    assert missing in shown.stdout
 
 
 def test_two_different_prefixes_for_one_store_are_refused() -> None:

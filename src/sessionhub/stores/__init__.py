@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from ._base import Change, CreateRules, Query, StackRead, Store
 from .memory import MemoryStore
 
 __all__ = ["Change", "CreateRules", "MemoryStore", "Query", "StackRead", "Store", "store_from_url"]
+
+
+@contextlib.contextmanager
+def _needs_extra(extra: str) -> Iterator[None]:
+    """A store whose dependencies are not installed says which extra brings them."""
+    try:
+        yield
+    except ModuleNotFoundError as exc:
+        raise ModuleNotFoundError(
+            f"{exc.msg}: this store needs the {extra} extra: pip install 'sessionhub[{extra}]'",
+            name=exc.name,
+        ) from exc
 
 
 def store_from_url(url: str) -> Store:
@@ -23,11 +38,13 @@ def store_from_url(url: str) -> Store:
 
         return SQLiteStore.from_url(url)
     if scheme in ("redis+cluster", "rediss+cluster"):
-        from .redis_cluster import RedisClusterStore
+        with _needs_extra("cluster"):
+            from .redis_cluster import RedisClusterStore
 
         return RedisClusterStore.from_url(url)
     if scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisStore
+        with _needs_extra("redis"):
+            from .redis import RedisStore
 
         return RedisStore.from_url(url)
     raise ValidationError(

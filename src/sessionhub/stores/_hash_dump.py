@@ -115,7 +115,7 @@ def hash_payload(flat: Sequence[str | bytes | int | float]) -> bytes | None:
                 names[name] = entry
             add(entry)
         value = flat[i + 1]
-        raw = value.encode() if isinstance(value, str) else _raw(value)
+        raw = value.encode() if type(value) is str else _raw(value)
         size = len(raw)
         if size > _MAX_BYTES or raw.isdigit() or raw.startswith(b"-"):
             add(_entry(raw))  # (too long: None) or an integer, maybe
