@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import inspect
 import re
 import shutil
@@ -52,11 +51,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # for tests.redis_server
 
+from tests.earlier_store import redis_store_at
 from tests.redis_server import RedisServer
 
 from sessionhub import Session, SessionHub
@@ -139,38 +138,6 @@ async def round_trips(store: RedisStore, n: int) -> dict[str, float]:
     await count("claim_end", lambda i: store.claim_end(ids[i], "ended", now, moves))
     await count("finish_end", lambda i: store.finish_end(ids[i], now, "CLEANED", now))
     return measured
-
-
-def baseline_store_class(baseline: str) -> type[RedisStore] | None:
-    """``RedisStore`` as of commit ``baseline``: its ``redis.py`` and ``_redis_lua.py`` from git, imported
-    as modules of ``sessionhub.stores`` under other names (the rest of the package is today's)."""
-    root = Path(__file__).resolve().parent.parent
-
-    def source(name: str) -> str | None:
-        shown = subprocess.run(
-            ["git", "-C", str(root), "show", f"{baseline}:src/sessionhub/stores/{name}"],
-            capture_output=True,
-            text=True,
-        )
-        return shown.stdout if shown.returncode == 0 else None
-
-    def module(name: str, code: str) -> ModuleType:
-        spec = importlib.util.spec_from_loader(f"sessionhub.stores.{name}", loader=None)
-        assert spec is not None
-        loaded = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = loaded
-        exec(compile(code, f"{baseline}:{name}.py", "exec"), loaded.__dict__)
-        return loaded
-
-    lua, store = source("_redis_lua.py"), source("redis.py")
-    if lua is None or store is None:
-        return None
-    module("_baseline_redis_lua", lua)
-    old = module(
-        "_baseline_redis", store.replace("from ._redis_lua ", "from ._baseline_redis_lua ")
-    )
-    cls: type[RedisStore] = old.RedisStore
-    return cls
 
 
 async def server_stats(store: RedisStore) -> dict[str, float]:
@@ -287,7 +254,7 @@ async def cpu_per_op(
     """Redis CPU per operation, today's store beside commit ``baseline``'s on one server. On a
     ``private`` server the statistics are reset before each measured step, for the median call.
     With a ``counter`` (the server runs under callgrind), instructions per operation instead."""
-    old_class = baseline_store_class(baseline)
+    old_class = redis_store_at(baseline)
     stores: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
     # Another hub process on each store's data: it touches the sessions of 'end/o'.
     others: dict[str, RedisStore] = {"today": RedisStore(url, prefix="cpu-new:")}
