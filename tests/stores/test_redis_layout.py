@@ -82,7 +82,8 @@ async def test_data_of_earlier_versions_reads_once_and_drains(
     redis_server: RedisServer, admin: RedisClient
 ) -> None:
     """Earlier versions put every session in ``all`` and ``all:<ns>`` at create and left retained
-    ended ones there (not in ``ended``): rebuilt here on data written by today's store."""
+    ended ones there (not in ``ended``), and wrote no ``ce``: rebuilt here on data written by
+    today's store. A record with ``ce`` was never in ``all``: its end leaves ``all`` alone."""
     prefix = f"t{uuid.uuid4().hex[:12]}:"
     clock = ManualClock()
     store = RedisStore(redis_server.url, prefix=prefix)
@@ -95,6 +96,7 @@ async def test_data_of_earlier_versions_reads_once_and_drains(
         for sid in IDS:
             await admin.call("ZADD", prefix + "all", 0, sid)
             await admin.call("ZADD", prefix + "all:ns", 0, sid)
+            await admin.call("HDEL", f"{prefix}s:{{{sid}}}", "ce")  # their records had none
         for sid in old_ended:  # an earlier version's end: retained ones stay in 'all' only
             await admin.call("ZREM", prefix + "ended", sid)
             await admin.call("ZREM", prefix + "ended:ns", sid)
@@ -114,6 +116,11 @@ async def test_data_of_earlier_versions_reads_once_and_drains(
         # Today's ends and purge take the earlier version's entries out of 'all'.
         for sid in IDS[4:]:
             assert await hub.end(sid) is True
+        listed = await hub.create(id="listed", namespace="ns", retention=0)
+        await admin.call("ZADD", prefix + "all", 0, listed.id)  # as no version would list it
+        assert await hub.end(listed.id) is True
+        assert await admin.call("ZSCORE", prefix + "all", listed.id) == "0"
+        await admin.call("ZREM", prefix + "all", listed.id)
         still = await admin.call("ZRANGE", prefix + "all:ns", 0, -1)
         assert by_bytes(still) == by_bytes([sid for sid in readable if sid >= "a"])
         assert await hub.count(namespace="ns", include_ended=True) == len(still)

@@ -383,6 +383,10 @@ local function claim(g, sk, h, flat, reason, now, moves, claimer, queued)
   return emit('transitioned', now, flat)
 end
 
+-- was_listed_in_all: only stores of versions before issue 12's second pass listed sessions in
+-- 'all' / 'all:<ns>', and only at create; 'ce', written at create, came later, so a record that
+-- has it was never listed there and its end or purge leaves those indexes alone (two commands
+-- fewer per end without retention).
 -- The end of a claimed session (finish_end, and each of finish_ends): it leaves every index,
 -- the ended record is kept until 'keep_until' (or deleted now) and the 'ended' event sent. The
 -- index writes go into the group 'g', written by flush().
@@ -441,9 +445,10 @@ local function finish(g, sk, now, state, keep_until)
     gather(g, 'ZADD', K.ended, '0', sid)
     gather(g, 'ZADD', P .. 'ended:' .. h.ns, '0', sid)
   else
-    -- Only sessions created before the 'ended' indexes are in 'all' (see find).
-    gather(g, 'ZREM', K.all, sid)
-    gather(g, 'ZREM', P .. 'all:' .. h.ns, sid)
+    if h.ce == nil then  -- (see was_listed_in_all)
+      gather(g, 'ZREM', K.all, sid)
+      gather(g, 'ZREM', P .. 'all:' .. h.ns, sid)
+    end
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
   return {emit('ended', now, new), new}
@@ -469,7 +474,7 @@ local function finish_known(g, sid, now, state, keep_until, pos)
   local after = pos + 11 + 2 * n
   local sk = skey(sid)
   if g and g.seen[sid] then return false, after end
-  local cur = call('HMGET', sk, 'v', 'ca', 'cb')
+  local cur = call('HMGET', sk, 'v', 'ca', 'cb', 'ce')
   if cur[1] ~= ARGV[pos] or cur[2] ~= ARGV[pos + 1] then return nil, after end
   if g then g.seen[sid] = true end
   pos = pos + 1  -- (past created at)
@@ -507,8 +512,10 @@ local function finish_known(g, sid, now, state, keep_until, pos)
     gather(g, 'ZADD', K.ended, '0', sid)
     gather(g, 'ZADD', P .. 'ended:' .. ns, '0', sid)
   else
-    gather(g, 'ZREM', K.all, sid)
-    gather(g, 'ZREM', P .. 'all:' .. ns, sid)
+    if not cur[4] then  -- (see was_listed_in_all)
+      gather(g, 'ZREM', K.all, sid)
+      gather(g, 'ZREM', P .. 'all:' .. ns, sid)
+    end
     gather_del(g, sk, dkey(sid), hkey(sid), hckey(sid))
   end
   return append_event('ended', now, ARGV[pos + 6]), after
@@ -1165,12 +1172,14 @@ local n = 0
 for _, sid in ipairs(due) do
   call('ZREM', K.retained, sid)
   local sk = skey(sid)
-  local h = fields(sk, {'en', 'ns'})
+  local h = fields(sk, {'en', 'ns', 'ce'})
   if h.en ~= nil then
     call('ZREM', K.ended, sid)
     call('ZREM', P .. 'ended:' .. h.ns, sid)
-    call('ZREM', K.all, sid)  -- sessions created before the 'ended' indexes
-    call('ZREM', P .. 'all:' .. h.ns, sid)
+    if h.ce == nil then  -- (see was_listed_in_all)
+      call('ZREM', K.all, sid)
+      call('ZREM', P .. 'all:' .. h.ns, sid)
+    end
     call('DEL', sk, dkey(sid), hkey(sid), hckey(sid))
     n = n + 1
   end
