@@ -370,6 +370,10 @@ def test_a_body_past_max_body_bytes_is_a_413_with_or_without_content_length(
     assert chunked.request.headers.get("transfer-encoding") == "chunked"
     assert "content-length" not in chunked.request.headers
     assert_error(chunked, 413, "payload_too_large")
+    # Refused before their bodies were read: the client is told not to reuse the connection (a
+    # next request on it would meet the server closing it: "server disconnected").
+    assert declared.headers["connection"] == "close"
+    assert chunked.headers["connection"] == "close"
     created = http.post(
         "/v1/sessions", content=b'{"details": {"k": "' + b"y" * 1100 + b'"}}', headers=JSON
     )
@@ -379,6 +383,7 @@ def test_a_body_past_max_body_bytes_is_a_413_with_or_without_content_length(
         "/v1/sessions/live/data/k", content=b'{"value": "' + b"x" * 900 + b'"}', headers=JSON
     )
     assert json_of(small, 200)["version"] == 1  # the limit is the body, not more
+    assert "connection" not in small.headers
 
 
 def test_a_field_past_the_hubs_size_limits_is_a_413(client_of: Callable[..., httpx.Client]) -> None:

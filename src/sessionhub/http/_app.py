@@ -24,7 +24,16 @@ from .._models import json_encoder
 from ._guard import BrowserGuard, Headers, quoted
 from ._openapi import OPERATIONS, openapi_document
 from ._prometheus import CONTENT_TYPE, ServerMetrics
-from ._request import HttpRefusal, Receive, Reply, Request, Scope, Send, header_map
+from ._request import (
+    HttpRefusal,
+    Receive,
+    Reply,
+    Request,
+    Scope,
+    Send,
+    body_left,
+    header_map,
+)
 from ._routes import ROUTES, Face, Handler, Route
 from ._sse import stream_events
 from ._ui import FIRST_READS, Dashboard
@@ -173,6 +182,10 @@ class SessionHubApp:
         except Exception:
             logger.exception("internal error on %s %s", method, template)
             reply = _error_reply(500, "internal", "internal server error")
+        if reply.status >= 400 and body_left(scope, headers):
+            # Refused before its body was read: tell the client not to reuse the connection
+            # (else its next request can meet the connection closing: "server disconnected").
+            reply = reply._replace(headers=(*reply.headers, (b"connection", b"close")))
         await _send(send, reply, cors)
         self._observe(method, template, reply.status, time.perf_counter() - started)
 

@@ -72,6 +72,19 @@ def header_map(scope: Scope) -> dict[bytes, bytes]:
     return dict(reversed(headers))  # a repeated header: its first value is written last
 
 
+# Set in a request's scope once its whole body was read (see body_left).
+BODY_READ = "sessionhub.body_read"
+
+
+def body_left(scope: Scope, headers: dict[bytes, bytes]) -> bool:
+    """Whether the request came with a body that was not read to its end (a reply refused it
+    first): the server will not read past it, so the connection cannot carry another request."""
+    if scope.get(BODY_READ):
+        return False
+    length = headers.get(b"content-length")
+    return headers.get(b"transfer-encoding") is not None or (length is not None and length != b"0")
+
+
 class Request:
     """One HTTP request: path parameters from the router, query and headers decoded on demand."""
 
@@ -172,6 +185,7 @@ class Request:
                 chunks.append(chunk)
                 break
             chunks.append(chunk)
+        self.scope[BODY_READ] = True
         # The usual whole body in one message: nothing to join.
         raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if raw and content_type is None:
